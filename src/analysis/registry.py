@@ -1,0 +1,18 @@
+"""Builds the analysis engine for one (symbol, timeframe): the only place that knows which analyzers exist."""
+
+from __future__ import annotations
+
+from src.analysis.engine import AnalysisEngine, AnalysisSettings, Analyzer, Calibrator
+
+
+def build_analyzers(symbol: str, timeframe: str, settings: AnalysisSettings) -> list[Analyzer]:
+    """Analyzers enabled by ``settings``, in a fixed order (Wyckoff first, then Elliott)."""
+    analyzers: list[Analyzer] = []
+    # Analyzers register here as they land (wyckoff when enable_wyckoff, elliott when enable_elliott).
+    return analyzers
+
+
+def build_engine(
+    symbol: str, timeframe: str, settings: AnalysisSettings, calibrator: Calibrator | None = None
+) -> AnalysisEngine:
+    return AnalysisEngine(symbol, timeframe, build_analyzers(symbol, timeframe, settings), settings, calibrator)

@@ -1,0 +1,243 @@
+"""Domain types shared by every layer: closed candles, candidate signals, signals, analysis events.
+
+All times are UTC epoch milliseconds (names end in ``_ms``) except ``Signal.generated_at``,
+which is ISO-8601 UTC text as the public signal format requires. Prices and volumes are floats:
+Binance sends decimal strings, which parse to the nearest double (15-17 significant digits,
+more than any USDT-M tick size needs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Direction = Literal["LONG", "SHORT"]
+DIRECTIONS: tuple[Direction, ...] = ("LONG", "SHORT")
+
+
+class InvalidCandle(ValueError):
+    """A candle whose numbers cannot be real market data (NaN, negative, high < low, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One kline of ``timeframe`` for ``symbol``, keyed by ``open_time_ms``.
+
+    ``close_time_ms`` follows Binance: open_time + interval - 1 ms. ``closed`` is False only for
+    an in-progress kline seen on the WebSocket; analyzers never receive such a candle.
+    """
+
+    symbol: str
+    timeframe: str
+    open_time_ms: int
+    close_time_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float = 0.0
+    trades: int = 0
+    taker_buy_volume: float = 0.0
+    taker_buy_quote_volume: float = 0.0
+    closed: bool = True
+
+    def validate(self) -> Candle:
+        """Raise InvalidCandle unless prices are finite and > 0, low <= open,close <= high,
+        volumes finite and >= 0, and close_time > open_time. Returns self for chaining."""
+        prices = (self.open, self.high, self.low, self.close)
+        if not all(math.isfinite(p) and p > 0 for p in prices):
+            raise InvalidCandle(f"non-positive or non-finite price in {self.key}: {prices}")
+        if not (self.low <= min(self.open, self.close) and max(self.open, self.close) <= self.high):
+            raise InvalidCandle(f"inconsistent OHLC in {self.key}: {prices}")
+        vols = (self.volume, self.quote_volume, self.taker_buy_volume, self.taker_buy_quote_volume)
+        if not all(math.isfinite(v) and v >= 0 for v in vols) or self.trades < 0:
+            raise InvalidCandle(f"negative or non-finite volume in {self.key}")
+        if self.close_time_ms <= self.open_time_ms:
+            raise InvalidCandle(f"close_time <= open_time in {self.key}")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.symbol, self.timeframe, self.open_time_ms)
+
+    @property
+    def stream(self) -> tuple[str, str]:
+        return (self.symbol, self.timeframe)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalCandidate:
+    """What an analyzer proposes on one closed candle, before calibration and the gate.
+
+    ``raw_score`` is in [0, 1] and is kept on the final signal so a calibration can later map it
+    to an observed hit rate. ``features`` are (name, value) pairs of the evidence that made the score.
+    """
+
+    analyzer: str
+    pattern: str
+    direction: Direction
+    raw_score: float
+    entry: float
+    stop_loss: float
+    take_profits: tuple[float, ...]
+    reasons: tuple[str, ...]
+    features: tuple[tuple[str, float], ...] = ()
+
+
+def signal_id(symbol: str, timeframe: str, candle_time_ms: int, pattern: str, direction: str) -> str:
+    """Deterministic signal id: first 24 hex chars of sha256("symbol|timeframe|candle_time_ms|pattern|direction")."""
+    raw = f"{symbol}|{timeframe}|{candle_time_ms}|{pattern}|{direction}".encode()
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def ms_to_iso(ms: int) -> str:
+    """Epoch ms -> ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_to_ms(text: str) -> int:
+    """ISO-8601 (``Z`` or offset; naive means UTC) -> epoch ms."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return round(dt.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A gated signal, as stored, posted and graded.
+
+    ``candle_time_ms`` is the open time of the candle that confirmed the setup; ``generated_at`` is
+    that candle's close (ISO-8601 UTC). ``confidence`` is the calibrated value the gate compared
+    with MIN_CONFIDENCE; ``raw_confidence`` is the analyzer's uncalibrated score.
+    """
+
+    id: str
+    symbol: str
+    timeframe: str
+    pattern: str
+    direction: Direction
+    confidence: float
+    raw_confidence: float
+    entry: float
+    stop_loss: float
+    take_profits: tuple[float, ...]
+    candle_time_ms: int
+    generated_at: str
+    reasons: tuple[str, ...]
+    analyzer_version: str
+    config_hash: str
+    features: tuple[tuple[str, float], ...] = field(default=())
+
+    @property
+    def risk(self) -> float:
+        """Distance entry -> stop in price units (always > 0 for a valid signal)."""
+        return abs(self.entry - self.stop_loss)
+
+    @property
+    def risk_reward(self) -> float | None:
+        """Reward of the first target over the risk; None without targets or risk."""
+        if not self.take_profits or self.risk == 0:
+            return None
+        return abs(self.take_profits[0] - self.entry) / self.risk
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON shape (``backtest signals`` lines, previews, REST rows)."""
+        return {
+            "id": self.id,
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "pattern": self.pattern,
+            "direction": self.direction,
+            "confidence": self.confidence,
+            "raw_confidence": self.raw_confidence,
+            "entry": self.entry,
+            "stop_loss": self.stop_loss,
+            "take_profits": list(self.take_profits),
+            "candle_time": self.candle_time_ms,
+            "generated_at": self.generated_at,
+            "reasons": list(self.reasons),
+            "analyzer_version": self.analyzer_version,
+            "config_hash": self.config_hash,
+            "features": {k: v for k, v in self.features},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Signal:
+        direction = d["direction"]
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be LONG or SHORT, got {direction!r}")
+        feats = d.get("features") or {}
+        return cls(
+            id=str(d["id"]),
+            symbol=str(d["symbol"]),
+            timeframe=str(d["timeframe"]),
+            pattern=str(d["pattern"]),
+            direction=direction,
+            confidence=float(d["confidence"]),
+            raw_confidence=float(d.get("raw_confidence", d["confidence"])),
+            entry=float(d["entry"]),
+            stop_loss=float(d["stop_loss"]),
+            take_profits=tuple(float(x) for x in d["take_profits"]),
+            candle_time_ms=int(d["candle_time"]),
+            generated_at=str(d["generated_at"]),
+            reasons=tuple(str(r) for r in d["reasons"]),
+            analyzer_version=str(d.get("analyzer_version", "")),
+            config_hash=str(d.get("config_hash", "")),
+            features=tuple((str(k), float(v)) for k, v in dict(feats).items()),
+        )
+
+
+EventKind = Literal["wyckoff_event", "pivot", "elliott_count"]
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisEvent:
+    """One entry of the analysis trail (``backtest events``).
+
+    ``candle_time_ms`` is the bar the event refers to (e.g. the spring's low bar, the pivot bar);
+    ``recognised_ms`` is the open time of the closed bar on which the analyzer recognised it
+    (>= candle_time_ms: recognition never precedes the data that proves it).
+    """
+
+    kind: EventKind
+    type: str
+    symbol: str
+    timeframe: str
+    candle_time_ms: int
+    recognised_ms: int
+    price: float
+    phase: str = ""
+    details: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "type": self.type,
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "candle_time": self.candle_time_ms,
+            "recognised_at": self.recognised_ms,
+            "price": self.price,
+            "phase": self.phase,
+            "details": {k: v for k, v in self.details},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzerState:
+    """A human-readable snapshot of one analyzer for ``>signal`` (even below the threshold).
+
+    ``summary`` is one line (e.g. "Accumulation, phase C"); ``lines`` hold the recent events or the
+    leading count with its invalidation level; ``levels`` are (label, price) pairs a chart can draw.
+    """
+
+    analyzer: str
+    summary: str
+    lines: tuple[str, ...] = ()
+    levels: tuple[tuple[str, float], ...] = ()
+    pivots: tuple[tuple[int, float, str], ...] = ()  # (open_time_ms, price, label)

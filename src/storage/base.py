@@ -1,0 +1,186 @@
+"""The storage port: what the bot, the Discord outbox, the outcome tracker and the backtest need
+from a store. Backends (SQLite, Postgres, Supabase REST) implement :class:`Store`.
+
+Rules every backend keeps:
+- every write is an idempotent upsert on the natural key (candles: symbol+timeframe+open_time;
+  signals: id; deliveries: signal_id+destination; outcomes: signal_id; stream quality: symbol+timeframe);
+- reads return domain objects (``Candle``, ``Signal``, ...), never dicts;
+- times cross this boundary as UTC epoch ms (``*_ms``) except ``Signal.generated_at`` (ISO-8601 UTC);
+- a failure raises :class:`StoreUnavailable` (temporary: the caller may spool and retry) or
+  :class:`StoreError` (permanent); it never returns an empty result instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from src.analysis.types import Candle, Signal
+
+Outcome = Literal["WIN", "LOSS", "EXPIRED"]
+DeliveryStatus = Literal["pending", "sent", "skipped", "failed"]
+
+
+class StoreError(Exception):
+    """A permanent storage error (bad schema, constraint, refused credentials)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now; the write may be retried later."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignalOutcome:
+    """How a signal resolved (SPEC 7). ``mfe_r``/``mae_r`` are the max favourable / adverse
+    excursions in R (multiples of the entry-stop distance), both >= 0; ``r_multiple`` is after fees."""
+
+    signal_id: str
+    symbol: str
+    timeframe: str
+    pattern: str
+    direction: Literal["LONG", "SHORT"]
+    outcome: Outcome
+    entry_time_ms: int
+    entry_price: float
+    exit_time_ms: int
+    exit_price: float
+    r_multiple: float
+    mfe_r: float
+    mae_r: float
+    fees: float
+    bars_held: int
+    confidence: float
+    resolved_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PatternStats:
+    """Per (pattern): how many signals, and how the resolved ones ended."""
+
+    pattern: str
+    signals: int
+    wins: int
+    losses: int
+    expired: int
+    avg_r: float | None
+
+    @property
+    def resolved(self) -> int:
+        return self.wins + self.losses + self.expired
+
+    @property
+    def win_rate(self) -> float | None:
+        return self.wins / self.resolved if self.resolved else None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamQuality:
+    """Data-quality counters per stream (SPEC 6 data-quality view)."""
+
+    symbol: str
+    timeframe: str
+    last_candle_ms: int | None
+    gaps_backfilled: int
+    candles_backfilled: int
+    stalls: int
+    reconnects: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Delivery state of one signal to one destination (e.g. ``discord:<channel>``, ``webhook``)."""
+
+    signal_id: str
+    destination: str
+    status: DeliveryStatus
+    message_id: str | None
+    attempts: int
+    last_error: str | None
+    updated_at_ms: int
+
+
+@runtime_checkable
+class CandleStore(Protocol):
+    async def upsert_candles(self, candles: Sequence[Candle]) -> None:
+        """Insert or replace closed candles (batched by the backend)."""
+
+    async def last_open_time(self, symbol: str, timeframe: str) -> int | None:
+        """Open time of the newest stored candle of the stream, or None."""
+
+    async def load_candles(
+        self,
+        symbol: str,
+        timeframe: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[Candle]:
+        """Candles with start_ms <= open_time <= end_ms, ascending; with ``limit``, the NEWEST ``limit`` of them."""
+
+    async def prune_candles(self, older_than_ms: int) -> int:
+        """Delete candles with open_time < older_than_ms; returns how many."""
+
+
+@runtime_checkable
+class SignalStore(Protocol):
+    async def save_signal(self, signal: Signal) -> bool:
+        """Store a signal; True if it was new, False if its id existed (the stored row is kept)."""
+
+    async def get_signal(self, signal_id: str) -> Signal | None: ...
+
+    async def recent_signals(
+        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20
+    ) -> list[Signal]:
+        """Newest first (by candle time, then id)."""
+
+    async def last_signal_times(self) -> dict[tuple[str, str], int]:
+        """Per (symbol, timeframe): candle_time_ms of the newest stored signal (seeds the gate's cooldown)."""
+
+
+@runtime_checkable
+class OutboxStore(Protocol):
+    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
+        """Signals with no 'sent' or 'skipped' delivery to ``destination``, oldest first (candle time, id)."""
+
+    async def record_delivery(self, delivery: Delivery) -> None:
+        """Upsert the delivery row for (signal_id, destination)."""
+
+    async def get_delivery(self, signal_id: str, destination: str) -> Delivery | None: ...
+
+
+@runtime_checkable
+class OutcomeStore(Protocol):
+    async def open_signals(self) -> list[Signal]:
+        """Signals without an outcome row, oldest first."""
+
+    async def save_outcome(self, outcome: SignalOutcome) -> None: ...
+
+    async def get_outcome(self, signal_id: str) -> SignalOutcome | None: ...
+
+    async def pattern_stats(self) -> list[PatternStats]:
+        """Per pattern over all signals (unresolved ones count in ``signals`` only)."""
+
+
+@runtime_checkable
+class QualityStore(Protocol):
+    async def save_stream_quality(self, rows: Sequence[StreamQuality]) -> None: ...
+
+    async def stream_quality(self) -> list[StreamQuality]: ...
+
+
+@runtime_checkable
+class Store(CandleStore, SignalStore, OutboxStore, OutcomeStore, QualityStore, Protocol):
+    """A complete backend. ``name`` is what logs and ``>status`` show (e.g. 'sqlite:./data/wyeli.db')."""
+
+    name: str
+
+    async def open(self) -> None:
+        """Connect and create/migrate the schema. Idempotent."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the store answers a trivial query now."""
