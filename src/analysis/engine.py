@@ -190,3 +190,33 @@ class SignalGate:
 
     def filter(self, signals: Iterable[Signal]) -> list[Signal]:
         return [s for s in signals if self.admit(s)]
+
+
+@dataclass(slots=True)
+class StepResult:
+    """One closed candle through engine and gate: every candidate signal, the emitted ones, the events."""
+
+    candidates: list[Signal]
+    emitted: list[Signal]
+    events: list[AnalysisEvent]
+
+
+def step(engine: AnalysisEngine, gate: SignalGate, candle: Candle) -> StepResult:
+    """The single per-candle step used live, in replay and in every backtest command."""
+    result = engine.on_candle(candle)
+    return StepResult(result.signals, gate.filter(result.signals), result.events)
+
+
+def replay(
+    candles: Iterable[Candle], engine: AnalysisEngine, gate: SignalGate
+) -> tuple[list[Signal], list[Signal], list[AnalysisEvent]]:
+    """Run ``step`` over ascending closed candles; returns (all candidates, emitted signals, events)."""
+    candidates: list[Signal] = []
+    emitted: list[Signal] = []
+    events: list[AnalysisEvent] = []
+    for candle in candles:
+        r = step(engine, gate, candle)
+        candidates.extend(r.candidates)
+        emitted.extend(r.emitted)
+        events.extend(r.events)
+    return candidates, emitted, events
