@@ -13,7 +13,7 @@ from tests.candlegen import random_walk
 
 
 def _reference(one_minute, target):
-    buckets = {}
+    buckets: dict[int, list] = {}
     for c in one_minute:
         buckets.setdefault(timeframes.bucket_start(target, c.open_time_ms), []).append(c)
     return [build_candle(parts, target, start) for start, parts in sorted(buckets.items())]
