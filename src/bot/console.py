@@ -1,0 +1,65 @@
+"""Console output: one block per signal and a periodic one-line status, on stdout (logs go to stderr)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from src.analysis.types import Signal
+from src.bot.sinks import SignalBatch
+from src.bot.status import StatusSnapshot
+
+
+def format_signal(s: Signal, historical: bool = False) -> str:
+    """A few readable lines: headline, levels, reasons."""
+    targets = ", ".join(f"{t:.6g}" for t in s.take_profits) or "-"
+    rr = f"{s.risk_reward:.2f}" if s.risk_reward is not None else "-"
+    tag = " (caught up, not live)" if historical else ""
+    lines = [
+        f"SIGNAL {s.direction} {s.symbol} {s.timeframe} {s.pattern} conf={s.confidence:.2f}{tag} @ {s.generated_at}",
+        f"  entry {s.entry:.6g}  stop {s.stop_loss:.6g}  targets {targets}  R:R {rr}  id {s.id}",
+    ]
+    lines.extend(f"  - {r}" for r in s.reasons[:8])
+    return "\n".join(lines)
+
+
+def format_status(st: StatusSnapshot) -> str:
+    """One line: uptime, streams fresh/total, candles, signals, store, discord."""
+    fresh = sum(1 for s in st.streams if s.fresh)
+    connected = sum(1 for c in st.connections if c.connected)
+    up = int(st.uptime_s)
+    parts = [
+        f"STATUS up {up // 3600}h{up % 3600 // 60:02d}m{up % 60:02d}s",
+        f"mode {st.mode}{'' if st.warmed_up else ' (warming up)'}",
+        f"streams {fresh}/{len(st.streams)} fresh",
+    ]
+    if st.connections:
+        parts.append(f"ws {connected}/{len(st.connections)} up")
+    parts += [
+        f"signals {st.signals_total}",
+        f"last {st.last_signal_at or '-'}",
+        f"store {st.store_backend} {'ok' if st.store_healthy else 'DOWN'}"
+        + (f" spool {st.spool_depth}" if st.spool_depth else ""),
+        f"cache {st.cache}",
+        f"discord {st.discord}",
+        f"trading {st.trading}",
+    ]
+    return " | ".join(parts)
+
+
+class ConsoleSink:
+    """SignalSink printing every emitted signal."""
+
+    name = "console"
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.printed = 0
+
+    async def publish(self, batch: SignalBatch) -> None:
+        for s in batch.signals:
+            print(format_signal(s, batch.historical), file=self.out, flush=True)
+            self.printed += 1
+
+    async def close(self) -> None:
+        self.out.flush()

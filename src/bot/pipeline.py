@@ -1,0 +1,233 @@
+"""The one-way data path of the bot: closed candles -> aggregator -> engine + gate -> store -> sinks.
+
+Order of effects for every batch of incoming candles (from the live feed, a REST backfill or a
+replay file):
+
+1. the aggregator keeps only new closed candles of the configured timeframes (building them from
+   smaller ones where the input is smaller), ascending per stream;
+2. those candles are written to the store (idempotent upsert) before anything else, so a crash
+   after this point loses no candle;
+3. each candle goes through :func:`src.analysis.engine.step` (the same step every backtest uses);
+4. emitted signals are stored, THEN published to the sinks (console, Discord outbox, preview): a
+   signal that was not stored is never sent;
+5. candle observers (the outcome tracker) see every analysed candle after the signals.
+
+Analysis of a large batch (warm-up, backfill, replay) runs in a worker thread so the event loop,
+the WebSocket pings and the Discord heartbeat keep running. Batches are processed one at a time
+(a lock), so engine state is never touched concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import structlog
+
+from src.analysis.engine import AnalysisEngine, AnalysisSettings, Calibrator, SignalGate, step
+from src.analysis.registry import build_engine
+from src.analysis.types import AnalysisEvent, Candle, Signal
+from src.bot.sinks import SignalBatch, SignalSink
+from src.bot.status import MarketView
+from src.market.aggregator import CandleAggregator
+from src.storage.base import Store, StoreError
+
+log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+THREAD_BATCH = 64  # batches larger than this are analysed in a worker thread
+VIEW_CANDLES = 150
+
+
+class CandleObserver(Protocol):
+    async def on_candles(self, candles: Sequence[Candle]) -> None: ...
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    candles_in: int = 0
+    candles_analysed: int = 0
+    candidates: int = 0
+    signals_emitted: int = 0
+    signals_by_symbol: Counter[str] = field(default_factory=Counter)
+    signals_by_pattern: Counter[str] = field(default_factory=Counter)
+    last_signal_at: str | None = None
+    store_errors: int = 0
+    sink_errors: int = 0
+    analysis_seconds_total: float = 0.0
+
+
+@dataclass(slots=True)
+class _Analysed:
+    candles: list[Candle]
+    emitted: list[Signal]
+    events: list[AnalysisEvent]
+    seconds: float
+
+
+class Pipeline:
+    """See the module docstring. ``on_candles`` is the CandleSink the feed and replay call."""
+
+    def __init__(
+        self,
+        *,
+        settings: AnalysisSettings,
+        timeframes: Sequence[str],
+        store: Store,
+        sinks: Sequence[SignalSink] = (),
+        calibrator: Calibrator | None = None,
+        window: int = 500,
+        build_from_smaller: bool = True,
+        observers: Sequence[CandleObserver] = (),
+        on_analysis: Callable[[float, int], None] | None = None,
+        on_signal: Callable[[Signal], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.sinks = list(sinks)
+        self.calibrator = calibrator
+        self.aggregator = CandleAggregator(timeframes, window=window, build_from_smaller=build_from_smaller)
+        self.observers = list(observers)
+        self.engines: dict[tuple[str, str], AnalysisEngine] = {}
+        self.gate = SignalGate(settings.min_confidence, settings.cooldown_seconds)
+        self.stats = PipelineStats()
+        self._lock = asyncio.Lock()
+        self._on_analysis = on_analysis
+        self._on_signal = on_signal
+        self.event_listeners: list[Callable[[AnalysisEvent], None]] = []
+
+    async def start(self) -> None:
+        """Seed the gate's cooldown from the store, so a restart does not re-emit."""
+        last = await self.store.last_signal_times()
+        self.gate = SignalGate(self.settings.min_confidence, self.settings.cooldown_seconds, last)
+
+    def engine(self, symbol: str, timeframe: str) -> AnalysisEngine:
+        key = (symbol, timeframe)
+        eng = self.engines.get(key)
+        if eng is None:
+            eng = self.engines[key] = build_engine(symbol, timeframe, self.settings, self.calibrator)
+        return eng
+
+    async def prime(self, symbol: str, timeframe: str, limit: int) -> int:
+        """Rebuild a stream's analyzer state from stored history without emitting anything
+        (those candles were analysed by an earlier run; their signals are already stored)."""
+        history = await self.store.load_candles(symbol, timeframe, limit=limit)
+        if not history:
+            return 0
+        async with self._lock:
+            window = self.aggregator.window(symbol, timeframe)
+            fresh = [c for c in history if window.add(c)]
+            eng = self.engine(symbol, timeframe)
+            await self._maybe_thread(lambda: [eng.on_candle(c) for c in fresh], len(fresh))
+        return len(fresh)
+
+    async def on_candles(self, candles: Sequence[Candle], source: str = "live") -> None:
+        """Accept incoming candles (any streams, closed ones only are used); see the module docstring."""
+        async with self._lock:
+            self.stats.candles_in += len(candles)
+            closed = [out for c in candles for out in self.aggregator.add(c)]
+            if not closed:
+                return
+            try:
+                await self.store.upsert_candles(closed)
+            except StoreError as exc:
+                # the spool wrapper (network backends) absorbs outages; reaching here is a real failure
+                self.stats.store_errors += 1
+                log.error("candle write failed; analysis continues", error=str(exc), candles=len(closed))
+            result = await self._maybe_thread(lambda: self._analyse(closed), len(closed))
+            self.stats.candles_analysed += len(closed)
+            self.stats.analysis_seconds_total += result.seconds
+            if self._on_analysis is not None:
+                self._on_analysis(result.seconds, len(closed))
+            for ev in result.events:
+                for listener in self.event_listeners:
+                    listener(ev)
+            if result.emitted:
+                await self._emit(result.emitted, historical=source != "live")
+            for obs in self.observers:
+                try:
+                    await obs.on_candles(closed)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("candle observer failed", observer=type(obs).__name__)
+
+    def _analyse(self, candles: list[Candle]) -> _Analysed:
+        t0 = time.perf_counter()
+        emitted: list[Signal] = []
+        events: list[AnalysisEvent] = []
+        for c in candles:
+            r = step(self.engine(c.symbol, c.timeframe), self.gate, c)
+            self.stats.candidates += len(r.candidates)
+            emitted.extend(r.emitted)
+            events.extend(r.events)
+        return _Analysed(candles, emitted, events, time.perf_counter() - t0)
+
+    async def _maybe_thread(self, fn: Callable[[], _T], size: int) -> _T:
+        if size > THREAD_BATCH:
+            return await asyncio.to_thread(fn)
+        return fn()
+
+    async def _emit(self, signals: list[Signal], historical: bool) -> None:
+        stored: list[Signal] = []
+        for s in signals:
+            try:
+                await self.store.save_signal(s)
+            except StoreError as exc:
+                self.stats.store_errors += 1
+                log.error("signal write failed; it will not be sent to Discord", signal_id=s.id, error=str(exc))
+                continue
+            stored.append(s)
+        for s in stored:
+            self.stats.signals_emitted += 1
+            self.stats.signals_by_symbol[s.symbol] += 1
+            self.stats.signals_by_pattern[s.pattern] += 1
+            self.stats.last_signal_at = s.generated_at
+            if self._on_signal is not None:
+                self._on_signal(s)
+        if not stored:
+            return
+        streams = sorted({(s.symbol, s.timeframe) for s in stored})
+        views = tuple(v for v in (self.market_view_now(sym, tf, last=None) for sym, tf in streams) if v is not None)
+        batch = SignalBatch(tuple(stored), views, historical=historical)
+        for sink in self.sinks:
+            try:
+                await sink.publish(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.stats.sink_errors += 1
+                log.exception("signal sink failed", sink=sink.name)
+
+    def market_view_now(self, symbol: str, timeframe: str, last: Signal | None) -> MarketView | None:
+        """The current view of a stream from memory (no I/O); None for an unknown stream."""
+        window = self.aggregator.windows.get((symbol, timeframe))
+        eng = self.engines.get((symbol, timeframe))
+        if window is None and eng is None:
+            return None
+        candles = window.candles(VIEW_CANDLES) if window is not None else ()
+        states = tuple(eng.states()) if eng is not None else ()
+        return MarketView(symbol, timeframe, candles, states, last)
+
+    async def market_view(self, symbol: str, timeframe: str) -> MarketView | None:
+        """The view for ``>signal``: memory state plus the newest stored signal of the stream."""
+        recent = await self.store.recent_signals(symbol=symbol, timeframe=timeframe, limit=1)
+        async with self._lock:  # never read engine state while a batch is being analysed in a thread
+            view = self.market_view_now(symbol, timeframe, recent[0] if recent else None)
+        if view is None and recent:
+            return MarketView(symbol, timeframe, (), (), recent[0])
+        return view
+
+    async def close(self) -> None:
+        """Wait for the batch in flight, then close the sinks."""
+        async with self._lock:
+            for sink in self.sinks:
+                try:
+                    await sink.close()
+                except Exception:
+                    log.exception("closing sink failed", sink=sink.name)
+
