@@ -1,0 +1,530 @@
+"""The Store protocol on PostgreSQL through asyncpg (``DATABASE_URL``), e.g. Supabase's database.
+
+Rules:
+- ``open()`` creates a pool (min 1, max 5 connections) and applies pending migrations
+  (``src/storage/migrate.py``); with ``schema=...`` it creates that schema and puts it first on
+  ``search_path`` (tests use a throw-away schema per run);
+- candles are written in one statement per chunk of up to 5,000 rows
+  (``INSERT ... SELECT FROM unnest($1::text[], ...) ON CONFLICT DO UPDATE``): one round trip per
+  chunk, identical rows are not rewritten, duplicates inside a batch collapse to the last one;
+  invalid or unclosed candles are skipped and counted (``rejected_candles``);
+- times: the API speaks epoch ms, the tables timestamptz; the conversion happens in SQL, exactly
+  (``'epoch' + ms * 1 ms`` and ``EXTRACT(EPOCH ...) * 1000``);
+- errors: an unreachable/restarting server, a dropped connection or a timeout raises
+  :class:`StoreUnavailable` (the spool takes over); anything else from Postgres raises
+  :class:`StoreError`. A store whose ``open()`` failed re-opens itself on the next call.
+
+Supabase: use the direct connection (``db.<ref>.supabase.co:5432``, IPv6) or the session pooler
+(``<region>.pooler.supabase.com:5432``). The transaction pooler (port 6543) cannot keep prepared
+statements: the store then sets asyncpg's ``statement_cache_size=0`` by itself (also settable with
+``?statement_cache_size=0`` in the URL), but that mode is not recommended for a long-running bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+import structlog
+
+from src.analysis.types import Candle, InvalidCandle, Signal, iso_to_ms, ms_to_iso
+from src.storage.base import Delivery, PatternStats, SignalOutcome, StoreError, StoreUnavailable, StreamQuality
+from src.storage.migrate import apply_migrations
+
+log = structlog.get_logger(__name__)
+
+CHUNK_ROWS = 5000
+TRANSACTION_POOLER_PORT = 6543
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _ts(expr: str) -> str:
+    """SQL: epoch ms (bigint) -> timestamptz, exact."""
+    return f"('epoch'::timestamptz + ({expr}) * interval '1 millisecond')"
+
+
+def _ms(expr: str) -> str:
+    """SQL: timestamptz -> epoch ms (bigint), exact (EXTRACT returns numeric on Postgres 14+)."""
+    return f"(EXTRACT(EPOCH FROM {expr}) * 1000)::bigint"
+
+
+def split_dsn(dsn: str) -> tuple[str, int | None]:
+    """Remove our ``statement_cache_size`` query option from the DSN (asyncpg would send it to the server
+    as a setting) and return (dsn, statement_cache_size or None)."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    cache: int | None = None
+    kept: list[tuple[str, str]] = []
+    for key, value in query:
+        if key == "statement_cache_size":
+            try:
+                cache = int(value)
+            except ValueError as exc:
+                raise StoreError(f"statement_cache_size in DATABASE_URL must be an integer, got {value!r}") from exc
+        else:
+            kept.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), cache
+
+
+def describe_dsn(dsn: str) -> str:
+    """'postgres:host:port/db' without user or password (for logs and ``>status``)."""
+    try:
+        parts = urlsplit(dsn)
+        return f"postgres:{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+    except ValueError:
+        return "postgres:<unparsable url>"
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """True for errors that go away when the server is back (connection, restart, overload, timeout)."""
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        code = getattr(exc, "sqlstate", "") or ""
+        # 08 connection exception, 53 insufficient resources (too many connections), 57P operator
+        # intervention (admin shutdown, crash, cannot connect now), 40 serialization/deadlock.
+        return code.startswith(("08", "53", "57P", "40"))
+    return False
+
+
+CANDLE_SQL = f"""
+WITH r AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[], $6::float8[], $7::float8[],
+                         $8::float8[], $9::float8[], $10::float8[], $11::bigint[], $12::float8[], $13::float8[])
+        AS t(symbol, timeframe, open_ms, close_ms, open, high, low, close, volume, quote_volume, trades,
+             taker_buy_volume, taker_buy_quote_volume)
+), new_symbols AS (
+    INSERT INTO symbols (symbol) SELECT DISTINCT symbol FROM r ON CONFLICT (symbol) DO NOTHING
+)
+INSERT INTO candles AS c (symbol, timeframe, open_time, close_time, open, high, low, close, volume, quote_volume,
+                          trades, taker_buy_volume, taker_buy_quote_volume)
+SELECT symbol, timeframe, {_ts("open_ms")}, {_ts("close_ms")}, open, high, low, close, volume, quote_volume, trades,
+       taker_buy_volume, taker_buy_quote_volume
+FROM r
+ON CONFLICT (symbol, timeframe, open_time) DO UPDATE SET
+    close_time = EXCLUDED.close_time, open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
+    close = EXCLUDED.close, volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume, trades = EXCLUDED.trades,
+    taker_buy_volume = EXCLUDED.taker_buy_volume, taker_buy_quote_volume = EXCLUDED.taker_buy_quote_volume
+WHERE (c.close_time, c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trades, c.taker_buy_volume,
+       c.taker_buy_quote_volume)
+      IS DISTINCT FROM
+      (EXCLUDED.close_time, EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
+       EXCLUDED.quote_volume, EXCLUDED.trades, EXCLUDED.taker_buy_volume, EXCLUDED.taker_buy_quote_volume)
+"""
+
+_CANDLE_SELECT = (
+    f"SELECT symbol, timeframe, {_ms('open_time')} AS open_ms, {_ms('close_time')} AS close_ms, open, high, low, close, "
+    "volume, quote_volume, trades, taker_buy_volume, taker_buy_quote_volume FROM candles"
+)
+_SIGNAL_COLS = (
+    f"s.id, s.symbol, s.timeframe, s.pattern, s.direction, s.confidence, s.raw_confidence, s.entry, s.stop_loss, "
+    f"s.take_profits, {_ms('s.candle_time')} AS candle_ms, {_ms('s.generated_at')} AS generated_ms, s.reasons, "
+    f"s.analyzer_version, s.config_hash, s.features"
+)
+_OUTCOME_COLS = (
+    f"signal_id, symbol_name, timeframe, pattern, direction, outcome, {_ms('entry_time')} AS entry_ms, entry_price, "
+    f"{_ms('exit_time')} AS exit_ms, exit_price, r_multiple, mfe, mae, fees, bars_held, confidence, "
+    f"{_ms('resolved_at')} AS resolved_ms"
+)
+
+
+def _row_candle(r: asyncpg.Record) -> Candle:
+    return Candle(
+        symbol=r[0], timeframe=r[1], open_time_ms=r[2], close_time_ms=r[3], open=r[4], high=r[5], low=r[6], close=r[7],
+        volume=r[8], quote_volume=r[9], trades=r[10], taker_buy_volume=r[11], taker_buy_quote_volume=r[12],
+    )
+
+
+def _row_signal(r: asyncpg.Record) -> Signal:
+    direction = r[4]
+    if direction not in ("LONG", "SHORT"):
+        raise StoreError(f"signal {r[0]} has invalid direction {direction!r}")
+    features = orjson.loads(r[15]) if r[15] else {}
+    return Signal(
+        id=r[0], symbol=r[1], timeframe=r[2], pattern=r[3], direction=direction, confidence=r[5], raw_confidence=r[6],
+        entry=r[7], stop_loss=r[8], take_profits=tuple(r[9] or ()), candle_time_ms=r[10], generated_at=ms_to_iso(r[11]),
+        reasons=tuple(r[12] or ()), analyzer_version=r[13], config_hash=r[14],
+        features=tuple((str(k), float(v)) for k, v in dict(features).items()),
+    )
+
+
+def _row_outcome(r: asyncpg.Record) -> SignalOutcome:
+    return SignalOutcome(
+        signal_id=r[0], symbol=r[1], timeframe=r[2], pattern=r[3], direction=r[4], outcome=r[5], entry_time_ms=r[6],
+        entry_price=r[7], exit_time_ms=r[8], exit_price=r[9], r_multiple=r[10], mfe_r=r[11], mae_r=r[12], fees=r[13],
+        bars_held=r[14], confidence=r[15], resolved_at_ms=r[16],
+    )
+
+
+def _row_delivery(r: asyncpg.Record) -> Delivery:
+    return Delivery(
+        signal_id=r[0], destination=r[1], status=r[2], message_id=r[3], attempts=r[4], last_error=r[5], updated_at_ms=r[6],
+    )
+
+
+def _row_quality(r: asyncpg.Record) -> StreamQuality:
+    return StreamQuality(
+        symbol=r[0], timeframe=r[1], last_candle_ms=r[2], gaps_backfilled=r[3], candles_backfilled=r[4], stalls=r[5],
+        reconnects=r[6], updated_at_ms=r[7],
+    )
+
+
+def candle_columns(candles: Sequence[Candle]) -> list[list[Any]]:
+    """Column arrays for CANDLE_SQL (13 lists, one per parameter)."""
+    cols: list[list[Any]] = [[] for _ in range(13)]
+    for c in candles:
+        row = (c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, c.open, c.high, c.low, c.close, c.volume,
+               c.quote_volume, c.trades, c.taker_buy_volume, c.taker_buy_quote_volume)
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return cols
+
+
+class PostgresStore:
+    """The Store protocol on PostgreSQL (see the module docstring for the rules)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 5,
+        statement_cache_size: int | None = None,
+        command_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        migrate: bool = True,
+    ) -> None:
+        if schema is not None and not _SCHEMA_RE.match(schema):
+            raise StoreError(f"schema name must match {_SCHEMA_RE.pattern}, got {schema!r}")
+        self._dsn, dsn_cache = split_dsn(dsn)
+        port = urlsplit(self._dsn).port
+        cache = statement_cache_size if statement_cache_size is not None else dsn_cache
+        if cache is None and port == TRANSACTION_POOLER_PORT:
+            cache = 0
+            log.warning("postgres_transaction_pooler", port=port,
+                        hint="prepared statements disabled (statement_cache_size=0); prefer the session pooler on 5432")
+        self._statement_cache_size = 100 if cache is None else cache
+        self.schema = schema
+        self.name = describe_dsn(self._dsn) + (f" schema={schema}" if schema else "")
+        self.rejected_candles = 0
+        self._min_size = min_size
+        self._max_size = max_size
+        self._command_timeout = command_timeout
+        self._connect_timeout = connect_timeout
+        self._migrate = migrate
+        self._pool: asyncpg.Pool | None = None
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Create the pool and apply pending migrations; a second call does nothing."""
+        async with self._open_lock:
+            if self._pool is not None:
+                return
+            self._closed = False
+            settings = {"search_path": self.schema} if self.schema else None
+            try:
+                pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    statement_cache_size=self._statement_cache_size,
+                    command_timeout=self._command_timeout,
+                    timeout=self._connect_timeout,
+                    server_settings=settings,
+                )
+            except Exception as exc:
+                raise self._translate(exc, "connect") from exc
+            try:
+                async with pool.acquire() as conn:
+                    if self.schema:
+                        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    if self._migrate:
+                        await apply_migrations(conn)
+            except BaseException as exc:
+                await pool.close()
+                if isinstance(exc, Exception):
+                    raise self._translate(exc, "migrate") from exc
+                raise
+            self._pool = pool
+            log.info("postgres_store_opened", store=self.name)
+
+    async def close(self) -> None:
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=10)
+            except (TimeoutError, OSError, asyncpg.InterfaceError):
+                pool.terminate()
+
+    async def ping(self) -> bool:
+        try:
+            async with self._conn("ping") as conn:
+                return bool(await conn.fetchval("SELECT 1", timeout=5) == 1)
+        except StoreError:
+            return False
+
+    def _translate(self, exc: BaseException, what: str) -> StoreError:
+        if isinstance(exc, StoreError):
+            return exc
+        text = f"postgres {what} failed: {type(exc).__name__}: {exc}"
+        if _is_unavailable(exc):
+            return StoreUnavailable(text)
+        return StoreError(text)
+
+    @asynccontextmanager
+    async def _conn(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+        if self._closed:
+            raise StoreError(f"{self.name} is closed")
+        if self._pool is None:
+            await self.open()  # self-heal after a failed open (server was down at start)
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire(timeout=self._connect_timeout) as conn:
+                yield conn
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, what) from exc
+
+    # ------------------------------------------------------------------ candles
+    def _accept(self, candles: Sequence[Candle]) -> list[Candle]:
+        """Valid closed candles, one per key (the last one wins), in input order of their last occurrence."""
+        by_key: dict[tuple[str, str, int], Candle] = {}
+        for c in candles:
+            try:
+                if not c.closed:
+                    raise InvalidCandle(f"candle {c.key} is not closed")
+                c.validate()
+            except InvalidCandle as exc:
+                self.rejected_candles += 1
+                log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
+                            reason=str(exc), rejected_total=self.rejected_candles)
+                continue
+            by_key.pop(c.key, None)
+            by_key[c.key] = c
+        return list(by_key.values())
+
+    async def upsert_candles(self, candles: Sequence[Candle]) -> None:
+        rows = self._accept(candles)
+        if not rows:
+            return
+        async with self._conn("upsert_candles") as conn, conn.transaction():
+            for i in range(0, len(rows), CHUNK_ROWS):
+                await conn.execute(CANDLE_SQL, *candle_columns(rows[i:i + CHUNK_ROWS]))
+
+    async def last_open_time(self, symbol: str, timeframe: str) -> int | None:
+        async with self._conn("last_open_time") as conn:
+            value = await conn.fetchval(
+                f"SELECT {_ms('open_time')} FROM candles WHERE symbol = $1 AND timeframe = $2 "
+                "ORDER BY open_time DESC LIMIT 1",
+                symbol, timeframe,
+            )
+        return None if value is None else int(value)
+
+    async def load_candles(
+        self,
+        symbol: str,
+        timeframe: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[Candle]:
+        where = ["symbol = $1", "timeframe = $2"]
+        args: list[Any] = [symbol, timeframe]
+        if start_ms is not None:
+            args.append(start_ms)
+            where.append(f"open_time >= {_ts(f'${len(args)}::bigint')}")
+        if end_ms is not None:
+            args.append(end_ms)
+            where.append(f"open_time <= {_ts(f'${len(args)}::bigint')}")
+        sql = f"{_CANDLE_SELECT} WHERE {' AND '.join(where)}"
+        if limit is not None:
+            args.append(max(0, limit))
+            sql = f"{sql} ORDER BY open_time DESC LIMIT ${len(args)}"
+        else:
+            sql = f"{sql} ORDER BY open_time ASC"
+        async with self._conn("load_candles") as conn:
+            rows = await conn.fetch(sql, *args)
+        out = [_row_candle(r) for r in rows]
+        if limit is not None:
+            out.reverse()
+        return out
+
+    async def prune_candles(self, older_than_ms: int) -> int:
+        async with self._conn("prune_candles") as conn:
+            status = await conn.execute(f"DELETE FROM candles WHERE open_time < {_ts('$1::bigint')}", older_than_ms)
+        return int(status.split()[-1])
+
+    # ------------------------------------------------------------------ signals
+    async def save_signal(self, signal: Signal) -> bool:
+        s = signal
+        sql = f"""
+            WITH new_symbol AS (INSERT INTO symbols (symbol) VALUES ($2) ON CONFLICT (symbol) DO NOTHING)
+            INSERT INTO signals (id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, stop_loss,
+                                 take_profits, candle_time, generated_at, reasons, analyzer_version, config_hash, features)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {_ts('$11::bigint')}, {_ts('$12::bigint')}, $13, $14, $15,
+                    $16::json)
+            ON CONFLICT (id) DO NOTHING RETURNING id"""
+        try:
+            generated_ms = iso_to_ms(s.generated_at)
+        except ValueError as exc:
+            raise StoreError(f"signal {s.id}: generated_at {s.generated_at!r} is not ISO-8601") from exc
+        features = orjson.dumps(dict(s.features)).decode()
+        async with self._conn("save_signal") as conn:
+            new_id = await conn.fetchval(
+                sql, s.id, s.symbol, s.timeframe, s.pattern, s.direction, s.confidence, s.raw_confidence, s.entry,
+                s.stop_loss, list(s.take_profits), s.candle_time_ms, generated_ms, list(s.reasons), s.analyzer_version,
+                s.config_hash, features,
+            )
+        return new_id is not None
+
+    async def get_signal(self, signal_id: str) -> Signal | None:
+        async with self._conn("get_signal") as conn:
+            row = await conn.fetchrow(f"SELECT {_SIGNAL_COLS} FROM signals s WHERE s.id = $1", signal_id)
+        return None if row is None else _row_signal(row)
+
+    async def recent_signals(
+        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20
+    ) -> list[Signal]:
+        where: list[str] = []
+        args: list[Any] = []
+        if symbol is not None:
+            args.append(symbol)
+            where.append(f"s.symbol = ${len(args)}")
+        if timeframe is not None:
+            args.append(timeframe)
+            where.append(f"s.timeframe = ${len(args)}")
+        args.append(max(0, limit))
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT {_SIGNAL_COLS} FROM signals s {clause} ORDER BY s.candle_time DESC, s.id DESC LIMIT ${len(args)}"
+        async with self._conn("recent_signals") as conn:
+            rows = await conn.fetch(sql, *args)
+        return [_row_signal(r) for r in rows]
+
+    async def last_signal_times(self) -> dict[tuple[str, str], int]:
+        async with self._conn("last_signal_times") as conn:
+            rows = await conn.fetch(
+                f"SELECT symbol, timeframe, {_ms('MAX(candle_time)')} FROM signals GROUP BY symbol, timeframe"
+            )
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    # ------------------------------------------------------------------ outbox
+    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
+        sql = (
+            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE NOT EXISTS ("
+            "SELECT 1 FROM signal_deliveries d WHERE d.signal_id = s.id AND d.destination = $1 "
+            "AND d.status IN ('sent', 'skipped')) ORDER BY s.candle_time ASC, s.id ASC LIMIT $2"
+        )
+        async with self._conn("pending_deliveries") as conn:
+            rows = await conn.fetch(sql, destination, max(0, limit))
+        return [_row_signal(r) for r in rows]
+
+    async def record_delivery(self, delivery: Delivery) -> None:
+        d = delivery
+        sql = (
+            "INSERT INTO signal_deliveries (signal_id, destination, status, message_id, attempts, last_error, updated_at) "
+            f"VALUES ($1, $2, $3, $4, $5, $6, {_ts('$7::bigint')}) ON CONFLICT (signal_id, destination) DO UPDATE SET "
+            "status = EXCLUDED.status, message_id = EXCLUDED.message_id, attempts = EXCLUDED.attempts, "
+            "last_error = EXCLUDED.last_error, updated_at = EXCLUDED.updated_at"
+        )
+        async with self._conn("record_delivery") as conn:
+            await conn.execute(sql, d.signal_id, d.destination, d.status, d.message_id, d.attempts, d.last_error,
+                               d.updated_at_ms)
+
+    async def get_delivery(self, signal_id: str, destination: str) -> Delivery | None:
+        sql = (
+            f"SELECT signal_id, destination, status, message_id, attempts, last_error, {_ms('updated_at')} "
+            "FROM signal_deliveries WHERE signal_id = $1 AND destination = $2"
+        )
+        async with self._conn("get_delivery") as conn:
+            row = await conn.fetchrow(sql, signal_id, destination)
+        return None if row is None else _row_delivery(row)
+
+    # ------------------------------------------------------------------ outcomes
+    async def open_signals(self) -> list[Signal]:
+        sql = (
+            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE NOT EXISTS "
+            "(SELECT 1 FROM signal_performance p WHERE p.signal_id = s.id) ORDER BY s.candle_time ASC, s.id ASC"
+        )
+        async with self._conn("open_signals") as conn:
+            rows = await conn.fetch(sql)
+        return [_row_signal(r) for r in rows]
+
+    async def save_outcome(self, outcome: SignalOutcome) -> None:
+        o = outcome
+        sql = f"""
+            INSERT INTO signal_performance (signal_id, symbol_name, timeframe, pattern, direction, outcome, entry_time,
+                entry_price, exit_time, exit_price, r_multiple, mfe, mae, fees, bars_held, confidence, resolved_at)
+            VALUES ($1, $2, $3, $4, $5, $6, {_ts('$7::bigint')}, $8, {_ts('$9::bigint')}, $10, $11, $12, $13, $14, $15,
+                    $16, {_ts('$17::bigint')})
+            ON CONFLICT (signal_id) DO UPDATE SET symbol_name = EXCLUDED.symbol_name, timeframe = EXCLUDED.timeframe,
+                pattern = EXCLUDED.pattern, direction = EXCLUDED.direction, outcome = EXCLUDED.outcome,
+                entry_time = EXCLUDED.entry_time, entry_price = EXCLUDED.entry_price, exit_time = EXCLUDED.exit_time,
+                exit_price = EXCLUDED.exit_price, r_multiple = EXCLUDED.r_multiple, mfe = EXCLUDED.mfe, mae = EXCLUDED.mae,
+                fees = EXCLUDED.fees, bars_held = EXCLUDED.bars_held, confidence = EXCLUDED.confidence,
+                resolved_at = EXCLUDED.resolved_at"""
+        async with self._conn("save_outcome") as conn:
+            await conn.execute(
+                sql, o.signal_id, o.symbol, o.timeframe, o.pattern, o.direction, o.outcome, o.entry_time_ms, o.entry_price,
+                o.exit_time_ms, o.exit_price, o.r_multiple, o.mfe_r, o.mae_r, o.fees, o.bars_held, o.confidence,
+                o.resolved_at_ms,
+            )
+
+    async def get_outcome(self, signal_id: str) -> SignalOutcome | None:
+        async with self._conn("get_outcome") as conn:
+            row = await conn.fetchrow(f"SELECT {_OUTCOME_COLS} FROM signal_performance WHERE signal_id = $1", signal_id)
+        return None if row is None else _row_outcome(row)
+
+    async def pattern_stats(self) -> list[PatternStats]:
+        sql = (
+            "SELECT s.pattern, COUNT(*), COUNT(*) FILTER (WHERE p.outcome = 'WIN'), "
+            "COUNT(*) FILTER (WHERE p.outcome = 'LOSS'), COUNT(*) FILTER (WHERE p.outcome = 'EXPIRED'), AVG(p.r_multiple) "
+            "FROM signals s LEFT JOIN signal_performance p ON p.signal_id = s.id GROUP BY s.pattern ORDER BY s.pattern"
+        )
+        async with self._conn("pattern_stats") as conn:
+            rows = await conn.fetch(sql)
+        return [
+            PatternStats(pattern=r[0], signals=int(r[1]), wins=int(r[2]), losses=int(r[3]), expired=int(r[4]),
+                         avg_r=None if r[5] is None else float(r[5]))
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ stream quality
+    async def save_stream_quality(self, rows: Sequence[StreamQuality]) -> None:
+        if not rows:
+            return
+        latest = {(q.symbol, q.timeframe): q for q in rows}  # one row per stream per statement
+        data = [
+            (q.symbol, q.timeframe, q.last_candle_ms, q.gaps_backfilled, q.candles_backfilled, q.stalls, q.reconnects,
+             q.updated_at_ms)
+            for q in latest.values()
+        ]
+        sql = (
+            "INSERT INTO stream_quality (symbol, timeframe, last_candle_time, gaps_backfilled, candles_backfilled, stalls, "
+            f"reconnects, updated_at) VALUES ($1, $2, {_ts('$3::bigint')}, $4, $5, $6, $7, {_ts('$8::bigint')}) "
+            "ON CONFLICT (symbol, timeframe) DO UPDATE SET last_candle_time = EXCLUDED.last_candle_time, "
+            "gaps_backfilled = EXCLUDED.gaps_backfilled, candles_backfilled = EXCLUDED.candles_backfilled, "
+            "stalls = EXCLUDED.stalls, reconnects = EXCLUDED.reconnects, updated_at = EXCLUDED.updated_at"
+        )
+        async with self._conn("save_stream_quality") as conn, conn.transaction():
+            await conn.executemany(sql, data)
+
+    async def stream_quality(self) -> list[StreamQuality]:
+        sql = (
+            f"SELECT symbol, timeframe, {_ms('last_candle_time')}, gaps_backfilled, candles_backfilled, stalls, reconnects, "
+            f"{_ms('updated_at')} FROM stream_quality ORDER BY symbol, timeframe"
+        )
+        async with self._conn("stream_quality") as conn:
+            rows = await conn.fetch(sql)
+        return [_row_quality(r) for r in rows]
