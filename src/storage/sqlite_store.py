@@ -1,0 +1,532 @@
+"""Embedded SQLite backend: the zero-setup default store (SPEC 6).
+
+Layout and rules:
+- The file is created on first use at ``path`` (parent directories too), in WAL mode with a 5 s
+  busy timeout and ``synchronous=NORMAL`` (in WAL mode a committed transaction survives a process
+  crash or SIGTERM; only an OS crash / power cut can lose the last commits).
+- The schema lives in ``sqlite_schema.sql`` and is versioned with ``PRAGMA user_version``
+  (:data:`SCHEMA_VERSION`); a file written by a newer version is refused with :class:`StoreError`.
+- Times: candle times and every ``*_time``/``updated_at``/``resolved_at`` column are UTC epoch
+  milliseconds (INTEGER); ``signals.generated_at`` and ``signals.created_at`` are ISO-8601 UTC text.
+  ``take_profits``, ``reasons`` and ``features`` are JSON text (features as an object, like
+  ``Signal.to_dict``).
+- Every write is an idempotent upsert on the natural key, and a batch is one ``executemany`` in one
+  transaction: all of it lands or none of it does.
+- sqlite3 connections are bound to the thread that made them, so every call runs on ONE dedicated
+  worker thread (:class:`SqliteThread`); the event loop only awaits futures and never blocks on disk.
+- ``close()`` commits, checkpoints the WAL into the main file and closes; nothing written is lost.
+- Candles that fail ``Candle.validate()`` or are not closed are skipped and counted
+  (``rejected_candles``) with a warning, so one bad row never sinks a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from src.analysis.types import Candle, InvalidCandle, Signal
+from src.storage.base import (
+    Delivery,
+    PatternStats,
+    SignalOutcome,
+    StoreError,
+    StoreUnavailable,
+    StreamQuality,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("sqlite_schema.sql")
+BUSY_TIMEOUT_MS = 5000
+# sqlite3 errors that mean "try again later" rather than "this can never work"
+_TRANSIENT_MARKERS = ("locked", "busy", "disk i/o", "unable to open", "disk is full", "database or disk is full")
+
+
+def _classify(exc: sqlite3.Error, what: str) -> StoreError:
+    """Map a sqlite3 error to StoreUnavailable (transient: lock contention, I/O, full disk) or StoreError."""
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and any(m in text for m in _TRANSIENT_MARKERS):
+        return StoreUnavailable(f"sqlite {what}: {exc}")
+    return StoreError(f"sqlite {what}: {exc}")
+
+
+class SqliteThread:
+    """One sqlite3 connection owned by one worker thread; ``run(fn)`` executes ``fn(conn)`` there.
+
+    Calls are queued FIFO on the single thread, so concurrent coroutines never interleave inside a
+    transaction. ``fn`` must commit its own writes (``with conn:``).
+    """
+
+    def __init__(self, path: Path, *, label: str, synchronous: str = "NORMAL",
+                 busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        self.path = path
+        self.label = label
+        self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    async def start(self, init: Callable[[sqlite3.Connection], None]) -> None:
+        """Open the connection on the worker thread and run ``init`` (schema). Idempotent."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.label}")
+        if self._conn is not None:
+            return
+
+        def _open() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout_ms / 1000, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    log.warning("sqlite_wal_unavailable", path=str(self.path), journal_mode=mode)
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+                conn.execute("PRAGMA foreign_keys = ON")
+                # isolation_level=None = autocommit; transactions are explicit BEGIN/COMMIT below
+                init(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+
+        try:
+            await self._submit(_open)
+        except sqlite3.Error as exc:
+            raise _classify(exc, f"open {self.path}") from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"sqlite open {self.path}: {exc}") from exc
+
+    async def _submit(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StoreError(f"sqlite store {self.label} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
+        """Run ``fn(conn)`` on the worker thread; sqlite3 errors become StoreError/StoreUnavailable."""
+
+        def _call() -> T:
+            conn = self._conn
+            if conn is None:
+                raise StoreError(f"sqlite store {self.label} is not open")
+            return fn(conn)
+
+        try:
+            return await self._submit(_call)
+        except sqlite3.Error as exc:
+            raise _classify(exc, what) from exc
+
+    async def stop(self) -> None:
+        """Checkpoint the WAL, close the connection and end the thread. Idempotent."""
+        if self._executor is None:
+            return
+
+        def _close() -> None:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+
+        try:
+            await self._submit(_close)
+        except sqlite3.Error as exc:
+            log.warning("sqlite_close_failed", path=str(self.path), error=str(exc))
+        finally:
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                executor.shutdown(wait=True)
+
+
+def transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+    """Run ``body`` inside BEGIN IMMEDIATE ... COMMIT (rolled back on any exception)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def write(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    """executemany ``rows`` in one transaction on the worker thread; returns the affected row count.
+
+    The cursor is closed here: a cursor that escapes to the event-loop thread and is finalised there
+    while the worker uses the connection is an sqlite3 API misuse.
+    """
+
+    def body() -> int:
+        cur = conn.executemany(sql, rows)
+        try:
+            return cur.rowcount
+        finally:
+            cur.close()
+
+    return transaction(conn, body)
+
+
+def _apply_schema(conn: sqlite3.Connection) -> None:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"database schema version {version} is newer than this program's {SCHEMA_VERSION}")
+    if version == SCHEMA_VERSION:
+        return
+    script = SCHEMA_FILE.read_text(encoding="utf-8")
+    # executescript commits first and runs the whole file; user_version is set only after it succeeded
+    conn.executescript(script)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _now_iso() -> str:
+    return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_CANDLE_COLS = (
+    "symbol, timeframe, open_time, close_time, open, high, low, close, volume, quote_volume, trades, "
+    "taker_buy_volume, taker_buy_quote_volume"
+)
+_UPSERT_CANDLE = (
+    f"INSERT INTO candles ({_CANDLE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (symbol, timeframe, open_time) DO UPDATE SET close_time=excluded.close_time, open=excluded.open, "
+    "high=excluded.high, low=excluded.low, close=excluded.close, volume=excluded.volume, "
+    "quote_volume=excluded.quote_volume, trades=excluded.trades, taker_buy_volume=excluded.taker_buy_volume, "
+    "taker_buy_quote_volume=excluded.taker_buy_quote_volume"
+)
+_SIGNAL_COLS = (
+    "id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, stop_loss, take_profits, "
+    "candle_time, generated_at, reasons, analyzer_version, config_hash, features"
+)
+_OUTCOME_COLS = (
+    "signal_id, symbol, timeframe, pattern, direction, outcome, entry_time, entry_price, exit_time, exit_price, "
+    "r_multiple, mfe_r, mae_r, fees, bars_held, confidence, resolved_at"
+)
+_QUALITY_COLS = "symbol, timeframe, last_candle_ms, gaps_backfilled, candles_backfilled, stalls, reconnects, updated_at"
+
+
+def _candle_row(c: Candle) -> tuple[Any, ...]:
+    return (
+        c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, c.open, c.high, c.low, c.close, c.volume,
+        c.quote_volume, c.trades, c.taker_buy_volume, c.taker_buy_quote_volume,
+    )
+
+
+def _row_candle(r: Sequence[Any]) -> Candle:
+    return Candle(
+        symbol=r[0], timeframe=r[1], open_time_ms=r[2], close_time_ms=r[3], open=r[4], high=r[5], low=r[6],
+        close=r[7], volume=r[8], quote_volume=r[9], trades=r[10], taker_buy_volume=r[11], taker_buy_quote_volume=r[12],
+    )
+
+
+def _signal_row(s: Signal) -> tuple[Any, ...]:
+    return (
+        s.id, s.symbol, s.timeframe, s.pattern, s.direction, s.confidence, s.raw_confidence, s.entry, s.stop_loss,
+        json.dumps(list(s.take_profits)), s.candle_time_ms, s.generated_at, json.dumps(list(s.reasons)),
+        s.analyzer_version, s.config_hash, json.dumps(dict(s.features)),
+    )
+
+
+def _row_signal(r: Sequence[Any]) -> Signal:
+    direction = r[4]
+    if direction not in ("LONG", "SHORT"):
+        raise StoreError(f"signal {r[0]} has invalid direction {direction!r}")
+    return Signal(
+        id=r[0], symbol=r[1], timeframe=r[2], pattern=r[3], direction=direction, confidence=r[5],
+        raw_confidence=r[6], entry=r[7], stop_loss=r[8], take_profits=tuple(float(x) for x in json.loads(r[9])),
+        candle_time_ms=r[10], generated_at=r[11], reasons=tuple(str(x) for x in json.loads(r[12])),
+        analyzer_version=r[13], config_hash=r[14],
+        features=tuple((str(k), float(v)) for k, v in json.loads(r[15]).items()),
+    )
+
+
+def _outcome_row(o: SignalOutcome) -> tuple[Any, ...]:
+    return (
+        o.signal_id, o.symbol, o.timeframe, o.pattern, o.direction, o.outcome, o.entry_time_ms, o.entry_price,
+        o.exit_time_ms, o.exit_price, o.r_multiple, o.mfe_r, o.mae_r, o.fees, o.bars_held, o.confidence,
+        o.resolved_at_ms,
+    )
+
+
+def _row_outcome(r: Sequence[Any]) -> SignalOutcome:
+    return SignalOutcome(
+        signal_id=r[0], symbol=r[1], timeframe=r[2], pattern=r[3], direction=r[4], outcome=r[5],
+        entry_time_ms=r[6], entry_price=r[7], exit_time_ms=r[8], exit_price=r[9], r_multiple=r[10], mfe_r=r[11],
+        mae_r=r[12], fees=r[13], bars_held=r[14], confidence=r[15], resolved_at_ms=r[16],
+    )
+
+
+def _row_delivery(r: Sequence[Any]) -> Delivery:
+    return Delivery(
+        signal_id=r[0], destination=r[1], status=r[2], message_id=r[3], attempts=r[4], last_error=r[5],
+        updated_at_ms=r[6],
+    )
+
+
+def _row_quality(r: Sequence[Any]) -> StreamQuality:
+    return StreamQuality(
+        symbol=r[0], timeframe=r[1], last_candle_ms=r[2], gaps_backfilled=r[3], candles_backfilled=r[4],
+        stalls=r[5], reconnects=r[6], updated_at_ms=r[7],
+    )
+
+
+class SqliteStore:
+    """The Store protocol on one SQLite file (see the module docstring for the rules)."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        self.path = Path(path)
+        self.name = f"sqlite:{self.path}"
+        self.rejected_candles = 0
+        self._db = SqliteThread(self.path, label="store", synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Create the file and schema on first run; a second call does nothing."""
+        was_open = self._db.is_open
+        await self._db.start(_apply_schema)
+        if not was_open:
+            log.info("sqlite_store_opened", path=str(self.path), schema_version=SCHEMA_VERSION)
+
+    async def close(self) -> None:
+        await self._db.stop()
+
+    async def ping(self) -> bool:
+        try:
+            return await self._db.run(lambda c: c.execute("SELECT 1").fetchone()[0] == 1, "ping")
+        except StoreError:
+            return False
+
+    # ------------------------------------------------------------------ candles
+    async def upsert_candles(self, candles: Sequence[Candle]) -> None:
+        rows: list[tuple[Any, ...]] = []
+        for c in candles:
+            try:
+                if not c.closed:
+                    raise InvalidCandle(f"candle {c.key} is not closed")
+                c.validate()
+            except InvalidCandle as exc:
+                self.rejected_candles += 1
+                log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
+                            reason=str(exc), rejected_total=self.rejected_candles)
+                continue
+            rows.append(_candle_row(c))
+        if not rows:
+            return
+        await self._db.run(lambda conn: write(conn, _UPSERT_CANDLE, rows), "upsert_candles")
+
+    async def last_open_time(self, symbol: str, timeframe: str) -> int | None:
+        def q(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(
+                "SELECT MAX(open_time) FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, timeframe)
+            ).fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+
+        return await self._db.run(q, "last_open_time")
+
+    async def load_candles(
+        self,
+        symbol: str,
+        timeframe: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[Candle]:
+        where = "symbol = ? AND timeframe = ?"
+        args: list[Any] = [symbol, timeframe]
+        if start_ms is not None:
+            where += " AND open_time >= ?"
+            args.append(start_ms)
+        if end_ms is not None:
+            where += " AND open_time <= ?"
+            args.append(end_ms)
+        if limit is not None:
+            if limit <= 0:
+                return []
+            sql = f"SELECT {_CANDLE_COLS} FROM candles WHERE {where} ORDER BY open_time DESC LIMIT ?"
+            args.append(limit)
+        else:
+            sql = f"SELECT {_CANDLE_COLS} FROM candles WHERE {where} ORDER BY open_time ASC"
+
+        def q(conn: sqlite3.Connection) -> list[Candle]:
+            out = [_row_candle(r) for r in conn.execute(sql, args)]
+            if limit is not None:
+                out.reverse()
+            return out
+
+        return await self._db.run(q, "load_candles")
+
+    async def prune_candles(self, older_than_ms: int) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            def body() -> int:
+                # per stream, so each DELETE is a range scan on the primary key, not a full-table scan
+                streams = conn.execute("SELECT DISTINCT symbol, timeframe FROM candles").fetchall()
+                removed = 0
+                for sym, tf in streams:
+                    cur = conn.execute(
+                        "DELETE FROM candles WHERE symbol = ? AND timeframe = ? AND open_time < ?",
+                        (sym, tf, older_than_ms),
+                    )
+                    removed += cur.rowcount
+                return removed
+
+            return transaction(conn, body)
+
+        return await self._db.run(q, "prune_candles")
+
+    # ------------------------------------------------------------------ signals
+    async def save_signal(self, signal: Signal) -> bool:
+        row = (*_signal_row(signal), _now_iso())
+
+        sql = (
+            f"INSERT INTO signals ({_SIGNAL_COLS}, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (id) DO NOTHING"
+        )
+        return await self._db.run(lambda conn: write(conn, sql, [row]) == 1, "save_signal")
+
+    async def get_signal(self, signal_id: str) -> Signal | None:
+        def q(conn: sqlite3.Connection) -> Signal | None:
+            r = conn.execute(f"SELECT {_SIGNAL_COLS} FROM signals WHERE id = ?", (signal_id,)).fetchone()
+            return None if r is None else _row_signal(r)
+
+        return await self._db.run(q, "get_signal")
+
+    async def recent_signals(
+        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20
+    ) -> list[Signal]:
+        where: list[str] = []
+        args: list[Any] = []
+        if symbol is not None:
+            where.append("symbol = ?")
+            args.append(symbol)
+        if timeframe is not None:
+            where.append("timeframe = ?")
+            args.append(timeframe)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT {_SIGNAL_COLS} FROM signals {clause} ORDER BY candle_time DESC, id DESC LIMIT ?"
+        args.append(max(0, limit))
+        return await self._db.run(lambda conn: [_row_signal(r) for r in conn.execute(sql, args)], "recent_signals")
+
+    async def last_signal_times(self) -> dict[tuple[str, str], int]:
+        def q(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+            rows = conn.execute("SELECT symbol, timeframe, MAX(candle_time) FROM signals GROUP BY symbol, timeframe")
+            return {(r[0], r[1]): int(r[2]) for r in rows}
+
+        return await self._db.run(q, "last_signal_times")
+
+    # ------------------------------------------------------------------ outbox
+    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
+        sql = (
+            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE NOT EXISTS ("
+            "SELECT 1 FROM signal_deliveries d WHERE d.signal_id = s.id AND d.destination = ? "
+            "AND d.status IN ('sent', 'skipped')) ORDER BY candle_time ASC, id ASC LIMIT ?"
+        )
+        args = (destination, max(0, limit))
+        return await self._db.run(lambda conn: [_row_signal(r) for r in conn.execute(sql, args)], "pending_deliveries")
+
+    async def record_delivery(self, delivery: Delivery) -> None:
+        d = delivery
+        row = (d.signal_id, d.destination, d.status, d.message_id, d.attempts, d.last_error, d.updated_at_ms)
+        sql = (
+            "INSERT INTO signal_deliveries (signal_id, destination, status, message_id, attempts, last_error, "
+            "updated_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (signal_id, destination) DO UPDATE SET "
+            "status=excluded.status, message_id=excluded.message_id, attempts=excluded.attempts, "
+            "last_error=excluded.last_error, updated_at=excluded.updated_at"
+        )
+        await self._db.run(lambda conn: write(conn, sql, [row]), "record_delivery")
+
+    async def get_delivery(self, signal_id: str, destination: str) -> Delivery | None:
+        sql = (
+            "SELECT signal_id, destination, status, message_id, attempts, last_error, updated_at "
+            "FROM signal_deliveries WHERE signal_id = ? AND destination = ?"
+        )
+
+        def q(conn: sqlite3.Connection) -> Delivery | None:
+            r = conn.execute(sql, (signal_id, destination)).fetchone()
+            return None if r is None else _row_delivery(r)
+
+        return await self._db.run(q, "get_delivery")
+
+    # ------------------------------------------------------------------ outcomes
+    async def open_signals(self) -> list[Signal]:
+        sql = (
+            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE NOT EXISTS "
+            "(SELECT 1 FROM signal_performance p WHERE p.signal_id = s.id) ORDER BY candle_time ASC, id ASC"
+        )
+        return await self._db.run(lambda conn: [_row_signal(r) for r in conn.execute(sql)], "open_signals")
+
+    async def save_outcome(self, outcome: SignalOutcome) -> None:
+        row = _outcome_row(outcome)
+        updates = ", ".join(f"{c.strip()}=excluded.{c.strip()}" for c in _OUTCOME_COLS.split(",")[1:])
+        sql = (
+            f"INSERT INTO signal_performance ({_OUTCOME_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            f"ON CONFLICT (signal_id) DO UPDATE SET {updates}"
+        )
+        await self._db.run(lambda conn: write(conn, sql, [row]), "save_outcome")
+
+    async def get_outcome(self, signal_id: str) -> SignalOutcome | None:
+        def q(conn: sqlite3.Connection) -> SignalOutcome | None:
+            r = conn.execute(f"SELECT {_OUTCOME_COLS} FROM signal_performance WHERE signal_id = ?",
+                             (signal_id,)).fetchone()
+            return None if r is None else _row_outcome(r)
+
+        return await self._db.run(q, "get_outcome")
+
+    async def pattern_stats(self) -> list[PatternStats]:
+        sql = (
+            "SELECT s.pattern, COUNT(*), "
+            "COALESCE(SUM(p.outcome = 'WIN'), 0), COALESCE(SUM(p.outcome = 'LOSS'), 0), "
+            "COALESCE(SUM(p.outcome = 'EXPIRED'), 0), AVG(p.r_multiple) "
+            "FROM signals s LEFT JOIN signal_performance p ON p.signal_id = s.id "
+            "GROUP BY s.pattern ORDER BY s.pattern"
+        )
+
+        def q(conn: sqlite3.Connection) -> list[PatternStats]:
+            return [
+                PatternStats(pattern=r[0], signals=int(r[1]), wins=int(r[2]), losses=int(r[3]), expired=int(r[4]),
+                             avg_r=None if r[5] is None else float(r[5]))
+                for r in conn.execute(sql)
+            ]
+
+        return await self._db.run(q, "pattern_stats")
+
+    # ------------------------------------------------------------------ stream quality
+    async def save_stream_quality(self, rows: Sequence[StreamQuality]) -> None:
+        data = [
+            (q.symbol, q.timeframe, q.last_candle_ms, q.gaps_backfilled, q.candles_backfilled, q.stalls, q.reconnects,
+             q.updated_at_ms)
+            for q in rows
+        ]
+        if not data:
+            return
+        sql = (
+            f"INSERT INTO stream_quality ({_QUALITY_COLS}) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (symbol, timeframe) "
+            "DO UPDATE SET last_candle_ms=excluded.last_candle_ms, gaps_backfilled=excluded.gaps_backfilled, "
+            "candles_backfilled=excluded.candles_backfilled, stalls=excluded.stalls, reconnects=excluded.reconnects, "
+            "updated_at=excluded.updated_at"
+        )
+        await self._db.run(lambda conn: write(conn, sql, data), "save_stream_quality")
+
+    async def stream_quality(self) -> list[StreamQuality]:
+        sql = f"SELECT {_QUALITY_COLS} FROM stream_quality ORDER BY symbol, timeframe"
+        return await self._db.run(lambda conn: [_row_quality(r) for r in conn.execute(sql)], "stream_quality")

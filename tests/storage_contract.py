@@ -1,0 +1,368 @@
+"""The shared Store contract: one suite every storage backend must pass (src/storage/base.py).
+
+How a backend uses it (see tests/test_storage_sqlite.py)::
+
+    from tests.storage_contract import StoreContract
+
+    class TestMyStoreContract(StoreContract):
+        @pytest.fixture
+        async def store(self, ...):          # an OPENED store over EMPTY tables
+            s = MyStore(...); await s.open()
+            yield s
+            await s.close()
+
+Rules the suite checks (and nothing backend-specific): idempotent upserts on the natural keys,
+read ordering/limit/range semantics, signal dedup (first row kept), outbox and outcome queries,
+pattern statistics on a known data set, stream-quality round trip, ping/open idempotence,
+concurrent overlapping writes, and exact round trips of Candle and Signal (hypothesis). Exact round
+trip means: floats come back bit-equal, ``features`` keep their order, ``generated_at`` comes back
+as the same ISO text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from src.analysis.timeframes import interval_ms
+from src.analysis.types import Candle, Signal, ms_to_iso, signal_id
+from src.storage.base import Delivery, PatternStats, SignalOutcome, Store, StreamQuality
+
+T0 = 1_700_000_000_000 - (1_700_000_000_000 % 3_600_000)  # an hour boundary (2023-11-14T22:00Z)
+MIN = 60_000
+
+
+def make_candle(symbol: str = "BTCUSDT", timeframe: str = "1m", i: int = 0, price: float = 100.0,
+                volume: float = 10.0) -> Candle:
+    """The i-th candle of a stream starting at T0, with prices around ``price``."""
+    step = interval_ms(timeframe)
+    o = T0 + i * step
+    return Candle(symbol=symbol, timeframe=timeframe, open_time_ms=o, close_time_ms=o + step - 1, open=price,
+                  high=price * 1.01, low=price * 0.99, close=price * 1.005, volume=volume, quote_volume=volume * price,
+                  trades=7 + i, taker_buy_volume=volume / 2, taker_buy_quote_volume=volume * price / 2)
+
+
+def make_signal(symbol: str = "BTCUSDT", timeframe: str = "1h", candle_time_ms: int = T0, pattern: str = "spring",
+                direction: str = "LONG", confidence: float = 0.8) -> Signal:
+    sid = signal_id(symbol, timeframe, candle_time_ms, pattern, direction)
+    sign = 1 if direction == "LONG" else -1
+    return Signal(
+        id=sid, symbol=symbol, timeframe=timeframe, pattern=pattern, direction=direction,  # type: ignore[arg-type]
+        confidence=confidence, raw_confidence=confidence - 0.05, entry=100.0, stop_loss=100.0 - sign * 2.0,
+        take_profits=(100.0 + sign * 3.0, 100.0 + sign * 6.0), candle_time_ms=candle_time_ms,
+        generated_at=ms_to_iso(candle_time_ms + interval_ms(timeframe) - 1),
+        reasons=("selling climax at 98.1", "spring below support, volume 2.1x"), analyzer_version="wyckoff-1",
+        config_hash="abc123", features=(("volume_ratio", 2.1), ("close_position", 0.8)),
+    )
+
+
+def make_outcome(sig: Signal, outcome: str, r: float) -> SignalOutcome:
+    return SignalOutcome(
+        signal_id=sig.id, symbol=sig.symbol, timeframe=sig.timeframe, pattern=sig.pattern, direction=sig.direction,
+        outcome=outcome,  # type: ignore[arg-type]
+        entry_time_ms=sig.candle_time_ms + 3_600_000, entry_price=sig.entry, exit_time_ms=sig.candle_time_ms + 7_200_000,
+        exit_price=sig.entry + r * sig.risk, r_multiple=r, mfe_r=max(r, 0.0) + 0.5, mae_r=0.25, fees=0.08, bars_held=3,
+        confidence=sig.confidence, resolved_at_ms=sig.candle_time_ms + 7_200_000,
+    )
+
+
+def delivery(sig: Signal, destination: str, status: str, *, attempts: int = 1, message_id: str | None = None,
+             error: str | None = None, at: int = T0) -> Delivery:
+    return Delivery(signal_id=sig.id, destination=destination, status=status,  # type: ignore[arg-type]
+                    message_id=message_id, attempts=attempts, last_error=error, updated_at_ms=at)
+
+
+# ---------------------------------------------------------------------------- hypothesis strategies
+_TIMEFRAMES = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "1d")
+_price = st.floats(min_value=1e-8, max_value=1e9, allow_nan=False, allow_infinity=False)
+_volume = st.floats(min_value=0.0, max_value=1e13, allow_nan=False, allow_infinity=False)
+# Postgres text cannot hold NUL; surrogates are not valid UTF-8
+_text = st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=60)
+
+
+@st.composite
+def candles(draw: Any) -> Candle:
+    tf = draw(st.sampled_from(_TIMEFRAMES))
+    step = interval_ms(tf)
+    open_time = draw(st.integers(min_value=0, max_value=4_000_000_000_000 // step)) * step
+    p = sorted(draw(st.lists(_price, min_size=4, max_size=4)))
+    o, c = draw(st.permutations([p[1], p[2]]))
+    return Candle(
+        symbol=draw(st.from_regex(r"[A-Z0-9]{1,10}USDT", fullmatch=True)), timeframe=tf, open_time_ms=open_time,
+        close_time_ms=open_time + step - 1, open=o, high=p[3], low=p[0], close=c, volume=draw(_volume),
+        quote_volume=draw(_volume), trades=draw(st.integers(min_value=0, max_value=2**31 - 1)),
+        taker_buy_volume=draw(_volume), taker_buy_quote_volume=draw(_volume),
+    )
+
+
+@st.composite
+def signals(draw: Any) -> Signal:
+    tf = draw(st.sampled_from(_TIMEFRAMES))
+    candle_time = draw(st.integers(min_value=946_684_800_000, max_value=4_102_444_800_000))  # 2000..2100
+    unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+    feats = draw(st.dictionaries(st.from_regex(r"[a-z_]{1,20}", fullmatch=True),
+                                 st.floats(allow_nan=False, allow_infinity=False, width=64), max_size=6))
+    return Signal(
+        id=uuid.uuid4().hex[:24],  # unique per example: save_signal keeps the FIRST row of an id
+        symbol=draw(st.from_regex(r"[A-Z0-9]{1,10}USDT", fullmatch=True)), timeframe=tf,
+        pattern=draw(st.from_regex(r"[a-z][a-z_0-9]{0,30}", fullmatch=True)),
+        direction=draw(st.sampled_from(("LONG", "SHORT"))), confidence=draw(unit), raw_confidence=draw(unit),
+        entry=draw(_price), stop_loss=draw(_price), take_profits=tuple(draw(st.lists(_price, max_size=4))),
+        candle_time_ms=candle_time, generated_at=ms_to_iso(candle_time + interval_ms(tf) - 1),
+        reasons=tuple(draw(st.lists(_text, max_size=5))), analyzer_version=draw(_text), config_hash=draw(_text),
+        features=tuple(feats.items()),
+    )
+
+
+_hyp = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+class StoreContract:
+    """Base class of the contract tests; subclasses provide the ``store`` fixture (opened, empty)."""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def test_store_satisfies_the_protocol_and_has_a_name(self, store: Store) -> None:
+        assert isinstance(store, Store)
+        assert isinstance(store.name, str) and store.name
+
+    async def test_ping_answers_true_when_open(self, store: Store) -> None:
+        assert await store.ping() is True
+
+    async def test_open_twice_is_harmless_and_keeps_data(self, store: Store) -> None:
+        await store.upsert_candles([make_candle(i=0)])
+        await store.open()
+        assert await store.ping() is True
+        assert len(await store.load_candles("BTCUSDT", "1m")) == 1
+
+    # ------------------------------------------------------------------ candles
+    async def test_same_candle_twice_is_stored_once(self, store: Store) -> None:
+        c = make_candle(i=3)
+        await store.upsert_candles([c])
+        await store.upsert_candles([c])
+        await store.upsert_candles([c, c])
+        assert await store.load_candles("BTCUSDT", "1m") == [c]
+
+    async def test_later_write_of_same_candle_replaces_values(self, store: Store) -> None:
+        first = make_candle(i=1, price=100.0, volume=5.0)
+        second = make_candle(i=1, price=200.0, volume=9.0)
+        await store.upsert_candles([first])
+        await store.upsert_candles([second])
+        assert await store.load_candles("BTCUSDT", "1m") == [second]
+
+    async def test_empty_candle_batch_is_a_no_op(self, store: Store) -> None:
+        await store.upsert_candles([])
+        assert await store.load_candles("BTCUSDT", "1m") == []
+        assert await store.last_open_time("BTCUSDT", "1m") is None
+
+    async def test_load_candles_returns_ascending_within_inclusive_range(self, store: Store) -> None:
+        cs = [make_candle(i=i, price=100.0 + i) for i in range(10)]
+        await store.upsert_candles(list(reversed(cs)))
+        assert await store.load_candles("BTCUSDT", "1m") == cs
+        got = await store.load_candles("BTCUSDT", "1m", start_ms=cs[2].open_time_ms, end_ms=cs[5].open_time_ms)
+        assert got == cs[2:6]
+        assert await store.load_candles("BTCUSDT", "1m", start_ms=cs[7].open_time_ms) == cs[7:]
+        assert await store.load_candles("BTCUSDT", "1m", end_ms=cs[1].open_time_ms) == cs[:2]
+        # bounds between two open times
+        got = await store.load_candles("BTCUSDT", "1m", start_ms=cs[2].open_time_ms + 1, end_ms=cs[4].open_time_ms - 1)
+        assert got == cs[3:4]
+        assert await store.load_candles("BTCUSDT", "1m", start_ms=cs[9].open_time_ms + 1) == []
+
+    async def test_load_candles_with_limit_returns_newest_in_ascending_order(self, store: Store) -> None:
+        cs = [make_candle(i=i, price=100.0 + i) for i in range(10)]
+        await store.upsert_candles(cs)
+        assert await store.load_candles("BTCUSDT", "1m", limit=3) == cs[7:]
+        assert await store.load_candles("BTCUSDT", "1m", limit=50) == cs
+        assert await store.load_candles("BTCUSDT", "1m", end_ms=cs[5].open_time_ms, limit=2) == cs[4:6]
+        assert await store.load_candles("BTCUSDT", "1m", start_ms=cs[1].open_time_ms, end_ms=cs[8].open_time_ms,
+                                        limit=4) == cs[5:9]
+
+    async def test_load_candles_keeps_streams_apart(self, store: Store) -> None:
+        btc1 = [make_candle("BTCUSDT", "1m", i) for i in range(3)]
+        btc5 = [make_candle("BTCUSDT", "5m", i) for i in range(2)]
+        eth1 = [make_candle("ETHUSDT", "1m", i, price=2000.0) for i in range(4)]
+        await store.upsert_candles(btc1 + btc5 + eth1)
+        assert await store.load_candles("BTCUSDT", "1m") == btc1
+        assert await store.load_candles("BTCUSDT", "5m") == btc5
+        assert await store.load_candles("ETHUSDT", "1m") == eth1
+        assert await store.load_candles("SOLUSDT", "1m") == []
+
+    async def test_last_open_time_is_newest_open_time_or_none(self, store: Store) -> None:
+        assert await store.last_open_time("BTCUSDT", "1m") is None
+        cs = [make_candle(i=i) for i in (4, 1, 9, 2)]
+        await store.upsert_candles(cs)
+        await store.upsert_candles([make_candle("ETHUSDT", "1m", 20)])
+        assert await store.last_open_time("BTCUSDT", "1m") == make_candle(i=9).open_time_ms
+        assert await store.last_open_time("BTCUSDT", "5m") is None
+
+    async def test_prune_removes_only_older_candles_and_counts_them(self, store: Store) -> None:
+        cs = [make_candle(i=i) for i in range(10)] + [make_candle("ETHUSDT", "1h", i) for i in range(3)]
+        await store.upsert_candles(cs)
+        cutoff = make_candle(i=6).open_time_ms  # BTC 0..5 older; ETH 1h i=0 at T0 is older too
+        removed = await store.prune_candles(cutoff)
+        assert removed == 7
+        assert [c.open_time_ms for c in await store.load_candles("BTCUSDT", "1m")] == [
+            make_candle(i=i).open_time_ms for i in range(6, 10)
+        ]
+        assert len(await store.load_candles("ETHUSDT", "1h")) == 2
+        assert await store.prune_candles(cutoff) == 0
+
+    # ------------------------------------------------------------------ signals
+    async def test_save_signal_reports_new_then_existing_and_keeps_first_row(self, store: Store) -> None:
+        s = make_signal()
+        assert await store.save_signal(s) is True
+        changed = Signal.from_dict({**s.to_dict(), "confidence": 0.99})
+        assert await store.save_signal(changed) is False
+        assert await store.get_signal(s.id) == s
+
+    async def test_get_signal_of_unknown_id_is_none(self, store: Store) -> None:
+        assert await store.get_signal("0" * 24) is None
+
+    async def test_recent_signals_are_newest_first_with_filters_and_limit(self, store: Store) -> None:
+        h = 3_600_000
+        a = make_signal("BTCUSDT", "1h", T0, "spring")
+        b = make_signal("BTCUSDT", "1h", T0 + h, "spring")
+        c = make_signal("BTCUSDT", "4h", T0 + 2 * h, "utad", "SHORT")
+        d = make_signal("ETHUSDT", "1h", T0 + 3 * h, "wave3")
+        e = make_signal("ETHUSDT", "1h", T0 + 3 * h, "spring")  # same candle time as d: tie broken by id, desc
+        for s in (c, a, e, b, d):
+            assert await store.save_signal(s)
+        tied = sorted([d, e], key=lambda s: s.id, reverse=True)
+        assert await store.recent_signals() == [*tied, c, b, a]
+        assert await store.recent_signals(limit=2) == tied
+        assert await store.recent_signals(symbol="BTCUSDT") == [c, b, a]
+        assert await store.recent_signals(symbol="BTCUSDT", timeframe="1h") == [b, a]
+        assert await store.recent_signals(timeframe="1h", limit=3) == [*tied, b]
+        assert await store.recent_signals(symbol="SOLUSDT") == []
+
+    async def test_last_signal_times_give_newest_candle_time_per_stream(self, store: Store) -> None:
+        assert await store.last_signal_times() == {}
+        h = 3_600_000
+        for s in (make_signal("BTCUSDT", "1h", T0), make_signal("BTCUSDT", "1h", T0 + 5 * h),
+                  make_signal("BTCUSDT", "4h", T0 + 8 * h), make_signal("ETHUSDT", "1h", T0 + 2 * h, "wave3")):
+            await store.save_signal(s)
+        assert await store.last_signal_times() == {
+            ("BTCUSDT", "1h"): T0 + 5 * h, ("BTCUSDT", "4h"): T0 + 8 * h, ("ETHUSDT", "1h"): T0 + 2 * h,
+        }
+
+    # ------------------------------------------------------------------ outbox
+    async def test_pending_deliveries_exclude_sent_and_skipped_oldest_first(self, store: Store) -> None:
+        h = 3_600_000
+        sigs = [make_signal("BTCUSDT", "1h", T0 + i * h) for i in range(5)]
+        for s in reversed(sigs):
+            await store.save_signal(s)
+        dest = "discord:123"
+        assert await store.pending_deliveries(dest) == sigs
+        await store.record_delivery(delivery(sigs[0], dest, "sent", message_id="m0"))
+        await store.record_delivery(delivery(sigs[1], dest, "skipped"))
+        await store.record_delivery(delivery(sigs[2], dest, "failed", error="HTTP 503"))
+        await store.record_delivery(delivery(sigs[3], dest, "pending", attempts=0))
+        await store.record_delivery(delivery(sigs[4], "webhook", "sent"))  # another destination
+        assert await store.pending_deliveries(dest) == sigs[2:]
+        assert await store.pending_deliveries(dest, limit=2) == sigs[2:4]
+        assert await store.pending_deliveries("webhook") == sigs[:4]
+
+    async def test_record_delivery_upserts_and_get_delivery_reads_it_back(self, store: Store) -> None:
+        s = make_signal()
+        await store.save_signal(s)
+        assert await store.get_delivery(s.id, "discord:1") is None
+        failed = delivery(s, "discord:1", "failed", attempts=1, error="timeout", at=T0 + 1000)
+        await store.record_delivery(failed)
+        assert await store.get_delivery(s.id, "discord:1") == failed
+        sent = delivery(s, "discord:1", "sent", attempts=2, message_id="1234567890123456789", at=T0 + 5000)
+        await store.record_delivery(sent)
+        assert await store.get_delivery(s.id, "discord:1") == sent
+        assert await store.get_delivery(s.id, "webhook") is None
+        assert await store.pending_deliveries("discord:1") == []
+
+    # ------------------------------------------------------------------ outcomes
+    async def test_open_signals_exclude_resolved_ones_oldest_first(self, store: Store) -> None:
+        h = 3_600_000
+        sigs = [make_signal("BTCUSDT", "1h", T0 + i * h) for i in range(4)]
+        for s in reversed(sigs):
+            await store.save_signal(s)
+        assert await store.open_signals() == sigs
+        await store.save_outcome(make_outcome(sigs[1], "WIN", 2.0))
+        await store.save_outcome(make_outcome(sigs[3], "EXPIRED", 0.1))
+        assert await store.open_signals() == [sigs[0], sigs[2]]
+
+    async def test_save_outcome_upserts_and_get_outcome_round_trips(self, store: Store) -> None:
+        s = make_signal()
+        await store.save_signal(s)
+        assert await store.get_outcome(s.id) is None
+        first = make_outcome(s, "EXPIRED", 0.3)
+        await store.save_outcome(first)
+        assert await store.get_outcome(s.id) == first
+        second = make_outcome(s, "WIN", 1.4)
+        await store.save_outcome(second)
+        assert await store.get_outcome(s.id) == second
+
+    async def test_pattern_stats_count_signals_and_resolved_outcomes(self, store: Store) -> None:
+        h = 3_600_000
+        spring = [make_signal("BTCUSDT", "1h", T0 + i * h, "spring") for i in range(3)]
+        wave3 = [make_signal("ETHUSDT", "4h", T0 + i * 4 * h, "wave3", "SHORT") for i in range(2)]
+        utad = make_signal("SOLUSDT", "15m", T0, "utad", "SHORT")
+        for s in (*spring, *wave3, utad):
+            await store.save_signal(s)
+        await store.save_outcome(make_outcome(spring[0], "WIN", 2.0))
+        await store.save_outcome(make_outcome(spring[1], "LOSS", -1.0))
+        await store.save_outcome(make_outcome(wave3[0], "EXPIRED", 0.25))
+        stats = sorted(await store.pattern_stats(), key=lambda p: p.pattern)
+        assert [p.pattern for p in stats] == ["spring", "utad", "wave3"]
+        sp, ut, w3 = stats
+        assert (sp.signals, sp.wins, sp.losses, sp.expired) == (3, 1, 1, 0)
+        assert sp.avg_r == pytest.approx(0.5)
+        assert sp.win_rate == pytest.approx(0.5)
+        assert ut == PatternStats(pattern="utad", signals=1, wins=0, losses=0, expired=0, avg_r=None)
+        assert ut.win_rate is None
+        assert (w3.signals, w3.wins, w3.losses, w3.expired) == (2, 0, 0, 1)
+        assert w3.avg_r == pytest.approx(0.25)
+
+    async def test_pattern_stats_of_empty_store_is_empty(self, store: Store) -> None:
+        assert await store.pattern_stats() == []
+
+    # ------------------------------------------------------------------ stream quality
+    async def test_stream_quality_round_trips_and_upserts_per_stream(self, store: Store) -> None:
+        assert await store.stream_quality() == []
+        a = StreamQuality("BTCUSDT", "1h", T0, 1, 12, 0, 2, T0 + 5)
+        b = StreamQuality("ETHUSDT", "15m", None, 0, 0, 3, 0, T0 + 6)
+        await store.save_stream_quality([a, b])
+        got = sorted(await store.stream_quality(), key=lambda q: (q.symbol, q.timeframe))
+        assert got == [a, b]
+        a2 = StreamQuality("BTCUSDT", "1h", T0 + 3_600_000, 2, 20, 1, 3, T0 + 99)
+        await store.save_stream_quality([a2])
+        await store.save_stream_quality([])
+        got = sorted(await store.stream_quality(), key=lambda q: (q.symbol, q.timeframe))
+        assert got == [a2, b]
+
+    # ------------------------------------------------------------------ concurrency
+    async def test_concurrent_overlapping_upserts_leave_no_duplicates(self, store: Store) -> None:
+        cs = [make_candle(i=i, price=100.0 + i) for i in range(300)]
+        batches = [cs[k : k + 100] for k in range(0, 300, 50)]  # every candle is in two batches
+        await asyncio.gather(*(store.upsert_candles(b) for b in batches), *(store.upsert_candles(b) for b in batches))
+        assert await store.load_candles("BTCUSDT", "1m") == cs
+        sigs = [make_signal("BTCUSDT", "1h", T0 + i * 3_600_000) for i in range(10)]
+        results = await asyncio.gather(*(store.save_signal(s) for s in sigs + sigs))
+        assert sum(results) == 10
+        assert len(await store.recent_signals(limit=100)) == 10
+
+    # ------------------------------------------------------------------ round trips
+    @_hyp
+    @given(c=candles())
+    async def test_any_valid_candle_round_trips_exactly(self, store: Store, c: Candle) -> None:
+        await store.upsert_candles([c])
+        got = await store.load_candles(c.symbol, c.timeframe, start_ms=c.open_time_ms, end_ms=c.open_time_ms)
+        assert got == [c]
+        assert await store.last_open_time(c.symbol, c.timeframe) is not None
+
+    @_hyp
+    @given(s=signals())
+    async def test_any_signal_round_trips_exactly(self, store: Store, s: Signal) -> None:
+        assert await store.save_signal(s) is True
+        got = await store.get_signal(s.id)
+        assert got == s
+        assert got is not None and got.features == s.features

@@ -1,0 +1,125 @@
+"""SqliteStore: the shared contract plus SQLite specifics (file creation, WAL, schema version, durability)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from src.storage.base import StoreError
+from src.storage.sqlite_store import SCHEMA_VERSION, SqliteStore
+from tests.storage_contract import StoreContract, make_candle, make_signal
+
+
+class TestSqliteStoreContract(StoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SqliteStore]:
+        s = SqliteStore(tmp_path / "contract.db")
+        await s.open()
+        yield s
+        await s.close()
+
+
+async def test_open_creates_parent_directories_and_a_wal_database(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "wyeli.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert path.is_file()
+        assert store.name == f"sqlite:{path}"
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"candles", "signals", "signal_deliveries", "signal_performance", "stream_quality"} <= tables
+
+
+async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "wyeli.db"
+    cs = [make_candle(i=i) for i in range(50)]
+    sig = make_signal()
+    store = SqliteStore(path)
+    await store.open()
+    await store.upsert_candles(cs)
+    await store.save_signal(sig)
+    await store.close()
+    # close checkpoints the WAL into the main file
+    assert not (tmp_path / "wyeli.db-wal").exists() or (tmp_path / "wyeli.db-wal").stat().st_size == 0
+    again = SqliteStore(path)
+    await again.open()
+    try:
+        assert await again.load_candles("BTCUSDT", "1m") == cs
+        assert await again.get_signal(sig.id) == sig
+    finally:
+        await again.close()
+
+
+async def test_close_twice_is_harmless_and_calls_after_close_raise_store_error(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "x.db")
+    await store.open()
+    await store.close()
+    await store.close()
+    assert await store.ping() is False
+    with pytest.raises(StoreError):
+        await store.load_candles("BTCUSDT", "1m")
+
+
+async def test_a_file_from_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store = SqliteStore(path)
+    with pytest.raises(StoreError, match="newer"):
+        await store.open()
+    await store.close()
+
+
+async def test_invalid_and_unclosed_candles_are_skipped_and_counted_not_fatal(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "x.db")
+    await store.open()
+    try:
+        good = [make_candle(i=i) for i in range(3)]
+        nan = replace(make_candle(i=5), close=float("nan"))
+        negative = replace(make_candle(i=6), low=-1.0)
+        forming = replace(make_candle(i=7), closed=False)
+        await store.upsert_candles([good[0], nan, good[1], negative, forming, good[2]])
+        assert await store.load_candles("BTCUSDT", "1m") == good
+        assert store.rejected_candles == 3
+    finally:
+        await store.close()
+
+
+async def test_a_delivery_for_an_unknown_signal_is_a_permanent_store_error(tmp_path: Path) -> None:
+    from tests.storage_contract import delivery
+
+    store = SqliteStore(tmp_path / "x.db")
+    await store.open()
+    try:
+        with pytest.raises(StoreError):
+            await store.record_delivery(delivery(make_signal(), "discord:1", "sent"))
+    finally:
+        await store.close()
+
+
+async def test_a_locked_database_reports_store_unavailable_and_recovers(tmp_path: Path) -> None:
+    from src.storage.base import StoreUnavailable
+
+    path = tmp_path / "locked.db"
+    store = SqliteStore(path, busy_timeout_ms=50)
+    await store.open()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+        with pytest.raises(StoreUnavailable):
+            await store.upsert_candles([make_candle()])
+        blocker.execute("ROLLBACK")
+        await store.upsert_candles([make_candle()])
+        assert await store.load_candles("BTCUSDT", "1m") == [make_candle()]
+    finally:
+        blocker.close()
+        await store.close()
