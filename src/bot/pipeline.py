@@ -147,7 +147,7 @@ class Pipeline:
                 for listener in self.event_listeners:
                     listener(ev)
             if result.emitted:
-                await self._emit(result.emitted, historical=source != "live")
+                await self._emit(result.emitted, historical=source in ("warmup", "backfill"))
             for obs in self.observers:
                 try:
                     await obs.on_candles(closed)

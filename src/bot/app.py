@@ -1,0 +1,435 @@
+"""The WyEli process: builds every component from the configuration and runs them in one event loop.
+
+Live mode: Binance feed -> pipeline -> store -> sinks, plus the periodic console status, the
+Discord service, the HTTP health/metrics server, the systemd watchdog and candle retention.
+Replay mode (``--replay FILE``): the same pipeline fed from kline CSV files; exits 0 when the files
+are exhausted and everything is flushed.
+
+Shutdown (SIGTERM/SIGINT, or the end of a replay): stop intake, finish the batch in flight, flush
+and close sinks (Discord outbox) and the store, close connections, STOPPING=1, all within 10 s.
+A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from src.analysis import timeframes as tf_mod
+from src.analysis.engine import Calibrator, IdentityCalibrator
+from src.analysis.types import Candle, Signal
+from src.bot.config import Config
+from src.bot.console import ConsoleSink, format_status
+from src.bot.metrics import BotMetrics, LoopLagMonitor
+from src.bot.notify import ActivityTracker, SdNotifier, Watchdog
+from src.bot.pipeline import Pipeline
+from src.bot.replay import replay_files
+from src.bot.shutdown import ShutdownSignals, ShutdownStep, run_shutdown
+from src.bot.sinks import SignalSink
+from src.bot.status import ConnectionStatus, MarketView, StatusSnapshot, StreamStatus
+from src.market.klines_csv import KlineFile, KlineFileError, read_klines_csv
+from src.storage.base import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class RunOptions:
+    """Command-line options of ``python -m src.bot.main``."""
+
+    replay: list[Path] = field(default_factory=list)
+    replay_symbol: str | None = None
+    replay_timeframe: str | None = None
+    speed: float | None = None  # None = as fast as possible
+    discord_preview: Path | None = None
+    http: bool = True
+
+
+class StartupError(RuntimeError):
+    """A problem the user must fix before the bot can run (message says what)."""
+
+
+def load_calibrator(path: Path) -> Calibrator:
+    """The fitted calibration map when CALIBRATION_PATH exists, else raw scores."""
+    if not path.is_file():
+        return IdentityCalibrator()
+    from src.analysis.calibration import FileCalibrator
+
+    cal = FileCalibrator.load(path)
+    log.info("calibration loaded", path=str(path))
+    return cal
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class App:
+    """One running bot; ``await run()`` returns the process exit code."""
+
+    def __init__(self, config: Config, options: RunOptions | None = None) -> None:
+        self.config = config
+        self.options = options or RunOptions()
+        self.mode = "replay" if self.options.replay else "live"
+        self.started_at_ms = _now_ms()
+        self.shutdown = ShutdownSignals()
+        self.notifier = SdNotifier.from_env()
+        self.metrics = BotMetrics()
+        self.activity = ActivityTracker(max_silence_s=config.ws_stall_timeout)
+        self.store: Store | None = None
+        self.pipeline: Pipeline | None = None
+        self.feed: Any = None
+        self.discord: Any = None
+        self.cache: Any = None
+        self.warmed_up = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._replay_streams: list[tuple[str, str]] = []
+        self._closers: list[ShutdownStep] = []
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> int:
+        self.shutdown.install()
+        try:
+            return await self._run()
+        except StartupError as exc:
+            log.error("cannot start", problem=str(exc))
+            return 2
+        finally:
+            self.shutdown.uninstall()
+
+    async def _run(self) -> int:
+        cfg = self.config
+        self._announce()
+        files = self._load_replay_files() if self.mode == "replay" else []
+        self.store = await self._open_store()
+        self.cache = await self._open_cache()
+        sinks = self._build_sinks()
+        self.pipeline = Pipeline(
+            settings=cfg.analysis_settings(),
+            timeframes=cfg.timeframes if self.mode == "live" else self._replay_timeframes(files),
+            store=self.store,
+            sinks=sinks,
+            calibrator=load_calibrator(cfg.calibration_path),
+            window=cfg.candle_window,
+            build_from_smaller=self.mode == "replay",
+            observers=self._build_observers(),
+            on_analysis=lambda seconds, n: self.metrics.observe_analysis(seconds),
+            on_signal=self._on_signal,
+        )
+        await self.pipeline.start()
+        self._start_background()
+        if self.mode == "replay":
+            code = await self._run_replay(files)
+        else:
+            code = await self._run_live()
+        await self._shutdown_sequence()
+        return code
+
+    def _announce(self) -> None:
+        cfg = self.config
+        discord = "discord" if cfg.discord_enabled else ("webhook" if cfg.discord_webhook_url else "console output")
+        trading = "alerts-only" if not cfg.enable_trading else ("LIVE trading" if cfg.enable_live_trading else "testnet trading")
+        log.info(
+            f"WyEli starting: {trading}, {cfg.storage_backend} storage, {discord}",
+            mode=self.mode,
+            symbols="ALL" if cfg.symbols_all else ",".join(cfg.symbols),
+            timeframes=",".join(cfg.timeframes),
+            min_confidence=cfg.min_confidence,
+        )
+        if cfg.enable_trading:
+            log.warning("ENABLE_TRADING is set but this build sends no orders: alerts only")
+
+    # ------------------------------------------------------------------ components
+    async def _open_store(self) -> Store:
+        from src.storage.factory import build_store
+
+        store = build_store(self.config)
+        try:
+            await store.open()
+        except Exception as exc:
+            raise StartupError(f"the {self.config.storage_backend} store cannot be opened: {exc}") from exc
+        log.info("store open", backend=store.name)
+        return store
+
+    async def _open_cache(self) -> Any:
+        if self.config.cache_type != "redis":
+            return None
+        from src.storage.cache import build_cache
+
+        cache = build_cache(self.config)
+        await cache.open()
+        return cache
+
+    def _build_sinks(self) -> list[SignalSink]:
+        sinks: list[SignalSink] = [ConsoleSink()]
+        if self.options.discord_preview is not None:
+            from src.bot.discord.preview import DiscordPreviewSink
+
+            sinks.append(DiscordPreviewSink(self.options.discord_preview))
+        if self.mode == "live" and (self.config.discord_enabled or self.config.discord_webhook_url):
+            from src.bot.discord.service import DiscordService
+
+            assert self.store is not None
+            self.discord = DiscordService(self.config, self.store, self.status_snapshot, self.market_view)
+            sinks.append(self.discord)
+        if self.cache is not None:
+            sinks.append(self.cache)
+        return sinks
+
+    def _build_observers(self) -> list[Any]:
+        from src.bot.outcome_tracker import OutcomeTracker
+
+        assert self.store is not None
+        return [OutcomeTracker(self.store, horizon_candles=self.config.outcome_horizon_candles,
+                               commission=self.config.backtest_commission)]
+
+    def _on_signal(self, signal: Signal) -> None:
+        self.metrics.signal_emitted(signal.pattern)
+
+    def _start_background(self) -> None:
+        cfg = self.config
+        if cfg.status_interval_seconds > 0:
+            self._spawn(self._status_loop(cfg.status_interval_seconds), "console-status")
+        self._spawn(LoopLagMonitor(self.metrics).run(), "loop-lag")
+        if self.mode == "live":
+            from src.storage.retention import run_retention
+
+            assert self.store is not None
+            self._spawn(run_retention(self.store, cfg.candle_retention_days), "retention")
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("background task failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ replay
+    def _load_replay_files(self) -> list[KlineFile]:
+        files = []
+        for path in self.options.replay:
+            try:
+                files.append(read_klines_csv(path, self.options.replay_symbol, self.options.replay_timeframe))
+            except KlineFileError as exc:
+                raise StartupError(str(exc)) from None
+        return files
+
+    def _replay_timeframes(self, files: Sequence[KlineFile]) -> tuple[str, ...]:
+        """Configured timeframes buildable from (or equal to) the files' intervals."""
+        from src.market.aggregator import can_build
+
+        wanted = set(self.config.timeframes)
+        usable = {tf for tf in wanted for f in files if f.timeframe == tf or can_build(f.timeframe, tf)}
+        if not usable:
+            have = ", ".join(sorted({f.timeframe for f in files}))
+            raise StartupError(
+                f"replay files are {have} candles; none of TIMEFRAMES={','.join(self.config.timeframes)} "
+                "equals or can be built from them (set TIMEFRAMES, e.g. TIMEFRAMES=" + have + ")"
+            )
+        self._replay_streams = sorted({(f.symbol, tf) for f in files for tf in usable
+                                      if f.timeframe == tf or can_build(f.timeframe, tf)})
+        return tuple(sorted(usable, key=tf_mod.sort_key))
+
+    async def _run_replay(self, files: Sequence[KlineFile]) -> int:
+        assert self.pipeline is not None
+        self.warmed_up.set()
+        self.notifier.ready("replaying")
+        pipeline = self.pipeline
+
+        class _Sink:
+            async def on_candles(inner, candles: Sequence[Candle], source: str) -> None:
+                self.activity.touch()
+                await pipeline.on_candles(candles, source)
+
+        fed = await replay_files(files, _Sink(), speed=self.options.speed, stop=self.shutdown.event)
+        st = pipeline.stats
+        log.info("replay done", candles=fed, analysed=st.candles_analysed, signals=st.signals_emitted,
+                 interrupted=self.shutdown.event.is_set())
+        return 0
+
+    # ------------------------------------------------------------------ live
+    async def _run_live(self) -> int:
+        from src.market.feed import BinanceKlineFeed
+
+        assert self.pipeline is not None and self.store is not None
+        pipeline, store = self.pipeline, self.store
+        app = self
+
+        class _Sink:
+            async def on_candles(inner, candles: Sequence[Candle], source: str) -> None:
+                app.activity.touch()
+                await pipeline.on_candles(candles, source)
+
+        self.feed = BinanceKlineFeed.from_config(self.config, _Sink(), last_open_time=store.last_open_time,
+                                                 on_frame=self.activity.touch)
+        self._wire_metrics()
+        streams = await self.feed.resolve_streams()
+        for symbol, timeframe in streams:
+            await pipeline.prime(symbol, timeframe, self.config.candle_window)
+        if self.discord is not None:
+            await self.discord.start()
+        http = await self._start_http()
+        watchdog = Watchdog(self.notifier, self._healthy)
+        watchdog.start()
+        feed_task = asyncio.ensure_future(self.feed.run())
+        feed_task.set_name("binance-feed")
+        ready_task = asyncio.ensure_future(self._announce_ready())
+        stop_task = asyncio.ensure_future(self.shutdown.wait())
+        done, _ = await asyncio.wait({feed_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if feed_task in done and not feed_task.cancelled() and feed_task.exception() is not None:
+            log.error("market feed stopped with an error", error=repr(feed_task.exception()))
+            code = 1
+        for t in (ready_task, stop_task):
+            t.cancel()
+        await self.feed.stop()
+        feed_task.cancel()
+        await asyncio.gather(feed_task, ready_task, stop_task, return_exceptions=True)
+        await watchdog.stop()
+        if http is not None:
+            self._closers.append(ShutdownStep("http server", http.stop, 2.0))
+        return code
+
+    async def _announce_ready(self) -> None:
+        await self.feed.warmed_up.wait()
+        self.warmed_up.set()
+        self.notifier.ready("warm-up done, streaming")
+        log.info("warm-up done: streaming live candles")
+
+    def _healthy(self) -> bool:
+        return self.activity.is_healthy()
+
+    async def _start_http(self) -> Any:
+        if not self.options.http or self.config.http_port == 0:
+            return None
+        from src.bot.http_server import HealthServer, HttpServerError
+
+        assert self.store is not None
+        server = HealthServer(host=self.config.http_host, port=self.config.http_port, metrics=self.metrics,
+                              status=self.status_snapshot, store_ping=self.store.ping)
+        try:
+            await server.start()
+        except HttpServerError as exc:
+            log.error("health/metrics server disabled", problem=str(exc))
+            return None
+        return server
+
+    def _wire_metrics(self) -> None:
+        src = self.metrics.sources
+        feed = self.feed
+        src.frames_received = lambda: feed.stats().frames_received
+        src.reconnects_by_reason = lambda: dict(feed.stats().reconnects_by_reason)
+        src.stalls = lambda: feed.stats().stalls
+        src.gaps_backfilled = lambda: feed.stats().gaps_backfilled
+        src.candles_backfilled = lambda: feed.stats().candles_backfilled
+        src.frames_rejected = lambda: feed.stats().frames_invalid
+        src.used_weight_1m = lambda: feed.stats().used_weight_1m
+        if self.discord is not None:
+            src.discord_sent = lambda: self.discord.stats().sent
+            src.discord_failed = lambda: self.discord.stats().failed
+            src.outbox_pending = lambda: self.discord.stats().pending
+        depth = getattr(self.store, "depth", None)
+        if depth is not None:
+            src.spool_depth = lambda: float(getattr(self.store, "depth", 0))
+
+    # ------------------------------------------------------------------ status
+    async def status_snapshot(self) -> StatusSnapshot:
+        assert self.pipeline is not None and self.store is not None
+        now = _now_ms()
+        streams: list[StreamStatus] = []
+        connections: tuple[ConnectionStatus, ...] = ()
+        if self.feed is not None:
+            fs = self.feed.stats()
+            streams = list(fs.streams)
+            connections = tuple(fs.connections)
+        else:
+            for (symbol, timeframe), window in sorted(self.pipeline.aggregator.windows.items()):
+                streams.append(StreamStatus(symbol, timeframe, window.last_open_time_ms, None, fresh=True))
+        try:
+            healthy = await asyncio.wait_for(self.store.ping(), 2.0)
+        except Exception:
+            healthy = False
+        st = self.pipeline.stats
+        cache = "off" if self.cache is None else ("redis ok" if getattr(self.cache, "healthy", False) else "redis down")
+        if self.discord is not None:
+            discord = self.discord.describe()
+        elif self.config.discord_webhook_url:
+            discord = "webhook"
+        else:
+            discord = "off (set DISCORD_TOKEN and DISCORD_SIGNALS_CHANNEL_ID, or DISCORD_WEBHOOK_URL)"
+        return StatusSnapshot(
+            started_at_ms=self.started_at_ms,
+            now_ms=now,
+            mode=self.mode,
+            warmed_up=self.warmed_up.is_set(),
+            streams=tuple(streams),
+            connections=connections,
+            signals_total=st.signals_emitted,
+            signals_by_symbol=tuple(sorted(st.signals_by_symbol.items())),
+            last_signal_at=st.last_signal_at,
+            store_backend=self.store.name,
+            store_healthy=healthy,
+            spool_depth=int(getattr(self.store, "depth", 0) or 0),
+            cache=cache,
+            trading="off (alerts only)",
+            discord=discord,
+        )
+
+    async def market_view(self, symbol: str, timeframe: str) -> MarketView | None:
+        assert self.pipeline is not None
+        return await self.pipeline.market_view(symbol, timeframe)
+
+    async def _status_loop(self, every_s: int) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                snap = await self.status_snapshot()
+                self.metrics.update_status(snap)
+                print(format_status(snap), flush=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("status line failed")
+
+    # ------------------------------------------------------------------ shutdown
+    async def _shutdown_sequence(self) -> None:
+        self.notifier.stopping()
+        log.info("shutting down", reason=self.shutdown.received.name if self.shutdown.received else self.mode + " finished")
+        steps: list[ShutdownStep] = []
+        if self.pipeline is not None:
+            steps.append(ShutdownStep("analysis in flight and sinks", self.pipeline.close, 6.0))
+        if self.discord is not None:
+            steps.append(ShutdownStep("discord", self.discord.stop, 4.0))
+        steps.extend(self._closers)
+        steps.append(ShutdownStep("background tasks", self._cancel_tasks, 1.0))
+        if self.cache is not None:
+            steps.append(ShutdownStep("cache", self.cache.close, 1.0))
+        if self.store is not None:
+            steps.append(ShutdownStep("store", self.store.close, 3.0))
+        results = await run_shutdown(steps, total_timeout_s=10.0)
+        failed = [r for r in results if not r.ok]
+        log.info("stopped", steps=len(results), failed=[f"{r.name}: {r.error}" for r in failed])
+
+    async def _cancel_tasks(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def run_app(config: Config, options: RunOptions) -> int:
+    """Run the bot until it stops; returns the exit code."""
+    return asyncio.run(App(config, options).run())

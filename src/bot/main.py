@@ -1,0 +1,67 @@
+"""Entry point: ``python -m src.bot.main [--replay FILE ...] [--speed N|max] [--discord-preview DIR] [--no-http]``.
+
+Exit codes: 0 clean stop (signal, or replay finished); 1 a component failed; 2 bad configuration
+or bad input (the message says what to fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from src.bot.app import RunOptions, run_app
+from src.bot.config import Config
+from src.bot.logging_setup import configure_logging
+
+
+def _speed(value: str) -> float | None:
+    if value.lower() == "max":
+        return None
+    try:
+        speed = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--speed must be a positive number or 'max', got {value!r}") from None
+    if not speed > 0:
+        raise argparse.ArgumentTypeError("--speed must be > 0 (a time multiplier: 60 = one market minute per second)")
+    return speed
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m src.bot.main", description="WyEli: Wyckoff + Elliott-wave signal bot.")
+    p.add_argument("--replay", action="append", type=Path, default=[], metavar="FILE",
+                   help="feed a kline CSV file through the pipeline instead of Binance (repeatable)")
+    p.add_argument("--symbol", help="symbol of the replay files (default: from the file name)")
+    p.add_argument("--interval", help="interval of the replay files (default: from the file name)")
+    p.add_argument("--speed", type=_speed, default=None, metavar="N|max",
+                   help="replay pace as a time multiplier (60 = a market minute per second); default max")
+    p.add_argument("--discord-preview", type=Path, metavar="DIR",
+                   help="write each Discord message as DIR/<signal id>.json + .png instead of posting")
+    p.add_argument("--no-http", action="store_true", help="do not start the health/metrics HTTP server")
+    p.add_argument("--env-file", default=".env", help="dotenv file to load (default: .env; the environment wins)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = Config.from_env(dotenv_path=args.env_file)
+    configure_logging(config.log_level, config.log_format, secrets=config.secret_values())
+    if config.problems:
+        print("WyEli cannot start: the configuration has problems:", file=sys.stderr)
+        for problem in config.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        print("Fix them (environment or .env) and check with: python -m src.bot.config --check", file=sys.stderr)
+        return 2
+    options = RunOptions(
+        replay=list(args.replay),
+        replay_symbol=args.symbol,
+        replay_timeframe=args.interval,
+        speed=args.speed,
+        discord_preview=args.discord_preview,
+        http=not args.no_http,
+    )
+    return run_app(config, options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
