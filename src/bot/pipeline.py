@@ -85,6 +85,7 @@ class Pipeline:
         observers: Sequence[CandleObserver] = (),
         on_analysis: Callable[[float, int], None] | None = None,
         on_signal: Callable[[Signal], None] | None = None,
+        engine_factory: Callable[[str, str], AnalysisEngine] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -98,6 +99,7 @@ class Pipeline:
         self._lock = asyncio.Lock()
         self._on_analysis = on_analysis
         self._on_signal = on_signal
+        self._engine_factory = engine_factory or (lambda sym, tf: build_engine(sym, tf, settings, calibrator))
         self.event_listeners: list[Callable[[AnalysisEvent], None]] = []
 
     async def start(self) -> None:
@@ -109,7 +111,7 @@ class Pipeline:
         key = (symbol, timeframe)
         eng = self.engines.get(key)
         if eng is None:
-            eng = self.engines[key] = build_engine(symbol, timeframe, self.settings, self.calibrator)
+            eng = self.engines[key] = self._engine_factory(symbol, timeframe)
         return eng
 
     async def prime(self, symbol: str, timeframe: str, limit: int) -> int:

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from src.analysis.engine import AnalysisSettings, SignalGate, replay
+from src.bot.pipeline import Pipeline
+from src.bot.sinks import SignalBatch
+from src.storage.sqlite_store import SqliteStore
+from tests.breakout import breakout_engine
+from tests.candlegen import random_walk
+
+SETTINGS = AnalysisSettings(min_confidence=0.5, cooldown_seconds=3600)
+
+
+class RecordingSink:
+    name = "recording"
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.batches: list[SignalBatch] = []
+        self.stored_before_publish: list[bool] = []
+
+    async def publish(self, batch: SignalBatch) -> None:
+        for s in batch.signals:
+            self.stored_before_publish.append(await self.store.get_signal(s.id) is not None)
+        self.batches.append(batch)
+
+    async def close(self) -> None:
+        pass
+
+
+def _pipeline(store, sinks=(), timeframes=("15m",), build=True):
+    return Pipeline(settings=SETTINGS, timeframes=timeframes, store=store, sinks=sinks, build_from_smaller=build,
+                    engine_factory=lambda sym, tf: breakout_engine(sym, tf, SETTINGS))
+
+
+async def test_every_closed_candle_is_stored_once_and_signals_are_stored_before_they_are_published(tmp_path: Path):
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    sink = RecordingSink(store)
+    p = _pipeline(store, [sink])
+    await p.start()
+    candles = random_walk(2000, timeframe="15m", seed=11, vol=0.01)
+    noisy = candles[:1000] + candles[990:1010] + candles[1000:]  # duplicates / late frames
+    for i in range(0, len(noisy), 37):
+        await p.on_candles(noisy[i:i + 37], "live")
+    stored = await store.load_candles("BTCUSDT", "15m")
+    assert stored == candles
+    emitted = [s for b in sink.batches for s in b.signals]
+    assert emitted and all(sink.stored_before_publish)
+    assert p.stats.signals_emitted == len(emitted)
+    await store.close()
+
+
+async def test_pipeline_emits_exactly_what_the_backtest_replay_emits(tmp_path: Path):
+    candles = random_walk(3000, timeframe="15m", seed=5, vol=0.01)
+    _, expected, _ = replay(candles, breakout_engine("BTCUSDT", "15m", SETTINGS), SignalGate(0.5, 3600))
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    sink = RecordingSink(store)
+    p = _pipeline(store, [sink])
+    await p.start()
+    await p.on_candles(candles, "replay")  # one big batch: analysed in a worker thread
+    assert [s for b in sink.batches for s in b.signals] == expected
+    await store.close()
+
+
+async def test_a_restart_does_not_re_emit_and_continues_the_cooldown(tmp_path: Path):
+    candles = random_walk(3000, timeframe="15m", seed=5, vol=0.01)
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    first = RecordingSink(store)
+    p1 = _pipeline(store, [first])
+    await p1.start()
+    await p1.on_candles(candles[:2000], "live")
+    await p1.close()
+    # restart: a new pipeline primes from stored history, then gets an overlapping backfill
+    second = RecordingSink(store)
+    p2 = _pipeline(store, [second])
+    await p2.start()
+    assert await p2.prime("BTCUSDT", "15m", 500) == 500
+    await p2.on_candles(candles[1900:], "backfill")
+    ids_first = {s.id for b in first.batches for s in b.signals}
+    ids_second = {s.id for b in second.batches for s in b.signals}
+    assert not ids_first & ids_second
+    assert all(s.candle_time_ms > candles[1999].open_time_ms for s in (s for b in second.batches for s in b.signals))
+    assert all(b.historical for b in second.batches)
+    await store.close()
+
+
+async def test_one_minute_input_builds_and_analyses_every_configured_timeframe(tmp_path: Path):
+    ones = random_walk(60 * 24, seed=3)
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    p = _pipeline(store, timeframes=("15m", "1h", "4h"))
+    await p.start()
+    await p.on_candles(ones, "replay")
+    assert len(await store.load_candles("BTCUSDT", "15m")) == 96
+    assert len(await store.load_candles("BTCUSDT", "1h")) == 24
+    assert len(await store.load_candles("BTCUSDT", "4h")) == 6
+    assert await store.load_candles("BTCUSDT", "1m") == []
+    view = await p.market_view("BTCUSDT", "1h")
+    assert view is not None and len(view.candles) == 24 and view.states[0].analyzer == "breakout"
+    await store.close()
+
+
+async def test_a_failing_sink_does_not_stop_the_pipeline(tmp_path: Path):
+    class Broken:
+        name = "broken"
+
+        async def publish(self, batch):
+            raise RuntimeError("discord down")
+
+        async def close(self):
+            pass
+
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    p = _pipeline(store, [Broken()])
+    await p.start()
+    await p.on_candles(random_walk(500, timeframe="15m", seed=11, vol=0.01), "live")
+    assert p.stats.sink_errors > 0 and p.stats.candles_analysed == 500
+    await asyncio.sleep(0)
+    await store.close()
