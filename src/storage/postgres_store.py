@@ -6,7 +6,8 @@ Rules:
   ``search_path`` (tests use a throw-away schema per run);
 - candles are written in one statement per chunk of up to 5,000 rows
   (``INSERT ... SELECT FROM unnest($1::text[], ...) ON CONFLICT DO UPDATE``): one round trip per
-  chunk, identical rows are not rewritten, duplicates inside a batch collapse to the last one;
+  chunk, identical rows are not rewritten, duplicates inside a batch collapse to the last one, rows
+  go in key order (concurrent overlapping batches cannot deadlock);
   invalid or unclosed candles are skipped and counted (``rejected_candles``);
 - times: the API speaks epoch ms, the tables timestamptz; the conversion happens in SQL, exactly
   (``'epoch' + ms * 1 ms`` and ``EXTRACT(EPOCH ...) * 1000``);
@@ -298,7 +299,8 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ candles
     def _accept(self, candles: Sequence[Candle]) -> list[Candle]:
-        """Valid closed candles, one per key (the last one wins), in input order of their last occurrence."""
+        """Valid closed candles, one per key (the last one wins), sorted by key: concurrent writers then lock
+        rows in the same order and cannot deadlock each other."""
         by_key: dict[tuple[str, str, int], Candle] = {}
         for c in candles:
             try:
@@ -310,9 +312,8 @@ class PostgresStore:
                 log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
                             reason=str(exc), rejected_total=self.rejected_candles)
                 continue
-            by_key.pop(c.key, None)
             by_key[c.key] = c
-        return list(by_key.values())
+        return [by_key[k] for k in sorted(by_key)]
 
     async def upsert_candles(self, candles: Sequence[Candle]) -> None:
         rows = self._accept(candles)

@@ -1,0 +1,286 @@
+"""PostgresStore against the real Postgres: the shared contract, views with known numbers, the runbook
+queries verbatim, exact time conversion, error classification and concurrent writers.
+
+Each test gets its own throw-away schema (``search_path``), so runs and tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from src.analysis.types import Signal
+from src.storage.base import StoreError, StoreUnavailable, StreamQuality
+from src.storage.postgres_store import PostgresStore, _ms, _ts, describe_dsn, split_dsn
+from tests.storage_contract import StoreContract, make_candle, make_outcome, make_signal
+
+pytestmark = pytest.mark.postgres
+
+RUNBOOK_RECENT = (
+    "SELECT * FROM v_recent_signals WHERE generated_at > NOW() - INTERVAL '24 hours' ORDER BY generated_at DESC;"
+)
+RUNBOOK_STATS = "SELECT * FROM v_signal_stats ORDER BY total_signals DESC;"
+RUNBOOK_WIN_RATE = (
+    "SELECT symbol_name, AVG(CASE WHEN outcome = 'WIN' THEN 1.0 ELSE 0.0 END) * 100 as win_rate_pct, "
+    "COUNT(*) as total_signals FROM signal_performance GROUP BY symbol_name ORDER BY total_signals DESC;"
+)
+RUNBOOK_PRUNE = "DELETE FROM candles WHERE open_time < NOW() - INTERVAL '90 days';"
+
+
+def new_schema_name() -> str:
+    return f"wyeli_test_{secrets.token_hex(6)}"
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pg_schema(postgres_url: str) -> AsyncIterator[str]:
+    schema = new_schema_name()
+    yield schema
+    await drop_schema(postgres_url, schema)
+
+
+@pytest.fixture
+async def pg_store(postgres_url: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(postgres_url, schema=pg_schema)
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def sql(postgres_url: str, pg_store: PostgresStore) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection that sees the test schema (for the verbatim runbook queries)."""
+    conn = await asyncpg.connect(postgres_url, server_settings={"search_path": pg_store.schema or "public"})
+    yield conn
+    await conn.close()
+
+
+class TestPostgresStoreContract(StoreContract):
+    @pytest.fixture
+    async def store(self, pg_store: PostgresStore) -> AsyncIterator[PostgresStore]:
+        yield pg_store
+
+
+# ---------------------------------------------------------------------------- views on a known data set
+def _epoch_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+async def _known_data_set(store: PostgresStore) -> tuple[list[Signal], list[Signal], Signal]:
+    """3 BTC 1h springs (WIN 2R, LOSS -1R, open), 2 ETH 4h wave3 (WIN 3R, EXPIRED 0.2R), 1 old SOL utad (LOSS -1R)."""
+    now = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0)
+    h = 3_600_000
+    recent = _epoch_ms(now - timedelta(hours=6))
+    old = _epoch_ms(now - timedelta(days=3))
+    spring = [make_signal("BTCUSDT", "1h", recent + i * h, "spring", confidence=c) for i, c in enumerate((0.62, 0.71, 0.93))]
+    wave3 = [make_signal("ETHUSDT", "4h", recent - 4 * h * (i + 1), "wave3", "SHORT", confidence=c)
+             for i, c in enumerate((0.75, 0.78))]
+    utad = make_signal("SOLUSDT", "15m", old, "utad", "SHORT", confidence=0.66)
+    for s in (*spring, *wave3, utad):
+        assert await store.save_signal(s)
+    await store.save_outcome(make_outcome(spring[0], "WIN", 2.0))
+    await store.save_outcome(make_outcome(spring[1], "LOSS", -1.0))
+    await store.save_outcome(make_outcome(wave3[0], "WIN", 3.0))
+    await store.save_outcome(make_outcome(wave3[1], "EXPIRED", 0.2))
+    await store.save_outcome(make_outcome(utad, "LOSS", -1.0))
+    return spring, wave3, utad
+
+
+async def test_runbook_recent_signals_query_returns_last_24_hours_newest_first(pg_store, sql) -> None:
+    spring, wave3, _ = await _known_data_set(pg_store)
+    rows = await sql.fetch(RUNBOOK_RECENT)
+    expected = sorted([*spring, *wave3], key=lambda s: s.generated_at, reverse=True)
+    assert [r["id"] for r in rows] == [s.id for s in expected]
+    first = rows[0]
+    assert first["symbol"] == "BTCUSDT" and first["pattern"] == "spring" and first["outcome"] is None
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[spring[0].id]["outcome"] == "WIN" and by_id[spring[0].id]["r_multiple"] == 2.0
+    assert list(by_id[spring[0].id]["take_profits"]) == list(spring[0].take_profits)
+
+
+async def test_runbook_signal_stats_query_counts_per_symbol_timeframe_pattern(pg_store, sql) -> None:
+    await _known_data_set(pg_store)
+    rows = await sql.fetch(RUNBOOK_STATS)
+    assert [(r["symbol"], r["timeframe"], r["pattern"], r["total_signals"]) for r in rows] == [
+        ("BTCUSDT", "1h", "spring", 3), ("ETHUSDT", "4h", "wave3", 2), ("SOLUSDT", "15m", "utad", 1),
+    ]
+    btc, eth, sol = rows
+    assert btc["avg_confidence"] == pytest.approx((0.62 + 0.71 + 0.93) / 3)
+    assert (btc["resolved"], btc["wins"], btc["losses"], btc["expired"]) == (2, 1, 1, 0)
+    assert float(btc["win_rate_pct"]) == pytest.approx(50.0)
+    assert btc["avg_r"] == pytest.approx(0.5)
+    assert float(eth["win_rate_pct"]) == pytest.approx(50.0)  # EXPIRED counts as not won
+    assert float(sol["win_rate_pct"]) == pytest.approx(0.0)
+    assert btc["last_signal_at"] == max(
+        datetime.fromisoformat(s.generated_at) for s in (await pg_store.recent_signals(symbol="BTCUSDT"))
+    )
+
+
+async def test_runbook_win_rate_query_and_win_rate_view_agree(pg_store, sql) -> None:
+    await _known_data_set(pg_store)
+    rows = await sql.fetch(RUNBOOK_WIN_RATE)
+    got = {r["symbol_name"]: (float(r["win_rate_pct"]), r["total_signals"]) for r in rows}
+    assert got == {"BTCUSDT": (50.0, 2), "ETHUSDT": (50.0, 2), "SOLUSDT": (0.0, 1)}
+    view = {r["symbol_name"]: r for r in await sql.fetch("SELECT * FROM v_win_rate")}
+    assert float(view["ETHUSDT"]["win_rate_pct"]) == 50.0
+    assert (view["ETHUSDT"]["wins"], view["ETHUSDT"]["losses"], view["ETHUSDT"]["expired"]) == (1, 0, 1)
+    assert view["ETHUSDT"]["total_r"] == pytest.approx(3.2)
+    assert view["BTCUSDT"]["avg_mae"] == pytest.approx(0.25)
+
+
+async def test_calibration_view_buckets_resolved_signals_by_confidence_decile(pg_store, sql) -> None:
+    await _known_data_set(pg_store)
+    rows = await sql.fetch("SELECT * FROM v_calibration ORDER BY bucket_low")
+    got = [(float(r["bucket_low"]), float(r["bucket_high"]), r["signals"], r["wins"], float(r["hit_rate"])) for r in rows]
+    # resolved: 0.62 WIN, 0.71 LOSS, 0.75 WIN, 0.78 EXPIRED, 0.66 LOSS (0.93 is still open)
+    assert got == [(0.6, 0.7, 2, 1, 0.5), (0.7, 0.8, 3, 1, pytest.approx(1 / 3))]
+    assert rows[1]["avg_confidence"] == pytest.approx((0.71 + 0.75 + 0.78) / 3)
+
+
+async def test_calibration_view_puts_confidence_one_in_the_top_bucket(pg_store, sql) -> None:
+    for i, c in enumerate((1.0, 0.9, 0.0, 0.7)):
+        s = make_signal(candle_time_ms=1_700_000_000_000 + i * 3_600_000, confidence=c)
+        await pg_store.save_signal(s)
+        await pg_store.save_outcome(make_outcome(s, "WIN", 1.0))
+    rows = await sql.fetch("SELECT bucket_low, signals FROM v_calibration ORDER BY bucket_low")
+    assert [(float(r[0]), r[1]) for r in rows] == [(0.0, 1), (0.7, 1), (0.9, 2)]
+
+
+async def test_data_quality_view_shows_each_stream_with_its_counters(pg_store, sql) -> None:
+    now_ms = _epoch_ms(datetime.now(tz=UTC))
+    await pg_store.save_stream_quality([
+        StreamQuality("BTCUSDT", "1h", now_ms - 7_200_000, 2, 30, 1, 4, now_ms),
+        StreamQuality("ETHUSDT", "15m", None, 0, 0, 0, 0, now_ms),
+    ])
+    rows = await sql.fetch("SELECT * FROM v_data_quality ORDER BY symbol")
+    assert [(r["symbol"], r["gaps_backfilled"], r["candles_backfilled"], r["stalls"], r["reconnects"]) for r in rows] == [
+        ("BTCUSDT", 2, 30, 1, 4), ("ETHUSDT", 0, 0, 0, 0),
+    ]
+    assert timedelta(hours=2) <= rows[0]["last_candle_age"] < timedelta(hours=3)
+    assert rows[1]["last_candle_time"] is None and rows[1]["last_candle_age"] is None
+
+
+async def test_runbook_retention_delete_removes_candles_older_than_90_days(pg_store, sql) -> None:
+    now = datetime.now(tz=UTC).replace(second=0, microsecond=0)
+    old = [make_candle(i=0), make_candle(i=1)]  # 2023
+    edge = _epoch_ms(now - timedelta(days=89))
+    fresh = [replace(make_candle(i=i), open_time_ms=edge + i * 60_000, close_time_ms=edge + i * 60_000 + 59_999)
+             for i in range(3)]
+    await pg_store.upsert_candles(old + fresh)
+    status = await sql.execute(RUNBOOK_PRUNE)
+    assert status == "DELETE 2"
+    assert await pg_store.load_candles("BTCUSDT", "1m") == fresh
+
+
+# ---------------------------------------------------------------------------- conversions and writes
+async def test_epoch_ms_and_timestamptz_convert_exactly_both_ways(sql) -> None:
+    rng = random.Random(7)
+    values = [0, 1, -1, 999, 1_700_000_000_123, 4_102_444_799_999, -86_400_001, 253_402_300_799_999]
+    values += [rng.randrange(-2_000_000_000_000, 5_000_000_000_000) for _ in range(5000)]
+    rows = await sql.fetch(f"SELECT x, {_ms(_ts('x'))} AS back FROM unnest($1::bigint[]) AS t(x)", values)
+    assert [r["back"] for r in rows] == values
+    # and the timestamptz really is that instant
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    ts = await sql.fetchval(f"SELECT {_ts('$1::bigint')}", 1_700_000_000_123)
+    assert ts == epoch + timedelta(milliseconds=1_700_000_000_123)
+
+
+async def test_large_candle_batch_spans_several_statements_and_keeps_every_row(pg_store) -> None:
+    cs = [make_candle("BTCUSDT", "1m", i, price=100.0 + (i % 50)) for i in range(12_345)]
+    await pg_store.upsert_candles(cs)
+    assert await pg_store.load_candles("BTCUSDT", "1m") == cs
+    assert await pg_store.last_open_time("BTCUSDT", "1m") == cs[-1].open_time_ms
+
+
+async def test_invalid_and_unclosed_candles_are_skipped_and_counted(pg_store) -> None:
+    good = make_candle(i=0)
+    bad = replace(make_candle(i=1), high=1.0)  # high < low
+    live = replace(make_candle(i=2), closed=False)
+    await pg_store.upsert_candles([good, bad, live])
+    assert await pg_store.load_candles("BTCUSDT", "1m") == [good]
+    assert pg_store.rejected_candles == 2
+
+
+async def test_candle_writes_register_their_symbols(pg_store, sql) -> None:
+    await pg_store.upsert_candles([make_candle("BTCUSDT", "1m", 0), make_candle("ETHUSDT", "1h", 0)])
+    await pg_store.save_signal(make_signal("SOLUSDT"))
+    assert [r[0] for r in await sql.fetch("SELECT symbol FROM symbols ORDER BY symbol")] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+
+async def test_two_stores_writing_the_same_rows_concurrently_converge(postgres_url, pg_store) -> None:
+    other = PostgresStore(postgres_url, schema=pg_store.schema)
+    await other.open()
+    try:
+        cs = [make_candle("BTCUSDT", "5m", i, price=50.0 + i) for i in range(2000)]
+        shuffled = cs[:]
+        random.Random(3).shuffle(shuffled)
+        sig = make_signal()
+        writes = [s.upsert_candles(b) for s in (pg_store, other) for b in (cs, shuffled, cs[500:1500])]
+        saved = await asyncio.gather(*writes, pg_store.save_signal(sig), other.save_signal(sig), other.save_signal(sig))
+        assert sorted(saved[-3:]) == [False, False, True]
+        assert await other.load_candles("BTCUSDT", "5m") == cs
+    finally:
+        await other.close()
+
+
+# ---------------------------------------------------------------------------- connections and errors
+async def test_unreachable_server_raises_store_unavailable_and_ping_is_false(unused_tcp_port: int) -> None:
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{unused_tcp_port}/test", connect_timeout=2)
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    assert await store.ping() is False
+    with pytest.raises(StoreUnavailable):
+        await store.upsert_candles([make_candle()])
+    await store.close()
+
+
+async def test_unknown_database_is_a_permanent_store_error_not_unavailable(postgres_url: str) -> None:
+    dsn = postgres_url.rsplit("/", 1)[0] + "/wyeli_no_such_db_" + secrets.token_hex(3)
+    store = PostgresStore(dsn)
+    with pytest.raises(StoreError) as info:
+        await store.open()
+    assert not isinstance(info.value, StoreUnavailable)
+
+
+async def test_closed_store_refuses_calls(pg_store) -> None:
+    await pg_store.close()
+    with pytest.raises(StoreError):
+        await pg_store.load_candles("BTCUSDT", "1m")
+
+
+def test_transaction_pooler_port_disables_the_statement_cache() -> None:
+    pooled = PostgresStore("postgresql://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres")
+    session = PostgresStore("postgresql://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:5432/postgres")
+    explicit = PostgresStore("postgresql://u:pw@db.example.com:5432/postgres?statement_cache_size=0&sslmode=require")
+    assert pooled._statement_cache_size == 0
+    assert session._statement_cache_size == 100
+    assert explicit._statement_cache_size == 0
+    assert "pw" not in pooled.name and "postgres.ref" not in pooled.name
+
+
+def test_dsn_helpers_strip_our_option_and_hide_credentials() -> None:
+    dsn, cache = split_dsn("postgresql://u:secret@h:5433/db?sslmode=require&statement_cache_size=0")
+    assert cache == 0 and "statement_cache_size" not in dsn and "sslmode=require" in dsn
+    assert split_dsn("postgresql://h/db") == ("postgresql://h/db", None)
+    with pytest.raises(StoreError):
+        split_dsn("postgresql://h/db?statement_cache_size=lots")
+    assert describe_dsn("postgresql://u:secret@h:5433/db") == "postgres:h:5433/db"
+
+
+def test_invalid_schema_name_is_refused() -> None:
+    with pytest.raises(StoreError):
+        PostgresStore("postgresql://h/db", schema='x"; DROP TABLE candles; --')
