@@ -185,9 +185,11 @@ class Config:
         """(VARIABLE, effective value) pairs with secrets masked, in declaration order."""
         rows = []
         for f in fields(self):
-            if f.name == "problems":
+            if f.name in ("problems", "symbols_all"):
                 continue
             value = getattr(self, f.name)
+            if f.name == "symbols" and self.symbols_all:
+                value = "ALL"
             if f.name in SECRET_FIELDS:
                 shown = mask_secret(value)
             elif isinstance(value, tuple):
