@@ -60,9 +60,15 @@ def load_calibrator(path: Path) -> Calibrator:
     """The fitted calibration map when CALIBRATION_PATH exists, else raw scores."""
     if not path.is_file():
         return IdentityCalibrator()
-    from src.analysis.calibration import FileCalibrator
+    from src.analysis.calibration import CalibrationFormatError, CalibrationSet
 
-    cal = FileCalibrator.load(path)
+    try:
+        cal = CalibrationSet.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, CalibrationFormatError) as exc:
+        raise StartupError(
+            f"CALIBRATION_PATH={path} is not a calibration written by `python -m backtest calibrate` ({exc}); "
+            "fix or remove it"
+        ) from None
     log.info("calibration loaded", path=str(path))
     return cal
 
