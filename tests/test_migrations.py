@@ -1,0 +1,276 @@
+"""The SQL migrations on the real Postgres: from empty, re-applied, pasted by hand, RLS on every table,
+anon cannot write, the optional read policy, the Realtime publication guard, and the migrate command.
+
+Supabase-only objects (roles anon/authenticated, publication supabase_realtime) are created inside a
+transaction that is rolled back, so the shared test server is left as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from structlog.testing import capture_logs
+
+from src.storage import __main__ as storage_cli
+from src.storage.migrate import MIGRATIONS_DIR, Migration, MigrationError, apply_migrations, discover, pending
+from tests.test_storage_postgres import drop_schema, new_schema_name
+
+pytestmark = pytest.mark.postgres
+
+SCHEMA_SQL = (MIGRATIONS_DIR / "001_create_schema.sql").read_text()
+OPTIONAL_READ_SQL = (MIGRATIONS_DIR / "optional_public_read.sql").read_text()
+TABLES = {"schema_migrations", "symbols", "candles", "signals", "signal_deliveries", "signal_performance",
+          "stream_quality", "orders", "positions", "audit_log"}
+VIEWS = {"v_recent_signals", "v_signal_stats", "v_win_rate", "v_calibration", "v_data_quality"}
+
+
+@pytest.fixture
+async def conn(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection whose search_path is a fresh, empty schema (dropped afterwards)."""
+    schema = new_schema_name()
+    c = await asyncpg.connect(postgres_url)
+    await c.execute(f'CREATE SCHEMA "{schema}"')
+    await c.execute(f'SET search_path = "{schema}"')
+    yield c
+    await c.close()
+    await drop_schema(postgres_url, schema)
+
+
+async def catalog(c: asyncpg.Connection) -> list[tuple[object, ...]]:
+    """Everything the schema file defines, as comparable rows (tables, columns, indexes, views, policies, RLS)."""
+    rows = await c.fetch(
+        """
+        SELECT 'rel', relname, relkind::text, relrowsecurity::text FROM pg_class
+         WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'v', 'i')
+        UNION ALL
+        SELECT 'col', table_name, column_name, data_type FROM information_schema.columns
+         WHERE table_schema = current_schema()
+        UNION ALL
+        SELECT 'view', viewname, definition, '' FROM pg_views WHERE schemaname = current_schema()
+        UNION ALL
+        SELECT 'idx', indexname, indexdef, '' FROM pg_indexes WHERE schemaname = current_schema()
+        UNION ALL
+        SELECT 'pol', tablename, policyname, cmd FROM pg_policies WHERE schemaname = current_schema()
+        ORDER BY 1, 2, 3, 4
+        """
+    )
+    return [tuple(r) for r in rows]
+
+
+async def test_migrations_apply_to_an_empty_schema_and_are_recorded(conn) -> None:
+    applied = await apply_migrations(conn)
+    assert applied == ["001_create_schema"]
+    rels = {(r[0], r[1]) for r in await conn.fetch(
+        "SELECT relname, relkind::text FROM pg_class WHERE relnamespace = current_schema()::regnamespace")}
+    assert {t for t, k in rels if k == "r"} == TABLES
+    assert {v for v, k in rels if k == "v"} == VIEWS
+    ledger = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+    assert [(r["version"], r["name"]) for r in ledger] == [(1, "001_create_schema")]
+    assert ledger[0]["checksum"] == discover()[0].checksum
+    assert await pending(conn) == []
+
+
+async def test_reapplying_the_schema_changes_nothing(conn) -> None:
+    await apply_migrations(conn)
+    before = await catalog(conn)
+    await conn.execute(SCHEMA_SQL)  # the file itself, twice more, as in the SQL editor
+    await conn.execute(SCHEMA_SQL)
+    assert await apply_migrations(conn) == []
+    assert await catalog(conn) == before
+    assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
+
+
+async def test_schema_pasted_by_hand_is_recognised_and_its_checksum_filled_in(conn) -> None:
+    await conn.execute(SCHEMA_SQL)
+    assert await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1") is None
+    assert await apply_migrations(conn) == []
+    assert await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1") == discover()[0].checksum
+
+
+async def test_existing_data_survives_reapplying_the_schema(conn) -> None:
+    await apply_migrations(conn)
+    await conn.execute("INSERT INTO symbols (symbol) VALUES ('BTCUSDT')")
+    await conn.execute(SCHEMA_SQL)
+    assert await conn.fetchval("SELECT count(*) FROM symbols") == 1
+
+
+async def test_row_level_security_is_enabled_on_every_table(conn) -> None:
+    await apply_migrations(conn)
+    rows = await conn.fetch(
+        "SELECT relname, relrowsecurity FROM pg_class WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'"
+    )
+    assert {r["relname"] for r in rows} == TABLES
+    assert all(r["relrowsecurity"] for r in rows), [r["relname"] for r in rows if not r["relrowsecurity"]]
+    assert await conn.fetchval("SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()") == 0
+
+
+async def test_later_migration_is_applied_once_in_version_order(conn) -> None:
+    extra = Migration(version=2, name="002_add_note", sql="ALTER TABLE signals ADD COLUMN IF NOT EXISTS note text;")
+    assert await apply_migrations(conn, [*discover(), extra]) == ["001_create_schema", "002_add_note"]
+    assert await apply_migrations(conn, [*discover(), extra]) == []
+    assert await conn.fetchval(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND column_name = 'note'"
+    ) == 1
+
+
+async def test_failing_migration_rolls_back_and_records_nothing(conn) -> None:
+    broken = Migration(version=2, name="002_broken", sql="CREATE TABLE ok_table (x int); SELECT no_such_column FROM signals;")
+    with pytest.raises(asyncpg.PostgresError):
+        await apply_migrations(conn, [*discover(), broken])
+    assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None  # the whole run rolled back
+    assert await apply_migrations(conn) == ["001_create_schema"]
+
+
+async def test_changed_migration_file_is_not_reapplied_but_warned_about(conn) -> None:
+    await apply_migrations(conn)
+    changed = Migration(version=1, name="001_create_schema", sql=SCHEMA_SQL + "\n-- edited\n")
+    with capture_logs() as logs:
+        assert await apply_migrations(conn, [changed]) == []
+    assert any(e["event"] == "migration_changed_after_apply" for e in logs)
+
+
+async def test_concurrent_runners_apply_each_migration_once(postgres_url: str) -> None:
+    schema = new_schema_name()
+    conns = [await asyncpg.connect(postgres_url, server_settings={"search_path": schema}) for _ in range(4)]
+    try:
+        await conns[0].execute(f'CREATE SCHEMA "{schema}"')
+        results = await asyncio.gather(*(apply_migrations(c) for c in conns))
+        assert sorted(len(r) for r in results) == [0, 0, 0, 1]
+    finally:
+        for c in conns:
+            await c.close()
+        await drop_schema(postgres_url, schema)
+
+
+def test_discover_ignores_optional_files_and_rejects_duplicate_versions(tmp_path: Path) -> None:
+    assert [m.name for m in discover()] == ["001_create_schema"]  # optional_public_read.sql is not a migration
+    (tmp_path / "001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "002_b.sql").write_text("SELECT 2;")
+    (tmp_path / "notes.sql").write_text("SELECT 3;")
+    assert [(m.version, m.name) for m in discover(tmp_path)] == [(1, "001_a"), (2, "002_b")]
+    (tmp_path / "002_c.sql").write_text("SELECT 4;")
+    with pytest.raises(MigrationError, match="two migrations with version 2"):
+        discover(tmp_path)
+
+
+# ---------------------------------------------------------------------------- Supabase-only objects
+async def _create_role_if_missing(c: asyncpg.Connection, role: str) -> None:
+    if not await c.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+        await c.execute(f"CREATE ROLE {role} NOLOGIN")
+
+
+async def test_anon_cannot_write_any_table_and_reads_nothing_without_the_optional_policy(conn) -> None:
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        for role in ("anon", "authenticated"):
+            await _create_role_if_missing(conn, role)
+            # what Supabase does for every new table in public
+            await conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {await conn.fetchval('SELECT current_schema()')} "
+                               f"GRANT ALL ON TABLES TO {role}")
+            await conn.execute(f"GRANT USAGE ON SCHEMA {await conn.fetchval('SELECT current_schema()')} TO {role}")
+        await conn.execute(SCHEMA_SQL)
+        for table in TABLES:
+            for priv in ("INSERT", "UPDATE", "DELETE"):
+                assert not await conn.fetchval("SELECT has_table_privilege('anon', $1, $2)", table, priv), (table, priv)
+        await conn.execute(
+            "INSERT INTO signals (id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, stop_loss, "
+            "candle_time, generated_at) VALUES ('a1', 'BTCUSDT', '1h', 'spring', 'LONG', 0.8, 0.8, 100, 98, now(), now())"
+        )
+        # Even with a write grant (say, someone re-granted it), RLS without a policy refuses the row.
+        await conn.execute("GRANT INSERT, SELECT ON signals TO anon")
+        await conn.execute("SET LOCAL ROLE anon")
+        assert await conn.fetchval("SELECT count(*) FROM signals") == 0  # RLS: no read policy, no rows
+        assert await conn.fetchval("SELECT count(*) FROM v_recent_signals") == 0  # the view obeys the caller's RLS
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            async with conn.transaction():  # a savepoint, rolled back by the error
+                await conn.execute(
+                    "INSERT INTO signals (id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, "
+                    "stop_loss, candle_time, generated_at) VALUES ('b2', 'ETHUSDT', '1h', 'spring', 'LONG', 0.8, 0.8, "
+                    "100, 98, now(), now())"
+                )
+        await conn.execute("RESET ROLE")
+
+        await conn.execute(OPTIONAL_READ_SQL)
+        await conn.execute(OPTIONAL_READ_SQL)  # idempotent
+        await conn.execute("REVOKE INSERT ON signals FROM anon")
+        await conn.execute("SET LOCAL ROLE anon")
+        assert await conn.fetchval("SELECT count(*) FROM signals") == 1
+        assert await conn.fetchval("SELECT count(*) FROM v_recent_signals") == 1
+        assert await conn.fetchval("SELECT total_signals FROM v_signal_stats") == 1
+        for statement in ("UPDATE signals SET confidence = 0.1", "DELETE FROM signals",
+                          "INSERT INTO candles (symbol, timeframe, open_time, close_time, open, high, low, close, volume) "
+                          "VALUES ('X', '1m', now(), now() + interval '1 minute', 1, 1, 1, 1, 1)"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with conn.transaction():
+                    await conn.execute(statement)
+        await conn.execute("RESET ROLE")
+    finally:
+        await tx.rollback()
+
+
+async def test_optional_read_policy_file_is_a_no_op_on_plain_postgres(conn) -> None:
+    await apply_migrations(conn)
+    if await conn.fetchval("SELECT count(*) FROM pg_roles WHERE rolname IN ('anon', 'authenticated')"):
+        pytest.skip("this server has Supabase roles")  # never the case on the CI service container
+    await conn.execute(OPTIONAL_READ_SQL)
+    assert await conn.fetchval("SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()") == 0
+
+
+async def test_signals_join_the_realtime_publication_when_it_exists(conn) -> None:
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime'"):
+            await conn.execute("CREATE PUBLICATION supabase_realtime")
+        await conn.execute(SCHEMA_SQL)
+        await conn.execute(SCHEMA_SQL)  # already a member: no error
+        published = await conn.fetch(
+            "SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime' AND schemaname = current_schema()"
+        )
+        assert [r[0] for r in published] == ["signals"]
+    finally:
+        await tx.rollback()
+
+
+# ---------------------------------------------------------------------------- the migrate command
+def test_migrate_command_without_database_url_explains_what_is_needed(monkeypatch, capsys, tmp_path) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert storage_cli.main(["migrate", "--env-file", str(tmp_path / "none.env")]) == 2
+    err = capsys.readouterr().err
+    assert "DATABASE_URL is not set" in err and "postgresql://" in err
+
+
+def test_migrate_command_applies_then_reports_up_to_date(monkeypatch, capsys, tmp_path, postgres_url) -> None:
+    schema = new_schema_name()
+
+    async def make() -> None:
+        c = await asyncpg.connect(postgres_url)
+        await c.execute(f'CREATE SCHEMA "{schema}"')
+        await c.close()
+
+    asyncio.run(make())
+    sep = "&" if "?" in postgres_url else "?"
+    monkeypatch.setenv("DATABASE_URL", f"{postgres_url}{sep}search_path={schema}")
+    env = ["--env-file", str(tmp_path / "none.env")]
+    try:
+        assert storage_cli.main(["migrate", "--dry-run", *env]) == 0
+        assert "1 pending migration(s): 001_create_schema" in capsys.readouterr().out
+        assert storage_cli.main(["migrate", *env]) == 0
+        assert "applied 001_create_schema" in capsys.readouterr().out
+        assert storage_cli.main(["migrate", *env]) == 0
+        assert "nothing to apply" in capsys.readouterr().out
+    finally:
+        asyncio.run(drop_schema(postgres_url, schema))
+
+
+def test_migrate_command_reports_an_unreachable_server_without_the_password(monkeypatch, capsys, tmp_path,
+                                                                            unused_tcp_port) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://wyeli:hunter2secret@127.0.0.1:{unused_tcp_port}/db")
+    assert storage_cli.main(["migrate", "--env-file", str(tmp_path / "none.env")]) == 1
+    err = capsys.readouterr().err
+    assert "failed" in err and "hunter2secret" not in err
