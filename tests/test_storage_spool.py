@@ -1,0 +1,219 @@
+"""SpoolStore: writes survive a primary outage, replay in order, persist across restarts.
+
+The primary is a real SqliteStore behind a switch that makes every call raise StoreUnavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from src.storage.base import Store, StoreUnavailable, StreamQuality
+from src.storage.spool import SpoolStore
+from src.storage.sqlite_store import SqliteStore
+from tests.storage_contract import T0, StoreContract, delivery, make_candle, make_outcome, make_signal
+
+_STORE_METHODS = frozenset(
+    name for name in dir(Store) if not name.startswith("_") and name != "name"
+)
+
+
+class SwitchableStore(SqliteStore):
+    """A real SQLite store whose every Store call raises StoreUnavailable while ``down`` is True."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.down = False
+        self.candle_batches: list[int] = []
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _STORE_METHODS and object.__getattribute__(self, "down"):
+            async def unavailable(*args: Any, **kwargs: Any) -> Any:
+                raise StoreUnavailable(f"test primary is down ({name})")
+
+            return unavailable
+        return super().__getattribute__(name)
+
+    async def upsert_candles(self, candles: Any) -> None:
+        self.candle_batches.append(len(candles))
+        await super().upsert_candles(candles)
+
+
+async def drained(spool: SpoolStore) -> None:
+    """Wait for the background flusher to empty the spool (a generous safety limit, not a timing assertion)."""
+    async with asyncio.timeout(10):
+        await spool.wait_drained()
+
+
+@pytest.fixture
+async def primary(tmp_path: Path) -> AsyncIterator[SwitchableStore]:
+    p = SwitchableStore(tmp_path / "primary.db")
+    yield p
+    p.down = False
+    await p.close()
+
+
+@pytest.fixture
+async def spool(primary: SwitchableStore, tmp_path: Path) -> AsyncIterator[SpoolStore]:
+    s = SpoolStore(primary, tmp_path / "spool.db", retry_initial=0.01, retry_max=0.05, close_flush_timeout=2.0)
+    await s.open()
+    yield s
+    primary.down = False
+    await s.close()
+
+
+class TestSpoolStoreContract(StoreContract):
+    """With the primary up, the wrapper is a complete, faithful Store."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SpoolStore]:
+        s = SpoolStore(SqliteStore(tmp_path / "primary.db"), tmp_path / "spool.db")
+        await s.open()
+        yield s
+        await s.close()
+
+
+async def test_writes_go_straight_to_an_available_primary(spool: SpoolStore, primary: SwitchableStore) -> None:
+    cs = [make_candle(i=i) for i in range(5)]
+    await spool.upsert_candles(cs)
+    assert spool.depth == 0
+    assert await primary.load_candles("BTCUSDT", "1m") == cs
+    assert await spool.ping() is True
+
+
+async def test_writes_during_an_outage_are_spooled_and_replayed_in_order(
+    spool: SpoolStore, primary: SwitchableStore
+) -> None:
+    sig = make_signal()
+    await spool.save_signal(make_signal(candle_time_ms=T0 - 3_600_000))  # before the outage
+    primary.down = True
+    await spool.upsert_candles([make_candle(i=0, price=100.0)])
+    assert await spool.save_signal(sig) is True
+    await spool.record_delivery(delivery(sig, "discord:1", "failed", error="HTTP 503"))
+    await spool.upsert_candles([make_candle(i=0, price=150.0), make_candle(i=1)])  # same key again, newer values
+    await spool.record_delivery(delivery(sig, "discord:1", "sent", attempts=2, message_id="42"))
+    await spool.save_outcome(make_outcome(sig, "WIN", 2.0))
+    await spool.save_stream_quality([StreamQuality("BTCUSDT", "1m", T0, 1, 2, 3, 4, T0)])
+    assert spool.depth == 7
+    assert spool.primary_up is False
+    # reads never pretend: they raise while the primary is down
+    with pytest.raises(StoreUnavailable):
+        await spool.load_candles("BTCUSDT", "1m")
+    with pytest.raises(StoreUnavailable):
+        await spool.pending_deliveries("discord:1")
+    assert await spool.ping() is False
+
+    primary.down = False
+    await drained(spool)
+    assert spool.depth == 0
+    assert spool.primary_up is True
+    assert await spool.load_candles("BTCUSDT", "1m") == [make_candle(i=0, price=150.0), make_candle(i=1)]
+    assert await spool.get_signal(sig.id) == sig
+    assert await spool.get_delivery(sig.id, "discord:1") == delivery(sig, "discord:1", "sent", attempts=2,
+                                                                     message_id="42")
+    assert (await spool.get_outcome(sig.id)) == make_outcome(sig, "WIN", 2.0)
+    assert await spool.stream_quality() == [StreamQuality("BTCUSDT", "1m", T0, 1, 2, 3, 4, T0)]
+    assert spool.replayed_total == 7 and spool.dead_letter_total == 0
+
+
+async def test_new_writes_queue_behind_the_backlog_even_when_the_primary_is_back(
+    primary: SwitchableStore, tmp_path: Path
+) -> None:
+    # no background flusher: the backlog is still there when the primary returns
+    spool = SpoolStore(primary, tmp_path / "spool.db", autoflush=False)
+    await spool.open()
+    try:
+        primary.down = True
+        await spool.upsert_candles([make_candle(i=0, price=100.0)])
+        primary.down = False
+        await spool.upsert_candles([make_candle(i=0, price=200.0)])  # must NOT overtake the spooled write
+        assert spool.depth == 2
+        assert await primary.load_candles("BTCUSDT", "1m") == []
+        assert await spool.flush() == 2
+        assert await primary.load_candles("BTCUSDT", "1m") == [make_candle(i=0, price=200.0)]
+        await spool.upsert_candles([make_candle(i=1)])
+        assert spool.depth == 0
+    finally:
+        await spool.close()
+
+
+async def test_consecutive_spooled_candle_writes_replay_as_one_batch(spool: SpoolStore, primary: SwitchableStore) -> None:
+    primary.down = True
+    for i in range(20):
+        await spool.upsert_candles([make_candle(i=2 * i), make_candle(i=2 * i + 1)])
+    primary.candle_batches.clear()
+    primary.down = False
+    await drained(spool)
+    assert spool.depth == 0
+    assert primary.candle_batches == [40]
+    assert len(await primary.load_candles("BTCUSDT", "1m")) == 40
+
+
+async def test_spool_survives_a_restart_and_is_replayed_first(primary: SwitchableStore, tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    first = SpoolStore(primary, path, retry_initial=0.01, close_flush_timeout=0.5)
+    await first.open()
+    primary.down = True
+    sig = make_signal()
+    await first.save_signal(sig)
+    await first.upsert_candles([make_candle(i=i) for i in range(3)])
+    await first.close()  # the primary is still down: the spool stays on disk
+    assert path.is_file()
+
+    primary.down = False
+    second = SpoolStore(primary, path, retry_initial=0.01)
+    await second.open()
+    try:
+        assert second.depth == 0  # replayed during open, before any new write
+        assert await second.get_signal(sig.id) == sig
+        assert len(await second.load_candles("BTCUSDT", "1m")) == 3
+    finally:
+        await second.close()
+
+
+async def test_a_primary_down_at_start_does_not_stop_the_bot(primary: SwitchableStore, tmp_path: Path) -> None:
+    primary.down = True
+    spool = SpoolStore(primary, tmp_path / "spool.db", retry_initial=0.01, retry_max=0.02)
+    await spool.open()  # does not raise
+    try:
+        assert spool.primary_up is False
+        await spool.upsert_candles([make_candle()])
+        assert spool.depth == 1
+        primary.down = False
+        await drained(spool)
+        assert spool.depth == 0 and spool.primary_up
+        assert await spool.load_candles("BTCUSDT", "1m") == [make_candle()]
+    finally:
+        await spool.close()
+
+
+async def test_an_entry_the_primary_refuses_is_dead_lettered_and_the_rest_replays(
+    spool: SpoolStore, primary: SwitchableStore
+) -> None:
+    orphan = make_signal(pattern="never_saved")
+    primary.down = True
+    await spool.upsert_candles([make_candle(i=0)])
+    # the primary refuses this permanently (its signal does not exist: foreign key)
+    await spool.record_delivery(delivery(orphan, "discord:1", "sent"))
+    await spool.upsert_candles([make_candle(i=1)])
+    primary.down = False
+    await drained(spool)
+    assert spool.depth == 0
+    assert spool.dead_letter_total == 1
+    letters = await spool.dead_letters()
+    assert [(op) for _, op, _ in letters] == ["delivery"]
+    assert "FOREIGN KEY" in letters[0][2].upper()
+    assert len(await primary.load_candles("BTCUSDT", "1m")) == 2
+
+
+async def test_prune_runs_on_the_primary_only(spool: SpoolStore, primary: SwitchableStore) -> None:
+    await spool.upsert_candles([make_candle(i=i) for i in range(4)])
+    assert await spool.prune_candles(make_candle(i=2).open_time_ms) == 2
+    primary.down = True
+    with pytest.raises(StoreUnavailable):
+        await spool.prune_candles(make_candle(i=4).open_time_ms)
+    assert spool.depth == 0
