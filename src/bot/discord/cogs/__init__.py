@@ -1,0 +1,1 @@
+"""Command cogs of the WyEli Discord bot."""

@@ -1,0 +1,388 @@
+"""Pure builders: domain objects -> ``discord.Embed`` (no I/O, no client needed).
+
+Discord's embed limits, all enforced here by truncation (never by raising):
+title 256, description 4096, 25 fields, field name 256, field value 1024, footer 2048, author 256,
+6000 characters in total across ALL embeds of one message, 10 embeds per message, content 2000.
+
+The signal embed's footer starts with ``id <signal id>``: the outbox finds already-posted signals
+in the channel history by that marker (:data:`FOOTER_ID_RE`), so truncation never cuts it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+import discord
+
+from src.analysis.types import Signal, iso_to_ms, ms_to_iso
+from src.bot.status import MarketView, StatusSnapshot
+from src.storage.base import PatternStats
+
+TITLE_MAX = 256
+DESCRIPTION_MAX = 4096
+FIELDS_MAX = 25
+FIELD_NAME_MAX = 256
+FIELD_VALUE_MAX = 1024
+FOOTER_MAX = 2048
+AUTHOR_MAX = 256
+TOTAL_MAX = 6000
+EMBEDS_PER_MESSAGE = 10
+CONTENT_MAX = 2000
+
+COLOUR_LONG = 0x2ECC71
+COLOUR_SHORT = 0xE74C3C
+COLOUR_INFO = 0x3498DB
+COLOUR_WARN = 0xF1C40F
+
+ELLIPSIS = "…"
+FOOTER_ID_RE = re.compile(r"\bid ([0-9a-f]{24})\b")
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in an ellipsis when cut."""
+    if limit <= 0:
+        return ""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + ELLIPSIS
+
+
+def fmt_price(price: float) -> str:
+    """A price with enough decimals for its magnitude: 2 above 1000, up to 8 significant digits below."""
+    if not math.isfinite(price):
+        return "n/a"
+    if abs(price) >= 1000:
+        return f"{price:,.2f}"
+    if price == 0:
+        return "0"
+    decimals = min(10, max(2, 5 - math.floor(math.log10(abs(price)))))
+    return f"{price:.{decimals}f}"
+
+
+def fmt_pct(value: float) -> str:
+    return f"{value:+.2f}%" if math.isfinite(value) else "n/a"
+
+
+def fmt_duration(seconds: float) -> str:
+    """Compact duration: 45s, 12m, 3h 05m, 2d 04h."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+
+
+def _ts(iso_or_ms: str | int) -> datetime:
+    ms = iso_or_ms if isinstance(iso_or_ms, int) else iso_to_ms(iso_or_ms)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _add_field(embed: discord.Embed, name: str, value: str, *, inline: bool = True) -> None:
+    if len(embed.fields) >= FIELDS_MAX:
+        return
+    embed.add_field(name=truncate(name or "\u200b", FIELD_NAME_MAX), value=truncate(value or "\u200b", FIELD_VALUE_MAX),
+                    inline=inline)
+
+
+def _bullets(lines: Iterable[str], limit: int) -> str:
+    """Lines as '• ' bullets, adding whole lines while they fit in ``limit``, then a '… n more' note."""
+    items = [" ".join(str(x).split()) for x in lines]
+    out: list[str] = []
+    used = 0
+    for i, item in enumerate(items):
+        line = "• " + truncate(item, 300)
+        rest = len(items) - i - 1
+        note = f"\n… {rest} more" if rest else ""
+        if used + len(line) + 1 + len(note) > limit:
+            out.append(f"… {len(items) - i} more")
+            break
+        out.append(line)
+        used += len(line) + 1
+    return truncate("\n".join(out), limit)
+
+
+def chart_filename(signal_id: str) -> str:
+    """Attachment name of a signal's chart; the embed image refers to ``attachment://<name>``."""
+    return f"{signal_id}.png"
+
+
+def signal_title(signal: Signal) -> str:
+    arrow = "🟢" if signal.direction == "LONG" else "🔴"
+    return truncate(f"{arrow} {signal.symbol} {signal.timeframe} · {signal.pattern} · {signal.direction}", TITLE_MAX)
+
+
+def signal_footer(signal: Signal) -> str:
+    version = truncate(signal.analyzer_version or "wyeli", 64)
+    return truncate(f"id {signal.id} · {version} · candle close {truncate(signal.generated_at, 40)}", FOOTER_MAX)
+
+
+def targets_text(signal: Signal) -> str:
+    """One line per take-profit: price, % from entry and R multiple; the tail collapses to '… n more'."""
+    if not signal.take_profits:
+        return "none"
+    lines = []
+    for i, tp in enumerate(signal.take_profits, 1):
+        pct = (tp - signal.entry) / signal.entry * 100 if signal.entry else float("nan")
+        r = abs(tp - signal.entry) / signal.risk if signal.risk else float("nan")
+        lines.append(f"TP{i} {fmt_price(tp)} ({fmt_pct(pct)}, {r:.2f}R)" if math.isfinite(r) else f"TP{i} {fmt_price(tp)}")
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        more = f"\n… {len(lines) - i} more"
+        if sum(len(x) + 1 for x in out) + len(line) + len(more) > FIELD_VALUE_MAX:
+            out.append(more.strip())
+            break
+        out.append(line)
+    return truncate("\n".join(out), FIELD_VALUE_MAX)
+
+
+def signal_embed(signal: Signal, *, image_filename: str | None = None) -> discord.Embed:
+    """The posted signal: title (symbol, timeframe, pattern, direction), colour by direction, confidence,
+    entry / stop / targets, risk-reward, the reasons, footer with id, analyzer version and candle close."""
+    embed = discord.Embed(
+        title=signal_title(signal),
+        colour=COLOUR_LONG if signal.direction == "LONG" else COLOUR_SHORT,
+        description=_bullets(signal.reasons, DESCRIPTION_MAX) if signal.reasons else "",
+        timestamp=_ts(signal.generated_at),
+    )
+    stop_pct = (signal.stop_loss - signal.entry) / signal.entry * 100 if signal.entry else float("nan")
+    rr = signal.risk_reward
+    _add_field(embed, "Confidence", f"{signal.confidence:.0%}")
+    _add_field(embed, "Entry", fmt_price(signal.entry))
+    _add_field(embed, "Stop", f"{fmt_price(signal.stop_loss)} ({fmt_pct(stop_pct)})")
+    _add_field(embed, "Targets", targets_text(signal), inline=False)
+    _add_field(embed, "Risk / reward", f"1 : {rr:.2f}" if rr is not None and math.isfinite(rr) else "n/a")
+    embed.set_footer(text=signal_footer(signal))
+    if image_filename:
+        embed.set_image(url=f"attachment://{image_filename}")
+    return fit_total([embed])[0]
+
+
+def embed_chars(embed: discord.Embed) -> int:
+    """Characters that count toward the 6000 total (title, description, fields, footer, author)."""
+    return len(embed)
+
+
+def fit_total(embeds: Sequence[discord.Embed], limit: int = TOTAL_MAX) -> list[discord.Embed]:
+    """At most 10 embeds whose combined size is <= ``limit``: descriptions are shortened first (evenly),
+    then field values, then trailing embeds are dropped. The footer (with the signal id) is never cut."""
+    out = list(embeds[:EMBEDS_PER_MESSAGE])
+    if sum(len(e) for e in out) <= limit:
+        return out
+    # shrink descriptions to an equal share of what is left after the rest of each embed
+    for _ in range(3):
+        excess = sum(len(e) for e in out) - limit
+        if excess <= 0:
+            return out
+        with_desc = [e for e in out if e.description]
+        if not with_desc:
+            break
+        share = math.ceil(excess / len(with_desc))
+        for e in with_desc:
+            desc = str(e.description)
+            e.description = truncate(desc, max(0, len(desc) - share)) if len(desc) > share else None
+    for e in out:
+        if sum(len(x) for x in out) <= limit:
+            return out
+        for i, f in enumerate(e.fields):
+            if len(str(f.value)) > 60:
+                e.set_field_at(i, name=str(f.name), value=truncate(str(f.value), 60), inline=bool(f.inline))
+    while len(out) > 1 and sum(len(e) for e in out) > limit:
+        out.pop()
+    if sum(len(e) for e in out) > limit:  # one embed still too big: titles and field names are the last resort
+        e = out[0]
+        e.title = truncate(str(e.title or ""), 100)
+        for i, f in enumerate(e.fields):
+            e.set_field_at(i, name=truncate(str(f.name), 40), value=truncate(str(f.value), 40), inline=bool(f.inline))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- status
+def status_embed(snap: StatusSnapshot, *, max_stream_lines: int = 20) -> discord.Embed:
+    """``>status``: uptime, connections, per-stream freshness, reconnects/gaps/stalls, signals, store,
+    cache, trading and Discord state. With many streams the stale ones are listed first, capped at
+    ``max_stream_lines`` lines plus a count."""
+    fresh = sum(1 for s in snap.streams if s.fresh)
+    total = len(snap.streams)
+    healthy = snap.store_healthy and (fresh == total or snap.mode == "replay")
+    embed = discord.Embed(
+        title="WyEli status",
+        colour=COLOUR_LONG if healthy else COLOUR_WARN,
+        timestamp=_ts(snap.now_ms),
+    )
+    lines: list[str] = []
+    ordered = sorted(snap.streams, key=lambda s: (s.fresh, s.symbol, s.timeframe))
+    for s in ordered[:max_stream_lines]:
+        age = fmt_duration((snap.now_ms - s.last_candle_ms) / 1000) if s.last_candle_ms is not None else "never"
+        mark = "ok   " if s.fresh else "STALE"
+        lines.append(f"{mark} {s.symbol:<12} {s.timeframe:>4}  last candle {age} ago")
+    if total > max_stream_lines:
+        lines.append(f"… {total - max_stream_lines} more streams (all fresh)" if all(s.fresh for s in ordered[max_stream_lines:])
+                     else f"… {total - max_stream_lines} more streams")
+    desc = f"**Streams:** {fresh}/{total} fresh" + ("" if snap.warmed_up else " (warming up)")
+    if lines:
+        desc += "\n```\n" + truncate("\n".join(lines), DESCRIPTION_MAX - len(desc) - 10) + "\n```"
+    embed.description = truncate(desc, DESCRIPTION_MAX)
+
+    _add_field(embed, "Uptime", f"{fmt_duration(snap.uptime_s)} ({snap.mode})")
+    conns = snap.connections
+    up = sum(1 for c in conns if c.connected)
+    conn_lines = [f"{up}/{len(conns)} connected"] + [
+        f"{c.name}: {'up' if c.connected else 'DOWN'}, {c.streams} streams, {c.reconnects} reconnects" for c in conns[:8]
+    ]
+    if len(conns) > 8:
+        conn_lines.append(f"… {len(conns) - 8} more")
+    _add_field(embed, "WebSocket", "\n".join(conn_lines))
+    reconnects = sum(c.reconnects for c in conns) or sum(s.reconnects for s in snap.streams)
+    gaps = sum(s.gaps_backfilled for s in snap.streams)
+    backfilled = sum(s.candles_backfilled for s in snap.streams)
+    stalls = sum(s.stalls for s in snap.streams)
+    _add_field(embed, "Data quality", f"reconnects {reconnects}\ngaps backfilled {gaps} ({backfilled} candles)\nstalls {stalls}")
+    per_symbol = ", ".join(f"{sym} {n}" for sym, n in snap.signals_by_symbol[:15])
+    if len(snap.signals_by_symbol) > 15:
+        per_symbol += f", … {len(snap.signals_by_symbol) - 15} more"
+    _add_field(embed, "Signals sent", f"{snap.signals_total} total" + (f"\n{per_symbol}" if per_symbol else ""), inline=False)
+    _add_field(embed, "Last signal", snap.last_signal_at or "none yet")
+    store = f"{snap.store_backend}: {'ok' if snap.store_healthy else 'UNREACHABLE'}"
+    if snap.spool_depth:
+        store += f"\nspooled writes waiting: {snap.spool_depth}"
+    _add_field(embed, "Storage", store)
+    _add_field(embed, "Cache", snap.cache)
+    _add_field(embed, "Trading", snap.trading)
+    _add_field(embed, "Discord", snap.discord)
+    if snap.notes:
+        _add_field(embed, "Notes", _bullets(snap.notes, FIELD_VALUE_MAX), inline=False)
+    return fit_total([embed])[0]
+
+
+def status_text(snap: StatusSnapshot) -> str:
+    """The same facts as :func:`status_embed` as plain text (console, logs, tests)."""
+    e = status_embed(snap)
+    parts = [str(e.title), str(e.description or "")]
+    parts += [f"{f.name}: {f.value}" for f in e.fields]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- >signal
+def market_embed(view: MarketView, *, image_filename: str | None = None) -> discord.Embed:
+    """``>signal SYMBOL TF``: the analyzers' current state (even below the threshold), the last close and
+    the latest signal of the market."""
+    last = view.candles[-1] if view.candles else None
+    embed = discord.Embed(title=truncate(f"{view.symbol} {view.timeframe} · current analysis", TITLE_MAX), colour=COLOUR_INFO)
+    parts: list[str] = []
+    budget = DESCRIPTION_MAX - 200
+    for st in view.states:
+        block = f"**{st.analyzer}** — {st.summary or 'no structure yet'}"
+        if st.lines:
+            block += "\n" + _bullets(st.lines, max(100, budget // max(1, len(view.states)) - len(block)))
+        parts.append(block)
+    embed.description = truncate("\n\n".join(parts) if parts else "No analyzer state yet (still warming up?).", DESCRIPTION_MAX)
+    if last is not None:
+        embed.timestamp = _ts(last.close_time_ms + 1)
+        change = (last.close - last.open) / last.open * 100 if last.open else float("nan")
+        closed_at = ms_to_iso(last.close_time_ms + 1)
+        _add_field(embed, "Last close", f"{fmt_price(last.close)} ({fmt_pct(change)} this candle)\n{closed_at}")
+    for st in view.states:
+        if st.levels:
+            shown = st.levels[:8]
+            text = "\n".join(f"{truncate(label, 40)}: {fmt_price(price)}" for label, price in shown)
+            if len(st.levels) > 8:
+                text += f"\n… {len(st.levels) - 8} more"
+            _add_field(embed, f"{st.analyzer} levels", text)
+    sig = view.last_signal
+    if sig is None:
+        _add_field(embed, "Last signal", "none on this market yet", inline=False)
+    else:
+        rr = sig.risk_reward
+        _add_field(
+            embed,
+            "Last signal",
+            f"{sig.pattern} {sig.direction} at {sig.generated_at}\n"
+            f"confidence {sig.confidence:.0%} · entry {fmt_price(sig.entry)} · "
+            f"stop {fmt_price(sig.stop_loss)} · RR {'n/a' if rr is None else f'{rr:.2f}'}\n{targets_text(sig)}",
+            inline=False,
+        )
+    embed.set_footer(text="Analysis runs on closed candles only; states below the signal threshold are shown for context.")
+    if image_filename:
+        embed.set_image(url=f"attachment://{image_filename}")
+    return fit_total([embed])[0]
+
+
+# ---------------------------------------------------------------------------------------------- lists
+def signals_embed(signals: Sequence[Signal], *, symbol: str | None = None) -> discord.Embed:
+    """``>signals [SYMBOL]``: the newest signals, one line each."""
+    title = f"Recent signals · {symbol}" if symbol else "Recent signals"
+    embed = discord.Embed(title=title, colour=COLOUR_INFO)
+    if not signals:
+        embed.description = "No signals stored yet." if not symbol else f"No signals stored for {symbol} yet."
+        return embed
+    lines = []
+    for s in signals:
+        icon = "🟢" if s.direction == "LONG" else "🔴"
+        lines.append(
+            f"{icon} `{s.generated_at[:16].replace('T', ' ')}` **{s.symbol} {s.timeframe}** {s.pattern} {s.direction} "
+            f"{s.confidence:.0%} · entry {fmt_price(s.entry)} stop {fmt_price(s.stop_loss)}"
+        )
+    embed.description = _lines_within(lines, DESCRIPTION_MAX)
+    return embed
+
+
+def stats_embed(stats: Sequence[PatternStats]) -> discord.Embed:
+    """``>stats``: per pattern the number of signals and, once outcomes exist, win rate and average R."""
+    embed = discord.Embed(title="Signal statistics per pattern", colour=COLOUR_INFO)
+    if not stats:
+        embed.description = "No signals stored yet."
+        return embed
+    rows = [f"{'pattern':<22} {'sig':>5} {'W/L/E':>11} {'win':>5} {'avgR':>6}"]
+    for p in sorted(stats, key=lambda s: (-s.signals, s.pattern)):
+        wr = "—" if p.win_rate is None else f"{p.win_rate:.0%}"
+        avg = "—" if p.avg_r is None else f"{p.avg_r:+.2f}"
+        rows.append(f"{truncate(p.pattern, 22):<22} {p.signals:>5} {f'{p.wins}/{p.losses}/{p.expired}':>11} {wr:>5} {avg:>6}")
+    body = _lines_within(rows, DESCRIPTION_MAX - 40)
+    embed.description = f"```\n{body}\n```"
+    embed.set_footer(text="Win rate = wins / resolved signals (WIN, LOSS, EXPIRED); open signals count in 'sig' only.")
+    return embed
+
+
+def help_embed(symbols: Sequence[str], timeframes: Sequence[str], *, all_symbols: bool = False) -> discord.Embed:
+    embed = discord.Embed(title="WyEli commands", colour=COLOUR_INFO)
+    embed.description = (
+        "Prefix `>` (or mention the bot) and the same commands as slash commands.\n"
+        "`>status` — uptime, streams, reconnects, signals, storage, trading\n"
+        "`>signal SYMBOL [TF]` — current Wyckoff/Elliott analysis and the last signal, with a chart "
+        "(e.g. `>signal BTC`, `>signal ethusdt 4h`)\n"
+        "`>signals [SYMBOL]` — the most recent signals\n"
+        "`>stats` — signals and win rate per pattern\n"
+        "`>help` — this message\n"
+        "`>sync [guild|global]` — owners only: publish the slash commands"
+    )
+    _add_field(embed, "Symbols", "every USDT-M perpetual (ALL)" if all_symbols else valid_list(symbols), inline=False)
+    _add_field(embed, "Timeframes", ", ".join(timeframes), inline=False)
+    return embed
+
+
+def valid_list(items: Sequence[str], limit: int = 40) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", … {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _lines_within(lines: Sequence[str], limit: int) -> str:
+    out: list[str] = []
+    used = 0
+    for i, line in enumerate(lines):
+        line = truncate(line, 400)
+        note = f"… {len(lines) - i} more"
+        if used + len(line) + 1 > limit - len(note) - 1 and i < len(lines) - 1:
+            out.append(note)
+            break
+        if used + len(line) + 1 > limit:
+            out.append(note)
+            break
+        out.append(line)
+        used += len(line) + 1
+    return truncate("\n".join(out), limit)

@@ -1,0 +1,286 @@
+"""Exactly-once delivery of stored signals to one destination (a Discord channel or a webhook).
+
+The pipeline stores every signal before publishing it; the outbox only reads the store
+(``pending_deliveries``: no 'sent'/'skipped' row for the destination) and writes delivery rows.
+The protocol for each group of signals (one message) is:
+
+1. signals whose candle closed more than ``max_age_s`` ago are recorded 'skipped' (a restart after a
+   long outage never floods the channel with stale setups), unless step 2 finds them posted;
+2. a signal with ``attempts > 0`` MAY have been posted already (a crash or timeout between Discord
+   accepting the POST and us recording the message id). Before posting it again the poster looks for
+   ``id <signal id>`` in the footers of its own recent messages (channel history since the last attempt
+   minus a minute); if found, that message id is recorded as 'sent' and nothing is posted;
+3. the attempt is recorded BEFORE the POST (status 'pending', attempts + 1, ``last_error='in flight'``),
+   then the message is posted and its id recorded as 'sent';
+4. on failure the row becomes 'failed' with the error, the pass stops (order is kept: a later signal is
+   never posted before an earlier one) and the sender retries after a capped, jittered exponential
+   backoff (1 s, 2 s, 4 s ... 300 s). 429s are retried inside discord.py (Retry-After honoured); no
+   sleep loop here wraps a send. A payload Discord rejects (400/413) is retried once without charts,
+   and if that is rejected too the signal is recorded 'skipped' with the error (logged and counted) so
+   one bad message cannot block the queue forever.
+
+Guarantee: the bot channel destination is exactly-once as long as the crashed attempt is still among
+the channel's messages since it was made (step 2; the history search reads up to 200 messages).
+Webhooks cannot read channel history, so for a webhook a crash inside the POST window can repeat that
+one message (at-least-once for that window; exactly-once otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import discord
+import structlog
+
+from src.analysis.types import Signal, iso_to_ms
+from src.bot.discord.messages import MessageBuilder, OutgoingMessage, group_signals
+from src.storage.base import Delivery, DeliveryStatus, OutboxStore, StoreError
+
+log = structlog.get_logger(__name__)
+
+IN_FLIGHT = "in flight"
+HISTORY_SLACK_MS = 60_000
+
+
+class Poster(Protocol):
+    """One delivery destination."""
+
+    destination: str  # outbox key, e.g. "discord:123" or "webhook"
+
+    async def ready(self) -> bool:
+        """True when a post can be attempted now (connected, channel resolved)."""
+
+    async def post(self, message: OutgoingMessage) -> str:
+        """Post and return the Discord message id; raise on failure."""
+
+    async def find_posted(self, signal_ids: Sequence[str], since_ms: int) -> dict[str, str]:
+        """signal id -> message id for those of ``signal_ids`` already posted by us since ``since_ms``."""
+
+
+@dataclass(slots=True)
+class OutboxStats:
+    """Counters for metrics and ``>status`` (per destination)."""
+
+    sent: int = 0  # signals posted (a grouped message counts each of its signals)
+    messages: int = 0
+    failed: int = 0  # failed attempts (each is retried)
+    skipped: int = 0  # too old when first seen
+    rejected: int = 0  # Discord refused the payload twice (skipped with the error)
+    recovered: int = 0  # found already posted after a crash: recorded, not re-posted
+    pending: int = 0  # waiting at the end of the last pass
+    last_error: str | None = None
+    last_sent_at_ms: int | None = None
+
+
+class DeliveryFailed(Exception):
+    """A post failed; the sender backs off and retries the same (oldest) group."""
+
+
+def _is_rejection(exc: BaseException) -> bool:
+    """Discord refused this payload (bad embed, too large): retrying the same bytes cannot succeed."""
+    return isinstance(exc, discord.HTTPException) and exc.status in (400, 413) and not isinstance(exc, discord.Forbidden)
+
+
+def describe_error(exc: BaseException) -> str:
+    """Short, secret-free error text (exception reprs of aiohttp can carry URLs with tokens)."""
+    if isinstance(exc, discord.Forbidden):
+        return f"403 Forbidden (missing permission? {exc.text[:120]})"
+    if isinstance(exc, discord.NotFound):
+        return f"404 Not Found (wrong channel id or deleted webhook? {exc.text[:120]})"
+    if isinstance(exc, discord.HTTPException):
+        return f"HTTP {exc.status}: {exc.text[:160]}"
+    return type(exc).__name__ + (f": {str(exc)[:160]}" if "http" not in str(exc).lower() else "")
+
+
+class OutboxSender:
+    """Posts pending signals of one destination in order; wakes on :meth:`wake` and polls.
+
+    :param max_age_s: skip signals whose candle closed longer ago than this; 0 disables the limit.
+    :param clock: wall clock in epoch seconds (injected for tests).
+    """
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        poster: Poster,
+        builder: MessageBuilder,
+        *,
+        max_age_s: int,
+        clock: Callable[[], float] = time.time,
+        poll_interval_s: float = 30.0,
+        backoff_base_s: float = 1.0,
+        backoff_cap_s: float = 300.0,
+        batch_limit: int = 50,
+    ) -> None:
+        self.store = store
+        self.poster = poster
+        self.builder = builder
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self.poll_interval_s = poll_interval_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.batch_limit = batch_limit
+        self.stats = OutboxStats()
+        self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._stopping = False
+        self._failures = 0
+
+    @property
+    def destination(self) -> str:
+        return self.poster.destination
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def _record(self, sid: str, status: DeliveryStatus, *, message_id: str | None, attempts: int,
+                      error: str | None) -> None:
+        await self.store.record_delivery(Delivery(sid, self.destination, status, message_id, attempts, error, self._now_ms()))
+
+    def _too_old(self, signal: Signal) -> bool:
+        if self.max_age_s <= 0:
+            return False
+        return self._now_ms() - iso_to_ms(signal.generated_at) > self.max_age_s * 1000
+
+    async def drain_once(self) -> int:
+        """One pass over the pending signals. Returns messages posted. Raises DeliveryFailed (post failed)
+        or StoreError (store down); both mean 'back off and retry'."""
+        if not await self.poster.ready():
+            return 0
+        posted = 0
+        for _page in range(10_000):  # bounded: each page settles at least one signal or returns
+            self._wake.clear()  # a publish() from now on triggers another pass
+            pending = await self.store.pending_deliveries(self.destination, limit=self.batch_limit)
+            self.stats.pending = len(pending)
+            if not pending:
+                return posted
+            deliveries = {s.id: await self.store.get_delivery(s.id, self.destination) for s in pending}
+            maybe_posted = [sid for sid, d in deliveries.items() if d is not None and d.attempts > 0]
+            found: dict[str, str] = {}
+            if maybe_posted:
+                since = min(deliveries[sid].updated_at_ms for sid in maybe_posted) - HISTORY_SLACK_MS  # type: ignore[union-attr]
+                found = await self.poster.find_posted(maybe_posted, since)
+            sendable: list[Signal] = []
+            for s in pending:
+                d = deliveries[s.id]
+                attempts = d.attempts if d else 0
+                if s.id in found:
+                    await self._record(s.id, "sent", message_id=found[s.id], attempts=attempts, error=None)
+                    self.stats.recovered += 1
+                    log.info("discord_delivery_recovered", destination=self.destination, signal_id=s.id, message_id=found[s.id])
+                elif self._too_old(s):
+                    await self._record(s.id, "skipped", message_id=None, attempts=attempts,
+                                       error=f"older than SIGNAL_MAX_AGE_SECONDS={self.max_age_s}")
+                    self.stats.skipped += 1
+                    log.info("discord_delivery_skipped_stale", destination=self.destination, signal_id=s.id,
+                             generated_at=s.generated_at)
+                else:
+                    sendable.append(s)
+            if not sendable:
+                continue  # everything in this page was settled; read the next page
+            group = group_signals(sendable)[0]
+            posted += await self._deliver(group, deliveries)
+            if self._stopping:
+                return posted
+        return posted
+
+    async def _deliver(self, group: list[Signal], deliveries: dict[str, Delivery | None]) -> int:
+        message = await self.builder.build(group)
+        ids = set(message.signal_ids)
+        members = [s for s in group if s.id in ids]
+        attempts = {s.id: (deliveries[s.id].attempts if deliveries[s.id] else 0) + 1 for s in members}  # type: ignore[union-attr]
+        for s in members:
+            await self._record(s.id, "pending", message_id=None, attempts=attempts[s.id], error=IN_FLIGHT)
+        try:
+            message_id = await self.poster.post(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if _is_rejection(exc) and message.files:
+                log.warning("discord_payload_rejected_retry_without_charts", destination=self.destination,
+                            error=describe_error(exc))
+                try:
+                    message_id = await self.poster.post(message.without_files())
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc2:
+                    return await self._failed(members, attempts, exc2)
+            else:
+                return await self._failed(members, attempts, exc)
+        for s in members:
+            await self._record(s.id, "sent", message_id=message_id, attempts=attempts[s.id], error=None)
+        self.stats.sent += len(members)
+        self.stats.messages += 1
+        self.stats.last_sent_at_ms = self._now_ms()
+        self._failures = 0
+        log.info("discord_signal_posted", destination=self.destination, message_id=message_id,
+                 signal_ids=[s.id for s in members])
+        return 1
+
+    async def _failed(self, members: list[Signal], attempts: dict[str, int], exc: BaseException) -> int:
+        error = describe_error(exc)
+        self.stats.last_error = error
+        if _is_rejection(exc):
+            for s in members:
+                await self._record(s.id, "skipped", message_id=None, attempts=attempts[s.id], error=f"rejected: {error}")
+            self.stats.rejected += len(members)
+            log.error("discord_payload_rejected", destination=self.destination, signal_ids=[s.id for s in members], error=error)
+            return 0
+        for s in members:
+            await self._record(s.id, "failed", message_id=None, attempts=attempts[s.id], error=error)
+        self.stats.failed += 1
+        raise DeliveryFailed(error) from exc
+
+    def backoff_delay(self) -> float:
+        """Capped exponential backoff with full jitter in [50%, 100%] of base * 2^(failures-1)."""
+        raw = min(self.backoff_cap_s, self.backoff_base_s * 2 ** max(0, self._failures - 1))
+        return float(raw * (0.5 + random.random() / 2))
+
+    async def run(self) -> None:
+        """Loop until :meth:`stop`: drain, then wait for a wake-up or the poll interval; after a failure wait
+        out the backoff (only stop() interrupts it, so a burst of publishes cannot hammer a failing API)."""
+        while not self._stopping:
+            try:
+                await self.drain_once()
+                failed = False
+                self._failures = 0
+            except asyncio.CancelledError:
+                raise
+            except (DeliveryFailed, StoreError) as exc:
+                failed = True
+                self._failures += 1
+                log.warning("discord_delivery_retry", destination=self.destination, attempt=self._failures,
+                            error=str(exc)[:200])
+            except Exception as exc:  # a bug must not end delivery for good: log it and retry with backoff
+                failed = True
+                self._failures += 1
+                log.exception("discord_outbox_error", destination=self.destination, error=describe_error(exc))
+            if self._stopping:
+                break
+            event, timeout = (self._stop_event, self.backoff_delay()) if failed else (self._wake, self.poll_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=timeout)
+
+    async def stop(self, task: asyncio.Task[None] | None, *, flush_timeout_s: float = 10.0) -> None:
+        """Finish the message in flight (and what else fits in ``flush_timeout_s``), then cancel."""
+        self._stopping = True
+        self._stop_event.set()
+        self._wake.set()
+        if task is None or task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=flush_timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,214 @@
+"""The Discord side of WyEli behind one object the app wires: :class:`DiscordService`.
+
+- a :class:`~src.bot.sinks.SignalSink`: ``publish(batch)`` remembers the batch's market views (for the
+  charts) and wakes the outbox senders; it never raises and never posts by itself;
+- ``start()`` starts the bot (DISCORD_TOKEN) with its commands and an outbox sender for
+  ``discord:<DISCORD_SIGNALS_CHANNEL_ID>``, and/or a sender for ``webhook`` (DISCORD_WEBHOOK_URL);
+- ``stop()`` lets the senders finish the message in flight (10 s), closes the bot and the webhook's
+  aiohttp session, and stops the chart worker;
+- ``stats()`` returns the counters for metrics and ``>status``; ``status_text()`` one line for
+  StatusSnapshot.discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from src.bot.config import Config
+from src.bot.discord.bot import WyEliBot, run_bot
+from src.bot.discord.charts import ChartRenderer
+from src.bot.discord.cogs.signals import CommandDeps
+from src.bot.discord.messages import MessageBuilder, ViewCache
+from src.bot.discord.outbox import OutboxSender, OutboxStats
+from src.bot.discord.posters import ChannelPoster, WebhookPoster
+from src.bot.sinks import SignalBatch
+from src.bot.status import MarketViewProvider, StatusProvider
+from src.storage.base import Store
+
+log = structlog.get_logger(__name__)
+
+DISABLED_TEXT = "off (set DISCORD_TOKEN + DISCORD_SIGNALS_CHANNEL_ID, or DISCORD_WEBHOOK_URL, to enable; see RUNBOOK section 4)"
+
+
+def discord_status_text(config: Config) -> str:
+    """The ``discord`` line of the status when no service runs (tells the user how to enable it)."""
+    if not config.discord_token and not config.discord_webhook_url:
+        return DISABLED_TEXT
+    return "configured, not started"
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordStats:
+    """Totals over all destinations plus each destination's own counters."""
+
+    sent: int
+    failed: int
+    skipped: int
+    rejected: int
+    recovered: int
+    pending: int
+    destinations: dict[str, OutboxStats] = field(default_factory=dict)
+
+
+class DiscordService:
+    """Bot + outbox senders + webhook. Build it with :func:`build_discord_service`."""
+
+    name = "discord"
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        status_provider: StatusProvider | None,
+        market_view_provider: MarketViewProvider | None,
+        *,
+        renderer: ChartRenderer | None = None,
+        clock: Callable[[], float] = time.time,
+        poll_interval_s: float = 30.0,
+        flush_timeout_s: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._own_renderer = renderer is None
+        self.renderer = renderer or ChartRenderer()
+        self.views = ViewCache()
+        self.builder = MessageBuilder(self.renderer, candles=store, views=self.views)
+        self.flush_timeout_s = flush_timeout_s
+        self.deps = CommandDeps(
+            symbols=config.symbols,
+            timeframes=config.timeframes,
+            store=store,
+            status_provider=status_provider,
+            market_view_provider=market_view_provider,
+            renderer=self.renderer,
+            all_symbols=config.symbols_all,
+            guild_id=config.discord_guild_id,
+        )
+        self.senders: list[OutboxSender] = []
+        self._channel_sender: OutboxSender | None = None
+        self._webhook: WebhookPoster | None = None
+        if config.discord_token and config.discord_signals_channel_id:
+            poster = ChannelPoster(lambda: self._bot, config.discord_signals_channel_id)
+            self._channel_sender = OutboxSender(store, poster, self.builder, max_age_s=config.signal_max_age_seconds,
+                                                clock=clock, poll_interval_s=poll_interval_s)
+            self.senders.append(self._channel_sender)
+        if config.discord_webhook_url:
+            self._webhook = WebhookPoster(config.discord_webhook_url)
+            self.senders.append(OutboxSender(store, self._webhook, self.builder, max_age_s=config.signal_max_age_seconds,
+                                             clock=clock, poll_interval_s=poll_interval_s))
+        self._bot: WyEliBot | None = None
+        self._bot_task: asyncio.Task[None] | None = None
+        self._sender_tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def bot(self) -> WyEliBot | None:
+        return self._bot
+
+    def make_bot(self, message_content: bool) -> WyEliBot:
+        return WyEliBot(self.deps, message_content=message_content, owner_ids=self.config.discord_owner_ids,
+                        on_ready_hook=self._on_bot_ready)
+
+    def _set_bot(self, bot: WyEliBot) -> None:
+        self._bot = bot
+
+    def _on_bot_ready(self) -> None:
+        if self._channel_sender is not None:
+            self._channel_sender.wake()
+
+    async def start(self) -> None:
+        """Start the bot (if a token is set) and the outbox senders. Returns at once; the bot connects in
+        the background."""
+        if self._started:
+            return
+        self._started = True
+        if self.config.discord_token:
+            token = self.config.discord_token
+            self._bot_task = asyncio.create_task(run_bot(token, self.make_bot, self._set_bot), name="discord-bot")
+        for sender in self.senders:
+            self._sender_tasks.append(asyncio.create_task(sender.run(), name=f"outbox-{sender.destination}"))
+        log.info("discord_service_started", destinations=[s.destination.replace("webhook", "webhook(masked)")
+                                                          for s in self.senders],
+                 bot=bool(self.config.discord_token))
+
+    async def publish(self, batch: SignalBatch) -> None:
+        """Remember the charts' views and wake the senders (the signals are already stored)."""
+        for signal in batch.signals:
+            view = batch.view_for(signal.symbol, signal.timeframe)
+            if view is not None:
+                self.views.put(signal.id, view)
+        for sender in self.senders:
+            sender.wake()
+
+    async def stop(self) -> None:
+        """Flush what is in flight (up to ``flush_timeout_s``), then close the bot, the webhook session and
+        the chart worker. Idempotent."""
+        for sender, task in zip(self.senders, self._sender_tasks, strict=False):
+            await sender.stop(task, flush_timeout_s=self.flush_timeout_s)
+        self._sender_tasks.clear()
+        if self._bot is not None and not self._bot.is_closed():
+            await self._bot.close()
+        if self._bot_task is not None:
+            try:
+                await asyncio.wait_for(self._bot_task, timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                self._bot_task.cancel()
+            except Exception as exc:  # the bot task's own errors were logged there
+                log.debug("discord_bot_task_ended", error=type(exc).__name__)
+            self._bot_task = None
+        if self._webhook is not None:
+            await self._webhook.close()
+        if self._own_renderer:
+            self.renderer.close()
+        self._started = False
+
+    async def close(self) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ reporting
+    def stats(self) -> DiscordStats:
+        per = {s.destination: s.stats for s in self.senders}
+        return DiscordStats(
+            sent=sum(s.sent for s in per.values()),
+            failed=sum(s.failed for s in per.values()),
+            skipped=sum(s.skipped for s in per.values()),
+            rejected=sum(s.rejected for s in per.values()),
+            recovered=sum(s.recovered for s in per.values()),
+            pending=sum(s.pending for s in per.values()),
+            destinations=per,
+        )
+
+    def status_text(self) -> str:
+        """One line for StatusSnapshot.discord."""
+        parts: list[str] = []
+        if self.config.discord_token:
+            bot = self._bot
+            if bot is None or not bot.is_ready():
+                parts.append("bot connecting")
+            elif bot.message_content:
+                parts.append(f"bot connected as {bot.user} (prefix >)")
+            else:
+                parts.append(f"bot connected as {bot.user} (no Message Content intent: use @mention or slash commands)")
+        if self._webhook is not None:
+            parts.append("webhook on")
+        st = self.stats()
+        parts.append(f"sent {st.sent}, pending {st.pending}, failed attempts {st.failed}, skipped {st.skipped + st.rejected}")
+        return "; ".join(parts)
+
+
+def build_discord_service(
+    config: Config,
+    store: Store,
+    status_provider: StatusProvider | None,
+    market_view_provider: MarketViewProvider | None,
+) -> DiscordService | None:
+    """The service when DISCORD_TOKEN (+ channel) or DISCORD_WEBHOOK_URL is set, else None (console only)."""
+    if not config.discord_token and not config.discord_webhook_url:
+        return None
+    return DiscordService(config, store, status_provider, market_view_provider)
