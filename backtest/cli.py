@@ -1,0 +1,56 @@
+"""``python -m backtest <command> ...``: subcommand dispatch.
+
+Each subcommand lives in its own module, imported only when it is run (so ``--help`` stays fast
+and one broken command cannot break the others). To add one, add a line to :data:`SUBCOMMANDS`:
+``name: (one-line help, module, add-arguments function, handler function)``, where the module
+defines ``add_arguments(parser: argparse.ArgumentParser) -> None`` and
+``handler(args: argparse.Namespace) -> int`` (the exit status) under the names given.
+
+Exit status: 0 on success, 2 for a user error (bad flag, file or value; the handlers print a
+one-line message, never a traceback), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import cast
+
+SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "signals": ("replay a kline file through the engine + gate; write signals as JSONL", "backtest.signals_cmd",
+                "add_signals_arguments", "run_signals"),
+    "events": ("replay a kline file; write the analysis trail (Wyckoff events, pivots, counts) as JSONL",
+               "backtest.signals_cmd", "add_events_arguments", "run_events"),
+    "run": ("backtest: replay, gate, simulate trades, report", "backtest.run_cmd", "add_arguments", "run"),
+}
+
+
+def usage() -> str:
+    width = max(len(n) for n in SUBCOMMANDS)
+    lines = ["usage: python -m backtest <command> [options]   (python -m backtest <command> --help)", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {spec[0]}" for name, spec in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if args else 2
+    name = args[0]
+    if name not in SUBCOMMANDS:
+        print(f"python -m backtest: unknown command {name!r}; valid: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    help_text, module_name, add_name, handler_name = SUBCOMMANDS[name]
+    module = importlib.import_module(module_name)
+    add_arguments = cast(Callable[[argparse.ArgumentParser], None], getattr(module, add_name))
+    handler = cast(Callable[[argparse.Namespace], int], getattr(module, handler_name))
+    parser = argparse.ArgumentParser(prog=f"python -m backtest {name}", description=help_text)
+    add_arguments(parser)
+    try:
+        ns = parser.parse_args(args[1:])
+    except SystemExit as exc:  # argparse: 0 for --help, 2 for a bad flag (message already printed)
+        return int(exc.code or 0)
+    return handler(ns)
