@@ -177,6 +177,9 @@ async def test_anon_cannot_write_any_table_and_reads_nothing_without_the_optiona
         for table in TABLES:
             for priv in ("INSERT", "UPDATE", "DELETE"):
                 assert not await conn.fetchval("SELECT has_table_privilege('anon', $1, $2)", table, priv), (table, priv)
+        for fn in ("wyeli_pending_deliveries(text, integer)", "wyeli_open_signals()", "wyeli_last_signal_times()",
+                   "wyeli_pattern_stats()"):
+            assert not await conn.fetchval("SELECT has_function_privilege('anon', $1, 'EXECUTE')", fn), fn
         await conn.execute(
             "INSERT INTO signals (id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, stop_loss, "
             "candle_time, generated_at) VALUES ('a1', 'BTCUSDT', '1h', 'spring', 'LONG', 0.8, 0.8, 100, 98, now(), now())"

@@ -19,7 +19,7 @@ import pytest
 from src.analysis.types import Signal
 from src.storage.base import StoreError, StoreUnavailable, StreamQuality
 from src.storage.postgres_store import PostgresStore, _ms, _ts, describe_dsn, split_dsn
-from tests.storage_contract import StoreContract, make_candle, make_outcome, make_signal
+from tests.storage_contract import StoreContract, delivery, make_candle, make_outcome, make_signal
 
 pytestmark = pytest.mark.postgres
 
@@ -184,6 +184,22 @@ async def test_runbook_retention_delete_removes_candles_older_than_90_days(pg_st
     status = await sql.execute(RUNBOOK_PRUNE)
     assert status == "DELETE 2"
     assert await pg_store.load_candles("BTCUSDT", "1m") == fresh
+
+
+async def test_rest_backend_functions_agree_with_the_store_queries(pg_store, sql) -> None:
+    spring, _, _ = await _known_data_set(pg_store)
+    await pg_store.record_delivery(delivery(spring[0], "discord:1", "sent"))
+    pending = [r["id"] for r in await sql.fetch("SELECT id FROM wyeli_pending_deliveries('discord:1', 50)")]
+    assert pending == [s.id for s in await pg_store.pending_deliveries("discord:1")]
+    assert len(pending) == 5
+    assert [r["id"] for r in await sql.fetch("SELECT id FROM wyeli_pending_deliveries('discord:1', 2)")] == pending[:2]
+    opened = [r["id"] for r in await sql.fetch("SELECT id FROM wyeli_open_signals()")]
+    assert opened == [s.id for s in await pg_store.open_signals()] == [spring[2].id]
+    times = {(r[0], r[1]): r[2] for r in await sql.fetch("SELECT * FROM wyeli_last_signal_times()")}
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert {k: (v - epoch) // timedelta(milliseconds=1) for k, v in times.items()} == await pg_store.last_signal_times()
+    stats = [tuple(r) for r in await sql.fetch("SELECT * FROM wyeli_pattern_stats()")]
+    assert stats == [(p.pattern, p.signals, p.wins, p.losses, p.expired, p.avg_r) for p in await pg_store.pattern_stats()]
 
 
 # ---------------------------------------------------------------------------- conversions and writes

@@ -272,6 +272,40 @@ BEGIN
     END IF;
 END $$;
 
+-- ------------------------------------------------------------------ functions for the REST backend
+-- PostgREST exposes these as POST /rest/v1/rpc/<name>: the queries the Supabase REST store cannot
+-- express as a filter (anti-joins, aggregates). SECURITY INVOKER (the default): they see exactly
+-- what the caller's key may see, so RLS applies to them as well.
+CREATE OR REPLACE FUNCTION wyeli_pending_deliveries(p_destination text, p_limit integer DEFAULT 50)
+RETURNS SETOF signals LANGUAGE sql STABLE AS $$
+    SELECT s.* FROM signals s
+    WHERE NOT EXISTS (SELECT 1 FROM signal_deliveries d
+                      WHERE d.signal_id = s.id AND d.destination = p_destination AND d.status IN ('sent', 'skipped'))
+    ORDER BY s.candle_time, s.id
+    LIMIT GREATEST(p_limit, 0)
+$$;
+
+CREATE OR REPLACE FUNCTION wyeli_open_signals()
+RETURNS SETOF signals LANGUAGE sql STABLE AS $$
+    SELECT s.* FROM signals s
+    WHERE NOT EXISTS (SELECT 1 FROM signal_performance p WHERE p.signal_id = s.id)
+    ORDER BY s.candle_time, s.id
+$$;
+
+CREATE OR REPLACE FUNCTION wyeli_last_signal_times()
+RETURNS TABLE (symbol text, timeframe text, candle_time timestamptz) LANGUAGE sql STABLE AS $$
+    SELECT s.symbol, s.timeframe, MAX(s.candle_time) FROM signals s GROUP BY s.symbol, s.timeframe ORDER BY 1, 2
+$$;
+
+CREATE OR REPLACE FUNCTION wyeli_pattern_stats()
+RETURNS TABLE (pattern text, signals bigint, wins bigint, losses bigint, expired bigint, avg_r double precision)
+LANGUAGE sql STABLE AS $$
+    SELECT s.pattern, COUNT(*), COUNT(*) FILTER (WHERE p.outcome = 'WIN'), COUNT(*) FILTER (WHERE p.outcome = 'LOSS'),
+           COUNT(*) FILTER (WHERE p.outcome = 'EXPIRED'), AVG(p.r_multiple)
+    FROM signals s LEFT JOIN signal_performance p ON p.signal_id = s.id
+    GROUP BY s.pattern ORDER BY s.pattern
+$$;
+
 -- ------------------------------------------------------------------ row level security
 ALTER TABLE schema_migrations  ENABLE ROW LEVEL SECURITY;
 ALTER TABLE symbols            ENABLE ROW LEVEL SECURITY;
@@ -295,6 +329,22 @@ BEGIN
             EXECUTE format(
                 'REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations, symbols, candles, signals, '
                 'signal_deliveries, signal_performance, stream_quality, orders, positions, audit_log FROM %I', r);
+        END IF;
+    END LOOP;
+END $$;
+
+-- Only the service role (and the owner) may call the functions.
+REVOKE EXECUTE ON FUNCTION wyeli_pending_deliveries(text, integer), wyeli_open_signals(), wyeli_last_signal_times(),
+    wyeli_pattern_stats() FROM PUBLIC;
+DO $$
+DECLARE r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('%s EXECUTE ON FUNCTION wyeli_pending_deliveries(text, integer), wyeli_open_signals(), '
+                           'wyeli_last_signal_times(), wyeli_pattern_stats() %s %I',
+                           CASE WHEN r = 'service_role' THEN 'GRANT' ELSE 'REVOKE' END,
+                           CASE WHEN r = 'service_role' THEN 'TO' ELSE 'FROM' END, r);
         END IF;
     END LOOP;
 END $$;
