@@ -28,8 +28,10 @@ class WyEliBot(commands.Bot):
     """commands.Bot with the WyEli cog loaded in ``setup_hook`` and quiet handling of unknown commands."""
 
     def __init__(self, deps: CommandDeps, *, message_content: bool = True, owner_ids: tuple[int, ...] = (),
-                 on_ready_hook: Callable[[], None] | None = None, **kwargs: Any) -> None:
-        intents = discord.Intents.default()
+                 on_ready_hook: Callable[[], None] | None = None, intents: discord.Intents | None = None,
+                 **kwargs: Any) -> None:
+        # default intents + message content; tests pass wider intents (dpytest needs the member cache)
+        intents = intents or discord.Intents.default()
         intents.message_content = message_content
         prefix = commands.when_mentioned_or(PREFIX) if message_content else commands.when_mentioned
         extra: dict[str, Any] = {"owner_ids": set(owner_ids)} if owner_ids else {}
