@@ -234,3 +234,13 @@ def test_one_position_per_stream_skips_overlapping_signals():
     spans = sorted((g.resolution.entry_time_ms, g.resolution.resolved_at_ms) for g in res.graded)
     assert all(b[0] > a[1] for a, b in itertools.pairwise(spans))
     assert len(res.signals) == len(res.graded) + len(res.skipped_overlap) + res.unresolved + res.invalid_geometry
+
+
+def test_run_signals_equal_the_backtest_signals_command(tmp_path, csv_files, capsys):
+    from backtest.cli import main as cli_main
+
+    data = ["--data", str(csv_files["BTCUSDT"]), "--timeframe", "1h", "--min-confidence", "0.3"]
+    assert cli_main(["signals", *data, "--out", str(tmp_path / "s.jsonl")]) == 0
+    assert cli_main(["run", *data, "--out-dir", str(tmp_path / "r"), "--baseline-reps", "0"]) == 0
+    expected = read_jsonl(tmp_path / "s.jsonl")
+    assert expected and read_jsonl(tmp_path / "r" / "signals.jsonl") == expected

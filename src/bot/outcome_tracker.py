@@ -1,0 +1,155 @@
+"""Live outcome tracker (SPEC 7): follows every open signal on new closed candles and stores how it
+resolved, with the SAME rules as the backtest (src/analysis/outcomes.py).
+
+- The pipeline calls ``await on_candles(candles)`` after it has stored the candles and the signals
+  of that batch. Each call first syncs with ``store.open_signals()`` (signals without an outcome),
+  so signals from this batch, from another process or from before a restart are all picked up.
+- A newly seen signal is caught up from the STORED candles after its confirming candle
+  (``load_candles(start_ms=candle_time + 1)``), so a restart, an outage or a backfill loses nothing;
+  candles already processed are ignored (the follower skips repeats), so overlap is harmless.
+- A resolved trade is written with ``store.save_outcome`` (an upsert on signal_id). If the store is
+  unavailable it is kept in memory and retried on the next call; it is never dropped.
+- A signal whose stop or target is on the wrong side of its entry cannot be graded: it is logged
+  once and counted in ``stats.invalid``.
+- ``SignalOutcome.fees`` holds the fees in R (commission on both sides' notional / planned risk),
+  so ``r_multiple = gross R - fees``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from src.analysis.outcomes import InvalidSignalGeometry, OutcomeParams, Resolution, TradeFollower
+from src.analysis.types import Candle, Signal
+from src.storage.base import CandleStore, OutcomeStore, SignalOutcome, StoreError
+
+log = structlog.get_logger(__name__)
+
+
+class TrackerStore(CandleStore, OutcomeStore, Protocol):
+    """What the tracker needs from the store."""
+
+
+def to_signal_outcome(signal: Signal, r: Resolution) -> SignalOutcome:
+    """The stored row for a resolved signal (``fees`` in R)."""
+    return SignalOutcome(
+        signal_id=signal.id,
+        symbol=signal.symbol,
+        timeframe=signal.timeframe,
+        pattern=signal.pattern,
+        direction=signal.direction,
+        outcome=r.outcome,
+        entry_time_ms=r.entry_time_ms,
+        entry_price=r.entry_price,
+        exit_time_ms=r.exit_time_ms,
+        exit_price=r.exit_price,
+        r_multiple=r.r_multiple,
+        mfe_r=r.mfe_r,
+        mae_r=r.mae_r,
+        fees=r.fees_r,
+        bars_held=r.bars_held,
+        confidence=signal.confidence,
+        resolved_at_ms=r.resolved_at_ms,
+    )
+
+
+@dataclass(slots=True)
+class TrackerStats:
+    following: int = 0
+    resolved: int = 0
+    invalid: int = 0
+    save_failures: int = 0
+    pending_saves: int = 0
+
+
+class OutcomeTracker:
+    """See the module docstring. One instance per process; not thread-safe (one event loop)."""
+
+    def __init__(
+        self,
+        store: TrackerStore,
+        *,
+        horizon_candles: int = 48,
+        commission: float = 0.0004,
+        slippage_bps: float = 0.0,
+    ) -> None:
+        self.store = store
+        self.params = OutcomeParams(horizon_candles, commission, slippage_bps)
+        self._follow: dict[str, tuple[Signal, TradeFollower]] = {}
+        self._by_stream: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._invalid: set[str] = set()
+        self._unsaved: dict[str, SignalOutcome] = {}
+        self._stats = TrackerStats()
+
+    @property
+    def stats(self) -> TrackerStats:
+        s = self._stats
+        s.following = len(self._follow)
+        s.pending_saves = len(self._unsaved)
+        return s
+
+    async def start(self) -> None:
+        """Load every open signal and grade it on the stored candles (restart recovery)."""
+        await self.sync()
+
+    async def sync(self) -> None:
+        """Follow signals the store reports open that are not followed yet, caught up from stored candles."""
+        await self._flush()
+        for sig in await self.store.open_signals():
+            # resolved here but not saved yet: the store still lists it as open
+            if sig.id in self._follow or sig.id in self._invalid or sig.id in self._unsaved:
+                continue
+            try:
+                follower = TradeFollower.for_signal(sig, self.params)
+            except InvalidSignalGeometry as exc:
+                self._invalid.add(sig.id)
+                self._stats.invalid += 1
+                log.warning("signal cannot be graded", signal_id=sig.id, error=str(exc))
+                continue
+            self._follow[sig.id] = (sig, follower)
+            self._by_stream[(sig.symbol, sig.timeframe)].add(sig.id)
+            history = await self.store.load_candles(sig.symbol, sig.timeframe, start_ms=sig.candle_time_ms + 1)
+            for c in history:
+                r = follower.on_candle(c)
+                if r is not None:
+                    await self._resolved(sig, r)
+                    break
+
+    async def on_candles(self, candles: Sequence[Candle]) -> None:
+        """Pipeline hook: grade open signals on these closed candles (any streams, any order)."""
+        await self.sync()
+        for c in sorted(candles, key=lambda c: c.open_time_ms):
+            if not c.closed:
+                continue
+            for sid in sorted(self._by_stream.get(c.stream, ())):
+                sig, follower = self._follow[sid]
+                r = follower.on_candle(c)
+                if r is not None:
+                    await self._resolved(sig, r)
+
+    async def on_candle(self, candle: Candle) -> None:
+        await self.on_candles([candle])
+
+    async def _resolved(self, sig: Signal, r: Resolution) -> None:
+        self._follow.pop(sig.id, None)
+        self._by_stream[(sig.symbol, sig.timeframe)].discard(sig.id)
+        self._stats.resolved += 1
+        self._unsaved[sig.id] = to_signal_outcome(sig, r)
+        log.info("signal resolved", signal_id=sig.id, symbol=sig.symbol, timeframe=sig.timeframe,
+                 pattern=sig.pattern, outcome=r.outcome, r=round(r.r_multiple, 3), bars=r.bars_held)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        for sid in list(self._unsaved):
+            try:
+                await self.store.save_outcome(self._unsaved[sid])
+            except StoreError as exc:
+                self._stats.save_failures += 1
+                log.warning("outcome save failed; will retry", signal_id=sid, error=str(exc))
+                return
+            del self._unsaved[sid]

@@ -1,0 +1,150 @@
+"""Live outcome tracker on the real SqliteStore: parity with the backtest, restarts, late signals,
+save retries and ungradable signals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from backtest.simulate import grade, run_stream
+from src.analysis.engine import AnalysisSettings
+from src.analysis.outcomes import OutcomeParams
+from src.analysis.types import Candle, Signal
+from src.bot.outcome_tracker import OutcomeTracker, to_signal_outcome
+from src.storage.base import SignalOutcome, StoreUnavailable
+from src.storage.sqlite_store import SqliteStore
+from tests.candlegen import random_walk
+
+PARAMS = OutcomeParams(horizon_candles=24, commission=0.0004, slippage_bps=2.0)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "wyeli.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def tracker(store: SqliteStore) -> OutcomeTracker:
+    return OutcomeTracker(store, horizon_candles=PARAMS.horizon_candles, commission=PARAMS.commission,
+                          slippage_bps=PARAMS.slippage_bps)
+
+
+def scenario() -> tuple[list[Candle], list[Signal]]:
+    candles = random_walk(400, timeframe="1h", seed=21, vol=0.01)
+    res = run_stream("BTCUSDT", "1h", candles, AnalysisSettings(min_confidence=0.0), PARAMS)
+    assert len(res.signals) >= 10
+    return candles, res.signals
+
+
+def backtest_outcomes(candles: list[Candle], signals: list[Signal]) -> dict[str, SignalOutcome]:
+    open_times = [c.open_time_ms for c in candles]
+    out = {}
+    for s in signals:
+        r = grade(s, candles, open_times, PARAMS)
+        if r is not None:
+            out[s.id] = to_signal_outcome(s, r)
+    return out
+
+
+async def feed_live(store: SqliteStore, t: OutcomeTracker, candles: list[Candle], signals: list[Signal]) -> None:
+    """Like the pipeline: store the candle, store the signals it confirmed, then call the observer."""
+    by_time: dict[int, list[Signal]] = {}
+    for s in signals:
+        by_time.setdefault(s.candle_time_ms, []).append(s)
+    for c in candles:
+        await store.upsert_candles([c])
+        for s in by_time.get(c.open_time_ms, []):
+            await store.save_signal(s)
+        await t.on_candles([c])
+
+
+async def stored(store: SqliteStore, ids: list[str]) -> dict[str, SignalOutcome]:
+    out = {}
+    for sid in ids:
+        o = await store.get_outcome(sid)
+        if o is not None:
+            out[sid] = o
+    return out
+
+
+async def test_live_tracker_and_backtest_give_identical_outcomes(store):
+    candles, signals = scenario()
+    await feed_live(store, tracker(store), candles, signals)
+    expected = backtest_outcomes(candles, signals)
+    got = await stored(store, [s.id for s in signals])
+    assert got == expected and len(expected) >= 10
+    open_ids = {s.id for s in await store.open_signals()}
+    assert open_ids == {s.id for s in signals} - set(expected)  # the unresolved tail stays open
+    stats = {p.pattern: p for p in await store.pattern_stats()}
+    assert sum(p.resolved for p in stats.values()) == len(expected)
+
+
+async def test_restart_resumes_from_stored_candles_with_the_same_outcomes(store):
+    candles, signals = scenario()
+    half = len(candles) // 2
+    await feed_live(store, tracker(store), candles[:half], signals)
+    # down for 30 candles: the feed stored them (backfill) but no tracker saw them
+    gap = candles[half : half + 30]
+    await store.upsert_candles(gap)
+    for s in signals:
+        if gap[0].open_time_ms <= s.candle_time_ms <= gap[-1].open_time_ms:
+            await store.save_signal(s)
+    t2 = tracker(store)
+    await t2.start()
+    await feed_live(store, t2, candles[half + 30 :], signals)
+    assert await stored(store, [s.id for s in signals]) == backtest_outcomes(candles, signals)
+
+
+async def test_batches_of_candles_in_any_order_give_the_same_outcomes(store):
+    candles, signals = scenario()
+    for s in signals:
+        await store.save_signal(s)
+    t = tracker(store)
+    for i in range(0, len(candles), 25):
+        batch = candles[i : i + 25]
+        await store.upsert_candles(batch)
+        await t.on_candles(list(reversed(batch)))
+    assert await stored(store, [s.id for s in signals]) == backtest_outcomes(candles, signals)
+
+
+class FlakyStore:
+    """Delegates to a real store; the first ``failures`` outcome saves raise StoreUnavailable."""
+
+    def __init__(self, inner: SqliteStore, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def save_outcome(self, outcome: SignalOutcome) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable("database is down")
+        await self.inner.save_outcome(outcome)
+
+
+async def test_outcome_is_kept_and_retried_when_the_store_is_down(store):
+    candles, signals = scenario()
+    flaky = FlakyStore(store, failures=3)
+    t = OutcomeTracker(flaky, horizon_candles=PARAMS.horizon_candles, commission=PARAMS.commission,
+                       slippage_bps=PARAMS.slippage_bps)
+    await feed_live(store, t, candles, signals)
+    assert t.stats.save_failures == 3 and t.stats.pending_saves == 0
+    assert await stored(store, [s.id for s in signals]) == backtest_outcomes(candles, signals)
+
+
+async def test_signal_with_stop_on_the_wrong_side_is_counted_not_graded(store):
+    candles, signals = scenario()
+    bad = replace(signals[0], id="bad", stop_loss=signals[0].entry * (1.1 if signals[0].direction == "LONG" else 0.9))
+    await store.save_signal(bad)
+    t = tracker(store)
+    await feed_live(store, t, candles[:50], [])
+    await t.on_candles(candles[50:51])
+    assert t.stats.invalid == 1
+    assert await store.get_outcome("bad") is None
