@@ -177,7 +177,9 @@ class BotMetrics:
             "wyeli_stream_last_candle_open_timestamp_seconds",
             "Open time of the newest closed candle per stream (UTC epoch seconds).", ["symbol", "timeframe"], registry=r,
         )
-        self.signals_total = Gauge("wyeli_signals_stored", "Signals in the store (from the status snapshot).", registry=r)
+        self.signals_total = Gauge(
+            "wyeli_signals_since_start", "Signals emitted since the process started (status snapshot).", registry=r
+        )
         if process_metrics:
             # process_* (memory, CPU, fds), python_info and python_gc_*: useful on a 1-2 GB VPS
             ProcessCollector(registry=r)
