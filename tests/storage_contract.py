@@ -119,7 +119,10 @@ def signals(draw: Any) -> Signal:
     )
 
 
-_hyp = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# function_scoped_fixture: one store serves all examples of a test (keys are unique per example);
+# differing_executors: every backend subclass runs the same inherited test method, by design
+_hyp = settings(max_examples=25, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
 
 
 class StoreContract:
