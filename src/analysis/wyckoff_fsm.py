@@ -500,7 +500,7 @@ class SideTracker:
     # ------------------------------------------------------------------ setups and scores
     def _common(self, bar: Bar) -> dict[str, float]:
         w_atr = self.W / bar.atr
-        drying = ramp(self.down_last / self.down_first, 1.1, 0.7) if self.down_n >= 2 and self.down_first > 0 else 0.5
+        drying = ramp(self.down_last / self.down_first, 1.3, 0.8) if self.down_n >= 2 and self.down_first > 0 else 0.5
         return {
             "climax": 0.5 * ramp(self.cl_rv, 2.0, 4.0) + 0.5 * ramp(self.cl_range_atr, 2.0, 4.0),
             "range": 0.5 * band(w_atr, 2.0, 3.0, 12.0, 16.0) + 0.5 * ramp(float(self.tests), 0.0, 2.0),
