@@ -87,7 +87,10 @@ class ChannelPoster:
         wanted = set(signal_ids)
         found: dict[str, str] = {}
         after = datetime.fromtimestamp(max(0, since_ms) / 1000, tz=UTC)
-        async for msg in channel.history(limit=HISTORY_LIMIT, after=after):
+        # newest first, stopping at the attempt's time (a plain walk back; no 'after' cursor needed)
+        async for msg in channel.history(limit=HISTORY_LIMIT):
+            if msg.created_at < after:
+                break
             if msg.author.id != bot.user.id:
                 continue
             for sid in _footer_ids(msg) & wanted:

@@ -4,7 +4,7 @@
   charts) and wakes the outbox senders; it never raises and never posts by itself;
 - ``start()`` starts the bot (DISCORD_TOKEN) with its commands and an outbox sender for
   ``discord:<DISCORD_SIGNALS_CHANNEL_ID>``, and/or a sender for ``webhook`` (DISCORD_WEBHOOK_URL);
-- ``stop()`` lets the senders finish the message in flight (10 s), closes the bot and the webhook's
+- ``stop()`` lets the senders finish the message in flight (2.5 s), closes the bot and the webhook's
   aiohttp session, and stops the chart worker;
 - ``stats()`` returns the counters for metrics and ``>status``; ``status_text()`` one line for
   StatusSnapshot.discord.
@@ -70,7 +70,7 @@ class DiscordService:
         renderer: ChartRenderer | None = None,
         clock: Callable[[], float] = time.time,
         poll_interval_s: float = 30.0,
-        flush_timeout_s: float = 10.0,
+        flush_timeout_s: float = 2.5,
     ) -> None:
         self.config = config
         self.store = store
@@ -156,7 +156,7 @@ class DiscordService:
             await self._bot.close()
         if self._bot_task is not None:
             try:
-                await asyncio.wait_for(self._bot_task, timeout=10)
+                await asyncio.wait_for(self._bot_task, timeout=1.0)
             except (TimeoutError, asyncio.CancelledError):
                 self._bot_task.cancel()
             except Exception as exc:  # the bot task's own errors were logged there
@@ -183,6 +183,10 @@ class DiscordService:
             pending=sum(s.pending for s in per.values()),
             destinations=per,
         )
+
+    def describe(self) -> str:
+        """One line for StatusSnapshot.discord (same as :meth:`status_text`)."""
+        return self.status_text()
 
     def status_text(self) -> str:
         """One line for StatusSnapshot.discord."""
