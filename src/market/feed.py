@@ -204,6 +204,7 @@ class BinanceKlineFeed:
         self._symbols: tuple[str, ...] = ()
         self._unknown: tuple[str, ...] = ()
         self._inner: asyncio.Task[None] | None = None
+        self._finished = asyncio.Event()
         self._stopping = False
         # totals
         self._frames = 0
@@ -236,16 +237,20 @@ class BinanceKlineFeed:
             if not self._stopping:
                 raise
         finally:
-            if self._own_rest:
-                await self._rest.close()
+            try:
+                if self._own_rest:
+                    await self._rest.close()
+            finally:
+                self._finished.set()
 
     async def stop(self) -> None:
-        """Close every connection and return once :meth:`run` has finished."""
+        """Close every connection and return once :meth:`run` has finished (run() then returns normally)."""
         self._stopping = True
-        if self._inner is not None and not self._inner.done():
+        if self._inner is None:
+            return
+        if not self._inner.done():
             self._inner.cancel()
-            with contextlib.suppress(BaseException):
-                await self._inner
+        await self._finished.wait()
 
     def stats(self) -> FeedStats:
         now_ms = int(self._clock() * 1000)

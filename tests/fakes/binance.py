@@ -30,6 +30,7 @@ WebSocket (``fake.ws_url`` = ``ws://127.0.0.1:<port>/market``)
     - ``await send_partials()``: send non-closed updates for the forming candles (then drop = mid-candle);
     - ``await drop_connections()``: abort every client connection without a close frame;
     - ``silent = True``: stay connected but send nothing (a stall); market time still moves;
+    - ``muted_streams``: a set of (symbol, timeframe) that get no frames at all (one silent stream);
     - ``await advance(n, send=False)``: frames of those minutes are never sent (a hole, no disconnect);
     - ``duplicate_closed = True``: every closed frame is sent twice;
     - ``resend_previous_closed = True``: after each closed frame, re-send the previous one (out-of-order/late);
@@ -180,6 +181,7 @@ class FakeBinance:
     resend_previous_closed: bool = False
     garbage: bool = False
     max_connection_age_s: float | None = None
+    muted_streams: set[tuple[str, str]] = field(default_factory=set)
     # REST controls / records
     used_weight: int = 0
     rest_requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
@@ -255,6 +257,8 @@ class FakeBinance:
             return
         for conn in list(self.open_connections):
             for sym, tf in conn.streams:
+                if (sym, tf) in self.muted_streams:
+                    continue
                 bucket = timeframes.bucket_start(tf, self.now_ms)
                 for j in range(1, self.updates_per_candle + 1):
                     c = self.market.candle(sym, tf, bucket, upto_ms=self.now_ms, partial=j / (self.updates_per_candle + 1))
@@ -274,7 +278,7 @@ class FakeBinance:
     async def _send_closed(self) -> None:
         for conn in list(self.open_connections):
             for sym, tf in conn.streams:
-                if timeframes.bucket_start(tf, self.now_ms) != self.now_ms:
+                if (sym, tf) in self.muted_streams or timeframes.bucket_start(tf, self.now_ms) != self.now_ms:
                     continue  # the bucket did not end at this minute
                 prev_open = timeframes.bucket_start(tf, self.now_ms - 1)
                 if self.garbage:
