@@ -15,6 +15,8 @@ import structlog
 from redis.asyncio import Redis
 
 from src.bot.config import Config
+from src.bot.sinks import SignalBatch
+from src.bot.status import MarketView
 from src.storage.cache import Cache, MemoryCache, NullCache, RedisCache, build_cache
 from tests.storage_contract import T0, make_candle, make_signal
 
@@ -141,6 +143,18 @@ async def test_memory_cache_keeps_the_newest_signal_per_symbol_and_stream() -> N
     assert await c.latest_signal("BTCUSDT", "15m") is None
 
 
+async def test_memory_cache_as_a_signal_sink_caches_signals_and_view_candles() -> None:
+    c = MemoryCache(max_candles=4)
+    candles = tuple(make_candle("BTCUSDT", "1h", i) for i in range(6))
+    sig = make_signal("BTCUSDT", "1h", candles[-1].open_time_ms)
+    batch = SignalBatch(signals=(sig,), views=(MarketView("BTCUSDT", "1h", candles, (), sig),))
+    await c.publish(batch)
+    await c.publish(batch)  # the same view again changes nothing
+    assert await c.recent_candles("BTCUSDT", "1h", 10) == list(candles[2:])
+    assert await c.latest_signal("BTCUSDT", "1h") == sig
+    assert c.healthy and c.status == "memory"
+
+
 def test_build_cache_follows_cache_type() -> None:
     assert isinstance(build_cache(Config.from_env({}, dotenv_path=None)), NullCache)
     assert isinstance(build_cache(Config.from_env({"CACHE_TYPE": "memory"}, dotenv_path=None)), MemoryCache)
@@ -177,6 +191,16 @@ async def test_redis_cache_latest_signal_is_never_replaced_by_an_older_one(cache
     newer = replace(new, id="f" * 24, candle_time_ms=T0 + 10_800_000)
     await cache.set_latest_signal(newer)
     assert await cache.latest_signal("BTCUSDT", "1h") == newer
+
+
+@pytest.mark.redis
+async def test_redis_cache_as_a_signal_sink_caches_signals_and_view_candles(cache: RedisCache) -> None:
+    candles = tuple(make_candle("ETHUSDT", "15m", i) for i in range(7))
+    sig = make_signal("ETHUSDT", "15m", candles[-1].open_time_ms)
+    await cache.publish(SignalBatch(signals=(sig,), views=(MarketView("ETHUSDT", "15m", candles, (), sig),)))
+    assert await cache.recent_candles("ETHUSDT", "15m", 10) == list(candles[2:])
+    assert await cache.latest_signal("ETHUSDT") == sig
+    assert cache.healthy
 
 
 @pytest.mark.redis
@@ -221,7 +245,7 @@ async def test_redis_going_away_mid_run_gives_misses_logs_once_and_recovers(
                 await cache.push_candles([make_candle(i=i + 1)])  # no exception reaches the bot
                 assert await cache.recent_candles("BTCUSDT", "1m", 5) == []
                 assert await cache.latest_signal("BTCUSDT") is None
-        assert cache.status == "redis down"
+        assert cache.status == "redis down" and not cache.healthy
         assert cache.errors_total >= 15
         assert cache.outages == 1
         assert [e["event"] for e in logs].count("redis_cache_unavailable") == 1

@@ -12,7 +12,7 @@ import structlog
 from src.bot.config import Config
 from src.storage.base import StoreUnavailable
 from src.storage.factory import build_store, spool_depth
-from src.storage.retention import DAY_MS, prune_once, retention_loop
+from src.storage.retention import DAY_MS, prune_once, run_retention
 from src.storage.spool import SpoolStore
 from src.storage.sqlite_store import SqliteStore
 from tests.storage_contract import make_candle
@@ -101,7 +101,7 @@ async def test_prune_once_removes_candles_older_than_the_retention_window(tmp_pa
         await store.close()
 
 
-async def test_retention_loop_prunes_until_stopped_and_survives_store_errors(tmp_path: Path) -> None:
+async def test_run_retention_prunes_until_stopped_and_survives_store_errors(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "r.db")
     await store.open()
     cs = [make_candle("BTCUSDT", "1d", i) for i in range(10)]
@@ -123,7 +123,7 @@ async def test_retention_loop_prunes_until_stopped_and_survives_store_errors(tmp
     store.prune_candles = counting_prune  # type: ignore[method-assign]
     try:
         with structlog.testing.capture_logs() as logs:
-            await asyncio.wait_for(retention_loop(store, 2, interval_s=0.0, stop=stop, clock=lambda: clock_ms[0]), 10)
+            await asyncio.wait_for(run_retention(store, 2, interval_s=0.0, stop=stop, clock=lambda: clock_ms[0]), 10)
         assert len(rounds) == 4
         assert any(e["event"] == "candle_prune_failed" for e in logs)
         # rounds at day 5, 6 (fails), 6, 7 with a 2-day window: the last cutoff is day 5

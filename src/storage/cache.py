@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import pairwise
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import orjson
@@ -37,6 +38,7 @@ from redis.exceptions import RedisError
 
 from src.analysis.types import Candle, Signal
 from src.bot.config import Config, mask_secret
+from src.bot.sinks import SignalBatch
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +55,14 @@ class Cache(Protocol):
     def status(self) -> str:
         """'off', 'memory', 'redis ok' or 'redis down' (for >status)."""
 
+    @property
+    def healthy(self) -> bool:
+        """True when the cache works right now (always False for NullCache)."""
+
     async def open(self) -> None: ...
+
+    async def publish(self, batch: SignalBatch) -> None:
+        """SignalSink: cache each signal as the latest and each view's candles as the stream's recent ones."""
 
     async def close(self) -> None: ...
 
@@ -92,6 +101,13 @@ class NullCache:
     def status(self) -> str:
         return "off"
 
+    @property
+    def healthy(self) -> bool:
+        return False
+
+    async def publish(self, batch: SignalBatch) -> None:
+        return None
+
     async def open(self) -> None:
         return None
 
@@ -125,6 +141,13 @@ class MemoryCache:
     def status(self) -> str:
         return "memory"
 
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    async def publish(self, batch: SignalBatch) -> None:
+        await _publish(self, batch)
+
     async def open(self) -> None:
         return None
 
@@ -133,16 +156,21 @@ class MemoryCache:
         self._signals.clear()
 
     async def push_candles(self, candles: Sequence[Candle]) -> None:
+        by_stream: dict[tuple[str, str], list[Candle]] = {}
         for c in candles:
-            window = self._candles.setdefault(c.stream, deque(maxlen=self.max_candles))
-            if window and window[-1].open_time_ms >= c.open_time_ms:
-                # out of order or a rewrite: rebuild the window sorted, one candle per open time
-                merged = {x.open_time_ms: x for x in window}
-                merged[c.open_time_ms] = c
-                window.clear()
-                window.extend(merged[k] for k in sorted(merged)[-self.max_candles:])
-            else:
-                window.append(c)
+            by_stream.setdefault(c.stream, []).append(c)
+        for stream, new in by_stream.items():
+            window = self._candles.setdefault(stream, deque(maxlen=self.max_candles))
+            times = [c.open_time_ms for c in new]
+            in_order = all(a < b for a, b in pairwise(times))
+            if in_order and (not window or window[-1].open_time_ms < times[0]):
+                window.extend(new)  # the live case: newer candles appended, the oldest fall off
+                continue
+            # rewrites or out-of-order candles: merge once, one candle per open time, newest kept
+            merged = {x.open_time_ms: x for x in window}
+            merged.update((c.open_time_ms, c) for c in new)
+            window.clear()
+            window.extend(merged[k] for k in sorted(merged)[-self.max_candles:])
 
     async def recent_candles(self, symbol: str, timeframe: str, limit: int) -> list[Candle]:
         window = self._candles.get((symbol, timeframe))
@@ -204,7 +232,14 @@ class RedisCache:
 
     @property
     def status(self) -> str:
-        return "redis down" if self._down or self._client is None else "redis ok"
+        return "redis ok" if self.healthy else "redis down"
+
+    @property
+    def healthy(self) -> bool:
+        return self._client is not None and not self._down
+
+    async def publish(self, batch: SignalBatch) -> None:
+        await _publish(self, batch)
 
     async def open(self) -> None:
         """Create the client and ping once; an unreachable Redis is logged, not raised."""
@@ -330,6 +365,15 @@ class RedisCache:
             self.bad_entries += 1
             log.warning("redis_cache_bad_entry", symbol=symbol, timeframe=timeframe, error=str(exc))
             return None
+
+
+async def _publish(cache: Cache, batch: SignalBatch) -> None:
+    """Shared SignalSink body: the views' candles first, then the signals (oldest first, as batched)."""
+    candles = [c for view in batch.views for c in view.candles]
+    if candles:
+        await cache.push_candles(candles)
+    for signal in batch.signals:
+        await cache.set_latest_signal(signal)
 
 
 def build_cache(config: Config) -> Cache:

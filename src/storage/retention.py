@@ -1,6 +1,6 @@
 """Candle retention: delete candles older than CANDLE_RETENTION_DAYS (default 90) in the background.
 
-Signals, deliveries and outcomes are never pruned: they are the record. :func:`retention_loop`
+Signals, deliveries and outcomes are never pruned: they are the record. :func:`run_retention`
 prunes once at start and then every ``interval_s`` (1 h by default), logs how many candles went,
 and keeps running when the store is unavailable (it tries again on the next round).
 """
@@ -35,7 +35,7 @@ async def prune_once(store: CandleStore, retention_days: int, *, now_ms: int | N
     return removed
 
 
-async def retention_loop(
+async def run_retention(
     store: CandleStore,
     retention_days: int,
     *,
