@@ -116,7 +116,7 @@ class SpoolStore:
         *,
         retry_initial: float = 1.0,
         retry_max: float = 30.0,
-        close_flush_timeout: float = 10.0,
+        close_flush_timeout: float = 2.0,
         autoflush: bool = True,
     ) -> None:
         self.primary = primary
@@ -188,27 +188,31 @@ class SpoolStore:
         self._primary_opened = True
 
     async def close(self) -> None:
-        """Stop the flusher, try a last replay (bounded by ``close_flush_timeout``), close both stores."""
+        """Stop the flusher, try a last replay (bounded by ``close_flush_timeout``, 2 s: the app gives the
+        store 3 s to close), close both stores. What is not replayed stays in the spool for the next start."""
         self._closing = True
         self._wake.set()
         if self._flusher is not None:
             self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await asyncio.wait({self._flusher})  # unlike awaiting it, never swallows a cancel of close() itself
             self._flusher = None
-        if self._depth and self._spool.is_open:
-            try:
-                await asyncio.wait_for(self.flush(), timeout=self.close_flush_timeout)
-            except (StoreUnavailable, TimeoutError) as exc:
-                log.warning("spool_kept_for_next_start", pending=self._depth, path=str(self.path), reason=str(exc))
-        if self._primary_opened:
-            self._primary_opened = False
-            try:
-                await self.primary.close()
-            except Exception as exc:
-                # a primary that is down may fail to close cleanly; the spool must still be closed
-                log.warning("store_close_failed", store=self.name, error=f"{type(exc).__name__}: {exc}")
-        await self._spool.stop()
+        try:
+            if self._depth and self._spool.is_open:
+                try:
+                    await asyncio.wait_for(self.flush(), timeout=self.close_flush_timeout)
+                except (StoreUnavailable, TimeoutError) as exc:
+                    log.warning("spool_kept_for_next_start", pending=self._depth, path=str(self.path),
+                                reason=str(exc) or type(exc).__name__)
+        finally:
+            # even when cancelled by a shutdown deadline: every spooled write is already committed on disk
+            if self._primary_opened:
+                self._primary_opened = False
+                try:
+                    await self.primary.close()
+                except Exception as exc:
+                    # a primary that is down may fail to close cleanly; the spool must still be closed
+                    log.warning("store_close_failed", store=self.name, error=f"{type(exc).__name__}: {exc}")
+            await self._spool.stop()
 
     async def ping(self) -> bool:
         if not self._primary_opened:
