@@ -24,6 +24,9 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "events": ("replay a kline file; write the analysis trail (Wyckoff events, pivots, counts) as JSONL",
                "backtest.signals_cmd", "add_events_arguments", "run_events"),
     "run": ("backtest: replay, gate, simulate trades, report", "backtest.run_cmd", "add_arguments", "run"),
+    "calibrate": ("fit the confidence calibration on history; write CALIBRATION_PATH", "backtest.calibrate_cmd",
+                  "add_arguments", "run"),
+    "download": ("download closed klines from Binance REST into a CSV", "backtest.download_cmd", "add_arguments", "run"),
 }
 
 

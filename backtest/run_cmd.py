@@ -301,7 +301,8 @@ def print_summary(report: dict[str, Any], out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # a pipe or a log file gets the full table instead of rich's 80-column fallback
+    console = Console(width=None if sys.stdout.isatty() else 160)
     t = Table(title=f"backtest {ms_to_iso(report['start'])[:10]} .. {ms_to_iso(report['end'])[:10]}")
     t.add_column("metric")
     t.add_column("value", justify="right")

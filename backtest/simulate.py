@@ -140,7 +140,7 @@ def run_stream(
             except InvalidSignalGeometry:
                 continue
             if r is not None:
-                res.samples.append(Sample(cand.pattern, timeframe, cand.raw_confidence, r.hit))
+                res.samples.append(Sample(cand.pattern, timeframe, cand.raw_confidence, r.hit, cand.candle_time_ms))
     return res
 
 

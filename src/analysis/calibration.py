@@ -17,7 +17,8 @@ Fit, per (pattern, timeframe), on labelled candidates (raw scores, not gated):
 
 Evaluation is a step function inside each pooled block's raw-score range and linear between
 blocks, clamped at both ends. Patterns without a map pass the raw score through unchanged.
-The JSON layout (``to_json``/``from_json``) is versioned (``"version": 1``).
+The JSON layout (``to_json``/``from_json``) is versioned (``"version": 1``). :class:`FileCalibrator`
+is the one I/O edge here: it reads/writes that JSON at CALIBRATION_PATH for the live engine.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
+from pathlib import Path
 from typing import Any, Literal
 
 CALIBRATION_FORMAT_VERSION = 1
@@ -223,6 +225,32 @@ class CalibrationSet:
         )
 
 
+class FileCalibrator(CalibrationSet):
+    """The calibration stored at CALIBRATION_PATH, for the live engine: ``FileCalibrator.load(path)``."""
+
+    @classmethod
+    def load(cls, path: str | Path) -> FileCalibrator:
+        """Read and validate the JSON file; CalibrationFormatError names the path on any problem."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CalibrationFormatError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        try:
+            loaded = CalibrationSet.from_json(text)
+        except CalibrationFormatError as exc:
+            raise CalibrationFormatError(f"{p}: {exc}") from None
+        return cls(maps=loaded.maps, meta=loaded.meta, skipped=loaded.skipped)
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (temporary file + rename) so the bot never reads half a file."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+        tmp.replace(p)
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One labelled candidate: raw score in [0, 1] and hit (1 = WIN, 0 = otherwise)."""
@@ -231,6 +259,7 @@ class Sample:
     timeframe: str
     raw: float
     hit: int
+    time_ms: int = 0  # the confirming candle's open time (for time-ordered hold-out splits)
 
 
 def _shrink(total: float, n: int, prior: float, k: float) -> float:
