@@ -186,9 +186,11 @@ class BinanceKlineFeed:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] | None = None,
+        on_frame: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self._sink = sink
+        self._on_frame = on_frame
         self._last_open_time = last_open_time
         self._own_rest = rest is None
         self._rest = rest or BinanceRestClient(settings.rest, monotonic=monotonic, sleep=sleep, rng=rng)
@@ -222,8 +224,28 @@ class BinanceKlineFeed:
         self._delivered: Counter[str] = Counter()
         self._sink_errors = 0
         self._initial_left = 0
+        self._resolved: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        sink: CandleSink,
+        *,
+        last_open_time: LastOpenTime,
+        on_frame: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> BinanceKlineFeed:
+        """The feed for the app: settings from :class:`Config`; ``on_frame`` is called on every frame."""
+        return cls(FeedSettings.from_config(config), sink, last_open_time, clock=clock, on_frame=on_frame)
 
     # ------------------------------------------------------------------ public API
+    async def resolve_streams(self) -> list[tuple[str, str]]:
+        """Validate the symbols (retrying while Binance REST is unavailable) and return the
+        (symbol, timeframe) streams :meth:`run` will serve. Optional: run() resolves them itself."""
+        if self._resolved is None:
+            self._resolved = await self._resolve_symbols()
+        return [(sym, tf) for sym in self._resolved for tf in self.settings.timeframes]
     async def run(self) -> None:
         """Run until cancelled or :meth:`stop`; never raises for Binance or sink trouble."""
         self._inner = asyncio.create_task(self._run_inner(), name="binance-feed")
@@ -309,6 +331,8 @@ class BinanceKlineFeed:
     # ------------------------------------------------------------------ ConnectionHandler
     def on_message(self, conn: KlineConnection, raw: str | bytes) -> None:
         self._frames += 1
+        if self._on_frame is not None:
+            self._on_frame()
         try:
             candle = parse_kline_frame(raw)
         except ParseError as exc:
@@ -356,7 +380,9 @@ class BinanceKlineFeed:
         return [st for st in self._streams.values() if st.conn is conn]
 
     async def _run_inner(self) -> None:
-        symbols = await self._resolve_symbols()
+        if self._resolved is None:
+            self._resolved = await self._resolve_symbols()
+        symbols = self._resolved
         if not symbols:
             log.error("no valid symbol to stream; the market feed is idle", unknown=list(self._unknown))
             await asyncio.Event().wait()
