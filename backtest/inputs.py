@@ -137,23 +137,29 @@ def load_spec(spec: StreamSpec) -> list[Candle]:
 
 async def load_from_store(specs: list[StreamSpec]) -> list[StreamSpec]:
     """Fill ``candles`` of db specs from the configured store."""
-    from src.storage.factory import build_store
-
     from src.bot.config import Config
+    from src.storage.base import StoreError
+    from src.storage.factory import build_store
 
     cfg = Config.from_env()
     if cfg.problems:
         raise InputError("configuration problems: " + "; ".join(cfg.problems))
-    store = build_store(cfg)
-    await store.open()
+    try:
+        store = build_store(cfg)
+        await store.open()
+    except StoreError as exc:
+        raise InputError(f"store: {exc}") from None
     try:
         out = []
         for s in specs:
-            candles = await store.load_candles(s.symbol, s.timeframe, start_ms=s.from_ms, end_ms=None)
-            candles = _window(candles, s.from_ms, s.to_ms)
+            end = None if s.to_ms is None else s.to_ms - 1
+            candles = await store.load_candles(s.symbol, s.timeframe, start_ms=s.from_ms, end_ms=end)
+            candles = [c.validate() for c in _window(candles, s.from_ms, s.to_ms)]
             if not candles:
                 raise InputError(f"store {store.name}: no {s.symbol} {s.timeframe} candles in the chosen period")
             out.append(StreamSpec(s.symbol, s.timeframe, candles=tuple(candles), from_ms=s.from_ms, to_ms=s.to_ms))
         return out
+    except StoreError as exc:
+        raise InputError(f"store {store.name}: {exc}") from None
     finally:
         await store.close()

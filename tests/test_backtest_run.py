@@ -244,3 +244,30 @@ def test_run_signals_equal_the_backtest_signals_command(tmp_path, csv_files, cap
     assert cli_main(["run", *data, "--out-dir", str(tmp_path / "r"), "--baseline-reps", "0"]) == 0
     expected = read_jsonl(tmp_path / "s.jsonl")
     assert expected and read_jsonl(tmp_path / "r" / "signals.jsonl") == expected
+
+
+def test_run_reads_candles_from_the_configured_store(tmp_path, csv_files, monkeypatch):
+    import asyncio
+
+    from src.market.klines_csv import read_klines_csv
+    from src.storage.sqlite_store import SqliteStore
+
+    db = tmp_path / "bot.db"
+
+    async def fill() -> None:
+        store = SqliteStore(db)
+        await store.open()
+        await store.upsert_candles(read_klines_csv(csv_files["BTCUSDT"]).candles)
+        await store.close()
+
+    asyncio.run(fill())
+    for var in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_SERVICE_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SQLITE_PATH", str(db))
+    code, from_db = run_cli(tmp_path, "db", "--source", "db", "--symbol", "BTCUSDT", *FAST)
+    assert code == 0
+    code, from_csv = run_cli(tmp_path, "csv", "--data", str(csv_files["BTCUSDT"]), *FAST)
+    assert code == 0
+    for name in ("trades.jsonl", "signals.jsonl"):
+        assert (from_db / name).read_text() == (from_csv / name).read_text()
+    assert run_cli(tmp_path, "none", "--source", "db", "--symbol", "ETHUSDT", *FAST)[0] == 2
