@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
+from src.analysis.types import Candle
+from src.bot.app import App, RunOptions
+from src.bot.config import Config
+from src.bot.pipeline import Pipeline
 from src.bot.shutdown import ShutdownSignals, ShutdownStep, run_shutdown
+from src.market.aggregator import build_candle
+from src.market.feed import BinanceKlineFeed
+from src.market.klines_csv import write_klines_csv
+from tests.candlegen import random_walk
+from tests.fakes.binance import FakeBinance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,3 +188,166 @@ def test_exit_code_is_128_plus_the_signal_number(sig):
     sigs.request(sig)
     sigs.request(sig)
     assert exits == [128 + int(sig)]
+
+
+# ---------------------------------------------------------------- the whole app (needs src.bot.app)
+class NotifySocket:
+    """A bound AF_UNIX datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.messages
+
+
+async def eventually(cond: Callable[[], bool], within_s: float = 30.0) -> None:
+    async with asyncio.timeout(within_s):
+        while not cond():  # noqa: ASYNC110 - polling state spread over a child process / the app and the fake
+            await asyncio.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stored_candles(db: Path) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return conn.execute(
+            "SELECT symbol, timeframe, open_time, close_time, open, high, low, close, volume, trades "
+            "FROM candles ORDER BY symbol, timeframe, open_time"
+        ).fetchall()
+
+
+def row(c: Candle) -> tuple[Any, ...]:
+    return (c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, c.open, c.high, c.low, c.close, c.volume, c.trades)
+
+
+async def test_sigterm_during_replay_exits_0_with_every_delivered_candle_stored(tmp_path):
+    """``python -m src.bot.main --replay`` as a real child: READY, SIGTERM mid-replay, STOPPING, exit 0, no loss."""
+    minutes = random_walk(3000, seed=11)  # 1m candles from a 15m bucket start -> 200 complete 15m candles
+    csv_path = tmp_path / "BTCUSDT-1m-e2e.csv"
+    write_klines_csv(csv_path, minutes)
+    expected = [row(build_candle(minutes[i:i + 15], "15m", minutes[i].open_time_ms)) for i in range(0, 3000, 15)]
+    db = tmp_path / "wyeli.db"
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
+        "NOTIFY_SOCKET": str(notify.path), "SQLITE_PATH": str(db), "SPOOL_PATH": str(tmp_path / "spool.db"),
+        "CALIBRATION_PATH": str(tmp_path / "none.json"), "TIMEFRAMES": "15m", "STATUS_INTERVAL_SECONDS": "0",
+        "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
+    }
+    # speed 6000: one 1m candle every 10 ms, so the whole file would take ~30 s; we stop it long before
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "src.bot.main", "--replay", str(csv_path), "--speed", "6000", "--env-file", "/nonexistent",
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await eventually(lambda: any(m.startswith("READY=1") for m in notify.drain()))
+        await eventually(lambda: db.exists() and len(stored_candles(db)) >= 5)
+        before_signal = len(stored_candles(db))
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    logs = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    done = next(rec for rec in logs if rec["event"] == "replay done")
+    assert done["interrupted"] is True
+    fed = done["candles"]  # 1m candles handed to the pipeline before it stopped
+    assert 15 * before_signal <= fed < 3000
+    stored = stored_candles(db)
+    # every 15m candle completed by a delivered 1m candle is stored, exactly, and nothing else
+    assert stored == expected[: fed // 15]
+    messages = notify.drain()
+    assert messages[0] == "READY=1\nSTATUS=replaying"
+    assert messages[-1].startswith("STOPPING=1")
+
+
+async def test_sigterm_during_live_streaming_exits_0_and_loses_no_delivered_candle(tmp_path, monkeypatch):
+    """The live app against the fake Binance: READY after warm-up, watchdog pings while frames flow, /readyz 200,
+    a real SIGTERM, STOPPING=1, exit 0, and every candle the pipeline received is in SQLite exactly."""
+    symbols, tfs = ("BTCUSDT", "ETHUSDT"), ("1m", "5m")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # a ping check every 0.1 s
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    received: list[Candle] = []
+    original_on_candles = Pipeline.on_candles
+
+    async def recording_on_candles(self: Pipeline, candles: Any, source: str = "live") -> None:
+        await original_on_candles(self, candles, source)
+        received.extend(c for c in candles if c.timeframe in tfs)  # only after the pipeline accepted them
+
+    monkeypatch.setattr(Pipeline, "on_candles", recording_on_candles)
+    async with FakeBinance(list(symbols), list(tfs), seed=31) as fake:
+        original_from_config = BinanceKlineFeed.from_config.__func__  # type: ignore[attr-defined]
+
+        def with_fake_clock(cls: type[BinanceKlineFeed], *args: Any, **kw: Any) -> BinanceKlineFeed:
+            return original_from_config(cls, *args, clock=fake.clock, **kw)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(BinanceKlineFeed, "from_config", classmethod(with_fake_clock))
+        db = tmp_path / "wyeli.db"
+        port = free_port()
+        env = {
+            "SQLITE_PATH": str(db), "SPOOL_PATH": str(tmp_path / "spool.db"), "CALIBRATION_PATH": str(tmp_path / "x.json"),
+            "BINANCE_WS_URL": fake.ws_url, "BINANCE_REST_URL": fake.rest_url, "SYMBOLS": ",".join(symbols),
+            "TIMEFRAMES": ",".join(tfs), "WARMUP_CANDLES": "30", "WS_RECONNECT_DELAY": "0.01",
+            "WS_MAX_RECONNECT_DELAY": "0.05", "HTTP_PORT": str(port), "STATUS_INTERVAL_SECONDS": "0", "LOG_FORMAT": "text",
+        }
+        app = App(Config.from_env(env, dotenv_path=None).validate(), RunOptions(http=True))
+        run = asyncio.create_task(app.run())
+        await eventually(lambda: any(m.startswith("READY=1") for m in notify.drain()))
+        await fake.wait_for_connections(1)
+        for _ in range(3):
+            await fake.advance(1)
+        await eventually(lambda: notify.drain().count("WATCHDOG=1") >= 2)
+
+        async with aiohttp.ClientSession() as http:
+            async def ready() -> int:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    return resp.status
+
+            async with asyncio.timeout(30):
+                while await ready() != 200:
+                    await fake.advance(1)
+                    await asyncio.sleep(0.05)
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                metrics_text = await resp.text()
+        assert "wyeli_ws_frames_received_total" in metrics_text
+
+        await fake.advance(2)
+        await fake.send_partials()
+        os.kill(os.getpid(), signal.SIGTERM)  # the real signal, handled by the app's loop handler
+        async with asyncio.timeout(20):
+            code = await run
+        assert app.shutdown.received == signal.SIGTERM
+    assert code == 0
+
+    stored = stored_candles(db)
+    assert {row(c) for c in received} <= set(stored)  # nothing the pipeline received was lost
+    assert len(received) > 0
+    by_stream: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for r in stored:
+        by_stream.setdefault((r[0], r[1]), []).append(r)
+    assert set(by_stream) == {(s, t) for s in symbols for t in tfs}
+    for (sym, tf), got in by_stream.items():  # contiguous, exact, no duplicates
+        expected = [row(c) for c in fake.closed_candles(sym, tf, since_ms=got[0][2])][: len(got)]
+        assert got == expected, (sym, tf)
+    messages = notify.drain()
+    ready_at = next(i for i, m in enumerate(messages) if m.startswith("READY=1"))
+    assert "WATCHDOG=1" in messages[ready_at:]  # pings after READY, while frames flowed
+    assert messages[-1].startswith("STOPPING=1")
+    assert not any(m.startswith("STOPPING=1") for m in messages[:-1])
