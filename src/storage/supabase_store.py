@@ -1,0 +1,588 @@
+"""The Store protocol over Supabase's REST API (PostgREST) with the supabase-py async client.
+
+CONTRACT-TESTED ONLY: no Supabase or PostgREST server is reachable from the test machines. The
+requests are checked against a local fake (``tests/fakes/postgrest.py``) that verifies paths,
+query strings (``on_conflict``, ``columns``, filters, order, limit), ``Prefer`` and auth headers and
+JSON bodies, and answers like PostgREST; the SQL functions it calls are tested on real Postgres.
+Prefer ``DATABASE_URL`` (PostgresStore) when the host can reach the database directly.
+
+Rules:
+- the schema is the same as PostgresStore's: paste ``src/storage/migrations/001_create_schema.sql``
+  into the Supabase SQL editor once; ``open()`` checks it is there;
+- only a key that bypasses RLS may write: ``sb_secret_...`` or the legacy ``service_role`` JWT. An
+  ``anon``/``authenticated`` JWT or an ``sb_publishable_...`` key is refused with a clear message
+  (the JWT payload is decoded WITHOUT verification, only to read its role). The key is never logged;
+- writes are upserts on the natural key (``on_conflict``), at most 1,000 rows per request,
+  ``Prefer: return=minimal``; rows repeated inside one batch collapse to the last one (Postgres
+  refuses to update a row twice in one statement);
+- supabase-py retries only reads, so every request goes through our own retry: up to
+  ``max_attempts`` tries with jittered exponential backoff (``retry_initial`` doubling up to
+  ``retry_max`` seconds) on network errors, timeouts, HTTP 408/425/429/5xx; then
+  :class:`StoreUnavailable`. Other errors (4xx: constraint, permission, bad request) raise
+  :class:`StoreError` at once;
+- reads page through PostgREST's row cap (1,000 by default): candles by open_time keyset, other
+  lists by offset, until an empty page, so a lower server cap never truncates a result;
+- queries PostgREST cannot express as filters (anti-joins, aggregates) are SQL functions called
+  through ``/rpc`` (``wyeli_pending_deliveries``, ``wyeli_open_signals``, ``wyeli_last_signal_times``,
+  ``wyeli_pattern_stats``);
+- times: timestamptz columns carry ISO-8601 text; conversion to and from epoch ms is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextvars
+import json
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+from postgrest.exceptions import APIError
+from postgrest.types import CountMethod, ReturnMethod
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+from src.analysis.types import Candle, InvalidCandle, Signal, iso_to_ms, ms_to_iso
+from src.storage.base import Delivery, PatternStats, SignalOutcome, StoreError, StoreUnavailable, StreamQuality
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+MAX_BATCH_ROWS = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_RETRY_STATUS = frozenset({408, 425, 429})
+# SQLSTATE classes / PostgREST codes that go away by themselves: connection (08), resources (53),
+# operator intervention (57), serialization/deadlock (40); PGRST000-003: database unreachable,
+# schema cache not loaded, pool timeout.
+_RETRY_CODES = ("08", "53", "57", "40", "PGRST000", "PGRST001", "PGRST002", "PGRST003")
+# The HTTP status of the last response in this task (set by an httpx hook: APIError does not carry it).
+_last_status: contextvars.ContextVar[int] = contextvars.ContextVar("wyeli_supabase_last_status", default=0)
+
+_CANDLE_COLS = ("symbol,timeframe,open_time,close_time,open,high,low,close,volume,quote_volume,trades,"
+                "taker_buy_volume,taker_buy_quote_volume")
+_SIGNAL_COLS = ("id,symbol,timeframe,pattern,direction,confidence,raw_confidence,entry,stop_loss,take_profits,"
+                "candle_time,generated_at,reasons,analyzer_version,config_hash,features")
+_OUTCOME_COLS = ("signal_id,symbol_name,timeframe,pattern,direction,outcome,entry_time,entry_price,exit_time,exit_price,"
+                 "r_multiple,mfe,mae,fees,bars_held,confidence,resolved_at")
+_DELIVERY_COLS = "signal_id,destination,status,message_id,attempts,last_error,updated_at"
+_QUALITY_COLS = "symbol,timeframe,last_candle_time,gaps_backfilled,candles_backfilled,stalls,reconnects,updated_at"
+
+
+# ---------------------------------------------------------------------------- keys
+def key_role(key: str) -> str:
+    """'secret', 'publishable', or the ``role`` claim of a legacy JWT key (decoded, NOT verified).
+
+    Raises StoreError for something that is neither (the message never contains the key).
+    """
+    if key.startswith("sb_secret_"):
+        return "secret"
+    if key.startswith("sb_publishable_"):
+        return "publishable"
+    parts = key.split(".")
+    if len(parts) == 3:
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            payload = None
+        if isinstance(payload, dict) and isinstance(payload.get("role"), str):
+            return str(payload["role"])
+    raise StoreError(
+        f"SUPABASE_SERVICE_KEY is not a Supabase API key ({len(key)} chars): expected an sb_secret_... key "
+        "or the legacy service_role JWT (Project Settings -> API keys)"
+    )
+
+
+def check_write_key(key: str) -> str:
+    """Return the key's role if it may write (bypasses RLS); raise StoreError otherwise."""
+    role = key_role(key)
+    if role in ("secret", "service_role"):
+        return role
+    raise StoreError(
+        f"SUPABASE_SERVICE_KEY is a {role!r} key: it cannot write (RLS blocks it, by design). Use the secret key "
+        "(sb_secret_...) or the legacy service_role key from Project Settings -> API keys, and keep it server-side"
+    )
+
+
+# ---------------------------------------------------------------------------- conversions
+def ms_to_ts(ms: int) -> str:
+    """Epoch ms -> ISO-8601 UTC text for a timestamptz column (exact integer arithmetic)."""
+    return (_EPOCH + ms * _MS).isoformat(timespec="milliseconds")
+
+
+def ts_to_ms(text: str) -> int:
+    """PostgREST timestamptz text ('2023-11-14T22:00:00.12+00:00', 'Z', or naive = UTC) -> epoch ms, exactly."""
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // _MS
+
+
+def _opt_ms(value: Any) -> int | None:
+    return None if value is None else ts_to_ms(str(value))
+
+
+def candle_row(c: Candle) -> dict[str, Any]:
+    return {
+        "symbol": c.symbol, "timeframe": c.timeframe, "open_time": ms_to_ts(c.open_time_ms),
+        "close_time": ms_to_ts(c.close_time_ms), "open": c.open, "high": c.high, "low": c.low, "close": c.close,
+        "volume": c.volume, "quote_volume": c.quote_volume, "trades": c.trades, "taker_buy_volume": c.taker_buy_volume,
+        "taker_buy_quote_volume": c.taker_buy_quote_volume,
+    }
+
+
+def row_candle(r: dict[str, Any]) -> Candle:
+    return Candle(
+        symbol=r["symbol"], timeframe=r["timeframe"], open_time_ms=ts_to_ms(r["open_time"]),
+        close_time_ms=ts_to_ms(r["close_time"]), open=float(r["open"]), high=float(r["high"]), low=float(r["low"]),
+        close=float(r["close"]), volume=float(r["volume"]), quote_volume=float(r["quote_volume"]), trades=int(r["trades"]),
+        taker_buy_volume=float(r["taker_buy_volume"]), taker_buy_quote_volume=float(r["taker_buy_quote_volume"]),
+    )
+
+
+def signal_row(s: Signal) -> dict[str, Any]:
+    try:
+        generated = ms_to_ts(iso_to_ms(s.generated_at))
+    except ValueError as exc:
+        raise StoreError(f"signal {s.id}: generated_at {s.generated_at!r} is not ISO-8601") from exc
+    return {
+        "id": s.id, "symbol": s.symbol, "timeframe": s.timeframe, "pattern": s.pattern, "direction": s.direction,
+        "confidence": s.confidence, "raw_confidence": s.raw_confidence, "entry": s.entry, "stop_loss": s.stop_loss,
+        "take_profits": list(s.take_profits), "candle_time": ms_to_ts(s.candle_time_ms), "generated_at": generated,
+        "reasons": list(s.reasons), "analyzer_version": s.analyzer_version, "config_hash": s.config_hash,
+        "features": dict(s.features),
+    }
+
+
+def row_signal(r: dict[str, Any]) -> Signal:
+    direction = r["direction"]
+    if direction not in ("LONG", "SHORT"):
+        raise StoreError(f"signal {r['id']} has invalid direction {direction!r}")
+    features = r.get("features") or {}
+    if isinstance(features, str):  # a json column some proxies hand back as text
+        features = json.loads(features)
+    return Signal(
+        id=r["id"], symbol=r["symbol"], timeframe=r["timeframe"], pattern=r["pattern"], direction=direction,
+        confidence=float(r["confidence"]), raw_confidence=float(r["raw_confidence"]), entry=float(r["entry"]),
+        stop_loss=float(r["stop_loss"]), take_profits=tuple(float(x) for x in r["take_profits"] or ()),
+        candle_time_ms=ts_to_ms(r["candle_time"]), generated_at=ms_to_iso(ts_to_ms(r["generated_at"])),
+        reasons=tuple(str(x) for x in r["reasons"] or ()), analyzer_version=r["analyzer_version"],
+        config_hash=r["config_hash"], features=tuple((str(k), float(v)) for k, v in dict(features).items()),
+    )
+
+
+def outcome_row(o: SignalOutcome) -> dict[str, Any]:
+    return {
+        "signal_id": o.signal_id, "symbol_name": o.symbol, "timeframe": o.timeframe, "pattern": o.pattern,
+        "direction": o.direction, "outcome": o.outcome, "entry_time": ms_to_ts(o.entry_time_ms),
+        "entry_price": o.entry_price, "exit_time": ms_to_ts(o.exit_time_ms), "exit_price": o.exit_price,
+        "r_multiple": o.r_multiple, "mfe": o.mfe_r, "mae": o.mae_r, "fees": o.fees, "bars_held": o.bars_held,
+        "confidence": o.confidence, "resolved_at": ms_to_ts(o.resolved_at_ms),
+    }
+
+
+def row_outcome(r: dict[str, Any]) -> SignalOutcome:
+    return SignalOutcome(
+        signal_id=r["signal_id"], symbol=r["symbol_name"], timeframe=r["timeframe"], pattern=r["pattern"],
+        direction=r["direction"], outcome=r["outcome"], entry_time_ms=ts_to_ms(r["entry_time"]),
+        entry_price=float(r["entry_price"]), exit_time_ms=ts_to_ms(r["exit_time"]), exit_price=float(r["exit_price"]),
+        r_multiple=float(r["r_multiple"]), mfe_r=float(r["mfe"]), mae_r=float(r["mae"]), fees=float(r["fees"]),
+        bars_held=int(r["bars_held"]), confidence=float(r["confidence"]), resolved_at_ms=ts_to_ms(r["resolved_at"]),
+    )
+
+
+def delivery_row(d: Delivery) -> dict[str, Any]:
+    return {
+        "signal_id": d.signal_id, "destination": d.destination, "status": d.status, "message_id": d.message_id,
+        "attempts": d.attempts, "last_error": d.last_error, "updated_at": ms_to_ts(d.updated_at_ms),
+    }
+
+
+def row_delivery(r: dict[str, Any]) -> Delivery:
+    return Delivery(
+        signal_id=r["signal_id"], destination=r["destination"], status=r["status"], message_id=r["message_id"],
+        attempts=int(r["attempts"]), last_error=r["last_error"], updated_at_ms=ts_to_ms(r["updated_at"]),
+    )
+
+
+def quality_row(q: StreamQuality) -> dict[str, Any]:
+    return {
+        "symbol": q.symbol, "timeframe": q.timeframe,
+        "last_candle_time": None if q.last_candle_ms is None else ms_to_ts(q.last_candle_ms),
+        "gaps_backfilled": q.gaps_backfilled, "candles_backfilled": q.candles_backfilled, "stalls": q.stalls,
+        "reconnects": q.reconnects, "updated_at": ms_to_ts(q.updated_at_ms),
+    }
+
+
+def row_quality(r: dict[str, Any]) -> StreamQuality:
+    return StreamQuality(
+        symbol=r["symbol"], timeframe=r["timeframe"], last_candle_ms=_opt_ms(r["last_candle_time"]),
+        gaps_backfilled=int(r["gaps_backfilled"]), candles_backfilled=int(r["candles_backfilled"]),
+        stalls=int(r["stalls"]), reconnects=int(r["reconnects"]), updated_at_ms=ts_to_ms(r["updated_at"]),
+    )
+
+
+def is_transient(exc: BaseException, status: int) -> bool:
+    """True when retrying may succeed: network errors, timeouts, 408/425/429/5xx, or a transient SQLSTATE."""
+    if isinstance(exc, httpx.TransportError | TimeoutError | OSError):
+        return True
+    if isinstance(exc, APIError):
+        code = str(exc.code or "")
+        if not status and code.isdigit() and len(code) == 3:
+            status = int(code)  # a non-JSON error page: postgrest-py puts the HTTP status in ``code``
+        return status in _RETRY_STATUS or status >= 500 or code.startswith(_RETRY_CODES)
+    return False
+
+
+async def _record_status(response: httpx.Response) -> None:
+    _last_status.set(response.status_code)
+
+
+class SupabaseRestStore:
+    """The Store protocol over Supabase REST (see the module docstring; contract-tested only)."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        batch_rows: int = MAX_BATCH_ROWS,
+        page_rows: int = 1000,
+        max_attempts: int = 5,
+        retry_initial: float = 0.5,
+        retry_max: float = 8.0,
+        timeout: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not 1 <= batch_rows <= MAX_BATCH_ROWS:
+            raise StoreError(f"batch_rows must be between 1 and {MAX_BATCH_ROWS}, got {batch_rows}")
+        self.key_role = check_write_key(key)
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise StoreError("SUPABASE_URL must look like https://<project-ref>.supabase.co")
+        self.url = url.rstrip("/")
+        self.name = f"supabase:{parts.hostname}"
+        self.rejected_candles = 0
+        self._key = key
+        self._batch_rows = batch_rows
+        self._page_rows = page_rows
+        self._max_attempts = max(1, max_attempts)
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._timeout = timeout
+        self._sleep = sleep
+        self._client: AsyncClient | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+        self._known_symbols: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        """Create the client and check the schema is installed; a second call does nothing."""
+        async with self._open_lock:
+            if self._client is not None:
+                return
+            self._closed = False
+            http = httpx.AsyncClient(timeout=self._timeout, http2=True, follow_redirects=True,
+                                     event_hooks={"response": [_record_status]})
+            options = AsyncClientOptions(httpx_client=http, postgrest_client_retry=False, auto_refresh_token=False,
+                                         persist_session=False)
+            try:
+                client = await acreate_client(self.url, self._key, options=options)
+            except Exception as exc:
+                await http.aclose()
+                raise StoreError(f"supabase client for {self.name} could not be created: {type(exc).__name__}") from exc
+            self._client, self._http = client, http
+            try:
+                res = await self._call("check schema", lambda c: c.table("schema_migrations").select("version")
+                                       .order("version", desc=True).limit(1).execute())
+            except BaseException:
+                await self._drop_client()
+                raise
+            if not res:
+                await self._drop_client()
+                raise StoreError(f"{self.name}: the schema is incomplete; paste src/storage/migrations/001_create_schema.sql "
+                                 "into the Supabase SQL editor and run it")
+            log.info("supabase_store_opened", store=self.name, key_role=self.key_role, schema_version=res[0]["version"])
+
+    async def _drop_client(self) -> None:
+        http, self._http, self._client = self._http, None, None
+        if http is not None:
+            await http.aclose()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._drop_client()
+
+    async def ping(self) -> bool:
+        try:
+            client = await self._ready()
+            await client.table("symbols").select("symbol").limit(1).execute()
+            return True
+        except Exception:
+            return False
+
+    async def _ready(self) -> AsyncClient:
+        if self._closed:
+            raise StoreError(f"{self.name} is closed")
+        if self._client is None:
+            await self.open()  # self-heal after a failed open (network was down at start)
+        assert self._client is not None
+        return self._client
+
+    # ------------------------------------------------------------------ the one request path
+    async def _call(self, what: str, request: Callable[[AsyncClient], Awaitable[Any]]) -> list[dict[str, Any]]:
+        """Run ``request`` with retries; return the response rows (``data``), or [] for minimal responses."""
+        client = await self._ready()
+        delay = self._retry_initial
+        for attempt in range(1, self._max_attempts + 1):
+            _last_status.set(0)
+            try:
+                response = await request(client)
+            except Exception as exc:
+                status = _last_status.get()
+                if isinstance(exc, APIError) and exc.code in ("PGRST205", "42P01", "42883", "PGRST202"):
+                    raise StoreError(
+                        f"supabase {what} failed: {exc.message} - is the schema installed? Run "
+                        "src/storage/migrations/001_create_schema.sql in the Supabase SQL editor"
+                    ) from exc
+                text = _describe(exc, status)
+                if not is_transient(exc, status):
+                    if status in (401, 403) or (isinstance(exc, APIError) and exc.code in ("42501", "PGRST301")):
+                        raise StoreError(f"supabase {what} refused ({text}): check SUPABASE_SERVICE_KEY is the "
+                                         "secret/service_role key of this project") from exc
+                    raise StoreError(f"supabase {what} failed: {text}") from exc
+                if attempt == self._max_attempts:
+                    raise StoreUnavailable(f"supabase {what} failed after {attempt} attempts: {text}") from exc
+                log.warning("supabase_retry", what=what, attempt=attempt, error=text, delay=round(delay, 3))
+                await self._sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self._retry_max)
+                continue
+            data = getattr(response, "data", None)
+            return data if isinstance(data, list) else []
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _count_call(self, what: str, request: Callable[[AsyncClient], Awaitable[Any]]) -> int:
+        holder: list[int] = []
+
+        async def run(c: AsyncClient) -> Any:
+            response = await request(c)
+            holder.append(int(response.count or 0))
+            return response
+
+        await self._call(what, run)
+        return holder[-1]
+
+    async def _upsert(self, what: str, table: str, rows: list[dict[str, Any]], on_conflict: str) -> None:
+        for i in range(0, len(rows), self._batch_rows):
+            chunk = rows[i:i + self._batch_rows]
+            await self._call(what, partial(_upsert_request, table, chunk, on_conflict))
+
+    async def _pages(self, what: str, page: Callable[[AsyncClient, int, int], Awaitable[Any]]) -> list[dict[str, Any]]:
+        """Offset paging until an empty page (a lower server row cap never truncates the result)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            offset = len(out)
+            rows = await self._call(what, partial(_page_request, page, offset, self._page_rows))
+            if not rows:
+                return out
+            out.extend(rows)
+
+    async def _register_symbols(self, symbols: set[str]) -> None:
+        new = sorted(symbols - self._known_symbols)
+        if not new:
+            return
+        await self._call("register symbols", lambda c: c.table("symbols").upsert(
+            [{"symbol": s} for s in new], on_conflict="symbol", returning=ReturnMethod.minimal,
+            ignore_duplicates=True).execute())
+        self._known_symbols.update(new)
+
+    # ------------------------------------------------------------------ candles
+    def _accept(self, candles: Sequence[Candle]) -> list[Candle]:
+        by_key: dict[tuple[str, str, int], Candle] = {}
+        for c in candles:
+            try:
+                if not c.closed:
+                    raise InvalidCandle(f"candle {c.key} is not closed")
+                c.validate()
+            except InvalidCandle as exc:
+                self.rejected_candles += 1
+                log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
+                            reason=str(exc), rejected_total=self.rejected_candles)
+                continue
+            by_key[c.key] = c
+        return [by_key[k] for k in sorted(by_key)]
+
+    async def upsert_candles(self, candles: Sequence[Candle]) -> None:
+        rows = self._accept(candles)
+        if not rows:
+            return
+        await self._register_symbols({c.symbol for c in rows})
+        await self._upsert("upsert candles", "candles", [candle_row(c) for c in rows], "symbol,timeframe,open_time")
+
+    async def last_open_time(self, symbol: str, timeframe: str) -> int | None:
+        rows = await self._call("last open time", lambda c: c.table("candles").select("open_time").eq("symbol", symbol)
+                                .eq("timeframe", timeframe).order("open_time", desc=True).limit(1).execute())
+        return ts_to_ms(rows[0]["open_time"]) if rows else None
+
+    async def load_candles(
+        self,
+        symbol: str,
+        timeframe: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[Candle]:
+        newest_first = limit is not None
+        wanted = max(0, limit) if limit is not None else None
+        out: list[Candle] = []
+        cursor: int | None = None  # keyset: the open time of the last row received
+        while wanted is None or len(out) < wanted:
+            size = self._page_rows if wanted is None else min(self._page_rows, wanted - len(out))
+
+            def page(c: AsyncClient, cursor: int | None = cursor, size: int = size) -> Awaitable[Any]:
+                q = c.table("candles").select(_CANDLE_COLS).eq("symbol", symbol).eq("timeframe", timeframe)
+                if start_ms is not None:
+                    q = q.gte("open_time", ms_to_ts(start_ms))
+                if end_ms is not None:
+                    q = q.lte("open_time", ms_to_ts(end_ms))
+                if cursor is not None:
+                    q = q.lt("open_time", ms_to_ts(cursor)) if newest_first else q.gt("open_time", ms_to_ts(cursor))
+                return q.order("open_time", desc=newest_first).limit(size).execute()
+
+            rows = await self._call("load candles", page)
+            if not rows:
+                break
+            batch = [row_candle(r) for r in rows]
+            out.extend(batch)
+            cursor = batch[-1].open_time_ms
+        if newest_first:
+            out.reverse()
+        return out
+
+    async def prune_candles(self, older_than_ms: int) -> int:
+        return await self._count_call("prune candles", lambda c: c.table("candles").delete(
+            count=CountMethod.exact, returning=ReturnMethod.minimal).lt("open_time", ms_to_ts(older_than_ms)).execute())
+
+    # ------------------------------------------------------------------ signals
+    async def save_signal(self, signal: Signal) -> bool:
+        """True if the row was inserted. (A retried insert whose first answer was lost reports False; the
+        row is stored either way.)"""
+        row = signal_row(signal)
+        await self._register_symbols({signal.symbol})
+        inserted = await self._call("save signal", lambda c: c.table("signals").upsert(
+            [row], on_conflict="id", returning=ReturnMethod.representation, ignore_duplicates=True).execute())
+        return bool(inserted)
+
+    async def get_signal(self, signal_id: str) -> Signal | None:
+        rows = await self._call("get signal", lambda c: c.table("signals").select(_SIGNAL_COLS).eq("id", signal_id)
+                                .limit(1).execute())
+        return row_signal(rows[0]) if rows else None
+
+    async def recent_signals(
+        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20
+    ) -> list[Signal]:
+        wanted = max(0, limit)
+
+        def page(c: AsyncClient, offset: int, size: int) -> Awaitable[Any]:
+            q = c.table("signals").select(_SIGNAL_COLS)
+            if symbol is not None:
+                q = q.eq("symbol", symbol)
+            if timeframe is not None:
+                q = q.eq("timeframe", timeframe)
+            return q.order("candle_time", desc=True).order("id", desc=True).range(
+                offset, offset + min(size, wanted - offset) - 1).execute()
+
+        out: list[dict[str, Any]] = []
+        while len(out) < wanted:
+            offset = len(out)
+            rows = await self._call("recent signals", partial(_page_request, page, offset, self._page_rows))
+            if not rows:
+                break
+            out.extend(rows)
+        return [row_signal(r) for r in out[:wanted]]
+
+    async def last_signal_times(self) -> dict[tuple[str, str], int]:
+        rows = await self._pages("last signal times", lambda c, off, n: c.rpc("wyeli_last_signal_times", {})
+                                 .order("symbol").order("timeframe").range(off, off + n - 1).execute())
+        return {(r["symbol"], r["timeframe"]): ts_to_ms(r["candle_time"]) for r in rows}
+
+    # ------------------------------------------------------------------ outbox
+    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
+        wanted = max(0, limit)
+        if wanted == 0:
+            return []
+        rows = await self._pages("pending deliveries", lambda c, off, n: c.rpc(
+            "wyeli_pending_deliveries", {"p_destination": destination, "p_limit": wanted})
+            .order("candle_time").order("id").range(off, off + n - 1).execute())
+        return [row_signal(r) for r in rows[:wanted]]
+
+    async def record_delivery(self, delivery: Delivery) -> None:
+        await self._upsert("record delivery", "signal_deliveries", [delivery_row(delivery)], "signal_id,destination")
+
+    async def get_delivery(self, signal_id: str, destination: str) -> Delivery | None:
+        rows = await self._call("get delivery", lambda c: c.table("signal_deliveries").select(_DELIVERY_COLS)
+                                .eq("signal_id", signal_id).eq("destination", destination).limit(1).execute())
+        return row_delivery(rows[0]) if rows else None
+
+    # ------------------------------------------------------------------ outcomes
+    async def open_signals(self) -> list[Signal]:
+        rows = await self._pages("open signals", lambda c, off, n: c.rpc("wyeli_open_signals", {})
+                                 .order("candle_time").order("id").range(off, off + n - 1).execute())
+        return [row_signal(r) for r in rows]
+
+    async def save_outcome(self, outcome: SignalOutcome) -> None:
+        await self._upsert("save outcome", "signal_performance", [outcome_row(outcome)], "signal_id")
+
+    async def get_outcome(self, signal_id: str) -> SignalOutcome | None:
+        rows = await self._call("get outcome", lambda c: c.table("signal_performance").select(_OUTCOME_COLS)
+                                .eq("signal_id", signal_id).limit(1).execute())
+        return row_outcome(rows[0]) if rows else None
+
+    async def pattern_stats(self) -> list[PatternStats]:
+        rows = await self._pages("pattern stats", lambda c, off, n: c.rpc("wyeli_pattern_stats", {})
+                                 .order("pattern").range(off, off + n - 1).execute())
+        return [
+            PatternStats(pattern=r["pattern"], signals=int(r["signals"]), wins=int(r["wins"]), losses=int(r["losses"]),
+                         expired=int(r["expired"]), avg_r=None if r["avg_r"] is None else float(r["avg_r"]))
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ stream quality
+    async def save_stream_quality(self, rows: Sequence[StreamQuality]) -> None:
+        if not rows:
+            return
+        latest = {(q.symbol, q.timeframe): q for q in rows}
+        await self._upsert("save stream quality", "stream_quality", [quality_row(q) for q in latest.values()],
+                           "symbol,timeframe")
+
+    async def stream_quality(self) -> list[StreamQuality]:
+        rows = await self._pages("stream quality", lambda c, off, n: c.table("stream_quality").select(_QUALITY_COLS)
+                                 .order("symbol").order("timeframe").range(off, off + n - 1).execute())
+        return [row_quality(r) for r in rows]
+
+
+def _upsert_request(table: str, rows: list[dict[str, Any]], on_conflict: str, c: AsyncClient) -> Awaitable[Any]:
+    return c.table(table).upsert(
+        rows, on_conflict=on_conflict, returning=ReturnMethod.minimal, ignore_duplicates=False).execute()
+
+
+def _page_request(page: Callable[[AsyncClient, int, int], Awaitable[Any]], offset: int, size: int,
+                  c: AsyncClient) -> Awaitable[Any]:
+    return page(c, offset, size)
+
+
+def _describe(exc: BaseException, status: int) -> str:
+    """A short error text without headers, keys or bodies of our requests."""
+    if isinstance(exc, APIError):
+        return f"HTTP {status or '?'} {exc.code or ''} {exc.message or ''}".strip()
+    return f"{type(exc).__name__}: {exc}"
