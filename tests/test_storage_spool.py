@@ -6,11 +6,14 @@ The primary is a real SqliteStore behind a switch that makes every call raise St
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from src.storage.base import Store, StoreUnavailable, StreamQuality
 from src.storage.spool import SpoolStore
@@ -217,3 +220,64 @@ async def test_prune_runs_on_the_primary_only(spool: SpoolStore, primary: Switch
     with pytest.raises(StoreUnavailable):
         await spool.prune_candles(make_candle(i=4).open_time_ms)
     assert spool.depth == 0
+
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("candle"), st.integers(0, 1), st.floats(1.0, 1000.0, allow_nan=False)),
+        st.tuples(st.just("delivery"), st.sampled_from(["pending", "failed", "sent", "skipped"]), st.integers(0, 9)),
+        st.tuples(st.just("down")),
+        st.tuples(st.just("up")),
+        st.tuples(st.just("flush")),
+    ),
+    max_size=25,
+)
+
+
+@pytest.fixture
+async def trio(tmp_path: Path) -> AsyncIterator[tuple[SwitchableStore, SqliteStore, SpoolStore]]:
+    """A switchable primary behind a spool without background flusher, and a reference store that gets
+    the same writes with no outage. Shared by all examples: each example ends with both in the same state."""
+    primary = SwitchableStore(tmp_path / "primary.db")
+    reference = SqliteStore(tmp_path / "reference.db")
+    spool = SpoolStore(primary, tmp_path / "spool.db", autoflush=False)
+    await reference.open()
+    await spool.open()
+    yield primary, reference, spool
+    primary.down = False
+    await spool.close()
+    await primary.close()
+    await reference.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_ops)
+async def test_any_sequence_of_writes_and_outages_ends_like_the_same_writes_without_outages(
+    trio: tuple[SwitchableStore, SqliteStore, SpoolStore], ops: list[tuple[Any, ...]]
+) -> None:
+    primary, reference, spool = trio
+    sig = make_signal()
+    primary.down = False
+    await spool.save_signal(sig)
+    await reference.save_signal(sig)
+    for op in ops:
+        if op[0] == "candle":
+            c = make_candle(i=op[1], price=op[2])
+            await spool.upsert_candles([c])
+            await reference.upsert_candles([c])
+        elif op[0] == "delivery":
+            dl = delivery(sig, "discord:1", op[1], attempts=op[2])
+            await spool.record_delivery(dl)
+            await reference.record_delivery(dl)
+        elif op[0] == "down":
+            primary.down = True
+        elif op[0] == "up":
+            primary.down = False
+        elif op[0] == "flush":
+            with contextlib.suppress(StoreUnavailable):
+                await spool.flush()
+    primary.down = False
+    await spool.flush()
+    assert spool.depth == 0
+    assert await primary.load_candles("BTCUSDT", "1m") == await reference.load_candles("BTCUSDT", "1m")
+    assert await primary.get_delivery(sig.id, "discord:1") == await reference.get_delivery(sig.id, "discord:1")
