@@ -6,6 +6,7 @@ import io
 import math
 from dataclasses import replace
 
+import pytest
 from PIL import Image
 
 from src.analysis.types import AnalyzerState
@@ -47,8 +48,9 @@ def test_empty_and_degenerate_data_still_render() -> None:
     assert decode(render_png(spec)).size == (WIDTH_PX, HEIGHT_PX)
 
 
-async def test_renderer_runs_in_a_worker_and_reports_failures_as_none() -> None:
-    renderer = ChartRenderer()
+@pytest.mark.parametrize("use_processes", [True, False], ids=["process", "thread"])
+async def test_renderer_runs_in_a_worker_and_reports_failures_as_none(use_processes: bool) -> None:
+    renderer = ChartRenderer(use_processes=use_processes)
     try:
         png = await renderer.render(ChartSpec(title="ok", candles=tuple(random_walk(30))))
         assert png is not None and decode(png).size == (WIDTH_PX, HEIGHT_PX)

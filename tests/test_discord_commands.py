@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from unittest.mock import AsyncMock, MagicMock
 
 import discord
@@ -71,7 +72,7 @@ def make_deps(store: SqliteStore, renderer: ChartRenderer | None = None) -> Comm
 
 @pytest.fixture
 async def bot(store: SqliteStore) -> AsyncIterator[WyEliBot]:
-    renderer = ChartRenderer()
+    renderer = ChartRenderer(use_processes=False)
     b = WyEliBot(make_deps(store, renderer), intents=discord.Intents.all())
     await b._async_setup_hook()
     dpytest.configure(b)
@@ -186,6 +187,11 @@ async def test_status_with_failing_provider_answers_politely(bot: WyEliBot) -> N
 
 
 # ------------------------------------------------------------------ mocked contexts (slash path, embed + file)
+def signal_callback(cog: SignalsCog) -> Any:
+    """The undecorated ``signal`` coroutine (what a slash invocation ends up calling)."""
+    return cog.signal.callback
+
+
 def mock_ctx() -> MagicMock:
     ctx = MagicMock(spec=commands.Context)
     ctx.send = AsyncMock()
@@ -194,11 +200,11 @@ def mock_ctx() -> MagicMock:
 
 
 async def test_signal_callback_sends_the_analysis_embed_with_the_chart_attached(store: SqliteStore) -> None:
-    renderer = ChartRenderer()
+    renderer = ChartRenderer(use_processes=False)
     try:
         cog = SignalsCog(MagicMock(), make_deps(store, renderer))
         ctx = mock_ctx()
-        await cog.signal.callback(cog, ctx, "ETH", "4h")  # type: ignore[arg-type]
+        await signal_callback(cog)(cog, ctx, "ETH", "4h")
         ctx.defer.assert_awaited()  # slash invocations must be acknowledged before slow work
         kwargs = ctx.send.await_args.kwargs
         embed, file = kwargs["embed"], kwargs["file"]
@@ -213,10 +219,10 @@ async def test_signal_callback_sends_the_analysis_embed_with_the_chart_attached(
 async def test_signal_default_timeframe_is_the_latest_signals_timeframe(store: SqliteStore) -> None:
     cog = SignalsCog(MagicMock(), make_deps(store))
     ctx = mock_ctx()
-    await cog.signal.callback(cog, ctx, "btc")  # type: ignore[arg-type]
+    await signal_callback(cog)(cog, ctx, "btc")
     assert "BTCUSDT 15m" in ctx.send.await_args.kwargs["embed"].title  # no signal yet: the first configured
     await store.save_signal(make_signal(symbol="BTCUSDT", timeframe="4h"))
-    await cog.signal.callback(cog, ctx, "btc")
+    await signal_callback(cog)(cog, ctx, "btc")
     assert "BTCUSDT 4h" in ctx.send.await_args.kwargs["embed"].title
 
 

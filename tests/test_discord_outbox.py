@@ -92,7 +92,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 @pytest.fixture
 def renderer() -> Iterator[ChartRenderer]:
-    r = ChartRenderer()
+    r = ChartRenderer(use_processes=False)
     yield r
     r.close()
 

@@ -18,6 +18,7 @@ import pytest
 from src.analysis.types import AnalyzerState
 from src.bot.config import Config
 from src.bot.discord.bot import WyEliBot, run_bot
+from src.bot.discord.charts import ChartRenderer
 from src.bot.discord.embeds import signal_embed
 from src.bot.discord.messages import OutgoingMessage
 from src.bot.discord.posters import ChannelPoster
@@ -70,7 +71,8 @@ async def test_service_posts_a_published_signal_once_through_the_webhook_with_it
     config = Config(discord_webhook_url=f"https://discord.com/api/webhooks/{WEBHOOK_ID}/{WEBHOOK_TOKEN}",
                     signal_max_age_seconds=0)
     sig = make_signal(candle_time_ms=T0 + 59 * HOUR)
-    svc = DiscordService(config, store, None, None, poll_interval_s=3600)
+    renderer = ChartRenderer(use_processes=False)
+    svc = DiscordService(config, store, None, None, poll_interval_s=3600, renderer=renderer)
     await svc.start()
     try:
         assert await store.save_signal(sig)  # the pipeline stores first ...
@@ -80,6 +82,7 @@ async def test_service_posts_a_published_signal_once_through_the_webhook_with_it
         await asyncio.sleep(0.05)
     finally:
         await svc.stop()
+        renderer.close()
     assert len(fake_webhook.created) == 1
     embed = fake_webhook.created[0]["embeds"][0]  # type: ignore[index]
     assert embed["image"]["url"] == f"attachment://{sig.id}.png"
@@ -100,7 +103,7 @@ async def test_without_token_or_webhook_there_is_no_service_and_status_says_how_
 
 async def test_preview_sink_writes_payload_json_and_chart_png(tmp_path: Path) -> None:
     out = tmp_path / "preview"
-    sink = DiscordPreviewSink(out)
+    sink = DiscordPreviewSink(out)  # default renderer: the worker process
     sigs = (make_signal(candle_time_ms=T0 + 59 * HOUR), make_signal(candle_time_ms=T0 + 59 * HOUR, pattern="sos"))
     try:
         await sink.publish(SignalBatch(sigs, (view_for(sigs[0].candle_time_ms),), historical=True))

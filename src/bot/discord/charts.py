@@ -1,9 +1,9 @@
 """Chart PNGs for signals and ``>signal``: candles + volume, levels, wave pivots, entry/stop/targets.
 
 Pure rendering with matplotlib's object API on the Agg canvas (no pyplot, no global figure state,
-so it is safe in a worker thread). :class:`ChartRenderer` runs :func:`render_png` in a worker
-(one thread by default, or a process pool) so the event loop and the Discord gateway heartbeat
-never wait for matplotlib: rendering a 120-candle chart takes ~100-200 ms of CPU.
+so it is also safe in a worker thread). :class:`ChartRenderer` runs :func:`render_png` in a worker
+process by default so the event loop and the Discord gateway heartbeat never wait for matplotlib:
+a 120-candle chart costs 0.3-0.9 s of CPU on a small (loaded) 2-core machine.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import matplotlib
@@ -191,31 +192,40 @@ def _tick_label(ms: int, candles: Sequence[Candle]) -> str:
 class ChartRenderer:
     """Renders charts off the event loop.
 
-    :param use_processes: True = a 1-worker process pool (no GIL contention with the loop at all, costs
-        ~60 MB RAM); False (default) = a 1-worker thread (matplotlib's C code releases the GIL only in
-        parts, but the interpreter's 5 ms switch interval keeps loop lag far below 100 ms; see
-        benchmarks/chart_render.py). One worker: charts queue up instead of competing for 1-2 cores.
+    :param use_processes: True (default) = a 1-worker process pool (spawn start method: safe next to the
+        store's threads; the worker starts on the first chart and costs ~60-80 MB RAM); False = a 1-worker
+        thread. Measured with benchmarks/chart_render.py on 2 loaded cores: a thread still holds the GIL
+        through much of matplotlib's drawing (loop lag max 240-300 ms, above the 100 ms bar), a process
+        keeps the loop's lag under 30 ms. One worker: charts queue up instead of competing for 1-2 cores.
     """
 
-    def __init__(self, *, use_processes: bool = False, executor: Executor | None = None) -> None:
+    def __init__(self, *, use_processes: bool = True, executor: Executor | None = None) -> None:
         self._own = executor is None
-        if executor is not None:
-            self._executor: Executor = executor
-        elif use_processes:
-            self._executor = ProcessPoolExecutor(max_workers=1)
-        else:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chart")
+        self._use_processes = use_processes
+        self._executor: Executor = executor if executor is not None else self._new_executor()
         self.rendered = 0
         self.failed = 0
 
+    def _new_executor(self) -> Executor:
+        if self._use_processes:
+            return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="chart")
+
     async def render(self, spec: ChartSpec) -> bytes | None:
         """PNG bytes, or None when rendering failed (logged and counted: a signal is posted without chart
-        rather than not at all)."""
+        rather than not at all). A crashed worker process (e.g. killed by the OOM killer) is replaced."""
         loop = asyncio.get_running_loop()
         try:
             png = await loop.run_in_executor(self._executor, render_png, spec)
         except asyncio.CancelledError:
             raise
+        except BrokenExecutor as exc:
+            self.failed += 1
+            log.error("chart_worker_died", error=type(exc).__name__)
+            if self._own:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new_executor()
+            return None
         except Exception as exc:  # matplotlib errors on odd data must never stop a delivery
             self.failed += 1
             log.warning("chart_render_failed", title=spec.title, error=repr(exc)[:300])

@@ -20,7 +20,8 @@ The protocol for each group of signals (one message) is:
    one bad message cannot block the queue forever.
 
 Guarantee: the bot channel destination is exactly-once as long as the crashed attempt is still among
-the channel's messages since it was made (step 2; the history search reads up to 200 messages).
+the channel's newest 200 messages and the bot has Read Message History there (without it the check is
+skipped with a logged error and such a signal may be posted twice).
 Webhooks cannot read channel history, so for a webhook a crash inside the POST window can repeat that
 one message (at-least-once for that window; exactly-once otherwise).
 """

@@ -88,13 +88,19 @@ class ChannelPoster:
         found: dict[str, str] = {}
         after = datetime.fromtimestamp(max(0, since_ms) / 1000, tz=UTC)
         # newest first, stopping at the attempt's time (a plain walk back; no 'after' cursor needed)
-        async for msg in channel.history(limit=HISTORY_LIMIT):
-            if msg.created_at < after:
-                break
-            if msg.author.id != bot.user.id:
-                continue
-            for sid in _footer_ids(msg) & wanted:
-                found.setdefault(sid, str(msg.id))
+        try:
+            async for msg in channel.history(limit=HISTORY_LIMIT):
+                if msg.created_at < after:
+                    break
+                if msg.author.id != bot.user.id:
+                    continue
+                for sid in _footer_ids(msg) & wanted:
+                    found.setdefault(sid, str(msg.id))
+        except discord.Forbidden:
+            # without Read Message History the check is impossible; blocking every signal on it would be worse
+            # than the rare duplicate after a crash, so post again and say how to restore the guarantee
+            log.error("discord_history_forbidden", channel_id=self.channel_id,
+                      hint="grant the bot 'Read Message History' in the signals channel to keep delivery exactly-once")
         return found
 
 
