@@ -31,6 +31,7 @@ class SwitchableStore(SqliteStore):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.down = False
+        self.hang = False  # calls never answer (a black-holed network)
         self.candle_batches: list[int] = []
 
     def __getattribute__(self, name: str) -> Any:
@@ -39,6 +40,11 @@ class SwitchableStore(SqliteStore):
                 raise StoreUnavailable(f"test primary is down ({name})")
 
             return unavailable
+        if name in _STORE_METHODS and name != "close" and object.__getattribute__(self, "hang"):
+            async def no_answer(*args: Any, **kwargs: Any) -> Any:
+                await asyncio.Event().wait()
+
+            return no_answer
         return super().__getattribute__(name)
 
     async def upsert_candles(self, candles: Any) -> None:
@@ -211,6 +217,21 @@ async def test_an_entry_the_primary_refuses_is_dead_lettered_and_the_rest_replay
     assert [(op) for _, op, _ in letters] == ["delivery"]
     assert "FOREIGN KEY" in letters[0][2].upper()
     assert len(await primary.load_candles("BTCUSDT", "1m")) == 2
+
+
+async def test_a_primary_that_stops_answering_is_treated_as_down(primary: SwitchableStore, tmp_path: Path) -> None:
+    spool = SpoolStore(primary, tmp_path / "spool.db", write_timeout=0.05, replay_timeout=0.05,
+                       retry_initial=0.01, retry_max=0.02)
+    await spool.open()
+    try:
+        primary.hang = True
+        await spool.upsert_candles([make_candle(i=0)])  # returns: the write is spooled, not stuck
+        assert spool.depth == 1 and spool.primary_up is False
+        primary.hang = False
+        await drained(spool)
+        assert await primary.load_candles("BTCUSDT", "1m") == [make_candle(i=0)]
+    finally:
+        await spool.close()
 
 
 async def test_prune_runs_on_the_primary_only(spool: SpoolStore, primary: SwitchableStore) -> None:

@@ -2,7 +2,8 @@
 
 Rules:
 - Writes (candles, signals, deliveries, outcomes, stream quality) go to the primary store. When it
-  raises :class:`StoreUnavailable` (or could not be opened), the write is appended to a local SQLite
+  raises :class:`StoreUnavailable`, does not answer within ``write_timeout`` (5 s), or could not be
+  opened, the write is appended to a local SQLite
   spool file instead (``synchronous=FULL``: during an outage it is the only copy) and the caller
   carries on.
 - While anything is spooled, every new write is appended behind it, so the primary receives all
@@ -117,6 +118,8 @@ class SpoolStore:
         retry_initial: float = 1.0,
         retry_max: float = 30.0,
         close_flush_timeout: float = 2.0,
+        write_timeout: float = 5.0,
+        replay_timeout: float = 30.0,
         autoflush: bool = True,
     ) -> None:
         self.primary = primary
@@ -125,6 +128,8 @@ class SpoolStore:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.close_flush_timeout = close_flush_timeout
+        self.write_timeout = write_timeout
+        self.replay_timeout = replay_timeout  # one replayed batch (up to 5,000 candles) may take longer
         self.autoflush = autoflush  # False: no background flusher, replay only through flush() (tools, tests)
         self.spooled_total = 0
         self.replayed_total = 0
@@ -243,9 +248,12 @@ class SpoolStore:
         async with self._write_lock:
             if self._depth == 0 and self._primary_up and self._primary_opened:
                 try:
-                    return await direct()
+                    # a black-holed network would otherwise hold every write for the driver's own timeout
+                    return await asyncio.wait_for(direct(), timeout=self.write_timeout)
                 except StoreUnavailable as exc:
                     self._mark_down(exc)
+                except TimeoutError:
+                    self._mark_down(StoreUnavailable(f"no answer within {self.write_timeout:g} s"))
             payload = encode()
             at = _now_ms()
             await self._spool.run(
@@ -343,6 +351,12 @@ class SpoolStore:
                 await self._dead_letter(entry, exc)
 
     async def _apply(self, group: list[_Entry]) -> None:
+        try:
+            await asyncio.wait_for(self._apply_now(group), timeout=self.replay_timeout)
+        except TimeoutError:
+            raise StoreUnavailable(f"replay got no answer within {self.replay_timeout:g} s") from None
+
+    async def _apply_now(self, group: list[_Entry]) -> None:
         op = group[0].op
         if op == "candles":
             batch: list[Candle] = []
