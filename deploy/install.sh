@@ -46,6 +46,13 @@ if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -c 'import ensurepip, v
 fi
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || die "$("$PYTHON" -V 2>&1) is too old: WyEli needs Python 3.11+ (set PYTHON=/path/to/python3.11)"
+# The service must be able to execute the interpreter the venv points at: ProtectHome=true hides /home and
+# /root, so a pyenv/conda python there cannot work (the venv's python is only a symlink to it).
+PY_REAL=$(readlink -f "$(command -v "$PYTHON")")
+case "$PY_REAL" in
+  /home/*|/root/*|/run/user/*)
+    die "$PY_REAL lives under /home or /root, which the service cannot see (ProtectHome=true); use a system python (apt-get install python3 python3-venv) or PYTHON=/usr/bin/python3.11" ;;
+esac
 
 # ---- system user -----------------------------------------------------------------------------------
 if ! id -u "$APP_USER" >/dev/null 2>&1; then
@@ -78,6 +85,9 @@ if ! cmp -s "$APP_DIR/requirements.txt" "$APP_DIR/.venv/.wyeli-requirements"; th
   cp "$APP_DIR/requirements.txt" "$APP_DIR/.venv/.wyeli-requirements"
 else
   log "requirements unchanged: venv kept"
+fi
+if ! (cd "$APP_DIR" && runuser -u "$APP_USER" -- "$APP_DIR/.venv/bin/python" -c 'import src.bot.main'); then
+  die "the venv does not work for user $APP_USER (see above); remove $APP_DIR/.venv and run this script again"
 fi
 # Byte-compile now: the service cannot write __pycache__ (ProtectSystem=strict).
 "$APP_DIR/.venv/bin/python" -m compileall -q "$APP_DIR/src" >/dev/null || true
