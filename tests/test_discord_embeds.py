@@ -176,3 +176,14 @@ def test_user_arguments_are_normalised_and_hostile_input_is_neutralised() -> Non
 def test_sanitize_never_returns_markdown_or_mentions(text: str) -> None:
     out = sanitize(text)
     assert len(out) <= 20 and out.isascii() and (out == "" or out.isalnum())
+
+
+def test_invite_url_has_the_scopes_and_permissions_wyeli_needs() -> None:
+    from src.bot.discord.__main__ import app_id_from_token, invite_url
+
+    url = invite_url(123456789012345678)
+    assert "client_id=123456789012345678" in url and "scope=bot+applications.commands" in url
+    assert "permissions=117760" in url
+    token_head = "MTIzNDU2Nzg5MDEyMzQ1Njc4"  # base64("123456789012345678")
+    assert app_id_from_token(f"{token_head}.GaBcDe.{'x' * 38}") == 123456789012345678
+    assert app_id_from_token("not a token") is None

@@ -176,3 +176,23 @@ async def test_channel_poster_posts_and_finds_its_own_earlier_post_by_footer_id(
 async def test_channel_poster_is_not_ready_for_an_unknown_channel(dp_bot: WyEliBot) -> None:
     assert not await ChannelPoster(lambda: dp_bot, 4242).ready()
     assert not await ChannelPoster(lambda: None, 1).ready()
+
+
+async def test_preview_chart_comes_from_the_store_when_the_batch_view_moved_past_the_signal(
+        tmp_path: Path, store: SqliteStore) -> None:
+    candles = random_walk(300, timeframe="1h", start_ms=T0)
+    await store.upsert_candles(candles)
+    sig = make_signal(candle_time_ms=candles[100].open_time_ms)
+    later_view = MarketView("BTCUSDT", "1h", tuple(candles[-150:]), view_for(candles[-1].open_time_ms).states, None)
+    with_store = DiscordPreviewSink(tmp_path / "a", renderer=ChartRenderer(use_processes=False), candles=store)
+    without = DiscordPreviewSink(tmp_path / "b", renderer=ChartRenderer(use_processes=False))
+    try:
+        await with_store.publish(SignalBatch((sig,), (later_view,), historical=True))
+        await without.publish(SignalBatch((sig,), (later_view,), historical=True))
+    finally:
+        for sink in (with_store, without):
+            sink.renderer.close()
+    assert (tmp_path / "a" / f"{sig.id}.png").is_file()
+    # no store and a view that no longer shows the signal candle: the message goes without a chart
+    assert not (tmp_path / "b" / f"{sig.id}.png").exists()
+    assert "image" not in json.loads((tmp_path / "b" / f"{sig.id}.json").read_text())["embeds"][0]

@@ -25,6 +25,7 @@ from src.storage.base import CandleStore, StoreError
 log = structlog.get_logger(__name__)
 
 CHART_CANDLES = 120
+MIN_VIEW_CANDLES = 30  # fewer candles before the signal than this make a useless chart
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
@@ -105,9 +106,19 @@ class MessageBuilder:
         self.chart_candles = chart_candles
 
     async def _chart_inputs(self, signal: Signal) -> tuple[Sequence[Candle], Sequence[AnalyzerState]]:
+        """Candles up to the signal candle, and the analyzers' states when they describe that very candle.
+
+        The live view is used when it ends exactly at the signal candle (a live close). A view taken later
+        (replay and catch-up analyse many candles per batch) keeps its candles only if it still holds at least
+        ``MIN_VIEW_CANDLES`` up to the signal, and never its states (levels and pivots of a later moment);
+        otherwise candles come from the store."""
         view = self.views.get(signal.id)
         if view is not None and view.candles:
-            return view.candles, view.states
+            upto = [c for c in view.candles if c.open_time_ms <= signal.candle_time_ms]
+            if view.candles[-1].open_time_ms == signal.candle_time_ms:
+                return upto, view.states
+            if len(upto) >= MIN_VIEW_CANDLES or self.candles is None:
+                return upto, ()
         if self.candles is None:
             return (), ()
         try:

@@ -2,7 +2,8 @@
 
 For every signal of a published batch: ``DIR/<signal id>.json`` holds the message payload exactly as
 it would be sent (``{"content": ..., "embeds": [Embed.to_dict(), ...]}``) and ``DIR/<signal id>.png``
-the chart, rendered from the batch's market view. Nothing is posted anywhere.
+the chart, rendered from the batch's market view (or from the store's candles when the view was taken
+after a replay batch that moved past the signal). Nothing is posted anywhere.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import structlog
 from src.bot.discord.charts import ChartRenderer
 from src.bot.discord.messages import MessageBuilder, ViewCache
 from src.bot.sinks import SignalBatch
+from src.storage.base import CandleStore
 
 log = structlog.get_logger(__name__)
 
@@ -25,12 +27,13 @@ class DiscordPreviewSink:
 
     name = "discord-preview"
 
-    def __init__(self, directory: Path, *, renderer: ChartRenderer | None = None) -> None:
+    def __init__(self, directory: Path, *, renderer: ChartRenderer | None = None, candles: CandleStore | None = None) -> None:
         self.directory = Path(directory)
         self._own_renderer = renderer is None
         self.renderer = renderer or ChartRenderer()
         self.views = ViewCache()
-        self.builder = MessageBuilder(self.renderer, views=self.views)
+        # candles: the store, for signals whose batch view no longer covers them (replay analyses in batches)
+        self.builder = MessageBuilder(self.renderer, candles=candles, views=self.views)
         self.written = 0
         self.failed = 0
 
