@@ -237,3 +237,11 @@ def test_bot_without_message_content_answers_mentions_only(store: SqliteStore) -
 def test_signal_footer_marker_matches_ids_only() -> None:
     assert FOOTER_ID_RE.findall("id 0123456789abcdef01234567 · v") == ["0123456789abcdef01234567"]
     assert FOOTER_ID_RE.findall("id 0123 · v") == []
+
+
+def test_slash_autocomplete_suggests_configured_symbols() -> None:
+    from src.bot.discord.cogs.signals import symbol_choices
+
+    assert [c.value for c in symbol_choices(SYMBOLS, "th")] == ["ETHUSDT"]
+    assert [c.value for c in symbol_choices(SYMBOLS, "")] == list(SYMBOLS)
+    assert len(symbol_choices([f"S{i}USDT" for i in range(100)], "")) == 25  # Discord's maximum

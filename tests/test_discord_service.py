@@ -103,12 +103,13 @@ async def test_without_token_or_webhook_there_is_no_service_and_status_says_how_
 
 async def test_preview_sink_writes_payload_json_and_chart_png(tmp_path: Path) -> None:
     out = tmp_path / "preview"
-    sink = DiscordPreviewSink(out)  # default renderer: the worker process
+    sink = DiscordPreviewSink(out, renderer=ChartRenderer(use_processes=False))
     sigs = (make_signal(candle_time_ms=T0 + 59 * HOUR), make_signal(candle_time_ms=T0 + 59 * HOUR, pattern="sos"))
     try:
         await sink.publish(SignalBatch(sigs, (view_for(sigs[0].candle_time_ms),), historical=True))
     finally:
         await sink.close()
+        sink.renderer.close()
     for s in sigs:
         payload = json.loads((out / f"{s.id}.json").read_text())
         assert set(payload) == {"content", "embeds"} and "BTCUSDT 1h" in payload["content"]

@@ -78,9 +78,13 @@ def fmt_duration(seconds: float) -> str:
     return f"{s // 86400}d {s % 86400 // 3600:02d}h"
 
 
-def _ts(iso_or_ms: str | int) -> datetime:
-    ms = iso_or_ms if isinstance(iso_or_ms, int) else iso_to_ms(iso_or_ms)
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+def _ts(iso_or_ms: str | int) -> datetime | None:
+    """Embed timestamp; None (no timestamp) for text that is not ISO-8601 rather than an error."""
+    try:
+        ms = iso_or_ms if isinstance(iso_or_ms, int) else iso_to_ms(iso_or_ms)
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _add_field(embed: discord.Embed, name: str, value: str, *, inline: bool = True) -> None:

@@ -151,7 +151,11 @@ class OutboxSender:
     def _too_old(self, signal: Signal) -> bool:
         if self.max_age_s <= 0:
             return False
-        return self._now_ms() - iso_to_ms(signal.generated_at) > self.max_age_s * 1000
+        try:
+            closed_ms = iso_to_ms(signal.generated_at)
+        except ValueError:
+            closed_ms = signal.candle_time_ms  # a malformed timestamp must not block the queue
+        return self._now_ms() - closed_ms > self.max_age_s * 1000
 
     async def drain_once(self) -> int:
         """One pass over the pending signals. Returns messages posted. Raises DeliveryFailed (post failed)

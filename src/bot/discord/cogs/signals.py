@@ -61,6 +61,12 @@ class CommandDeps:
     guild_id: int | None = None
 
 
+def symbol_choices(symbols: Sequence[str], current: str) -> list[app_commands.Choice[str]]:
+    """Slash-command suggestions: configured symbols containing what was typed (Discord shows at most 25)."""
+    typed = sanitize(current, 20).upper()
+    return [app_commands.Choice(name=s, value=s) for s in symbols if typed in s][:25]
+
+
 class UserError(commands.CommandError):
     """A friendly message for the user (bad symbol, bad timeframe, nothing stored yet)."""
 
@@ -130,6 +136,14 @@ class SignalsCog(commands.Cog, name="WyEli"):
                               file=discord.File(io.BytesIO(png), filename=name))
         else:
             await self._reply(ctx, embed=market_embed(view))
+
+    @signal.autocomplete("symbol")
+    async def _symbol_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return symbol_choices(self.deps.symbols, current)
+
+    @signal.autocomplete("timeframe")
+    async def _timeframe_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=tf, value=tf) for tf in self.deps.timeframes if current.lower() in tf.lower()][:25]
 
     @commands.hybrid_command(name="signals", description="The most recent signals, optionally for one symbol")  # type: ignore[arg-type]
     @app_commands.describe(symbol="optional, e.g. BTC")
