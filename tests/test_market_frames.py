@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src.analysis.types import Candle
-from src.market.frames import MAX_FRAME_CHARS, ParseError, parse_kline_frame, parse_rest_row, stream_name
+from src.market.frames import (
+    MAX_FRAME_CHARS,
+    ParseError,
+    parse_kline_frame,
+    parse_rest_row,
+    scan_kline_frame,
+    stream_name,
+)
 from tests.fakes.binance import SyntheticMarket, kline_frame, rest_row
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ws_frames.jsonl"
@@ -85,17 +92,19 @@ _DELETE = object()
         (("data", "k", "c"), "seven", "not a decimal number"),
         (("data", "k", "t"), True, "integers"),
         (("data", "k", "t"), "1626992700000", "integers"),
-        (("data", "k", "n"), -1, "out of range"),
-        (("data", "k", "t"), -60000, "out of range"),
+        (("data", "k", "n"), -1, "trade count"),
+        (("data", "k", "n"), 1.5, "trade count"),
+        (("data", "k", "t"), -60000, "0 < t"),
         (("data", "k", "T"), 1626992760000, "close time"),
         (("data", "k", "x"), "true", "boolean"),
         (("data", "k", "i"), "7m", "bad interval"),
         (("data", "k", "s"), "sushiusdt", "bad symbol"),
         (("data", "k", "o"), _DELETE, "missing field 'o'"),
-        (("data", "k"), [], "no 'k' object"),
-        (("data", "e"), "aggTrade", "no kline"),
+        (("data", "k"), [], "not a kline object"),
+        (("data", "k"), "k", "not a kline object"),
+        (("data", "e"), "aggTrade", "not a kline event"),
         (("stream",), "btcusdt@kline_1m", "does not match"),
-        (("stream",), _DELETE, "does not match"),
+        (("stream",), _DELETE, "missing 'stream'"),
     ],
 )
 def test_implausible_or_malformed_frames_raise_parse_error(path: tuple[str, ...], value: Any, why: str) -> None:
@@ -141,6 +150,24 @@ def test_rest_row_rejects_short_or_inconsistent_rows() -> None:
         parse_rest_row("BTCUSDT", "1m", bad)
 
 
+def test_scan_returns_the_full_candle_for_closed_frames_and_none_for_updates() -> None:
+    for raw in fixture_frames():
+        candle = parse_kline_frame(raw)
+        assert scan_kline_frame(raw) == (candle.symbol, candle.timeframe, candle if candle.closed else None)
+
+
+def test_scan_validates_prices_of_closed_frames_only() -> None:
+    closed_nan = mutated(("data", "k", "c"), "NaN")
+    with pytest.raises(ParseError):
+        scan_kline_frame(closed_nan)
+    update = json.loads(closed_nan)
+    update["data"]["k"]["x"] = False
+    assert scan_kline_frame(json.dumps(update)) == ("SUSHIUSDT", "1m", None)  # only proves liveness
+    update["stream"] = "btcusdt@kline_1m"
+    with pytest.raises(ParseError):
+        scan_kline_frame(json.dumps(update))  # identity is always checked
+
+
 def test_stream_names_are_lower_case() -> None:
     assert stream_name("BTCUSDT", "1h") == "btcusdt@kline_1h"
 
@@ -149,9 +176,17 @@ def _assert_parse_or_parse_error(raw: str | bytes) -> None:
     try:
         candle = parse_kline_frame(raw)
     except ParseError:
+        candle = None
+    if candle is not None:
+        assert isinstance(candle, Candle)
+        candle.validate()  # anything accepted is a plausible candle
+    try:
+        scanned = scan_kline_frame(raw)
+    except ParseError:
+        assert candle is None  # scan rejects nothing the full parse accepts
         return
-    assert isinstance(candle, Candle)
-    candle.validate()  # anything accepted is a plausible candle
+    if scanned[2] is not None:
+        assert scanned[2] == candle  # a closed candle from scan passed the full parse too
 
 
 @settings(max_examples=300, deadline=None)

@@ -49,7 +49,7 @@ from src.market.binance_rest import (
     RestRequestError,
     RestSettings,
 )
-from src.market.frames import ParseError, parse_kline_frame, stream_name
+from src.market.frames import ParseError, scan_kline_frame, stream_name
 from src.market.ws import KlineConnection, WsSettings
 
 if TYPE_CHECKING:
@@ -334,19 +334,19 @@ class BinanceKlineFeed:
         if self._on_frame is not None:
             self._on_frame()
         try:
-            candle = parse_kline_frame(raw)
+            symbol, timeframe, candle = scan_kline_frame(raw)
         except ParseError as exc:
             self._invalid += 1
             if self._invalid <= 10 or self._invalid % 1000 == 0:
                 log.warning("invalid frame skipped", connection=conn.name, error=str(exc), invalid_total=self._invalid)
             return
-        st = self._streams.get((candle.symbol, candle.timeframe))
+        st = self._streams.get((symbol, timeframe))
         if st is None or st.conn is not conn:
             self._unexpected += 1
             return
         st.last_frame_mono = self._monotonic()
         st.last_frame_at_ms = int(self._clock() * 1000)
-        if not candle.closed:
+        if candle is None:  # a non-closed update only proves the stream is alive
             return
         self._closed += 1
         if len(self._pending) >= self.settings.queue_capacity:
