@@ -21,6 +21,7 @@ from src.bot.discord.posters import WebhookPoster, mask_webhook_url
 from src.storage.sqlite_store import SqliteStore
 from tests.candlegen import random_walk
 from tests.storage_contract import T0, make_signal
+from tests.test_storage_postgres import pg_schema  # noqa: F401  (fixture: a throw-away schema)
 
 HOUR = 3_600_000
 NOW_S = (T0 + 3 * HOUR) / 1000  # three hours after the first test candle opened
@@ -380,3 +381,54 @@ async def test_a_failed_attempt_keeps_the_signal_pending_for_the_next_pass(store
     with pytest.raises(DeliveryFailed):
         await sender_for(store, FakePoster(FakeChannel(), fail=1)).drain_once()
     assert [s.id for s in await store.pending_deliveries("discord:42")] == [sig.id]
+
+
+async def test_lost_response_after_discord_accepted_is_recorded_not_reposted(store: SqliteStore) -> None:
+    # the POST reached Discord but the answer was lost (timeout): the retry finds the message instead of posting
+    sig = make_signal()
+    await save(store, sig)
+    channel = FakeChannel()
+    poster = LosingPoster(channel)
+    sender = sender_for(store, poster)
+    with pytest.raises(DeliveryFailed):
+        await sender.drain_once()
+    await sender.drain_once()
+    assert channel.signal_ids() == [sig.id]
+    d = await store.get_delivery(sig.id, "discord:42")
+    assert d is not None and d.status == "sent" and d.message_id == channel.messages[0][0]
+    assert sender.stats.recovered == 1
+
+
+class LosingPoster(FakePoster):
+    async def post(self, message: OutgoingMessage) -> str:
+        await super().post(message)
+        if self.attempts == 1:
+            raise TimeoutError("no answer within 60 s")
+        return self.channel.messages[-1][0]
+
+
+@pytest.mark.postgres
+async def test_crash_recovery_works_the_same_on_postgres(postgres_url: str, pg_schema: str) -> None:  # noqa: F811
+    from src.storage.postgres_store import PostgresStore
+
+    channel = FakeChannel()
+    sig = make_signal()
+    first = PostgresStore(postgres_url, schema=pg_schema)
+    await first.open()
+    try:
+        await save(first, sig)  # type: ignore[arg-type]
+        with pytest.raises(Crash):
+            await sender_for(first, FakePoster(channel, crash_after_post=True)).drain_once()  # type: ignore[arg-type]
+    finally:
+        await first.close()
+    second = PostgresStore(postgres_url, schema=pg_schema)
+    await second.open()
+    try:
+        sender = sender_for(second, FakePoster(channel))  # type: ignore[arg-type]
+        await sender.drain_once()
+        await sender.drain_once()
+        d = await second.get_delivery(sig.id, "discord:42")
+    finally:
+        await second.close()
+    assert channel.signal_ids() == [sig.id]
+    assert d is not None and d.status == "sent" and d.message_id == channel.messages[0][0]
