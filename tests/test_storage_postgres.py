@@ -216,10 +216,30 @@ async def test_epoch_ms_and_timestamptz_convert_exactly_both_ways(sql) -> None:
 
 
 async def test_large_candle_batch_spans_several_statements_and_keeps_every_row(pg_store) -> None:
+    # chunks of 5000, 5000 and 2345 rows: all through COPY into the stage table
     cs = [make_candle("BTCUSDT", "1m", i, price=100.0 + (i % 50)) for i in range(12_345)]
     await pg_store.upsert_candles(cs)
     assert await pg_store.load_candles("BTCUSDT", "1m") == cs
     assert await pg_store.last_open_time("BTCUSDT", "1m") == cs[-1].open_time_ms
+    # 5000 rows by COPY, then 200 by the unnest statement, in one transaction; every value changed
+    changed = [replace(c, close=c.close * 1.5, high=c.high * 1.5) for c in cs[:5200]]
+    await pg_store.upsert_candles(changed)
+    assert await pg_store.load_candles("BTCUSDT", "1m") == changed + cs[5200:]
+
+
+async def test_statement_cache_off_for_the_transaction_pooler_still_reads_and_writes(postgres_url, pg_schema) -> None:
+    sep = "&" if "?" in postgres_url else "?"
+    store = PostgresStore(f"{postgres_url}{sep}statement_cache_size=0", schema=pg_schema)
+    assert store._statement_cache_size == 0
+    await store.open()
+    try:
+        cs = [make_candle(i=i) for i in range(700)]
+        await store.upsert_candles(cs)
+        await store.upsert_candles(cs[:3])
+        assert await store.load_candles("BTCUSDT", "1m", limit=700) == cs
+        assert await store.save_signal(make_signal()) is True
+    finally:
+        await store.close()
 
 
 async def test_invalid_and_unclosed_candles_are_skipped_and_counted(pg_store) -> None:

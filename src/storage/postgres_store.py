@@ -4,9 +4,10 @@ Rules:
 - ``open()`` creates a pool (min 1, max 5 connections) and applies pending migrations
   (``src/storage/migrate.py``); with ``schema=...`` it creates that schema and puts it first on
   ``search_path`` (tests use a throw-away schema per run);
-- candles are written in one statement per chunk of up to 5,000 rows
-  (``INSERT ... SELECT FROM unnest($1::text[], ...) ON CONFLICT DO UPDATE``): one round trip per
-  chunk, identical rows are not rewritten, duplicates inside a batch collapse to the last one, rows
+- candles are written per chunk of up to 5,000 rows: small chunks in one statement
+  (``INSERT ... SELECT FROM unnest($1::text[], ...) ON CONFLICT DO UPDATE``), chunks of 500+ rows by
+  COPY into a temp table and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; identical rows are
+  not rewritten, duplicates inside a batch collapse to the last one, rows
   go in key order (concurrent overlapping batches cannot deadlock);
   invalid or unclosed candles are skipped and counted (``rejected_candles``);
 - times: the API speaks epoch ms, the tables timestamptz; the conversion happens in SQL, exactly
@@ -94,13 +95,11 @@ def _is_unavailable(exc: BaseException) -> bool:
     return False
 
 
-CANDLE_SQL = f"""
-WITH r AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[], $6::float8[], $7::float8[],
-                         $8::float8[], $9::float8[], $10::float8[], $11::bigint[], $12::float8[], $13::float8[])
-        AS t(symbol, timeframe, open_ms, close_ms, open, high, low, close, volume, quote_volume, trades,
-             taker_buy_volume, taker_buy_quote_volume)
-), new_symbols AS (
+def _candle_upsert(source: str) -> str:
+    """INSERT ... ON CONFLICT DO UPDATE of candles from ``source`` (a query with the stage-table columns);
+    also registers unseen symbols; identical rows are skipped (no dead tuples on a warm-up replay)."""
+    return f"""
+WITH r AS ({source}), new_symbols AS (
     INSERT INTO symbols (symbol) SELECT DISTINCT symbol FROM r ON CONFLICT (symbol) DO NOTHING
 )
 INSERT INTO candles AS c (symbol, timeframe, open_time, close_time, open, high, low, close, volume, quote_volume,
@@ -118,6 +117,28 @@ WHERE (c.close_time, c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c
       (EXCLUDED.close_time, EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
        EXCLUDED.quote_volume, EXCLUDED.trades, EXCLUDED.taker_buy_volume, EXCLUDED.taker_buy_quote_volume)
 """
+
+
+CANDLE_SQL = _candle_upsert(
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[], $6::float8[], $7::float8[], "
+    "$8::float8[], $9::float8[], $10::float8[], $11::bigint[], $12::float8[], $13::float8[]) "
+    "AS t(symbol, timeframe, open_ms, close_ms, open, high, low, close, volume, quote_volume, trades, "
+    "taker_buy_volume, taker_buy_quote_volume)"
+)
+
+# Bulk path (warm-up, backfill): COPY into a transaction-scoped temp table, then one INSERT ... SELECT.
+# About twice as fast as the unnest statement for thousands of rows, but three round trips, so small
+# batches (a live candle close) keep the one-statement unnest path.
+COPY_MIN_ROWS = 500
+_STAGE = "wyeli_candles_in"
+_STAGE_COLS = ("symbol", "timeframe", "open_ms", "close_ms", "open", "high", "low", "close", "volume", "quote_volume",
+               "trades", "taker_buy_volume", "taker_buy_quote_volume")
+STAGE_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (symbol text, timeframe text, open_ms bigint, close_ms bigint, "
+    "open float8, high float8, low float8, close float8, volume float8, quote_volume float8, trades bigint, "
+    "taker_buy_volume float8, taker_buy_quote_volume float8) ON COMMIT DROP"
+)
+STAGE_SQL = _candle_upsert(f"SELECT * FROM {_STAGE}")
 
 _CANDLE_SELECT = (
     f"SELECT symbol, timeframe, {_ms('open_time')} AS open_ms, {_ms('close_time')} AS close_ms, open, high, low, close, "
@@ -185,6 +206,15 @@ def candle_columns(candles: Sequence[Candle]) -> list[list[Any]]:
         for col, value in zip(cols, row, strict=True):
             col.append(value)
     return cols
+
+
+def candle_records(candles: Sequence[Candle]) -> list[tuple[Any, ...]]:
+    """Rows for the COPY into the stage table (its column order)."""
+    return [
+        (c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, c.open, c.high, c.low, c.close, c.volume,
+         c.quote_volume, c.trades, c.taker_buy_volume, c.taker_buy_quote_volume)
+        for c in candles
+    ]
 
 
 class PostgresStore:
@@ -320,8 +350,19 @@ class PostgresStore:
         if not rows:
             return
         async with self._conn("upsert_candles") as conn, conn.transaction():
+            staged = False
             for i in range(0, len(rows), CHUNK_ROWS):
-                await conn.execute(CANDLE_SQL, *candle_columns(rows[i:i + CHUNK_ROWS]))
+                chunk = rows[i:i + CHUNK_ROWS]
+                if len(chunk) < COPY_MIN_ROWS:
+                    await conn.execute(CANDLE_SQL, *candle_columns(chunk))
+                    continue
+                if staged:
+                    await conn.execute(f"TRUNCATE {_STAGE}")
+                else:
+                    await conn.execute(STAGE_DDL)
+                    staged = True
+                await conn.copy_records_to_table(_STAGE, records=candle_records(chunk), columns=_STAGE_COLS)
+                await conn.execute(STAGE_SQL)
 
     async def last_open_time(self, symbol: str, timeframe: str) -> int | None:
         async with self._conn("last_open_time") as conn:
