@@ -170,3 +170,16 @@ async def test_loop_lag_monitor_records_a_blocked_loop():
     assert s[("wyeli_event_loop_lag_last_seconds", ())] == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError):
         LoopLagMonitor(m, interval_s=0)
+
+
+def test_per_stream_series_are_left_out_above_the_cap_but_totals_remain():
+    m = BotMetrics(process_metrics=False, max_stream_series=1)
+    m.update_status(snapshot())  # two streams > cap of one
+    s = samples(m)
+    assert not any(name == "wyeli_stream_last_candle_open_timestamp_seconds" for name, _ in s)
+    assert s[("wyeli_streams", (("state", "stale"),))] == 1
+
+
+def test_nothing_from_the_status_is_exported_before_the_first_snapshot():
+    names = {name for name, _ in samples(BotMetrics(process_metrics=False))}
+    assert "wyeli_warmed_up" not in names and "wyeli_streams" not in names

@@ -7,8 +7,8 @@ Three kinds of inputs, so that components never import prometheus_client:
 - totals that components already count (market feed, Discord service, spool), read at scrape time through the
   provider callables in :class:`MetricSources` (a provider that raises is skipped for that scrape and counted
   in ``wyeli_metric_source_errors_total``);
-- the :class:`~src.bot.status.StatusSnapshot`, copied into gauges by :meth:`BotMetrics.update_status` (the HTTP
-  server does it right before each scrape).
+- the :class:`~src.bot.status.StatusSnapshot`, remembered by :meth:`BotMetrics.update_status` (the HTTP server
+  passes a fresh one right before each scrape) and turned into gauges at scrape time.
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` units); every name starts with ``wyeli_``.
 The ``_created`` series are disabled. :class:`LoopLagMonitor` measures event-loop lag: it sleeps ``interval_s``
@@ -129,10 +129,61 @@ class _SourceCollector(Collector):
             yield family
 
 
-class BotMetrics:
-    """Owns the registry and every metric; see the module docstring for the three input paths."""
+class _StatusCollector(Collector):
+    """Gauges from :attr:`BotMetrics.last_status` (nothing before the first snapshot).
 
-    def __init__(self, *, process_metrics: bool = True) -> None:
+    The per-stream series (``wyeli_stream_last_candle_open_timestamp_seconds``) are left out when there are more
+    than ``max_stream_series`` streams (default 300): with SYMBOLS=ALL on 4 timeframes they would be 1000+
+    series costing ~30 ms per scrape on the event loop; /readyz still names the stale streams.
+    """
+
+    def __init__(self, metrics: BotMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self._metrics.last_status
+        if snap is None:
+            return
+        yield GaugeMetricFamily("wyeli_uptime_seconds", "Seconds since the bot started.", value=snap.uptime_s)
+        yield GaugeMetricFamily("wyeli_warmed_up", "1 once warm-up is done.", value=1 if snap.warmed_up else 0)
+        store = GaugeMetricFamily("wyeli_store_healthy", "1 while the store is reachable.", labels=["backend"])
+        store.add_metric([snap.store_backend], 1 if snap.store_healthy else 0)
+        yield store
+        fresh = sum(1 for st in snap.streams if st.fresh)
+        streams = GaugeMetricFamily("wyeli_streams", "Streams by freshness.", labels=["state"])
+        streams.add_metric(["fresh"], fresh)
+        streams.add_metric(["stale"], len(snap.streams) - fresh)
+        yield streams
+        up = sum(1 for c in snap.connections if c.connected)
+        conns = GaugeMetricFamily("wyeli_ws_connections", "WebSocket connections by state.", labels=["state"])
+        conns.add_metric(["connected"], up)
+        conns.add_metric(["disconnected"], len(snap.connections) - up)
+        yield conns
+        yield GaugeMetricFamily(
+            "wyeli_signals_since_start", "Signals emitted since the process started.", value=snap.signals_total
+        )
+        if len(snap.streams) <= self._metrics.max_stream_series:
+            last = GaugeMetricFamily(
+                "wyeli_stream_last_candle_open_timestamp_seconds",
+                "Open time of the newest closed candle per stream (UTC epoch seconds).", labels=["symbol", "timeframe"],
+            )
+            for st in snap.streams:
+                if st.last_candle_ms is not None:
+                    last.add_metric([st.symbol, st.timeframe], st.last_candle_ms / 1000)
+            yield last
+
+
+class BotMetrics:
+    """Owns the registry and every metric; see the module docstring for the three input paths.
+
+    :param process_metrics: also export process_*/python_* (memory, CPU, fds, GC).
+    :param max_stream_series: export per-stream series only up to this many streams (see ``_StatusCollector``).
+    """
+
+    def __init__(self, *, process_metrics: bool = True, max_stream_series: int = 300) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # module-wide, idempotent
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -167,19 +218,10 @@ class BotMetrics:
             "wyeli_build_info", "Always 1; labels carry the version.", ["version", "python"], registry=r
         )
         self.build_info.labels(VERSION, platform.python_version()).set(1)
-        # from the status snapshot
-        self.uptime = Gauge("wyeli_uptime_seconds", "Seconds since the bot started.", registry=r)
-        self.warmed_up = Gauge("wyeli_warmed_up", "1 once warm-up is done.", registry=r)
-        self.store_healthy = Gauge("wyeli_store_healthy", "1 while the store is reachable.", ["backend"], registry=r)
-        self.streams = Gauge("wyeli_streams", "Streams by freshness.", ["state"], registry=r)
-        self.connections = Gauge("wyeli_ws_connections", "WebSocket connections by state.", ["state"], registry=r)
-        self.last_candle = Gauge(
-            "wyeli_stream_last_candle_open_timestamp_seconds",
-            "Open time of the newest closed candle per stream (UTC epoch seconds).", ["symbol", "timeframe"], registry=r,
-        )
-        self.signals_total = Gauge(
-            "wyeli_signals_since_start", "Signals emitted since the process started (status snapshot).", registry=r
-        )
+        # from the status snapshot: a collector over the latest snapshot, so update_status is O(1)
+        self.max_stream_series = max_stream_series
+        self.last_status: StatusSnapshot | None = None
+        r.register(_StatusCollector(self))
         if process_metrics:
             # process_* (memory, CPU, fds), python_info and python_gc_*: useful on a 1-2 GB VPS
             ProcessCollector(registry=r)
@@ -212,22 +254,8 @@ class BotMetrics:
 
     # ------------------------------------------------------------------ status snapshot
     def update_status(self, snap: StatusSnapshot) -> None:
-        """Copy a status snapshot into gauges (called before each scrape)."""
-        self.uptime.set(snap.uptime_s)
-        self.warmed_up.set(1 if snap.warmed_up else 0)
-        self.store_healthy.clear()
-        self.store_healthy.labels(snap.store_backend).set(1 if snap.store_healthy else 0)
-        fresh = sum(1 for s in snap.streams if s.fresh)
-        self.streams.labels("fresh").set(fresh)
-        self.streams.labels("stale").set(len(snap.streams) - fresh)
-        up = sum(1 for c in snap.connections if c.connected)
-        self.connections.labels("connected").set(up)
-        self.connections.labels("disconnected").set(len(snap.connections) - up)
-        self.last_candle.clear()  # streams can disappear (SYMBOLS=ALL delistings); do not keep stale series
-        for s in snap.streams:
-            if s.last_candle_ms is not None:
-                self.last_candle.labels(s.symbol, s.timeframe).set(s.last_candle_ms / 1000)
-        self.signals_total.set(snap.signals_total)
+        """Remember the latest status snapshot; its gauges are built from it at scrape time."""
+        self.last_status = snap
 
     def render(self) -> bytes:
         """The text exposition format (what /metrics serves)."""
