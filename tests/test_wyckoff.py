@@ -174,10 +174,13 @@ def test_bad_candles_are_skipped_and_counted_without_a_crash():
     candles = list(tape.candles)
     candles.insert(100, replace(candles[100], close=math.nan))
     candles.insert(120, replace(candles[120], low=-1.0))
+    candles.insert(130, replace(candles[130], open=math.inf))
     a = WyckoffAnalyzer("TESTUSDT", "1h")
     for c in candles:
         a.on_candle(c)
-    assert a.skipped == 2
+    assert a.skipped == 3
+    events, _, _, _ = run(accumulation_tape().candles)
+    assert [e.type for e in a._recent] == [e.type for e in events][-len(a._recent):]  # the bad bars changed nothing
 
 
 def test_wyckoff_is_registered_first_and_can_be_switched_off():

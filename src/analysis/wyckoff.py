@@ -99,11 +99,12 @@ class WyckoffAnalyzer:
 
     # ------------------------------------------------------------------ per candle
     def on_candle(self, candle: Candle) -> AnalyzerOutput:
-        prices = (candle.open, candle.high, candle.low, candle.close)
-        if not all(math.isfinite(x) and x > 0 for x in prices) or not math.isfinite(candle.volume):
+        o, h, low, c = candle.open, candle.high, candle.low, candle.close
+        # NaN fails every comparison; the sum is finite only when every price is
+        if not (o > 0 and h > 0 and low > 0 and c > 0 and math.isfinite(o + h + low + c) and math.isfinite(candle.volume)):
             self.skipped += 1
             return AnalyzerOutput()
-        lo, lh, ll, lc = (math.log(x) for x in prices)
+        lo, lh, ll, lc = math.log(o), math.log(h), math.log(low), math.log(c)
         atr_prev = self._atr.value or 0.0
         self._atr.update(lh, ll, lc)
         med = self._vol.median
