@@ -65,7 +65,8 @@ class SqliteThread:
     """One sqlite3 connection owned by one worker thread; ``run(fn)`` executes ``fn(conn)`` there.
 
     Calls are queued FIFO on the single thread, so concurrent coroutines never interleave inside a
-    transaction. ``fn`` must commit its own writes (``with conn:``).
+    transaction. The connection is in autocommit mode: ``fn`` wraps its writes in :func:`transaction`.
+    A caller that is cancelled stops waiting, but a call already queued still runs to its end.
     """
 
     def __init__(self, path: Path, *, label: str, synchronous: str = "NORMAL",
@@ -155,7 +156,8 @@ class SqliteThread:
         finally:
             executor, self._executor = self._executor, None
             if executor is not None:
-                executor.shutdown(wait=True)
+                # the close job has run (or, if we were cancelled, is queued and still runs): never block the loop
+                executor.shutdown(wait=False)
 
 
 def transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
