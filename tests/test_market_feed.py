@@ -274,6 +274,21 @@ async def test_symbols_all_streams_every_tradable_perpetual(fake: FakeBinance) -
     assert set(sink.by_stream) == {(s, "1m") for s in SYMBOLS}
 
 
+async def test_a_418_ban_pauses_the_feed_until_retry_after_then_it_warms_up(fake: FakeBinance) -> None:
+    fake.fail_next(418, retry_after=1)
+    sink = CollectSink()
+    feed = BinanceKlineFeed(settings_for(fake), sink, no_store, clock=fake.clock)
+    with capture_logs() as logs:
+        task = await start(feed)
+    exchange_info_calls = [p for p, _ in fake.rest_requests if p.endswith("exchangeInfo")]
+    await feed.stop()
+    await task
+    assert feed.stats().rest_418 == 1 and len(exchange_info_calls) == 2  # banned once, then one call after the ban
+    retry = [e for e in logs if e["event"].startswith("cannot validate symbols yet")]
+    assert len(retry) == 1 and retry[0]["retry_in_s"] >= 0.9  # it waited out Retry-After, not the 0.01 s backoff
+    assert all(len(sink.by_stream[s]) == 30 for s in streams_of())
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

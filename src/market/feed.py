@@ -61,7 +61,11 @@ SOURCES = ("warmup", "backfill", "live")
 
 
 class CandleSink(Protocol):
-    """Receives closed candles; ``source`` is ``"warmup"``, ``"backfill"`` or ``"live"``."""
+    """Receives closed candles; ``source`` is ``"warmup"``, ``"backfill"`` or ``"live"``.
+
+    A call holds one stream (warmup/backfill) or several (live batch), ascending per stream. If it
+    raises, those candles count as not delivered and are fetched again from REST later.
+    """
 
     async def on_candles(self, candles: Sequence[Candle], source: str) -> None: ...
 
@@ -493,6 +497,9 @@ class BinanceKlineFeed:
             if last is not None and t != timeframes.next_open(st.timeframe, last):
                 await self._flush(batch, before)
                 batch, before = [], {}
+                if st.needs_resync:  # the flush failed and rolled this stream back: its resync repairs it
+                    self._held += 1
+                    continue
                 if not await self._fetch(st, timeframes.next_open(st.timeframe, last), t - 1, "backfill"):
                     st.mark_resync("gap")
                     self._held += 1
