@@ -432,3 +432,9 @@ async def test_crash_recovery_works_the_same_on_postgres(postgres_url: str, pg_s
         await second.close()
     assert channel.signal_ids() == [sig.id]
     assert d is not None and d.status == "sent" and d.message_id == channel.messages[0][0]
+
+
+def test_webhook_poster_refuses_a_url_that_is_not_a_discord_webhook() -> None:
+    with pytest.raises(ValueError) as err:
+        WebhookPoster("https://example.com/api/webhooks/1/secret-token-value")
+    assert "secret-token-value" not in str(err.value)

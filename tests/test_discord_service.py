@@ -197,3 +197,11 @@ async def test_preview_chart_comes_from_the_store_when_the_batch_view_moved_past
     # no store and a view that no longer shows the signal candle: the message goes without a chart
     assert not (tmp_path / "b" / f"{sig.id}.png").exists()
     assert "image" not in json.loads((tmp_path / "b" / f"{sig.id}.json").read_text())["embeds"][0]
+
+
+async def test_a_malformed_webhook_url_disables_only_the_webhook(store: SqliteStore) -> None:
+    config = Config(discord_token="x" * 70, discord_signals_channel_id=42,
+                    discord_webhook_url="https://discord.com/api/webhooks/1/secret-token-value")
+    svc = DiscordService(config, store, None, None)
+    assert [s.destination for s in svc.senders] == ["discord:42"]
+    await svc.stop()

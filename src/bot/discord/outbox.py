@@ -161,6 +161,8 @@ class OutboxSender:
         """One pass over the pending signals. Returns messages posted. Raises DeliveryFailed (post failed)
         or StoreError (store down); both mean 'back off and retry'."""
         if not await self.poster.ready():
+            # keep the pending count honest for >status and metrics while the destination is down
+            self.stats.pending = len(await self.store.pending_deliveries(self.destination, limit=self.batch_limit))
             return 0
         posted = 0
         for _page in range(10_000):  # bounded: each page settles at least one signal or returns

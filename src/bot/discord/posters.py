@@ -17,7 +17,9 @@ from src.bot.discord.messages import NO_MENTIONS, OutgoingMessage
 log = structlog.get_logger(__name__)
 
 HISTORY_LIMIT = 200
-_WEBHOOK_TOKEN_RE = re.compile(r"(/webhooks/\d+/)[\w-]+")
+_WEBHOOK_TOKEN_RE = re.compile(r"(/webhooks/\d+/)[\w.-]+")
+# the form discord.Webhook.from_url accepts (id: 17-20 digits, token: 60+ characters)
+WEBHOOK_URL_RE = re.compile(r"discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9._-]{60,}")
 
 
 def mask_webhook_url(text: str) -> str:
@@ -75,8 +77,12 @@ class ChannelPoster:
         channel = await self._channel()
         if channel is None:
             raise ConnectionError(f"signals channel {self.channel_id} is not reachable")
-        sent = await channel.send(content=message.content, embeds=list(message.embeds), files=message.discord_files(),
-                                  allowed_mentions=NO_MENTIONS)
+        files = message.discord_files()
+        if files:
+            sent = await channel.send(content=message.content, embeds=list(message.embeds), files=files,
+                                      allowed_mentions=NO_MENTIONS)
+        else:
+            sent = await channel.send(content=message.content, embeds=list(message.embeds), allowed_mentions=NO_MENTIONS)
         return str(sent.id)
 
     async def find_posted(self, signal_ids: Sequence[str], since_ms: int) -> dict[str, str]:
@@ -115,6 +121,9 @@ class WebhookPoster:
     destination = "webhook"
 
     def __init__(self, url: str, *, username: str = "WyEli") -> None:
+        if not WEBHOOK_URL_RE.search(url):
+            raise ValueError(f"DISCORD_WEBHOOK_URL={mask_secret(url)!r} is not a Discord webhook URL "
+                             "(https://discord.com/api/webhooks/<id>/<token>)")
         self._url = url
         self.username = username
         self._session: aiohttp.ClientSession | None = None
@@ -140,8 +149,8 @@ class WebhookPoster:
         webhook = await self._get()
         try:
             sent = await webhook.send(content=message.content or discord.utils.MISSING, embeds=list(message.embeds),
-                                      files=message.discord_files(), username=self.username, wait=True,
-                                      allowed_mentions=NO_MENTIONS)
+                                      files=message.discord_files() or discord.utils.MISSING, username=self.username,
+                                      wait=True, allowed_mentions=NO_MENTIONS)
         except aiohttp.ClientError as exc:
             # aiohttp errors may quote the request URL, which contains the webhook token
             raise ConnectionError(mask_webhook_url(f"{type(exc).__name__}: {exc}")) from None

@@ -98,9 +98,14 @@ class DiscordService:
                                                 clock=clock, poll_interval_s=poll_interval_s)
             self.senders.append(self._channel_sender)
         if config.discord_webhook_url:
-            self._webhook = WebhookPoster(config.discord_webhook_url)
-            self.senders.append(OutboxSender(store, self._webhook, self.builder, max_age_s=config.signal_max_age_seconds,
-                                             clock=clock, poll_interval_s=poll_interval_s))
+            try:
+                self._webhook = WebhookPoster(config.discord_webhook_url)
+            except ValueError as exc:  # a wrong URL disables the webhook, not the bot
+                log.error("discord_webhook_disabled", error=str(exc))
+            else:
+                self.senders.append(OutboxSender(store, self._webhook, self.builder,
+                                                 max_age_s=config.signal_max_age_seconds, clock=clock,
+                                                 poll_interval_s=poll_interval_s))
         self._bot: WyEliBot | None = None
         self._bot_task: asyncio.Task[None] | None = None
         self._sender_tasks: list[asyncio.Task[None]] = []
