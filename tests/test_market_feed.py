@@ -274,6 +274,36 @@ async def test_symbols_all_streams_every_tradable_perpetual(fake: FakeBinance) -
     assert set(sink.by_stream) == {(s, "1m") for s in SYMBOLS}
 
 
+async def test_a_legacy_unrouted_url_is_detected_as_a_stall(fake: FakeBinance) -> None:
+    root = fake.ws_url.removesuffix("/market")  # ws://host:port/stream?streams=... is accepted but silent
+    feed = BinanceKlineFeed(settings_for(fake, ws_base_url=root, ws_stall_timeout_s=0.2), CollectSink(), no_store,
+                            clock=fake.clock)
+    task = await start(feed)
+    for _ in range(3):
+        await fake.advance(1)
+    await eventually(lambda: feed.stats().reconnects_by_reason.get("stall", 0) >= 2)
+    await feed.stop()
+    await task
+    assert feed.stats().closed_candles == 0
+
+
+async def test_an_oversize_frame_closes_the_connection_and_nothing_is_lost(fake: FakeBinance) -> None:
+    sink = CollectSink()
+    feed = BinanceKlineFeed(settings_for(fake, ws_max_frame_bytes=4096), sink, no_store, clock=fake.clock)
+    task = await start(feed)
+    await fake.wait_for_connections(2)
+    await fake.advance(1)
+    await fake.send_raw('{"stream":"btcusdt@kline_1m","data":"' + "x" * 10_000 + '"}')
+    await fake.advance(2)
+    await fake.wait_for_connections(3)
+    await fake.advance(5)
+    await eventually(caught_up(fake, sink, streams_of()))
+    await feed.stop()
+    await task
+    assert_exactly_once(fake, sink, streams_of())
+    assert sum(feed.stats().reconnects_by_reason.values()) >= 1
+
+
 async def test_a_418_ban_pauses_the_feed_until_retry_after_then_it_warms_up(fake: FakeBinance) -> None:
     fake.fail_next(418, retry_after=1)
     sink = CollectSink()

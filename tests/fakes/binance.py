@@ -35,6 +35,7 @@ WebSocket (``fake.ws_url`` = ``ws://127.0.0.1:<port>/market``)
     - ``duplicate_closed = True``: every closed frame is sent twice;
     - ``resend_previous_closed = True``: after each closed frame, re-send the previous one (out-of-order/late);
     - ``garbage = True``: also send an invalid frame before each closed one;
+    - ``await send_raw(text)``: send any text to every connection (e.g. an oversize frame);
     - ``max_connection_age_s``: the server closes connections older than this (Binance's 24 h cut);
     - ``connections_total``, ``open_connections``, ``await wait_for_connections(n)``.
 
@@ -274,6 +275,10 @@ class FakeBinance:
                 await self._send_closed()
             await self._enforce_age()
         await asyncio.sleep(0)
+
+    async def send_raw(self, text: str) -> None:
+        for conn in list(self.open_connections):
+            await self._send(conn, text)
 
     async def _send_closed(self) -> None:
         for conn in list(self.open_connections):
