@@ -16,7 +16,8 @@ Layout and rules:
   worker thread (:class:`SqliteThread`); the event loop only awaits futures and never blocks on disk.
 - ``close()`` commits, checkpoints the WAL into the main file and closes; nothing written is lost.
 - Candles that fail ``Candle.validate()`` or are not closed are skipped and counted
-  (``rejected_candles``) with a warning, so one bad row never sinks a batch.
+  (``rejected_candles``) with a warning, so one bad row never sinks a batch. Validation and row
+  building run on the worker thread as well.
 """
 
 from __future__ import annotations
@@ -318,21 +319,28 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ candles
     async def upsert_candles(self, candles: Sequence[Candle]) -> None:
-        rows: list[tuple[Any, ...]] = []
-        for c in candles:
-            try:
-                if not c.closed:
-                    raise InvalidCandle(f"candle {c.key} is not closed")
-                c.validate()
-            except InvalidCandle as exc:
-                self.rejected_candles += 1
-                log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
-                            reason=str(exc), rejected_total=self.rejected_candles)
-                continue
-            rows.append(_candle_row(c))
-        if not rows:
+        if not candles:
             return
-        await self._db.run(lambda conn: write(conn, _UPSERT_CANDLE, rows), "upsert_candles")
+        batch = list(candles)  # a snapshot: the caller may reuse its list while the worker runs
+
+        def q(conn: sqlite3.Connection) -> None:
+            # validation and row building run on the worker thread too: the event loop only awaits
+            rows: list[tuple[Any, ...]] = []
+            for c in batch:
+                try:
+                    if not c.closed:
+                        raise InvalidCandle(f"candle {c.key} is not closed")
+                    c.validate()
+                except InvalidCandle as exc:
+                    self.rejected_candles += 1
+                    log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe,
+                                open_time_ms=c.open_time_ms, reason=str(exc), rejected_total=self.rejected_candles)
+                    continue
+                rows.append(_candle_row(c))
+            if rows:
+                write(conn, _UPSERT_CANDLE, rows)
+
+        await self._db.run(q, "upsert_candles")
 
     async def last_open_time(self, symbol: str, timeframe: str) -> int | None:
         def q(conn: sqlite3.Connection) -> int | None:
