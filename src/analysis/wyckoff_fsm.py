@@ -18,7 +18,8 @@ AWAIT_AR -> AWAIT_ST: the first swing high within 25 bars rallying >= max(2 ATR,
   (first 5 bars) / S - 1.5 ATR: IDLE.
 AWAIT_ST -> B: a swing low in [S - 0.5 ATR, S + 0.35 W] whose leg mean RV <= 0.8 x the climax
   RV. A deeper swing low, a close < S - 1.5 ATR or a close > Rz + 1 W (V-reversal): IDLE.
-B: phase B lasts >= max(10 bars, phase A length). Swing lows <= S + 0.2 W count as tests of S;
+B: phase B lasts >= max(10 bars, phase A length), and the range >= 30 bars from the climax
+  (the "minimum duration" below). Swing lows <= S + 0.2 W count as tests of S;
   down-leg RVs are kept (supply drying up = falling). UA: a high > Rz + 0.1 ATR that closes back
   under Rz within 2 bars. A dip under S - 0.1 ATR reclaimed (close >= S) within 3 bars is an ST
   in phase B before the minimum duration, and a SPRING (penetration <= 1.5 ATR) or SHAKEOUT
@@ -342,7 +343,7 @@ class SideTracker:
 
     def _range(self, bar: Bar, pivot: Pivot | None, out: list[RawEvent]) -> None:
         p = self.p
-        matured = bar.i - self.b_start_i >= self.b_min
+        matured = bar.i - self.b_start_i >= self.b_min and bar.i - self.cl_low_i >= p.min_range_bars
         # --- bar level: SOS, runaway, UA, probes under support
         if matured and self._is_sos(bar):
             self._sos(bar, out)

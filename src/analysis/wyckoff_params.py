@@ -50,6 +50,7 @@ class WyckoffParams:
 
     # phase B
     b_min_bars: int = 10  # phase B lasts >= max(10 bars, length of phase A) before phase C
+    min_range_bars: int = 30  # ... and phase C / D need a range >= 30 bars old (from the climax)
     max_range_bars: int = 600  # a case older than 600 bars (from the climax) expires
     test_zone_w: float = 0.2  # a swing low within S + 0.2 W counts as a test of support
     ua_fail_bars: int = 2  # UA: high > Rz + 0.1 ATR, close back < Rz within 2 bars
