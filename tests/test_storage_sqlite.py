@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from src.storage.base import StoreError
+from src.storage.base import StoreError, StoreUnavailable
 from src.storage.sqlite_store import SCHEMA_VERSION, SqliteStore
-from tests.storage_contract import StoreContract, make_candle, make_signal
+from tests.storage_contract import StoreContract, delivery, make_candle, make_signal
 
 
 class TestSqliteStoreContract(StoreContract):
@@ -95,8 +95,6 @@ async def test_invalid_and_unclosed_candles_are_skipped_and_counted_not_fatal(tm
 
 
 async def test_a_delivery_for_an_unknown_signal_is_a_permanent_store_error(tmp_path: Path) -> None:
-    from tests.storage_contract import delivery
-
     store = SqliteStore(tmp_path / "x.db")
     await store.open()
     try:
@@ -107,8 +105,6 @@ async def test_a_delivery_for_an_unknown_signal_is_a_permanent_store_error(tmp_p
 
 
 async def test_a_locked_database_reports_store_unavailable_and_recovers(tmp_path: Path) -> None:
-    from src.storage.base import StoreUnavailable
-
     path = tmp_path / "locked.db"
     store = SqliteStore(path, busy_timeout_ms=50)
     await store.open()
