@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from src.analysis.elliott import ElliottAnalyzer
 from src.analysis.engine import AnalysisEngine, AnalysisSettings, Analyzer, Calibrator
 from src.analysis.wyckoff import WyckoffAnalyzer
 
@@ -12,6 +13,8 @@ def build_analyzers(symbol: str, timeframe: str, settings: AnalysisSettings) -> 
     # Analyzers register here as they land (wyckoff when enable_wyckoff, elliott when enable_elliott).
     if settings.enable_wyckoff:
         analyzers.append(WyckoffAnalyzer(symbol, timeframe))
+    if settings.enable_elliott:
+        analyzers.append(ElliottAnalyzer(symbol, timeframe))
     return analyzers
 
 

@@ -1,0 +1,295 @@
+"""Elliott-wave analyzer: pivot-driven candidate counts, hard-rule gates, guideline scores, signals.
+
+Per closed candle (amortised O(D x K), D zigzag degrees, K <= 9 live counts per degree):
+
+1. The :class:`~src.analysis.pivots.PivotEngine` confirms pivots (default 2 and 4 x ATR(14), log
+   prices). Each confirmed pivot is reported as an AnalysisEvent(kind="pivot").
+2. On a confirmed pivot of degree d the counts of that degree are rebuilt from windows of the last
+   2-6 consecutive pivots (elliott_counts): impulse prefixes, diagonals (wave 4 overlapping wave 1),
+   zigzag and flat A-B-C corrections. Counts that fail a hard rule are never created.
+3. Every bar, live counts whose invalidation price is traded through die (O(K) comparisons).
+4. The best live count over all degrees (stage >= 2) is the LEADING count; each change of it is an
+   AnalysisEvent(kind="elliott_count"). Alternatives are ranked by score.
+
+Signals (SignalCandidates), all timestamped on the candle that confirmed the last pivot, entry at
+that candle's close:
+
+- ``elliott_wave3``: a valid 0-1-2 (wave 2 confirmed). Stop = wave-1 origin (rule I1);
+  targets = P2 + 1.618 x L1 and P2 + 2.618 x L1 (lengths in the engine's price space, log by default).
+- ``elliott_wave5``: a valid 0-1-2-3-4 impulse (wave 4 confirmed, no overlap). Stop = wave-1 end
+  (rule I4); targets = P4 + 0.618 x L1 and P4 + 1.0 x L1 (capped at P4 + L3 when L3 < L1, rule I3).
+- ``elliott_abc``: a complete zigzag or flat (C confirmed); trade in the direction of the larger
+  trend. Stop = C extreme -/+ 0.15 ATR; targets = C + 1.0 x A and C + 1.618 x A.
+
+Both directions (LONG for an up wave 1 / a down correction, SHORT mirrored). When several degrees
+fire the same pattern and direction on one candle, the highest score is kept. A setup whose entry
+is already beyond its stop or first target is skipped and counted in ``skipped_setups``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+from src.analysis import elliott_counts as ec
+from src.analysis.elliott_counts import Count
+from src.analysis.engine import AnalyzerOutput
+from src.analysis.pivots import Pivot, PivotEngine, ThresholdMode
+from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Direction, SignalCandidate, ms_to_iso
+
+NAME = "elliott"
+
+
+def _default_weights() -> dict[str, dict[str, float]]:
+    return {k: dict(v) for k, v in ec.DEFAULT_WEIGHTS.items()}
+
+
+@dataclass(frozen=True)
+class ElliottParams:
+    """Every knob of the analyzer (all enter ``params_fingerprint``).
+
+    thresholds: zigzag reversal per degree (ATR multiples, or fractions in "pct" mode).
+    wave4_overlap_atr: tolerated wave-4 overlap into wave 1 in ATRs (0 = strict rule I4).
+    history: confirmed pivots kept per degree. completed_memory: complete impulses remembered per
+    degree (context for elliott_abc). *_targets: multiples of the reference wave (see module doc).
+    abc_stop_buffer_atr: stop beyond the C extreme, in ATRs. weights: evidence weights (elliott_counts).
+    """
+
+    thresholds: tuple[float, ...] = (2.0, 4.0)
+    threshold_mode: ThresholdMode = "atr"
+    atr_period: int = 14
+    log_prices: bool = True
+    wave4_overlap_atr: float = 0.0
+    history: int = 32
+    completed_memory: int = 8
+    wave3_targets: tuple[float, ...] = (1.618, 2.618)
+    wave5_targets: tuple[float, ...] = (0.618, 1.0)
+    abc_targets: tuple[float, ...] = (1.0, 1.618)
+    abc_stop_buffer_atr: float = 0.15
+    weights: Mapping[str, Mapping[str, float]] = field(default_factory=_default_weights)
+
+    def fingerprint(self) -> str:
+        d = asdict(self)
+        d["weights"] = {k: dict(sorted(v.items())) for k, v in sorted(self.weights.items())}
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class _DegreeState:
+    counts: list[Count] = field(default_factory=list)
+    completed: deque[Count] = field(default_factory=lambda: deque(maxlen=8))
+
+
+class ElliottAnalyzer:
+    """Streaming Elliott analyzer for one (symbol, timeframe); implements the Analyzer protocol."""
+
+    name = NAME
+
+    def __init__(self, symbol: str, timeframe: str, params: ElliottParams | None = None) -> None:
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.params = params or ElliottParams()
+        p = self.params
+        self.pivots = PivotEngine(p.thresholds, p.threshold_mode, p.atr_period, p.log_prices, p.history)
+        self._deg = [_DegreeState(completed=deque(maxlen=p.completed_memory)) for _ in p.thresholds]
+        self._leader: Count | None = None
+        self._last_candle: Candle | None = None
+        self.skipped_setups = 0
+
+    # ---- Analyzer protocol ---------------------------------------------------------------
+
+    def params_fingerprint(self) -> str:
+        return self.params.fingerprint()
+
+    def on_candle(self, candle: Candle) -> AnalyzerOutput:
+        out = AnalyzerOutput()
+        self._last_candle = candle
+        new_pivots = self.pivots.update(candle)
+        atr = self.pivots.atr_prev or self.pivots.atr or 0.0
+        best: dict[tuple[str, str], SignalCandidate] = {}
+        for pivot in new_pivots:
+            out.events.append(self._pivot_event(pivot, candle))
+            for cand in self._on_pivot(pivot, candle, atr):
+                k = (cand.pattern, cand.direction)
+                if k not in best or cand.raw_score > best[k].raw_score:
+                    best[k] = cand
+        confirmed_degrees = {p.degree for p in new_pivots}
+        self._invalidate(candle, skip=confirmed_degrees)
+        out.candidates.extend(sorted(best.values(), key=lambda c: (c.pattern, c.direction)))
+        leader = self._leading()
+        if (leader.key if leader else None) != (self._leader.key if self._leader else None):
+            out.events.append(self._count_event(leader, candle))
+        self._leader = leader
+        return out
+
+    def state(self) -> AnalyzerState:
+        ranked = self.ranked_counts()
+        th = self.params.thresholds
+        if not ranked:
+            n = sum(len(self.pivots.pivots(d)) for d in range(len(th)))
+            return AnalyzerState(NAME, f"No valid wave count yet ({n} confirmed pivots)")
+        lead = ranked[0]
+        lines = [f"Leading: {lead.describe(th)}"]
+        lines += [f"Alternate {i}: {c.describe(th)}" for i, c in enumerate(ranked[1:3], 1)]
+        levels = [(f"invalidation ({lab})", price) for price, lab in lead.invalidations]
+        pivots = tuple((p.time_ms, p.price, lab) for lab, p in zip(lead.labels, lead.pivots, strict=True))
+        summary = f"{lead.name.replace('_', ' ').capitalize()}, {_stage_text(lead)} (score {lead.score:.2f})"
+        return AnalyzerState(NAME, summary, tuple(lines), tuple(levels), pivots)
+
+    # ---- counts ---------------------------------------------------------------------------
+
+    def ranked_counts(self) -> list[Count]:
+        """Live counts of stage >= 2 over all degrees, best first (ties: higher degree, newer origin)."""
+        live = [c for st in self._deg for c in st.counts if c.stage >= 2]
+        live.sort(key=lambda c: (-c.score, -c.degree, -c.pivots[0].index, c.pattern, -c.direction))
+        return live
+
+    def _leading(self) -> Count | None:
+        ranked = self.ranked_counts()
+        return ranked[0] if ranked else None
+
+    def _on_pivot(self, pivot: Pivot, candle: Candle, atr: float) -> list[SignalCandidate]:
+        st = self._deg[pivot.degree]
+        piv = list(self.pivots.pivots(pivot.degree))
+        p = self.params
+        counts: list[Count] = []
+        for stage in range(1, 6):
+            if len(piv) < stage + 1:
+                break
+            window = piv[-stage - 1 :]
+            imp = ec.impulse_count(window, pivot.degree, atr, p.wave4_overlap_atr, p.weights)
+            if imp is not None:
+                counts.append(imp)
+            if stage >= 4:
+                diag = ec.diagonal_count(window, pivot.degree, p.weights)
+                if diag is not None:
+                    counts.append(diag)
+            if stage == 3:
+                prior = piv[-5] if len(piv) >= 5 else None
+                impulse_score = self._completed_impulse_score(st, window[0])
+                corr = ec.correction_count(window, prior, pivot.degree, impulse_score, p.weights)
+                if corr is not None:
+                    counts.append(corr)
+        st.counts = counts
+        for c in counts:
+            if c.pattern == "impulse" and c.stage == 5:
+                st.completed.append(c)
+        cands: list[SignalCandidate] = []
+        for c in counts:
+            cand = self._setup(c, candle, atr)
+            if cand is not None:
+                cands.append(cand)
+        return cands
+
+    @staticmethod
+    def _completed_impulse_score(st: _DegreeState, origin: Pivot) -> float:
+        """Score of a complete impulse whose wave 5 ends at ``origin`` (0 if none)."""
+        best = 0.0
+        for c in st.completed:
+            if c.pivots[-1].index == origin.index and c.pivots[-1].kind == origin.kind:
+                best = max(best, c.score)
+        return best
+
+    def _invalidate(self, candle: Candle, skip: set[int]) -> None:
+        """Kill counts whose invalidation price this bar traded through.
+
+        Counts rebuilt on this bar are skipped: their pivots already include this bar's reversal.
+        """
+        for st in self._deg:
+            if st.counts and st.counts[0].degree in skip:
+                continue
+            st.counts = [c for c in st.counts if not _violated(c, candle)]
+
+    # ---- signals --------------------------------------------------------------------------
+
+    def _setup(self, c: Count, candle: Candle, atr: float) -> SignalCandidate | None:
+        if c.pattern == "impulse" and c.stage == 2:
+            pattern, ref, stop = "elliott_wave3", (c.pivots[0], c.pivots[1]), c.pivots[0].price
+            base, mults, cap = c.pivots[2], self.params.wave3_targets, None
+        elif c.pattern == "impulse" and c.stage == 4:
+            pattern, ref, stop = "elliott_wave5", (c.pivots[0], c.pivots[1]), c.pivots[1].price
+            base, mults = c.pivots[4], self.params.wave5_targets
+            l1 = abs(c.pivots[1].level - c.pivots[0].level)
+            l3 = abs(c.pivots[3].level - c.pivots[2].level)
+            cap = l3 if l3 < l1 else None  # rule I3: wave 5 may not outgrow a wave 3 shorter than wave 1
+        elif c.pattern in ("zigzag", "flat"):
+            pattern, ref = "elliott_abc", (c.pivots[0], c.pivots[1])
+            buffer = self.params.abc_stop_buffer_atr * atr
+            stop = self.pivots.from_level(c.pivots[3].level - c.direction * buffer)
+            base, mults, cap = c.pivots[3], self.params.abc_targets, None
+        else:
+            return None
+        length = abs(ref[1].level - ref[0].level)
+        dists = [m * length if cap is None else min(m * length, cap) for m in mults]
+        targets = tuple(self.pivots.from_level(base.level + c.direction * d) for d in dists)
+        entry = candle.close
+        sgn = c.direction
+        if (entry - stop) * sgn <= 0 or not targets or (targets[0] - entry) * sgn <= 0:
+            self.skipped_setups += 1
+            return None
+        direction: Direction = "LONG" if sgn > 0 else "SHORT"
+        th = self.params.thresholds
+        reasons = (
+            c.describe(th),
+            f"{pattern} {direction}: entry {entry:.6g} on the close of the confirming candle "
+            f"{ms_to_iso(candle.open_time_ms)}, stop {stop:.6g}, targets " + ", ".join(f"{t:.6g}" for t in targets),
+        )
+        feats = (*c.features, ("degree", float(th[c.degree])), ("stage", float(c.stage)))
+        return SignalCandidate(NAME, pattern, direction, c.score, entry, stop, targets, reasons, feats)
+
+    # ---- events ---------------------------------------------------------------------------
+
+    def _pivot_event(self, p: Pivot, candle: Candle) -> AnalysisEvent:
+        return AnalysisEvent(
+            kind="pivot",
+            type=p.kind,
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            candle_time_ms=p.time_ms,
+            recognised_ms=candle.open_time_ms,
+            price=p.price,
+            details=(("degree", str(p.degree)), ("threshold", f"{self.params.thresholds[p.degree]:g}")),
+        )
+
+    def _count_event(self, c: Count | None, candle: Candle) -> AnalysisEvent:
+        if c is None:
+            return AnalysisEvent("elliott_count", "none", self.symbol, self.timeframe, candle.open_time_ms,
+                                 candle.open_time_ms, candle.close, details=(("reason", "no valid count"),))
+        labels = " ".join(f"{lab}:{p.time_ms}:{p.price:.10g}" for lab, p in zip(c.labels, c.pivots, strict=True))
+        return AnalysisEvent(
+            kind="elliott_count",
+            type=c.name,
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            candle_time_ms=c.pivots[-1].time_ms,
+            recognised_ms=candle.open_time_ms,
+            price=c.invalidations[0][0],
+            phase=_stage_text(c),
+            details=(
+                ("pattern", c.pattern),
+                ("subtype", c.subtype),
+                ("degree", str(c.degree)),
+                ("stage", str(c.stage)),
+                ("score", f"{c.score:.4f}"),
+                ("pivots", labels),
+                ("invalidation", ";".join(f"{side}:{price:.10g}" for price, side in c.invalidations)),
+            ),
+        )
+
+
+def _violated(c: Count, candle: Candle) -> bool:
+    for price, side in c.invalidations:
+        if (side == "below" and candle.low < price) or (side == "above" and candle.high > price):
+            return True
+    return False
+
+
+def _stage_text(c: Count) -> str:
+    if c.pattern in ("zigzag", "flat"):
+        return "correction complete, trend resumption expected"
+    if c.stage == 5:
+        return "5 waves complete, correction expected"
+    return f"wave {c.stage + 1} in progress"
+
