@@ -119,3 +119,16 @@ async def test_a_locked_database_reports_store_unavailable_and_recovers(tmp_path
     finally:
         blocker.close()
         await store.close()
+
+
+async def test_all_sqlite_work_runs_on_one_worker_thread_not_the_event_loop(tmp_path: Path) -> None:
+    import threading
+
+    store = SqliteStore(tmp_path / "x.db")
+    await store.open()
+    try:
+        idents = {await store._db.run(lambda conn: threading.get_ident(), "ident") for _ in range(5)}
+        assert len(idents) == 1
+        assert threading.get_ident() not in idents
+    finally:
+        await store.close()
