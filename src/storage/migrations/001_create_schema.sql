@@ -237,8 +237,8 @@ GROUP BY symbol_name, timeframe, pattern;
 -- Calibration: resolved signals by calibrated-confidence decile [0.0, 0.1), ..., [0.9, 1.0]
 -- (1.0 falls in the top bucket). A well calibrated bot has hit_rate close to avg_confidence.
 CREATE OR REPLACE VIEW v_calibration AS
-SELECT b.bucket / 10.0                                               AS bucket_low,
-       (b.bucket + 1) / 10.0                                         AS bucket_high,
+SELECT ROUND(b.bucket / 10.0, 1)                                     AS bucket_low,
+       ROUND((b.bucket + 1) / 10.0, 1)                               AS bucket_high,
        COUNT(*)                                                      AS signals,
        COUNT(*) FILTER (WHERE b.outcome = 'WIN')                     AS wins,
        AVG(CASE WHEN b.outcome = 'WIN' THEN 1.0 ELSE 0.0 END)        AS hit_rate,
