@@ -1,1 +1,1 @@
-"""Test doubles of external peers (Binance)."""
+"""Test doubles of external peers (Binance, PostgREST)."""

@@ -20,6 +20,12 @@ Market and time
     :meth:`FakeBinance.advance`; ``fake.clock()`` returns it in seconds (inject it as the feed's clock).
     REST serves history from ``history_start_ms`` (default ``start_ms`` - 3 days).
 
+    Without clock injection (the app as a subprocess, e.g. a SIGTERM test), start the market at the
+    wall clock: ``FakeBinance(..., start_ms=int(time.time() // 300) * 300_000)``. The bot then judges
+    "closed" by its own clock: live frames work as usual, but REST backfills only return candles closed
+    by the wall clock, so keep ``advance`` small (a few minutes ahead at most) and avoid holes there.
+    The store's retention (CANDLE_RETENTION_DAYS, 90) also measures age on the wall clock.
+
 WebSocket (``fake.ws_url`` = ``ws://127.0.0.1:<port>/market``)
     ``/market/stream?streams=btcusdt@kline_1m/...`` subscribes those streams (unknown symbols are accepted
     and stay silent, like Binance). Any other path is accepted and sends nothing (the legacy-URL
