@@ -72,7 +72,7 @@ async def test_klines_pages_at_1000_ascending_without_the_forming_candle(fake: F
     assert len(expected) == 3 * 1440 + 7
     assert got == expected
     pages = [q for path, q in fake.rest_requests if path == "/fapi/v1/klines"]
-    assert len(pages) == 5 and all(q["limit"] == "1000" for q in pages)
+    assert len(pages) == 5 and [q["limit"] for q in pages] == ["1000"] * 4 + [str(len(expected) - 4000 + 1)]
     starts = [int(q["startTime"]) for q in pages]
     assert starts[0] == expected[0].open_time_ms
     assert starts[1:] == [expected[i * 1000 - 1].open_time_ms + 1 for i in range(1, 5)]  # last open + 1
@@ -97,13 +97,21 @@ async def test_no_request_is_made_when_no_new_candle_can_have_closed(fake: FakeB
     assert got == [] and fake.rest_requests == []
 
 
+async def test_a_small_backfill_asks_for_few_rows_at_weight_1(fake: FakeBinance) -> None:
+    fake.used_weight = 0
+    async with client(fake.rest_url, FakeTime()) as rest:
+        got = await rest.klines("BTCUSDT", "1m", fake.now_ms - 3 * 60_000, now_ms=fake.now_ms)
+    assert len(got) == 3
+    assert [q["limit"] for _, q in fake.rest_requests] == ["4"] and fake.used_weight == 1
+
+
 async def test_client_pauses_until_next_minute_before_exceeding_weight_budget(fake: FakeBinance) -> None:
     t = FakeTime(wall=1_767_571_230.0)  # 30 s into a minute
     fake.used_weight = 1991
     async with client(fake.rest_url, t) as rest:
-        await rest.klines("BTCUSDT", "1m", fake.now_ms - 5 * 60_000, now_ms=fake.now_ms)  # header -> 1996
+        await rest.klines("BTCUSDT", "1m", fake.now_ms - 600 * 60_000, now_ms=fake.now_ms)  # weight 5 -> 1996
         assert t.sleeps == [] and rest.stats().used_weight_1m == 1996
-        await rest.klines("BTCUSDT", "1m", fake.now_ms - 5 * 60_000, now_ms=fake.now_ms)  # 1996 + 5 > 2000
+        await rest.klines("BTCUSDT", "1m", fake.now_ms - 600 * 60_000, now_ms=fake.now_ms)  # 1996 + 5 > 2000
         assert t.sleeps == [30.5]
         assert rest.stats().weight_pauses == 1
 

@@ -2,9 +2,10 @@
 
 Rules this client keeps (Binance "General Info" and "Kline/Candlestick Data" pages):
 
-- ``GET /fapi/v1/klines`` is paged at ``limit=1000`` (weight 5; 1500 would cost 10), ascending by open
-  time; the still-forming last kline is dropped: a row counts as closed only when its close time is
-  more than ``close_margin_ms`` (1 000 ms, covering clock skew) before now.
+- ``GET /fapi/v1/klines`` is paged at ``limit=1000`` (weight 5; 1500 would cost 10; a smaller fetch asks
+  for just what it needs, e.g. 99 rows cost 1), ascending by open time; the still-forming last kline
+  is dropped: a row counts as closed only when its close time is more than ``close_margin_ms``
+  (1 000 ms, covering clock skew) before now.
 - ``GET /fapi/v1/exchangeInfo`` (weight 1) gives the tradable symbols: status ``TRADING``,
   contractType ``PERPETUAL``, quoteAsset ``USDT``.
 - Weight: the budget is 2400/min per IP. ``X-MBX-USED-WEIGHT-1M`` from every response is the truth;
@@ -42,9 +43,13 @@ log = structlog.get_logger(__name__)
 KLINES_PATH = "/fapi/v1/klines"
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
 KLINES_PAGE = 1000
-KLINES_PAGE_WEIGHT = 5
 EXCHANGE_INFO_WEIGHT = 1
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+
+
+def klines_weight(limit: int) -> int:
+    """Request weight of ``/fapi/v1/klines`` by limit: [1,100) 1, [100,500) 2, [500,1000] 5, above 10."""
+    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
 
 
 class BinanceRestError(Exception):
@@ -204,9 +209,13 @@ class BinanceRestClient:
         newest = closed_before - 1 if interval == "1M" else closed_before - timeframes.interval_ms(interval)
         end = newest if end_ms is None else min(end_ms, newest)
         cursor = start_ms
+        step = timeframes.interval_ms(interval)
         while cursor <= end:
-            params = {"symbol": symbol, "interval": interval, "startTime": cursor, "endTime": end, "limit": KLINES_PAGE}
-            rows = await self._get(KLINES_PATH, params, KLINES_PAGE_WEIGHT)
+            # Weight follows the limit (<100: 1, <500: 2, <=1000: 5): ask for no more than needed,
+            # so the many small backfills after a reconnect cost 1 instead of 5.
+            limit = min(KLINES_PAGE, max(1, (end - cursor) // step + 2))
+            params = {"symbol": symbol, "interval": interval, "startTime": cursor, "endTime": end, "limit": limit}
+            rows = await self._get(KLINES_PATH, params, klines_weight(limit))
             if not isinstance(rows, list):
                 raise RestUnavailable(f"klines response for {symbol} {interval} is not a list")
             page: list[Candle] = []
@@ -227,7 +236,7 @@ class BinanceRestClient:
                 page.append(candle)
             if page:
                 yield page
-            if len(rows) < KLINES_PAGE or newest_open < cursor:
+            if len(rows) < limit or newest_open < cursor:
                 return
             cursor = newest_open + 1
 

@@ -15,9 +15,10 @@ duplicate, never a hole that Binance's REST API could fill. How:
   disconnect) first triggers a REST backfill of the hole, then is delivered (source ``"live"``).
 - Closed candles at or before the last delivered one (duplicates, out-of-order, late frames) are
   dropped and counted. Non-closed frames only refresh the stream's freshness.
-- A stream silent for ``max(WS_STALL_TIMEOUT, stream_stall_intervals x its interval)`` (2 intervals)
-  makes its connection reconnect (counted as a stall); a whole connection silent for
-  WS_STALL_TIMEOUT is detected by the connection itself.
+- A stream silent for ``max(WS_STALL_TIMEOUT, stream_stall_intervals x its interval)`` (3 intervals)
+  makes its connection reconnect (counted as a stall); after each such stall the stream's limit
+  doubles (at most 32x) until a frame arrives, so an illiquid symbol cannot make its connection
+  flap. A whole connection silent for WS_STALL_TIMEOUT is detected by the connection itself.
 - Failures never escape: REST unavailable/banned -> the stream is marked for resync and retried with
   capped jittered backoff (5 s to 120 s; after a 418 not before the ban ends), and its live candles
   are held back meanwhile (the resync fetches them); a sink exception -> the batch is not counted
@@ -83,7 +84,7 @@ class FeedSettings:
     rest: RestSettings = field(default_factory=RestSettings)
     streams_per_connection: int = 200
     warmup_candles: int = 500
-    stream_stall_intervals: float = 2.0
+    stream_stall_intervals: float = 3.0
     queue_capacity: int = 10_000
     resync_retry_s: float = 5.0
     resync_retry_cap_s: float = 120.0
@@ -146,7 +147,7 @@ class _Stream:
     __slots__ = (
         "backoff", "candles_backfilled", "conn", "gaps_backfilled", "initial_done", "interval_ms",
         "last_delivered", "last_frame_at_ms", "last_frame_mono", "name", "needs_resync", "reconnects",
-        "resync_reason", "retry_at", "stall_after_s", "stalls", "symbol", "timeframe",
+        "resync_reason", "retry_at", "stall_after_s", "stall_limit_s", "stalls", "symbol", "timeframe",
     )
 
     def __init__(self, symbol: str, timeframe: str, stall_after_s: float, backoff: Backoff) -> None:
@@ -155,6 +156,7 @@ class _Stream:
         self.name = stream_name(symbol, timeframe)
         self.interval_ms = timeframes.interval_ms(timeframe)
         self.stall_after_s = stall_after_s
+        self.stall_limit_s = stall_after_s  # grows after stalls, back to stall_after_s on the next frame
         self.backoff = backoff
         self.conn: KlineConnection | None = None
         self.last_delivered: int | None = None
@@ -350,6 +352,7 @@ class BinanceKlineFeed:
             return
         st.last_frame_mono = self._monotonic()
         st.last_frame_at_ms = int(self._clock() * 1000)
+        st.stall_limit_s = st.stall_after_s
         if candle is None:  # a non-closed update only proves the stream is alive
             return
         self._closed += 1
@@ -450,13 +453,14 @@ class BinanceKlineFeed:
             now = self._monotonic()
             for st in self._streams.values():
                 conn = st.conn
-                if conn is None or not conn.connected or now - st.last_frame_mono <= st.stall_after_s:
+                if conn is None or not conn.connected or now - st.last_frame_mono <= st.stall_limit_s:
                     continue
                 st.stalls += 1
                 self._stalls += 1
                 st.last_frame_mono = now
                 log.warning("stream stalled: no frame", stream=st.name, connection=conn.name,
-                            silent_after_s=st.stall_after_s)
+                            silent_s=round(st.stall_limit_s, 1))
+                st.stall_limit_s = min(st.stall_limit_s * 2, st.stall_after_s * 32)
                 conn.request_reconnect("stream_stall")
 
     async def _deliver_loop(self) -> None:
