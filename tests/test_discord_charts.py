@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -56,5 +57,25 @@ async def test_renderer_runs_in_a_worker_and_reports_failures_as_none(use_proces
         assert png is not None and decode(png).size == (WIDTH_PX, HEIGHT_PX)
         bad = await renderer.render(ChartSpec(title="bad", candles=tuple(random_walk(3)), width_px=0, height_px=0))
         assert bad is None and renderer.failed == 1 and renderer.rendered == 1
+    finally:
+        renderer.close()
+
+
+async def test_renderer_falls_back_to_a_thread_when_worker_processes_cannot_start() -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DeadPool(ThreadPoolExecutor):
+        def submit(self, *args: object, **kwargs: object) -> Future[bytes]:  # type: ignore[override]
+            f: Future[bytes] = Future()
+            f.set_exception(BrokenProcessPool("worker died at start"))
+            return f
+
+    renderer = ChartRenderer(use_processes=True)
+    renderer._executor.shutdown()
+    renderer._executor = DeadPool()
+    try:
+        png = await renderer.render(ChartSpec(title="ok", candles=tuple(random_walk(20))))
+        assert png is not None and decode(png).format == "PNG"
+        assert not renderer.uses_processes and renderer.rendered == 1
     finally:
         renderer.close()

@@ -205,6 +205,7 @@ class ChartRenderer:
         self._executor: Executor = executor if executor is not None else self._new_executor()
         self.rendered = 0
         self.failed = 0
+        self._broken = 0  # consecutive worker deaths
 
     def _new_executor(self) -> Executor:
         if self._use_processes:
@@ -213,25 +214,47 @@ class ChartRenderer:
 
     async def render(self, spec: ChartSpec) -> bytes | None:
         """PNG bytes, or None when rendering failed (logged and counted: a signal is posted without chart
-        rather than not at all). A crashed worker process (e.g. killed by the OOM killer) is replaced."""
+        rather than not at all).
+
+        A worker process that dies (OOM killer) is replaced. If it dies before it ever rendered, or three
+        times in a row, processes do not work in this environment (spawn re-imports the main module, which
+        fails when Python runs from stdin or an unusual launcher): the renderer then switches to a thread
+        for good and renders the chart there."""
         loop = asyncio.get_running_loop()
-        try:
-            png = await loop.run_in_executor(self._executor, render_png, spec)
-        except asyncio.CancelledError:
-            raise
-        except BrokenExecutor as exc:
-            self.failed += 1
-            log.error("chart_worker_died", error=type(exc).__name__)
-            if self._own:
+        for _attempt in range(2):
+            try:
+                png = await loop.run_in_executor(self._executor, render_png, spec)
+            except asyncio.CancelledError:
+                raise
+            except BrokenExecutor as exc:
+                self._broken += 1
+                if not self._own:
+                    self.failed += 1
+                    log.error("chart_worker_died", error=type(exc).__name__)
+                    return None
                 self._executor.shutdown(wait=False, cancel_futures=True)
+                if self._use_processes and (self.rendered == 0 or self._broken >= 3):
+                    log.warning("chart_worker_process_unusable_switching_to_thread", deaths=self._broken)
+                    self._use_processes = False
+                    self._executor = self._new_executor()
+                    continue  # render this chart in the thread
+                log.error("chart_worker_died", error=type(exc).__name__)
                 self._executor = self._new_executor()
-            return None
-        except Exception as exc:  # matplotlib errors on odd data must never stop a delivery
-            self.failed += 1
-            log.warning("chart_render_failed", title=spec.title, error=repr(exc)[:300])
-            return None
-        self.rendered += 1
-        return png
+                self.failed += 1
+                return None
+            except Exception as exc:  # matplotlib errors on odd data must never stop a delivery
+                self.failed += 1
+                log.warning("chart_render_failed", title=spec.title, error=repr(exc)[:300])
+                return None
+            self._broken = 0
+            self.rendered += 1
+            return png
+        self.failed += 1
+        return None
+
+    @property
+    def uses_processes(self) -> bool:
+        return self._use_processes
 
     def close(self) -> None:
         if self._own:
