@@ -8,8 +8,9 @@ from dataclasses import replace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from src.bot.metrics import BotMetrics, LoopLagMonitor
+from src.bot.metrics import BotMetrics, ClosedCandleCounter, LoopLagMonitor
 from src.bot.status import ConnectionStatus, StatusSnapshot, StreamStatus
+from tests.candlegen import random_walk
 
 
 def samples(metrics: BotMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -183,3 +184,21 @@ def test_per_stream_series_are_left_out_above_the_cap_but_totals_remain():
 def test_nothing_from_the_status_is_exported_before_the_first_snapshot():
     names = {name for name, _ in samples(BotMetrics(process_metrics=False))}
     assert "wyeli_warmed_up" not in names and "wyeli_streams" not in names
+
+
+def test_a_batch_of_candles_counts_each_candle_with_the_mean_time():
+    m = BotMetrics(process_metrics=False)
+    m.observe_analysis(0.03, 3)  # three candles analysed together in 30 ms
+    m.observe_analysis(0.5, 0)  # an empty batch is ignored
+    s = samples(m)
+    assert s[("wyeli_analysis_seconds_count", ())] == 3
+    assert s[("wyeli_analysis_seconds_sum", ())] == pytest.approx(0.03)
+    assert s[("wyeli_analysis_seconds_bucket", (("le", "0.01"),))] == 3
+
+
+async def test_closed_candle_counter_observer_counts_by_timeframe():
+    m = BotMetrics(process_metrics=False)
+    await ClosedCandleCounter(m).on_candles(random_walk(4, timeframe="1m") + random_walk(1, timeframe="1h"))
+    s = samples(m)
+    assert s[("wyeli_closed_candles_total", (("timeframe", "1m"),))] == 4
+    assert s[("wyeli_closed_candles_total", (("timeframe", "1h"),))] == 1

@@ -3,7 +3,8 @@
 Three kinds of inputs, so that components never import prometheus_client:
 
 - events the app reports through methods: :meth:`BotMetrics.observe_analysis`, :meth:`~BotMetrics.signal_emitted`,
-  :meth:`~BotMetrics.candle_closed`, :meth:`~BotMetrics.store_error`;
+  :meth:`~BotMetrics.candle_closed` (or the :class:`ClosedCandleCounter` pipeline observer),
+  :meth:`~BotMetrics.store_error`;
 - totals that components already count (market feed, Discord service, spool), read at scrape time through the
   provider callables in :class:`MetricSources` (a provider that raises is skipped for that scrape and counted
   in ``wyeli_metric_source_errors_total``);
@@ -21,7 +22,7 @@ import asyncio
 import math
 import platform
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import structlog
@@ -39,6 +40,7 @@ from prometheus_client.metrics import disable_created_metrics
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from src.analysis.types import Candle
 from src.bot.status import StatusSnapshot
 
 log = structlog.get_logger(__name__)
@@ -229,10 +231,15 @@ class BotMetrics:
             GCCollector(registry=r)
 
     # ------------------------------------------------------------------ events
-    def observe_analysis(self, seconds: float) -> None:
-        """Duration of analysing one closed candle, in seconds."""
-        if math.isfinite(seconds) and seconds >= 0:
-            self.analysis_seconds.observe(seconds)
+    def observe_analysis(self, seconds: float, candles: int = 1) -> None:
+        """``seconds`` spent analysing a batch of ``candles`` closed candles (signature of the pipeline's
+        ``on_analysis``). Recorded as ``candles`` observations of the per-candle mean, so the histogram's
+        ``_count`` is the number of candles analysed and its ``_sum`` the total time."""
+        if not (math.isfinite(seconds) and seconds >= 0) or candles <= 0:
+            return
+        per_candle = seconds / candles
+        for _ in range(candles):
+            self.analysis_seconds.observe(per_candle)
 
     def signal_emitted(self, pattern: str) -> None:
         self.signals_emitted.labels(pattern).inc()
@@ -260,6 +267,17 @@ class BotMetrics:
     def render(self) -> bytes:
         """The text exposition format (what /metrics serves)."""
         return generate_latest(self.registry)
+
+
+class ClosedCandleCounter:
+    """A pipeline candle observer (``async on_candles(candles)``) feeding ``wyeli_closed_candles_total{timeframe}``."""
+
+    def __init__(self, metrics: BotMetrics) -> None:
+        self.metrics = metrics
+
+    async def on_candles(self, candles: Sequence[Candle]) -> None:
+        for candle in candles:
+            self.metrics.candle_closed(candle.timeframe)
 
 
 class LoopLagMonitor:
