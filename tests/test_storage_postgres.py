@@ -320,3 +320,11 @@ def test_dsn_helpers_strip_our_option_and_hide_credentials() -> None:
 def test_invalid_schema_name_is_refused() -> None:
     with pytest.raises(StoreError):
         PostgresStore("postgresql://h/db", schema='x"; DROP TABLE candles; --')
+
+
+async def test_non_finite_feature_is_stored_as_null_and_read_back_as_nan(pg_store) -> None:
+    s = replace(make_signal(), features=(("ratio", float("inf")), ("score", 0.5)))
+    assert await pg_store.save_signal(s) is True
+    got = await pg_store.get_signal(s.id)
+    assert got is not None and got.features[1] == ("score", 0.5)
+    assert got.features[0][0] == "ratio" and got.features[0][1] != got.features[0][1]  # NaN

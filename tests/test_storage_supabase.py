@@ -307,3 +307,12 @@ def test_epoch_ms_survive_the_iso_round_trip_in_both_text_forms(ms: int) -> None
     dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
     assert ts_to_ms(format_ts(dt)) == ms  # Postgres's form: trimmed fraction, '+00:00'
     assert ts_to_ms(format_ts(dt).replace("+00:00", "Z")) == ms
+
+
+async def test_non_finite_feature_is_sent_as_null_and_read_back_as_nan(fake, rest_store) -> None:
+    s = replace(make_signal(), features=(("ratio", float("nan")), ("score", 0.5)))
+    assert await rest_store.save_signal(s) is True
+    assert next(r for r in fake.requests if r.path == "/rest/v1/signals").body[0]["features"] == {"ratio": None,
+                                                                                                  "score": 0.5}
+    got = await rest_store.get_signal(s.id)
+    assert got is not None and got.features[1] == ("score", 0.5) and got.features[0][1] != got.features[0][1]

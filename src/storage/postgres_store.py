@@ -25,6 +25,7 @@ statements: the store then sets asyncpg's ``statement_cache_size=0`` by itself (
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -172,8 +173,13 @@ def _row_signal(r: asyncpg.Record) -> Signal:
         id=r[0], symbol=r[1], timeframe=r[2], pattern=r[3], direction=direction, confidence=r[5], raw_confidence=r[6],
         entry=r[7], stop_loss=r[8], take_profits=tuple(r[9] or ()), candle_time_ms=r[10], generated_at=ms_to_iso(r[11]),
         reasons=tuple(r[12] or ()), analyzer_version=r[13], config_hash=r[14],
-        features=tuple((str(k), float(v)) for k, v in dict(features).items()),
+        features=tuple((str(k), _feature(v)) for k, v in dict(features).items()),
     )
+
+
+def _feature(value: Any) -> float:
+    """A stored feature value; JSON has no NaN/inf, so a non-finite feature was stored as null."""
+    return math.nan if value is None else float(value)
 
 
 def _row_outcome(r: asyncpg.Record) -> SignalOutcome:
@@ -422,7 +428,7 @@ class PostgresStore:
             generated_ms = iso_to_ms(s.generated_at)
         except ValueError as exc:
             raise StoreError(f"signal {s.id}: generated_at {s.generated_at!r} is not ISO-8601") from exc
-        features = orjson.dumps(dict(s.features)).decode()
+        features = orjson.dumps(dict(s.features)).decode()  # NaN/inf become null (read back as NaN)
         async with self._conn("save_signal") as conn:
             new_id = await conn.fetchval(
                 sql, s.id, s.symbol, s.timeframe, s.pattern, s.direction, s.confidence, s.raw_confidence, s.entry,

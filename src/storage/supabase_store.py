@@ -35,6 +35,7 @@ import base64
 import binascii
 import contextvars
 import json
+import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -157,7 +158,7 @@ def signal_row(s: Signal) -> dict[str, Any]:
         "confidence": s.confidence, "raw_confidence": s.raw_confidence, "entry": s.entry, "stop_loss": s.stop_loss,
         "take_profits": list(s.take_profits), "candle_time": ms_to_ts(s.candle_time_ms), "generated_at": generated,
         "reasons": list(s.reasons), "analyzer_version": s.analyzer_version, "config_hash": s.config_hash,
-        "features": dict(s.features),
+        "features": {k: v if math.isfinite(v) else None for k, v in s.features},  # JSON has no NaN/inf
     }
 
 
@@ -174,7 +175,8 @@ def row_signal(r: dict[str, Any]) -> Signal:
         stop_loss=float(r["stop_loss"]), take_profits=tuple(float(x) for x in r["take_profits"] or ()),
         candle_time_ms=ts_to_ms(r["candle_time"]), generated_at=ms_to_iso(ts_to_ms(r["generated_at"])),
         reasons=tuple(str(x) for x in r["reasons"] or ()), analyzer_version=r["analyzer_version"],
-        config_hash=r["config_hash"], features=tuple((str(k), float(v)) for k, v in dict(features).items()),
+        config_hash=r["config_hash"],
+        features=tuple((str(k), math.nan if v is None else float(v)) for k, v in dict(features).items()),
     )
 
 
