@@ -227,3 +227,18 @@ def test_random_walks_rarely_clear_the_threshold():
         _, cands, _, _ = run(candles)
         confident += sum(c.raw_score >= 0.65 for c in cands)
     assert confident * 1000 / bars < 1.0
+
+
+def test_heavy_short_down_leg_in_phase_b_is_reported_as_absorption():
+    tape = accumulation_tape(absorb=True)
+    events, cands, _, _ = run(tape.candles)
+    absorbed = [e for e in events if e.type == "absorption" and side(e) == "accumulation"]
+    assert [e.candle_time_ms for e in absorbed] == [tape.time("absorption")]
+    assert absorbed[0].phase == "B" and float(dict(absorbed[0].details)["effort_ratio"]) >= 1.2
+    assert dict(cands[0].features)["absorptions"] == 1.0
+    assert "absorption" not in " ".join(cands[0].reasons)  # informational: not part of the event chain
+
+
+def test_ordinary_phase_b_legs_show_no_effort_without_result():
+    events, _, _, _ = run(accumulation_tape().candles)
+    assert not [e for e in events if e.type in ("absorption", "no_follow_through")]

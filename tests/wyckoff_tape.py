@@ -46,12 +46,14 @@ class Tape:
         return self.candles[self.marks[name]].open_time_ms
 
 
-def accumulation_tape(*, spring: str = "reclaimed", sos_volume: float = 3500.0, sos_fails: bool = False) -> Tape:
+def accumulation_tape(*, spring: str = "reclaimed", sos_volume: float = 3500.0, sos_fails: bool = False,
+                      absorb: bool = False) -> Tape:
     """Markdown -> SC -> AR -> ST -> phase B -> spring -> test -> SOS -> BU -> markup, around 78-86.
 
     ``spring``: "reclaimed" (close back above support on the same bar), "lost" (no reclaim: it
     keeps falling) or "none" (no spring at all). ``sos_volume`` sets the breakout bar's volume;
-    ``sos_fails`` drops price back into the range right after the breakout.
+    ``sos_fails`` drops price back into the range right after the breakout. ``absorb`` makes the
+    second phase-B down-leg heavy (1400) but short (1.9 instead of 4.3 price units): effort without result.
     """
     t = Tape(100.0)
     t.quiet(60)
@@ -62,7 +64,11 @@ def accumulation_tape(*, spring: str = "reclaimed", sos_volume: float = 3500.0, 
     t.bar(85.6, 86.3, 85.2, 85.5, 1200).mark("ar")  # AR high 86.3
     t.walk(79.0, 8, 700)
     t.bar(79.0, 79.3, 78.5, 79.2, 650).mark("st")  # ST low 78.5 on light volume
-    t.walk(84.5, 8, 900).walk(80.5, 8, 800).walk(84.5, 8, 900).walk(80.0, 8, 650)
+    t.walk(84.5, 8, 900).walk(80.5, 8, 800).walk(84.5, 8, 900)
+    if absorb:
+        t.walk(82.6, 8, 1400).mark("absorption").walk(84.0, 4, 800)
+    else:
+        t.walk(80.0, 8, 650)
     if spring == "none":
         t.walk(84.0, 8, 900).walk(81.5, 6, 600)
     elif spring == "lost":

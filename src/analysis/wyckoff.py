@@ -49,7 +49,8 @@ EVENT_TYPES: dict[str, tuple[str, str]] = {
     "test": ("test", "utad_test"), "lpsc": ("lps_c", "lpsy_c"), "sos": ("sos", "sow"),
     "failed_sos": ("failed_sos", "failed_sow"), "bu": ("bu", "lpsy"), "lps": ("lps", "lpsy"),
     "markup": ("markup", "markdown"), "failed": ("failed", "failed"), "expired": ("expired", "expired"),
-    "reanchor": ("reanchor", "reanchor"),
+    "reanchor": ("reanchor", "reanchor"), "absorption": ("absorption", "absorption"),
+    "no_follow_through": ("no_follow_through", "no_follow_through"),
 }
 # setup key -> (LONG pattern, SHORT pattern)
 PATTERNS: dict[str, tuple[str, str]] = {
@@ -63,7 +64,7 @@ LABELS: dict[str, str] = {
     "spring": "Spring", "shakeout": "Shakeout", "test": "Test", "utad_test": "UTAD test", "lps_c": "LPS (phase C)",
     "lpsy_c": "LPSY (phase C)", "st_b": "ST in phase B", "failed_sos": "failed SOS", "failed_sow": "failed SOW",
     "msow": "minor SOW", "markup": "markup", "markdown": "markdown", "failed": "failed", "expired": "expired",
-    "reanchor": "re-anchor",
+    "reanchor": "re-anchor", "absorption": "absorption", "no_follow_through": "no follow-through",
 }
 _REASONS = {1.0: "breakdown", 2.0: "timeout", 3.0: "v_reversal", 4.0: "left range without SOS", 5.0: "range too wide",
             6.0: "spring failed", 7.0: "LPS failed", 8.0: "no automatic rally", 9.0: "ST too deep", 10.0: "markup"}
@@ -168,7 +169,7 @@ class WyckoffAnalyzer:
         pattern = PATTERNS[setup.key][side]
         sup, res = self._levels(side, tracker)
         chain = [f"{label(EVENT_TYPES[k][side])} {ms_to_iso(t)[:16].replace('T', ' ')} at {_fmt(self._px(side, x))}"
-                 for k, t, x in raw.chain if k not in ("ua", "st_b")]
+                 for k, t, x in raw.chain]
         stop = self._px(side, setup.stop)
         targets = tuple(self._px(side, x) for x in setup.targets)
         evidence = ", ".join(f"{k} {v:.2f}" for k, v in setup.memberships)

@@ -20,7 +20,9 @@ AWAIT_ST -> B: a swing low in [S - 0.5 ATR, S + 0.35 W] whose leg mean RV <= 0.8
   RV. A deeper swing low, a close < S - 1.5 ATR or a close > Rz + 1 W (V-reversal): IDLE.
 B: phase B lasts >= max(10 bars, phase A length), and the range >= 30 bars from the climax
   (the "minimum duration" below). Swing lows <= S + 0.2 W count as tests of S;
-  down-leg RVs are kept (supply drying up = falling). UA: a high > Rz + 0.1 ATR that closes back
+  down-leg RVs are kept (supply drying up = falling). Effort vs result: a leg whose progress
+  (ATR) is >= 30 % smaller than the previous same-direction leg's while its summed RV is >= 20 %
+  larger is ABSORPTION (toward support) or NO_FOLLOW_THROUGH (toward resistance). UA: a high > Rz + 0.1 ATR that closes back
   under Rz within 2 bars. A dip under S - 0.1 ATR reclaimed (close >= S) within 3 bars is an ST
   in phase B before the minimum duration, and a SPRING (penetration <= 1.5 ATR) or SHAKEOUT
   (<= 3 ATR) after it -> C. No reclaim within 3 bars, or > 3 ATR deep: FAILED (-> IDLE, where a
@@ -64,6 +66,7 @@ class St(Enum):
     LPS_DONE = "lps_done"
 
 
+INFORMATIONAL = frozenset({"ua", "st_b", "absorption", "no_follow_through"})  # not part of a signal's event chain
 PHASE = {
     St.IDLE: "", St.SC_PENDING: "A", St.AWAIT_AR: "A", St.AWAIT_ST: "A", St.B: "B", St.C: "C",
     St.D: "D", St.LPS_DONE: "D",
@@ -132,6 +135,8 @@ class SideTracker:
         self.tests = 0
         self.down_first = self.down_last = self.down_sum = 0.0
         self.down_n = 0
+        self.prev_leg: dict[int, tuple[float, float]] = {}  # pivot kind -> (progress ATR, effort) of the last leg
+        self.absorptions = 0
         # below-support / above-resistance probes
         self.pend_i = -1
         self.pend_atr = 0.0
@@ -166,7 +171,8 @@ class SideTracker:
 
     def _event(self, key: str, bar: Bar, event_i: int, event_t: int, price: float,
                details: tuple[tuple[str, float], ...] = (), setup: Setup | None = None) -> RawEvent:
-        self.chain.append((key, event_t, price))
+        if key not in INFORMATIONAL:
+            self.chain.append((key, event_t, price))
         phase = "E" if key == "markup" else self.phase
         levels = (self.S, self.Rz) if self.state in (St.AWAIT_ST, St.B, St.C, St.D, St.LPS_DONE) else None
         return RawEvent(key, event_i, event_t, bar.i, bar.t_ms, price, phase, details, setup, tuple(self.chain), levels)
@@ -361,6 +367,7 @@ class SideTracker:
         # --- swing level
         if pivot is None:
             return
+        self._effort_vs_result(bar, pivot, out)
         if pivot.kind > 0:
             return
         if self.state is St.B:
@@ -388,6 +395,26 @@ class SideTracker:
                 self.tested = True
                 out.append(self._event("test", bar, pivot.i, pivot.t_ms, pivot.price, (
                     ("leg_rv", pivot.leg_mean_rv), ("spring_rv", self.spring_rv)), self._test_setup(bar, pivot)))
+
+    def _effort_vs_result(self, bar: Bar, pivot: Pivot, out: list[RawEvent]) -> None:
+        """Weis-wave check against the previous leg of the same direction inside the range.
+
+        Progress (ATR) down >= 30 % while effort (sum of RV over the leg) up >= 20 %: the move is
+        being absorbed. Toward support that is supply absorbed ("absorption", bullish for this
+        side); toward resistance, demand absorbed ("no_follow_through").
+        """
+        progress = abs(pivot.price - pivot.leg_start_price) / bar.atr
+        effort = pivot.leg_mean_rv * pivot.leg_bars
+        prev = self.prev_leg.get(pivot.kind)
+        self.prev_leg[pivot.kind] = (progress, effort)
+        if prev is None or prev[0] <= 0 or prev[1] <= 0:
+            return
+        if progress <= 0.7 * prev[0] and effort >= 1.2 * prev[1]:
+            key = "absorption" if pivot.kind < 0 else "no_follow_through"
+            if pivot.kind < 0:
+                self.absorptions += 1
+            out.append(self._event(key, bar, pivot.i, pivot.t_ms, pivot.price, (
+                ("progress_ratio", progress / prev[0]), ("effort_ratio", effort / prev[1]))))
 
     def _probe_support(self, bar: Bar, matured: bool, out: list[RawEvent]) -> bool:
         """Dips under S: ST-in-B, spring, shakeout or breakdown. True when the case ended."""
@@ -518,7 +545,7 @@ class SideTracker:
         if not tps:
             tps = (entry + 2.0 * risk,)
         raw = score(key, mu)
-        feats = (("w_atr", self.W / bar.atr), ("rv", bar.rv), ("cp", bar.cp), *extra,
+        feats = (("w_atr", self.W / bar.atr), ("rv", bar.rv), ("cp", bar.cp), ("absorptions", float(self.absorptions)), *extra,
                  *((f"mu_{k}", v) for k, v in sorted(mu.items())))
         return Setup(key, entry, stop, tps, raw, tuple(sorted(mu.items())), feats)
 
