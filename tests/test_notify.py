@@ -123,7 +123,10 @@ def test_activity_tracker_turns_unhealthy_after_max_silence_and_recovers_on_touc
 def test_watchdog_tick_pings_only_while_healthy_and_reports_the_stall_once(receiver):
     path, r = receiver
     healthy = [True]
-    wd = Watchdog(SdNotifier(path), lambda: healthy[0], interval_s=1.0)
+    notifier = SdNotifier(path)
+    wd = Watchdog(notifier, lambda: healthy[0], interval_s=1.0)
+    assert not wd.tick()  # nothing before READY=1: systemd has not armed the watchdog yet
+    notifier.ready()
     assert wd.tick()
     healthy[0] = False
     assert not wd.tick()
@@ -131,6 +134,7 @@ def test_watchdog_tick_pings_only_while_healthy_and_reports_the_stall_once(recei
     healthy[0] = True
     assert wd.tick()
     assert r.drain() == [
+        "READY=1",
         "WATCHDOG=1",
         "STATUS=stalled: no market data, watchdog pings withheld",
         "STATUS=running",
@@ -145,7 +149,9 @@ def test_watchdog_treats_a_raising_probe_as_unhealthy(receiver):
     def probe() -> bool:
         raise RuntimeError("boom")
 
-    wd = Watchdog(SdNotifier(path), probe, interval_s=1.0)
+    notifier = SdNotifier(path)
+    notifier.ready()
+    wd = Watchdog(notifier, probe, interval_s=1.0)
     assert not wd.tick()
     assert "WATCHDOG=1" not in r.drain()
 
@@ -181,8 +187,9 @@ async def test_watchdog_task_pings_while_frames_flow_and_stops_when_the_feed_sta
             stalled_checks_seen.set()
         return calls <= flowing_checks
 
-    notifier.ready("warm-up done")
     wd = Watchdog(notifier, data_flowing)
+    assert not wd.tick() and calls == 0  # before READY=1 the probe is not even consulted
+    notifier.ready("warm-up done")
     assert wd.interval_s == pytest.approx(0.01)
     task = wd.start()
     assert task is not None

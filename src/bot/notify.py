@@ -8,7 +8,7 @@ named by ``$NOTIFY_SOCKET``; a leading ``@`` means the Linux abstract namespace 
 - ``STOPPING=1`` when the graceful shutdown starts.
 - ``STATUS=...`` free text shown by ``systemctl status``.
 - ``WATCHDOG=1`` from :class:`Watchdog`, a task on the event loop that pings every ``WATCHDOG_USEC / 2``
-  (sd_watchdog_enabled(3) recommends half the timeout) but ONLY while ``is_healthy()`` is true. A stalled
+  (sd_watchdog_enabled(3) recommends half the timeout), after READY=1 and ONLY while ``is_healthy()`` is true. A stalled
   feed (``is_healthy`` false) or a blocked event loop (the task cannot run) stops the pings, systemd kills the
   process with SIGABRT after ``WatchdogSec`` and ``Restart=on-failure`` starts it again.
 - ``WATCHDOG_PID``, when set, must equal our pid, otherwise the watchdog is meant for another process.
@@ -52,6 +52,7 @@ class SdNotifier:
         self.socket_path = socket_path or None
         self.sent = 0
         self.errors = 0
+        self.ready_sent = False  # set by ready(); the watchdog stays quiet before it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SdNotifier:
@@ -83,6 +84,7 @@ class SdNotifier:
 
     def ready(self, status: str | None = None) -> bool:
         """READY=1 (plus an optional STATUS line): warm-up is done."""
+        self.ready_sent = True
         return self.notify("READY=1", *((f"STATUS={_clean(status)}",) if status else ()))
 
     def stopping(self, status: str | None = "shutting down") -> bool:
@@ -175,7 +177,13 @@ class Watchdog:
         return self.notifier.enabled and self.interval_s is not None and self.interval_s > 0
 
     def tick(self) -> bool:
-        """One check: ping if healthy. Returns whether a ping was sent. Logs transitions once, not every tick."""
+        """One check: ping if healthy. Returns whether a ping was sent. Logs transitions once, not every tick.
+
+        Does nothing before ``notifier.ready()``: systemd arms the watchdog only once start-up is complete, and a
+        long warm-up (no frames yet) must not be reported as a stall.
+        """
+        if not self.notifier.ready_sent:
+            return False
         try:
             healthy = bool(self.is_healthy())
         except Exception as exc:  # a broken probe must not kill the watchdog task; it withholds the ping
