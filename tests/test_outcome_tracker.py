@@ -1,8 +1,9 @@
-"""Live outcome tracker on the real SqliteStore: parity with the backtest, restarts, late signals,
+"""Live outcome tracker on the real SqliteStore and PostgresStore: parity with the backtest, restarts, late signals,
 save retries and ungradable signals."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,22 +15,40 @@ from src.analysis.engine import AnalysisSettings
 from src.analysis.outcomes import OutcomeParams
 from src.analysis.types import Candle, Signal
 from src.bot.outcome_tracker import OutcomeTracker, to_signal_outcome
-from src.storage.base import SignalOutcome, StoreUnavailable
+from src.storage.base import SignalOutcome, Store, StoreUnavailable
 from src.storage.sqlite_store import SqliteStore
 from tests.candlegen import random_walk
 
 PARAMS = OutcomeParams(horizon_candles=24, commission=0.0004, slippage_bps=2.0)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "wyeli.db")
-    await s.open()
-    yield s
-    await s.close()
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The real SqliteStore, and the real PostgresStore in a throw-away schema."""
+    if request.param == "sqlite":
+        s: Store = SqliteStore(tmp_path / "wyeli.db")
+        await s.open()
+        yield s
+        await s.close()
+        return
+    import asyncpg
+
+    from src.storage.postgres_store import PostgresStore
+
+    url = request.getfixturevalue("postgres_url")
+    schema = f"wyeli_test_{secrets.token_hex(6)}"
+    pg = PostgresStore(url, schema=schema)
+    await pg.open()
+    yield pg
+    await pg.close()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
-def tracker(store: SqliteStore) -> OutcomeTracker:
+def tracker(store: Store) -> OutcomeTracker:
     return OutcomeTracker(store, horizon_candles=PARAMS.horizon_candles, commission=PARAMS.commission,
                           slippage_bps=PARAMS.slippage_bps)
 
@@ -51,7 +70,7 @@ def backtest_outcomes(candles: list[Candle], signals: list[Signal]) -> dict[str,
     return out
 
 
-async def feed_live(store: SqliteStore, t: OutcomeTracker, candles: list[Candle], signals: list[Signal]) -> None:
+async def feed_live(store: Store, t: OutcomeTracker, candles: list[Candle], signals: list[Signal]) -> None:
     """Like the pipeline: store the candle, store the signals it confirmed, then call the observer."""
     by_time: dict[int, list[Signal]] = {}
     for s in signals:
@@ -63,7 +82,7 @@ async def feed_live(store: SqliteStore, t: OutcomeTracker, candles: list[Candle]
         await t.on_candles([c])
 
 
-async def stored(store: SqliteStore, ids: list[str]) -> dict[str, SignalOutcome]:
+async def stored(store: Store, ids: list[str]) -> dict[str, SignalOutcome]:
     out = {}
     for sid in ids:
         o = await store.get_outcome(sid)
@@ -115,7 +134,7 @@ async def test_batches_of_candles_in_any_order_give_the_same_outcomes(store):
 class FlakyStore:
     """Delegates to a real store; the first ``failures`` outcome saves raise StoreUnavailable."""
 
-    def __init__(self, inner: SqliteStore, failures: int) -> None:
+    def __init__(self, inner: Store, failures: int) -> None:
         self.inner = inner
         self.failures = failures
 
