@@ -206,7 +206,8 @@ class Watchdog:
         return False
 
     async def run(self) -> None:
-        """Tick forever (until cancelled). Pings once immediately so the first deadline is met after READY."""
+        """Tick now and then every ``interval_s`` until cancelled; after READY=1 the first ping comes within one
+        interval, half of WatchdogSec, so the first deadline is always met."""
         if not self.active:
             return
         assert self.interval_s is not None
