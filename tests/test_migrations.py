@@ -8,6 +8,7 @@ transaction that is rolled back, so the shared test server is left as it was.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -240,6 +241,29 @@ async def test_signals_join_the_realtime_publication_when_it_exists(conn) -> Non
             "SELECT tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime' AND schemaname = current_schema()"
         )
         assert [r[0] for r in published] == ["signals"]
+    finally:
+        await tx.rollback()
+
+
+async def test_schema_installs_as_a_plain_owner_that_cannot_alter_the_realtime_publication(conn) -> None:
+    """Like Supabase's `postgres` role: owns the schema, is no superuser, may not own the publication."""
+    role = f"wyeli_owner_{secrets.token_hex(4)}"
+    schema = await conn.fetchval("SELECT current_schema()")
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime'"):
+            await conn.execute("CREATE PUBLICATION supabase_realtime")
+        await conn.execute(f"CREATE ROLE {role} NOLOGIN")
+        await conn.execute(f'ALTER SCHEMA "{schema}" OWNER TO {role}')
+        await conn.execute(f"SET LOCAL ROLE {role}")
+        assert await apply_migrations(conn) == ["001_create_schema"]  # the notice is not an error
+        assert await conn.fetchval(
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'supabase_realtime' AND schemaname = $1", schema
+        ) == 0
+        assert await conn.fetchval("SELECT tableowner FROM pg_tables WHERE schemaname = $1 AND tablename = 'signals'",
+                                   schema) == role
+        await conn.execute("RESET ROLE")
     finally:
         await tx.rollback()
 

@@ -357,6 +357,9 @@ BEGIN
                        WHERE pubname = 'supabase_realtime' AND schemaname = current_schema() AND tablename = 'signals') THEN
         EXECUTE format('ALTER PUBLICATION supabase_realtime ADD TABLE %I.signals', current_schema());
     END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    -- not the publication's owner: Realtime is optional, never fail the migration for it
+    RAISE NOTICE 'signals not added to supabase_realtime (%): enable it under Database -> Publications', SQLERRM;
 END $$;
 
 INSERT INTO schema_migrations (version, name) VALUES (1, '001_create_schema') ON CONFLICT (version) DO NOTHING;
