@@ -281,6 +281,11 @@ def path_candles(
             o = prev
             h = max(o, c) * (1 + wick)
             lo = min(o, c) * (1 - wick)
+            # wicks never poke back beyond the leg's starting turn (it stays the swing extreme)
+            if b > a:
+                lo = max(lo, prices[k])
+            else:
+                h = min(h, prices[k])
             if i == n:  # the turning bar's extreme is the turning price itself
                 if b > a:
                     h, c = c, c * (1 - wick)
