@@ -481,7 +481,8 @@ class BinanceKlineFeed:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _drain_live(self) -> None:
-        """Deliver queued live candles in one batch, backfilling holes first; stops early for due resyncs."""
+        """Deliver up to ``live_batch_max`` queued live candles in one sink call; a hole in a stream
+        flushes the batch so far, is backfilled from REST, and then the candle joins the next batch."""
         batch: list[Candle] = []
         before: dict[_Stream, int | None] = {}
         while self._pending and len(batch) < self.settings.live_batch_max:
@@ -505,7 +506,7 @@ class BinanceKlineFeed:
                     self._held += 1
                     continue
                 if not await self._fetch(st, timeframes.next_open(st.timeframe, last), t - 1, "backfill"):
-                    st.mark_resync("gap")
+                    st.needs_resync, st.resync_reason = True, "gap"  # keeps the retry time _fetch scheduled
                     self._held += 1
                     continue
                 if st.last_delivered is not None and st.last_delivered >= t:
