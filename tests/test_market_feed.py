@@ -248,6 +248,24 @@ async def test_sink_failure_is_repaired_from_rest_without_loss(fake: FakeBinance
     assert feed.stats().sink_errors == 2
 
 
+async def test_rest_failing_during_a_hole_holds_the_stream_then_repairs_it(fake: FakeBinance) -> None:
+    sink = CollectSink()
+    feed = BinanceKlineFeed(settings_for(fake), sink, no_store, clock=fake.clock)
+    task = await start(feed)
+    await fake.wait_for_connections(2)
+    await fake.advance(1)
+    await eventually(caught_up(fake, sink, streams_of(tfs=("1m",))))
+    fake.fail_next(503, times=8)  # two whole backfill attempts (4 tries each) fail
+    await fake.advance(2, send=False)
+    await fake.advance(3)
+    await eventually(caught_up(fake, sink, streams_of()))
+    await feed.stop()
+    await task
+    assert_exactly_once(fake, sink, streams_of())
+    stats = feed.stats()
+    assert stats.held_for_resync >= 1 and stats.rest_errors >= 8 and stats.gaps_backfilled >= 1
+
+
 async def test_unknown_symbols_are_reported_and_not_subscribed(fake: FakeBinance) -> None:
     sink = CollectSink()
     feed = BinanceKlineFeed(settings_for(fake, symbols=("BTCUSDT", "FOOUSDT"), tfs=("1m",)), sink, no_store,
