@@ -71,7 +71,7 @@ async def measure_lag(work: asyncio.Future[object] | None, run_inline: tuple[Cha
         s, n = run_inline
         for _ in range(n):
             render_png(s)  # blocks the loop on purpose: the comparison baseline
-            await asyncio.sleep(0)
+            await asyncio.sleep(TICK_S * 2)  # let the ticker run between renders: each render is one block
     if work is not None:
         await work
     stop.set()
