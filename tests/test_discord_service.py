@@ -205,3 +205,18 @@ async def test_a_malformed_webhook_url_disables_only_the_webhook(store: SqliteSt
     svc = DiscordService(config, store, None, None)
     assert [s.destination for s in svc.senders] == ["discord:42"]
     await svc.stop()
+
+
+async def test_build_discord_sinks_follows_the_configuration(tmp_path: Path, store: SqliteStore) -> None:
+    from src.bot.discord.service import build_discord_sinks
+
+    sinks, service = build_discord_sinks(Config(), store, None, None)
+    assert sinks == [] and service is None
+    sinks, service = build_discord_sinks(Config(discord_token="x" * 70, discord_signals_channel_id=42), store, None, None,
+                                         preview_dir=tmp_path / "p")
+    assert [s.name for s in sinks] == ["discord-preview", "discord"] and service is sinks[1]
+    sinks2, service2 = build_discord_sinks(Config(discord_token="x" * 70, discord_signals_channel_id=42), store, None,
+                                           None, live=False)
+    assert sinks2 == [] and service2 is None
+    for s in sinks:
+        await s.close()

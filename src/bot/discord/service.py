@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -26,7 +27,8 @@ from src.bot.discord.cogs.signals import CommandDeps
 from src.bot.discord.messages import MessageBuilder, ViewCache
 from src.bot.discord.outbox import OutboxSender, OutboxStats
 from src.bot.discord.posters import ChannelPoster, WebhookPoster
-from src.bot.sinks import SignalBatch
+from src.bot.discord.preview import DiscordPreviewSink
+from src.bot.sinks import SignalBatch, SignalSink
 from src.bot.status import MarketViewProvider, StatusProvider
 from src.storage.base import Store
 
@@ -221,3 +223,24 @@ def build_discord_service(
     if not config.discord_token and not config.discord_webhook_url:
         return None
     return DiscordService(config, store, status_provider, market_view_provider)
+
+
+def build_discord_sinks(
+    config: Config,
+    store: Store,
+    status_provider: StatusProvider | None,
+    market_view_provider: MarketViewProvider | None,
+    *,
+    preview_dir: Path | None = None,
+    live: bool = True,
+) -> tuple[list[SignalSink], DiscordService | None]:
+    """Every Discord-side sink the configuration asks for: the preview sink (``--discord-preview DIR``,
+    charts falling back to the store's candles) and, in live mode, the service (bot and/or webhook).
+    The caller starts and stops the service; the sinks are closed with the other sinks."""
+    sinks: list[SignalSink] = []
+    if preview_dir is not None:
+        sinks.append(DiscordPreviewSink(preview_dir, candles=store))
+    service = build_discord_service(config, store, status_provider, market_view_provider) if live else None
+    if service is not None:
+        sinks.append(service)
+    return sinks, service
