@@ -8,7 +8,10 @@ backtest/report.py (metric definitions). ``--jobs N`` runs streams (files/symbol
 every random stream is seeded from (--seed, symbol, timeframe), so results equal ``--jobs 1``.
 ``--walk-forward N`` splits each stream's period into N consecutive equal folds and reports
 metrics and a baseline (random entries drawn inside the same fold) per fold; the analysis itself
-is streaming and fitted on nothing, so every fold is out-of-sample for it.
+is streaming and fitted on nothing, so every fold is out-of-sample for it. With ``--wf-calibrate``
+the confidence calibration is refitted before each fold on the outcomes known by its start (an
+expanding window; fold 1 only trains) and MIN_CONFIDENCE gates the calibrated confidence, so the
+folds measure the calibrated gate out-of-sample (backtest/simulate.run_stream_wf_calibrated).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import structlog
 from backtest import baseline as bl
 from backtest import report as rp
 from backtest.inputs import InputError, StreamSpec, add_input_arguments, load_from_store, load_spec, stream_specs
-from backtest.simulate import GradedSignal, StreamResult, atr_series, run_stream, size_trades
+from backtest.simulate import GradedSignal, StreamResult, atr_series, run_stream, run_stream_wf_calibrated, size_trades
 from src.analysis.calibration import CalibrationFormatError, CalibrationSet
 from src.analysis.engine import AnalysisSettings
 from src.analysis.outcomes import OutcomeParams
@@ -48,6 +51,7 @@ class JobConfig:
     seed: int
     folds: int
     label_candidates: bool = False
+    wf_calibrate: bool = False
 
 
 @dataclass(slots=True)
@@ -77,12 +81,19 @@ def _fold_of(t: int, folds: list[tuple[int, int]]) -> int:
 def run_job(spec: StreamSpec, job: JobConfig, progress: Callable[[int], None] | None = None) -> StreamOutput:
     """Everything for one stream; a top-level function so worker processes can run it."""
     candles = load_spec(spec)
-    calibrator = CalibrationSet.from_json(job.calibration_json) if job.calibration_json else None
-    res = run_stream(
-        spec.symbol, spec.timeframe, candles, job.settings, job.params, calibrator,
-        label_candidates=job.label_candidates, progress=progress,
-    )
     folds = fold_bounds(candles[0].open_time_ms, candles[-1].close_time_ms + 1, job.folds)
+    extra: dict[str, Any] = {}
+    if job.wf_calibrate:
+        res, fits = run_stream_wf_calibrated(
+            spec.symbol, spec.timeframe, candles, job.settings, job.params, folds, progress=progress
+        )
+        extra["fold_calibration"] = {f.fold: (f.train_samples, f.maps) for f in fits}
+    else:
+        calibrator = CalibrationSet.from_json(job.calibration_json) if job.calibration_json else None
+        res = run_stream(
+            spec.symbol, spec.timeframe, candles, job.settings, job.params, calibrator,
+            label_candidates=job.label_candidates, progress=progress,
+        )
     trade_fold = [_fold_of(g.resolution.entry_time_ms, folds) for g in res.graded]
     baseline = None
     if job.baseline_reps > 0:
@@ -102,7 +113,7 @@ def run_job(spec: StreamSpec, job: JobConfig, progress: Callable[[int], None] | 
                 bl.arrays(candles, atrs), geoms, job.params, job.baseline_reps,
                 bl.stream_seed(job.seed, spec.symbol, spec.timeframe),
             )
-    return StreamOutput(res, folds, trade_fold, baseline)
+    return StreamOutput(res, folds, trade_fold, baseline, extra)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -117,6 +128,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", type=Path, help="calibration JSON to apply (default: raw scores, as no file)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes over streams (default 1)")
     p.add_argument("--walk-forward", type=int, default=0, metavar="N", help="report N consecutive folds")
+    p.add_argument("--wf-calibrate", action="store_true",
+                   help="with --walk-forward N >= 2: refit the calibration before each fold on outcomes known by then "
+                        "(fold 1 only trains); MIN_CONFIDENCE then applies to calibrated confidence")
     p.add_argument("--seed", type=int, default=0, help="random baseline seed (default 0)")
     p.add_argument("--baseline-reps", type=int, default=1000, help="random baseline replications (default 1000)")
 
@@ -151,7 +165,12 @@ def build_job(args: argparse.Namespace, *, label_candidates: bool = False) -> Jo
     folds = getattr(args, "walk_forward", 0)
     if reps < 0 or folds < 0:
         raise InputError("--baseline-reps and --walk-forward must be >= 0")
-    return JobConfig(settings, params, cal_json, reps, getattr(args, "seed", 0), folds, label_candidates)
+    wf_cal = bool(getattr(args, "wf_calibrate", False))
+    if wf_cal and folds < 2:
+        raise InputError("--wf-calibrate needs --walk-forward N with N >= 2")
+    if wf_cal and cal_json is not None:
+        raise InputError("--wf-calibrate fits its own calibrations: drop --calibration")
+    return JobConfig(settings, params, cal_json, reps, getattr(args, "seed", 0), folds, label_candidates, wf_cal)
 
 
 def run_all(
@@ -243,6 +262,11 @@ def build_report(outs: list[StreamOutput], job: JobConfig, initial_balance: floa
             m["end"] = max(b[1] for b in bounds) - 1
             m["pnl"] = sum(t.pnl for t in fold_trades)
             m["baseline"] = _baseline_for(fold_pairs)
+            if job.wf_calibrate:
+                fitted = [o.extra.get("fold_calibration", {}).get(k + 1) for o in outs]
+                m["calibration_train_samples"] = sum(f[0] for f in fitted if f) if k > 0 else None
+                m["calibration_maps"] = sum(f[1] for f in fitted if f) if k > 0 else None
+                m["training_only"] = k == 0
             walk.append(m)
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
@@ -258,6 +282,7 @@ def build_report(outs: list[StreamOutput], job: JobConfig, initial_balance: floa
             "risk_per_trade": risk_per_trade,
             "initial_balance": initial_balance,
             "calibrated": job.calibration_json is not None,
+            "walk_forward_calibrated": job.wf_calibrate,
             "baseline_replications": job.baseline_reps,
             "seed": job.seed,
             "walk_forward": job.folds,

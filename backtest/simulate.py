@@ -22,9 +22,9 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from src.analysis.calibration import Sample
+from src.analysis.calibration import Sample, fit
 from src.analysis.engine import AnalysisSettings, Calibrator, SignalGate, replay
 from src.analysis.indicators import WilderATR
 from src.analysis.outcomes import InvalidSignalGeometry, OutcomeParams, Resolution, TradeFollower
@@ -114,11 +114,33 @@ def run_stream(
         signals=emitted,
     )
     open_times = [c.open_time_ms for c in candles]
+    take_trades(res, candles, open_times, params)
+    if label_candidates:
+        for cand in candidates:
+            try:
+                r = grade(cand, candles, open_times, params)
+            except InvalidSignalGeometry:
+                continue
+            if r is not None:
+                res.samples.append(Sample(cand.pattern, timeframe, cand.raw_confidence, r.hit, cand.candle_time_ms))
+    return res
+
+
+def take_trades(
+    res: StreamResult,
+    candles: list[Candle],
+    open_times: list[int],
+    params: OutcomeParams,
+    known: dict[str, Resolution | None] | None = None,
+) -> None:
+    """Grade ``res.signals`` in order and apply the one-position-per-stream rule into ``res``.
+
+    ``known`` holds resolutions already computed (by signal id; None = unresolved)."""
     atrs = atr_series(candles)
     busy_until = -1  # close time of the exit candle of the stream's open trade
-    for sig in emitted:
+    for sig in res.signals:
         try:
-            r = grade(sig, candles, open_times, params)
+            r = known[sig.id] if known is not None and sig.id in known else grade(sig, candles, open_times, params)
         except InvalidSignalGeometry:
             res.invalid_geometry += 1
             continue
@@ -133,15 +155,82 @@ def run_stream(
         res.graded.append(g)
         # busy until the exit candle has closed: the next entry is at the following open at the earliest
         busy_until = max(busy_until, r.resolved_at_ms)
-    if label_candidates:
+
+
+@dataclass(frozen=True, slots=True)
+class FoldCalibration:
+    """What the walk-forward calibration of one fold was fitted on."""
+
+    fold: int
+    start_ms: int
+    train_samples: int
+    maps: int
+
+
+def run_stream_wf_calibrated(
+    symbol: str,
+    timeframe: str,
+    candles: list[Candle],
+    settings: AnalysisSettings,
+    params: OutcomeParams,
+    folds: list[tuple[int, int]],
+    *,
+    min_samples: int = 30,
+    prior_strength: float = 10.0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[StreamResult, list[FoldCalibration]]:
+    """Walk-forward with the calibration refitted before every fold (expanding window).
+
+    Every candidate (raw score) is graded. Before fold k (k >= 2) a calibration is fitted on the
+    candidates whose outcome was KNOWN before the fold starts (resolved_at < fold start: a purge
+    that leaves no overlap), and fold k's candidates get ``confidence = map(raw_confidence)``. One
+    gate (MIN_CONFIDENCE + cooldown) then runs over folds 2..N in candle order, candidates of a
+    candle sorted as the engine sorts them (confidence descending, then pattern). Fold 1 only
+    trains: it has no trades. Note the map sees the raw score rounded to 4 places, as stored.
+    """
+    open_times = [c.open_time_ms for c in candles]
+    # every candidate (no gate), graded once
+    engine = build_engine(symbol, timeframe, settings)
+    candidates: list[Signal] = []
+    for i, c in enumerate(candles, start=1):
+        candidates.extend(engine.on_candle(c).signals)
+        if progress is not None and (i % PROGRESS_CHUNK == 0 or i == len(candles)):
+            progress(i % PROGRESS_CHUNK or PROGRESS_CHUNK)
+    known: dict[str, Resolution | None] = {}
+    labelled: list[tuple[Signal, Resolution]] = []
+    for cand in candidates:
+        try:
+            r = grade(cand, candles, open_times, params)
+        except InvalidSignalGeometry:
+            continue
+        known[cand.id] = r
+        if r is not None:
+            labelled.append((cand, r))
+    out = StreamResult(
+        symbol,
+        timeframe,
+        len(candles),
+        candles[0].open_time_ms if candles else None,
+        candles[-1].close_time_ms if candles else None,
+    )
+    fits: list[FoldCalibration] = []
+    calibrated: list[Signal] = []
+    for k, (start, end) in enumerate(folds):
+        if k == 0:
+            continue
+        train = [Sample(c.pattern, timeframe, c.raw_confidence, r.hit, c.candle_time_ms)
+                 for c, r in labelled if r.resolved_at_ms < start]
+        cal = fit(train, min_samples=min_samples, prior_strength=prior_strength)
+        fits.append(FoldCalibration(k + 1, start, len(train), len(cal.maps)))
         for cand in candidates:
-            try:
-                r = grade(cand, candles, open_times, params)
-            except InvalidSignalGeometry:
-                continue
-            if r is not None:
-                res.samples.append(Sample(cand.pattern, timeframe, cand.raw_confidence, r.hit, cand.candle_time_ms))
-    return res
+            if start <= cand.candle_time_ms < end:
+                conf = round(min(1.0, max(0.0, cal.calibrate(cand.pattern, timeframe, cand.raw_confidence))), 4)
+                calibrated.append(replace(cand, confidence=conf))
+    calibrated.sort(key=lambda s: (s.candle_time_ms, -s.confidence, s.pattern))
+    gate = SignalGate(settings.min_confidence, settings.cooldown_seconds)
+    out.signals = gate.filter(calibrated)
+    take_trades(out, candles, open_times, params, known)
+    return out, fits
 
 
 @dataclass(frozen=True, slots=True)
