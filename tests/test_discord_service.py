@@ -7,6 +7,7 @@ import asyncio
 import glob
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ from src.bot.config import Config
 from src.bot.discord.bot import WyEliBot, run_bot
 from src.bot.discord.charts import ChartRenderer
 from src.bot.discord.embeds import signal_embed
-from src.bot.discord.messages import OutgoingMessage
+from src.bot.discord.messages import MessageBuilder, OutgoingMessage
+from src.bot.discord.outbox import IN_FLIGHT, OutboxSender
 from src.bot.discord.posters import ChannelPoster
 from src.bot.discord.preview import DiscordPreviewSink
 from src.bot.discord.service import DISABLED_TEXT, DiscordService, build_discord_service, discord_status_text
 from src.bot.sinks import SignalBatch
 from src.bot.status import MarketView
+from src.storage.base import Delivery
 from src.storage.sqlite_store import SqliteStore
 from tests.candlegen import random_walk
 from tests.storage_contract import T0, make_signal
@@ -220,3 +223,29 @@ async def test_build_discord_sinks_follows_the_configuration(tmp_path: Path, sto
     assert sinks2 == [] and service2 is None
     for s in sinks:
         await s.close()
+
+
+async def test_bot_channel_outbox_recovers_a_crashed_post_and_posts_the_next_signal(dp_bot: WyEliBot,
+                                                                                    store: SqliteStore) -> None:
+    channel = dpytest.get_config().channels[0]
+    poster = ChannelPoster(lambda: dp_bot, channel.id)
+    builder = MessageBuilder(None, candles=store)
+    now_ms = int(time.time() * 1000)
+    crashed, nxt = make_signal(candle_time_ms=now_ms - 2 * HOUR), make_signal(candle_time_ms=now_ms - HOUR)
+    await store.save_signal(crashed)
+    await store.save_signal(nxt)
+    # the previous process recorded its attempt, posted, and died before recording the message id
+    await store.record_delivery(Delivery(crashed.id, poster.destination, "pending", None, 1, IN_FLIGHT, now_ms))
+    crashed_mid = await poster.post(await builder.build([crashed]))
+
+    sender = OutboxSender(store, poster, builder, max_age_s=6 * 3600)
+    await sender.drain_once()
+    assert isinstance(channel, discord.TextChannel)
+    history = [m async for m in channel.history(limit=10)]
+    assert len(history) == 2  # the crashed post and the next signal; nothing twice
+    d1 = await store.get_delivery(crashed.id, poster.destination)
+    d2 = await store.get_delivery(nxt.id, poster.destination)
+    assert d1 is not None and d1.status == "sent" and d1.message_id == crashed_mid
+    assert d2 is not None and d2.status == "sent"
+    assert {d1.message_id, d2.message_id} == {str(m.id) for m in history}
+    assert sender.stats.recovered == 1 and sender.stats.sent == 1
