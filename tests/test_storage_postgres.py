@@ -328,3 +328,10 @@ async def test_non_finite_feature_is_stored_as_null_and_read_back_as_nan(pg_stor
     got = await pg_store.get_signal(s.id)
     assert got is not None and got.features[1] == ("score", 0.5)
     assert got.features[0][0] == "ratio" and got.features[0][1] != got.features[0][1]  # NaN
+
+
+async def test_constraint_violation_is_a_permanent_error_the_spool_can_dead_letter(pg_store) -> None:
+    with pytest.raises(StoreError, match="ForeignKeyViolation") as info:
+        await pg_store.save_outcome(make_outcome(make_signal(), "WIN", 1.0))  # no such signal
+    assert not isinstance(info.value, StoreUnavailable)
+    assert await pg_store.ping() is True  # the pool is fine afterwards
