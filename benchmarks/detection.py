@@ -100,7 +100,7 @@ def evaluate(n: int, noise: float) -> None:
         recall = a / (a + c) if a + c else 0.0
         f1 = 2 * prec * recall / (prec + recall) if prec + recall else 0.0
         ls = sorted(lat[t])
-        med = f"{statistics.median(ls):.0f}" if ls else "-"
+        med = f"{statistics.median(ls):.1f}" if ls else "-"
         p90 = f"{ls[int(0.9 * (len(ls) - 1))]:.0f}" if ls else "-"
         print(f"{t:10s} {a:5d} {b:5d} {c:5d} {prec:6.2f} {recall:6.2f} {f1:6.2f} {med:>8s} {p90:>8s}")
 
