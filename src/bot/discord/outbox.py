@@ -145,8 +145,9 @@ class OutboxSender:
         return int(self.clock() * 1000)
 
     async def _record(self, sid: str, status: DeliveryStatus, *, message_id: str | None, attempts: int,
-                      error: str | None) -> None:
-        await self.store.record_delivery(Delivery(sid, self.destination, status, message_id, attempts, error, self._now_ms()))
+                      error: str | None, at_ms: int | None = None) -> None:
+        at = self._now_ms() if at_ms is None else at_ms
+        await self.store.record_delivery(Delivery(sid, self.destination, status, message_id, attempts, error, at))
 
     def _too_old(self, signal: Signal) -> bool:
         if self.max_age_s <= 0:
@@ -206,8 +207,9 @@ class OutboxSender:
         ids = set(message.signal_ids)
         members = [s for s in group if s.id in ids]
         attempts = {s.id: (deliveries[s.id].attempts if deliveries[s.id] else 0) + 1 for s in members}  # type: ignore[union-attr]
+        started_ms = self._now_ms()
         for s in members:
-            await self._record(s.id, "pending", message_id=None, attempts=attempts[s.id], error=IN_FLIGHT)
+            await self._record(s.id, "pending", message_id=None, attempts=attempts[s.id], error=IN_FLIGHT, at_ms=started_ms)
         try:
             message_id = await self.poster.post(message)
         except asyncio.CancelledError:
@@ -221,9 +223,9 @@ class OutboxSender:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc2:
-                    return await self._failed(members, attempts, exc2)
+                    return await self._failed(members, attempts, exc2, started_ms)
             else:
-                return await self._failed(members, attempts, exc)
+                return await self._failed(members, attempts, exc, started_ms)
         for s in members:
             await self._record(s.id, "sent", message_id=message_id, attempts=attempts[s.id], error=None)
         self.stats.sent += len(members)
@@ -234,7 +236,9 @@ class OutboxSender:
                  signal_ids=[s.id for s in members])
         return 1
 
-    async def _failed(self, members: list[Signal], attempts: dict[str, int], exc: BaseException) -> int:
+    async def _failed(self, members: list[Signal], attempts: dict[str, int], exc: BaseException, started_ms: int) -> int:
+        """Record the failure. A failed row keeps the attempt's START time as ``updated_at``: a POST that hung
+        and then failed may still have created a message, and the history check searches from that time."""
         error = describe_error(exc)
         self.stats.last_error = error
         if _is_rejection(exc):
@@ -244,7 +248,7 @@ class OutboxSender:
             log.error("discord_payload_rejected", destination=self.destination, signal_ids=[s.id for s in members], error=error)
             return 0
         for s in members:
-            await self._record(s.id, "failed", message_id=None, attempts=attempts[s.id], error=error)
+            await self._record(s.id, "failed", message_id=None, attempts=attempts[s.id], error=error, at_ms=started_ms)
         self.stats.failed += 1
         raise DeliveryFailed(error) from exc
 
