@@ -167,3 +167,39 @@ async def test_signal_with_stop_on_the_wrong_side_is_counted_not_graded(store):
     await t.on_candles(candles[50:51])
     assert t.stats.invalid == 1
     assert await store.get_outcome("bad") is None
+
+
+class DownForReads:
+    """Delegates to a real store; open_signals / load_candles raise StoreUnavailable while ``down``."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.down = False
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def open_signals(self):
+        if self.down:
+            raise StoreUnavailable("database is down")
+        return await self.inner.open_signals()
+
+    async def load_candles(self, *args, **kwargs):
+        if self.down:
+            raise StoreUnavailable("database is down")
+        return await self.inner.load_candles(*args, **kwargs)
+
+
+async def test_read_outage_loses_no_candle_for_followed_or_new_signals(store):
+    candles, signals = scenario()
+    flaky = DownForReads(store)
+    t = OutcomeTracker(flaky, horizon_candles=PARAMS.horizon_candles, commission=PARAMS.commission,
+                       slippage_bps=PARAMS.slippage_bps)
+    third = len(candles) // 3
+    await feed_live(store, t, candles[:third], signals)
+    flaky.down = True  # signals confirmed now are stored, but the tracker cannot list them yet
+    await feed_live(store, t, candles[third : 2 * third], signals)
+    assert t.stats.sync_failures > 0
+    flaky.down = False
+    await feed_live(store, t, candles[2 * third :], signals)
+    assert await stored(store, [s.id for s in signals]) == backtest_outcomes(candles, signals)

@@ -9,6 +9,8 @@ resolved, with the SAME rules as the backtest (src/analysis/outcomes.py).
   candles already processed are ignored (the follower skips repeats), so overlap is harmless.
 - A resolved trade is written with ``store.save_outcome`` (an upsert on signal_id). If the store is
   unavailable it is kept in memory and retried on the next call; it is never dropped.
+- If the store cannot list open signals or load a signal's candles, the tracker logs it and keeps
+  grading the signals it follows; the rest are picked up (and caught up) on a later call.
 - A signal whose stop or target is on the wrong side of its entry cannot be graded: it is logged
   once and counted in ``stats.invalid``.
 - ``SignalOutcome.fees`` holds the fees in R (commission on both sides' notional / planned risk),
@@ -64,6 +66,7 @@ class TrackerStats:
     resolved: int = 0
     invalid: int = 0
     save_failures: int = 0
+    sync_failures: int = 0
     pending_saves: int = 0
 
 
@@ -98,9 +101,18 @@ class OutcomeTracker:
         await self.sync()
 
     async def sync(self) -> None:
-        """Follow signals the store reports open that are not followed yet, caught up from stored candles."""
+        """Follow signals the store reports open that are not followed yet, caught up from stored candles.
+
+        A store error here is logged and left for the next call: a signal becomes followed only
+        after its history loaded, so a failed load is simply retried (no candle is skipped)."""
         await self._flush()
-        for sig in await self.store.open_signals():
+        try:
+            open_now = await self.store.open_signals()
+        except StoreError as exc:
+            self._stats.sync_failures += 1
+            log.warning("open signals unavailable; will retry", error=str(exc))
+            return
+        for sig in open_now:
             # resolved here but not saved yet: the store still lists it as open
             if sig.id in self._follow or sig.id in self._invalid or sig.id in self._unsaved:
                 continue
@@ -111,9 +123,14 @@ class OutcomeTracker:
                 self._stats.invalid += 1
                 log.warning("signal cannot be graded", signal_id=sig.id, error=str(exc))
                 continue
+            try:
+                history = await self.store.load_candles(sig.symbol, sig.timeframe, start_ms=sig.candle_time_ms + 1)
+            except StoreError as exc:
+                self._stats.sync_failures += 1
+                log.warning("candles for an open signal unavailable; will retry", signal_id=sig.id, error=str(exc))
+                continue
             self._follow[sig.id] = (sig, follower)
             self._by_stream[(sig.symbol, sig.timeframe)].add(sig.id)
-            history = await self.store.load_candles(sig.symbol, sig.timeframe, start_ms=sig.candle_time_ms + 1)
             for c in history:
                 r = follower.on_candle(c)
                 if r is not None:
