@@ -91,6 +91,12 @@ async def test_latest_klines_returns_the_newest_closed_ones(fake: FakeBinance) -
     assert got == fake.closed_candles("SOLUSDT", "1m")[-500:]
 
 
+async def test_latest_klines_gives_the_full_count_when_the_newest_is_within_the_skew_margin(fake: FakeBinance) -> None:
+    async with client(fake.rest_url, FakeTime(), close_margin_ms=1000) as rest:
+        got = await rest.latest_klines("SOLUSDT", "1m", 50, now_ms=fake.now_ms)
+    assert got == fake.closed_candles("SOLUSDT", "1m")[-51:-1]
+
+
 async def test_no_request_is_made_when_no_new_candle_can_have_closed(fake: FakeBinance) -> None:
     async with client(fake.rest_url, FakeTime()) as rest:
         got = await rest.klines("BTCUSDT", "1m", fake.now_ms, now_ms=fake.now_ms + 30_000)

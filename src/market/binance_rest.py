@@ -252,7 +252,8 @@ class BinanceRestClient:
     async def latest_klines(self, symbol: str, interval: str, count: int, *, now_ms: int | None = None) -> list[Candle]:
         """The newest ``count`` closed candles."""
         now = int(self._clock() * 1000) if now_ms is None else now_ms
-        start = timeframes.bucket_start(interval, now) - count * timeframes.interval_ms(interval)
+        # one interval more than needed: the newest closed kline may fall inside the clock-skew margin
+        start = timeframes.bucket_start(interval, now) - (count + 1) * timeframes.interval_ms(interval)
         candles = await self.klines(symbol, interval, max(start, 0), now_ms=now)
         return candles[-count:] if count > 0 else []
 
