@@ -229,8 +229,8 @@ class SideTracker:
         p = self.p
         lo50 = self._min_low.value
         neg_hi30 = self._max_high.value
-        if lo50 is None or neg_hi30 is None or not self._min_low.full:
-            return
+        if lo50 is None or neg_hi30 is None or not self._min_low.full or bar.low >= lo50:
+            return  # (the current bar must make the new 50-bar low; this also short-cuts the common case)
         recent = self._recent
         cl_low = min(b.low for b in recent)
         if cl_low >= lo50 or bar.low > cl_low:
