@@ -127,9 +127,8 @@ def test_counts_are_mirror_symmetric():
 def test_correction_after_a_complete_impulse_scores_higher_than_a_lone_one():
     q = [1.0, 0.6, 0.8, 0.4]
     piv = _pivots(q, first_kind="high")
-    prior = _pivots([0.0], bars=[-30])[0]
-    lone = ec.correction_count(piv, prior, 0, 0.0, ec.DEFAULT_WEIGHTS)
-    after = ec.correction_count(piv, prior, 0, 0.9, ec.DEFAULT_WEIGHTS)
+    lone = ec.correction_count(piv, ec.TrendContext(0.0, -30, 30_000.0, 0.0), 0, ec.DEFAULT_WEIGHTS)
+    after = ec.correction_count(piv, ec.TrendContext(0.0, -30, 30_000.0, 0.9), 0, ec.DEFAULT_WEIGHTS)
     assert lone is not None and after is not None
     assert lone.pattern == after.pattern == "zigzag"
     assert after.score > lone.score

@@ -57,7 +57,7 @@ class ElliottParams:
     abc_stop_buffer_atr: stop beyond the C extreme, in ATRs. weights: evidence weights (elliott_counts).
     """
 
-    thresholds: tuple[float, ...] = (2.0, 4.0)
+    thresholds: tuple[float, ...] = (2.0, 3.0, 4.5, 6.75)
     threshold_mode: ThresholdMode = "atr"
     atr_period: int = 14
     log_prices: bool = True
@@ -167,9 +167,8 @@ class ElliottAnalyzer:
                 if diag is not None:
                     counts.append(diag)
             if stage == 3:
-                prior = piv[-5] if len(piv) >= 5 else None
-                impulse_score = self._completed_impulse_score(st, window[0])
-                corr = ec.correction_count(window, prior, pivot.degree, impulse_score, p.weights)
+                ctx = self._trend_context(st, window[0], piv[-5] if len(piv) >= 5 else None)
+                corr = ec.correction_count(window, ctx, pivot.degree, p.weights)
                 if corr is not None:
                     counts.append(corr)
         st.counts = counts
@@ -184,13 +183,19 @@ class ElliottAnalyzer:
         return cands
 
     @staticmethod
-    def _completed_impulse_score(st: _DegreeState, origin: Pivot) -> float:
-        """Score of a complete impulse whose wave 5 ends at ``origin`` (0 if none)."""
-        best = 0.0
+    def _trend_context(st: _DegreeState, origin: Pivot, prior: Pivot | None) -> ec.TrendContext | None:
+        """The trend a correction starting at ``origin`` corrects: the best complete impulse whose
+        wave 5 ends there, else the previous leg (from ``prior``)."""
+        best: Count | None = None
         for c in st.completed:
-            if c.pivots[-1].index == origin.index and c.pivots[-1].kind == origin.kind:
-                best = max(best, c.score)
-        return best
+            if c.pivots[-1].index == origin.index and c.pivots[-1].kind == origin.kind and (best is None or c.score > best.score):
+                best = c
+        if best is not None:
+            vol = sum(p.leg_volume for p in best.pivots[1:])
+            return ec.TrendContext(best.pivots[0].level, best.pivots[0].index, vol, best.score)
+        if prior is None:
+            return None
+        return ec.TrendContext(prior.level, prior.index, origin.leg_volume, 0.0)
 
     def _invalidate(self, candle: Candle, skip: set[int]) -> None:
         """Kill counts whose invalidation price this bar traded through.

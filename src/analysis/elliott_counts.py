@@ -36,7 +36,7 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
     "impulse4": {"bias": -5.2, "r2": 1.2, "t2": 0.4, "impulsive1": 0.6, "vol12": 0.4, "e3": 1.2, "slope3": 0.8,
                  "vol3": 0.8, "r4": 1.0, "alternation": 0.8},
     # complete impulse
-    "impulse5": {"bias": -7.0, "r2": 1.2, "t2": 0.4, "impulsive1": 0.6, "vol12": 0.4, "e3": 1.2, "slope3": 0.8,
+    "impulse5": {"bias": -6.3, "r2": 1.2, "t2": 0.4, "impulsive1": 0.6, "vol12": 0.4, "e3": 1.2, "slope3": 0.8,
                  "vol3": 0.8, "r4": 1.0, "alternation": 0.8, "wave5": 1.0, "channel": 0.8, "vol5": 0.4,
                  "truncated": -1.5},
     # diagonal at wave 4 / complete (counts only): diagonal waves 2 and 4 retrace 0.66-0.81
@@ -198,17 +198,27 @@ def diagonal_count(piv: Sequence[Pivot], degree: int, weights: Mapping[str, Mapp
     return Count("diagonal", direction, degree, tuple(piv), score, tuple(sorted(feats.items())), inval, shape)
 
 
+@dataclass(frozen=True, slots=True)
+class TrendContext:
+    """The move a correction corrects: its origin (level, bar), its total volume, and the score of
+    the complete impulse it is (0 when it is just the previous zigzag leg)."""
+
+    origin_level: float
+    origin_index: int
+    volume: float
+    impulse_score: float = 0.0
+
+
 def correction_count(
     piv: Sequence[Pivot],
-    prior: Pivot | None,
+    trend_ctx: TrendContext | None,
     degree: int,
-    impulse_score: float,
     weights: Mapping[str, Mapping[str, float]],
 ) -> Count | None:
     """The best A-B-C count (zigzag or flat) over 4 consecutive pivots, or None.
 
-    ``prior`` is the pivot before the correction's origin (the start of the trend leg it corrects);
-    ``impulse_score`` the score of a complete same-direction impulse ending at the origin (0 if none).
+    ``trend_ctx`` describes the trend being corrected: a complete same-direction impulse ending at
+    the correction's origin if there is one, else the previous zigzag leg (None at start-up).
     """
     trend = piv[0].sign  # a high origin: wave A goes down, the larger trend is up
     q = _orient(piv, trend)
@@ -228,16 +238,18 @@ def correction_count(
             fc = rules.band_fit(c / a, *rules.FLAT_C, 0.15)
             subtype = rules.flat_shape(q)
         prior_fit, quiet = 0.0, 0.0
-        if prior is not None:
-            prior_len = abs(piv[0].level - prior.level)
-            depth = (q[0] - min(q[1], q[3])) / prior_len if prior_len > 0 else math.inf
+        if trend_ctx is not None:
+            # depth of the correction as a fraction of the trend it corrects: 38.2-61.8 % [G]
+            trend_len = abs(piv[0].level - trend_ctx.origin_level)
+            depth = (q[0] - min(q[1], q[3])) / trend_len if trend_len > 0 else math.inf
             prior_fit = rules.band_fit(depth, 0.382, 0.618, 0.15)
-            prior_dur = max(1, piv[0].index - prior.index)
-            quiet = 1.0 - _clamp01(max(vols[0], vols[2]) / max(piv[0].leg_volume / prior_dur, 1e-12) - 0.5)
+            # corrections trade on lighter volume per bar than the trend [G]
+            trend_vpb = trend_ctx.volume / max(1, piv[0].index - trend_ctx.origin_index)
+            quiet = 1.0 - _clamp01(max(vols[0], vols[2]) / max(trend_vpb, 1e-12) - 0.5)
         feats = {
             "b": fb,
             "c": fc,
-            "impulse": impulse_score,
+            "impulse": trend_ctx.impulse_score if trend_ctx is not None else 0.0,
             "prior": prior_fit,
             "time": rules.band_fit(durs[2] / durs[0], 0.618, 1.618, 0.4),
             "quiet": quiet,
