@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from unittest.mock import MagicMock
@@ -438,3 +439,59 @@ def test_webhook_poster_refuses_a_url_that_is_not_a_discord_webhook() -> None:
     with pytest.raises(ValueError) as err:
         WebhookPoster("https://example.com/api/webhooks/1/secret-token-value")
     assert "secret-token-value" not in str(err.value)
+
+
+class ChaosPoster(FakePoster):
+    """Each post randomly succeeds, fails before reaching Discord, loses the answer after Discord accepted,
+    or kills the process before or after Discord accepted."""
+
+    def __init__(self, channel: FakeChannel, rng: random.Random) -> None:
+        super().__init__(channel)
+        self.rng = rng
+
+    async def post(self, message: OutgoingMessage) -> str:
+        roll = self.rng.random()
+        if roll < 0.15:
+            raise ConnectionError("refused")
+        if roll < 0.25:
+            raise Crash()
+        mid = await super().post(message)
+        if roll < 0.40:
+            raise TimeoutError("answer lost")
+        if roll < 0.50:
+            raise Crash()
+        return mid
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_random_failures_and_crashes_never_lose_duplicate_or_reorder_a_signal(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    path = tmp_path / "chaos.db"
+    signals = [make_signal(symbol=rng.choice(["BTCUSDT", "ETHUSDT"]), candle_time_ms=T0 + i * HOUR // 4,
+                           pattern=rng.choice(["spring", "sos"])) for i in range(10)]
+    unique = {s.id: s for s in signals}
+    channel = FakeChannel()
+    for _lifetime in range(200):  # each iteration is one process lifetime
+        s = SqliteStore(path)
+        await s.open()
+        try:
+            for sig in unique.values():
+                await s.save_signal(sig)  # warm-up re-stores: idempotent
+            sender = sender_for(s, ChaosPoster(channel, rng))
+            try:
+                for _ in range(50):
+                    try:
+                        await sender.drain_once()
+                        break
+                    except DeliveryFailed:
+                        continue
+            except Crash:
+                continue
+            if not await s.pending_deliveries("discord:42"):
+                break
+        finally:
+            await s.close()
+    else:
+        pytest.fail("signals still pending after 200 lifetimes")
+    expected = [sig.id for sig in sorted(unique.values(), key=lambda x: (x.candle_time_ms, x.id))]
+    assert channel.signal_ids() == expected
