@@ -306,3 +306,13 @@ def test_wf_calibrate_reports_training_fold_and_needs_folds(tmp_path, csv_files)
     assert all(f["calibration_train_samples"] > 0 for f in wf[1:])
     assert rep["params"]["walk_forward_calibrated"] and sum(f["trades"] for f in wf) == rep["trades"]
     assert run_cli(tmp_path, "bad", *data, "--wf-calibrate")[0] == 2
+
+
+def test_a_run_without_any_signal_still_writes_a_valid_report(tmp_path, csv_files):
+    code, out = run_cli(tmp_path, "none", "--data", str(csv_files["BTCUSDT"]), "--min-confidence", "1.0",
+                        "--walk-forward", "2", "--baseline-reps", "10")
+    assert code == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["trades"] == rep["signals"] == 0 and rep["total_return"] == 0.0 and rep["baseline"] is None
+    assert rep["win_rate"] is None and rep["sharpe"] is None
+    assert (out / "trades.jsonl").read_text() == "" and (out / "equity.png").exists()
