@@ -233,3 +233,48 @@ def test_constructive_impulse_is_counted_and_random_walk_rarely_reaches_the_thre
     null = null_series(seed=11, n=4000)
     _, sigs, _ = run(null.candles, ElliottParams())
     assert sum(x.raw_score >= 0.65 for _, x in sigs) <= 8  # benchmark target: < 1 per 1,000 bars
+
+
+def test_overlapping_wedge_is_counted_as_a_diagonal_and_gives_no_wave5_setup():
+    x = [0.0, 0.15, 0.045, 0.18, 0.12, 0.165]  # L = .15 .105 .135 .06 .045: contracting, 4 overlaps 1
+    prices = [100.0 * math.exp(v) for v in x]
+    candles = path_candles(with_prelude([*prices, prices[5] * math.exp(-0.06)]), bars_per_leg=[6, 8, 6, 8, 6, 6, 6])
+    a, sigs, _ = run(candles)
+    assert not [s for _, s in sigs if s.pattern == "elliott_wave5"]
+    diag = [c for c in a.ranked_counts() if c.pattern == "diagonal"]
+    assert [(c.stage, c.subtype, c.direction) for c in diag] == [(5, "contracting", 1)]
+    assert [p.price for p in diag[0].pivots] == pytest.approx(prices)
+
+
+def test_expanded_flat_after_an_impulse_gives_an_abc_setup():
+    p = impulse_prices(1)
+    total = math.log(p[5] / p[0])
+    a_end = p[5] * math.exp(-0.25 * total)
+    b_end = a_end * math.exp(1.1 * 0.25 * total)  # B = 110 % of A
+    c_end = b_end * math.exp(-1.3 * 0.25 * total)  # C ends beyond A: expanded
+    after = c_end * math.exp(0.15 * total)
+    candles = path_candles(with_prelude([*p, a_end, b_end, c_end, after]), bars_per_leg=[*BARS[:6], 6, 6, 8, 6], volumes=VOLS)
+    _, sigs, events = run(candles)
+    abc = [s for _, s in sigs if s.pattern == "elliott_abc" and 0 < c_end - s.stop_loss < 0.01 * c_end]
+    assert len(abc) == 1 and abc[0].direction == "LONG"
+    flats = [e for e in events if e.kind == "elliott_count" and dict(e.details)["pattern"] == "flat"]
+    assert flats and dict(flats[-1].details)["subtype"] == "expanded"
+
+
+def test_a_corrupt_candle_is_skipped_and_counted_not_fatal():
+    p = impulse_prices(1)
+    candles = path_candles(with_prelude(p), bars_per_leg=BARS[:6], volumes=VOLS)
+    bad = replace(candles[10], close=float("nan"))
+    zero = replace(candles[11], low=0.0)
+    a, sigs, _ = run([*candles[:10], bad, zero, *candles[12:]])
+    assert a.invalid_candles == 2
+    assert [s for _, s in sigs if s.pattern == "elliott_wave5"]
+
+
+def test_alternates_are_different_counts_not_the_same_swings_at_another_degree():
+    s = impulse_series(seed=4, direction=1, depth=2)
+    a, _, _ = run(s.candles, ElliottParams())
+    lines = a.state().lines
+    assert lines[0].startswith("Leading:")
+    bodies = [line.split(": ", 1)[1].split("): ", 1)[1] for line in lines]
+    assert len(bodies) == len(set(bodies))

@@ -23,7 +23,9 @@ that candle's close:
 
 Both directions (LONG for an up wave 1 / a down correction, SHORT mirrored). When several degrees
 fire the same pattern and direction on one candle, the highest score is kept. A setup whose entry
-is already beyond its stop or first target is skipped and counted in ``skipped_setups``.
+is already beyond its stop or first target is skipped and counted in ``skipped_setups``; a candle
+that fails ``Candle.validate`` (NaN, non-positive, high < low) is skipped and counted in
+``invalid_candles``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,15 @@ from src.analysis import elliott_counts as ec
 from src.analysis.elliott_counts import Count
 from src.analysis.engine import AnalyzerOutput
 from src.analysis.pivots import Pivot, PivotEngine, ThresholdMode
-from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Direction, SignalCandidate, ms_to_iso
+from src.analysis.types import (
+    AnalysisEvent,
+    AnalyzerState,
+    Candle,
+    Direction,
+    InvalidCandle,
+    SignalCandidate,
+    ms_to_iso,
+)
 
 NAME = "elliott"
 
@@ -97,6 +107,7 @@ class ElliottAnalyzer:
         self._leader: Count | None = None
         self._last_candle: Candle | None = None
         self.skipped_setups = 0
+        self.invalid_candles = 0
 
     # ---- Analyzer protocol ---------------------------------------------------------------
 
@@ -105,6 +116,12 @@ class ElliottAnalyzer:
 
     def on_candle(self, candle: Candle) -> AnalyzerOutput:
         out = AnalyzerOutput()
+        try:
+            candle.validate()
+        except InvalidCandle:
+            # log(0) or a NaN would poison the zigzag for good: skip the bar and count it
+            self.invalid_candles += 1
+            return out
         self._last_candle = candle
         new_pivots = self.pivots.update(candle)
         atr = self.pivots.atr_prev or self.pivots.atr or 0.0
@@ -132,7 +149,15 @@ class ElliottAnalyzer:
             return AnalyzerState(NAME, f"No valid wave count yet ({n} confirmed pivots)")
         lead = ranked[0]
         lines = [f"Leading: {lead.describe(th)}"]
-        lines += [f"Alternate {i}: {c.describe(th)}" for i, c in enumerate(ranked[1:3], 1)]
+        # the same labelled swings found at several degrees are one count, not alternates
+        alternates: list[Count] = []
+        seen = {(lead.pattern, tuple(p.index for p in lead.pivots))}
+        for c in ranked[1:]:
+            key = (c.pattern, tuple(p.index for p in c.pivots))
+            if key not in seen and len(alternates) < 2:
+                seen.add(key)
+                alternates.append(c)
+        lines += [f"Alternate {i}: {c.describe(th)}" for i, c in enumerate(alternates, 1)]
         levels = [(f"invalidation ({lab})", price) for price, lab in lead.invalidations]
         pivots = tuple((p.time_ms, p.price, lab) for lab, p in zip(lead.labels, lead.pivots, strict=True))
         summary = f"{lead.name.replace('_', ' ').capitalize()}, {_stage_text(lead)} (score {lead.score:.2f})"
