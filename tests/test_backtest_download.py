@@ -89,3 +89,13 @@ def test_count_gaps_counts_missing_candles():
     c = random_walk(10, timeframe="1h")
     assert count_gaps(c, "1h") == 0
     assert count_gaps(c[:3] + c[6:], "1h") == 3
+
+
+def test_ip_ban_stops_at_once_with_status_1_and_no_file(tmp_path, fake_in_thread, capsys):
+    fake_in_thread.fail_next(418, retry_after=120)
+    out = tmp_path / "x.csv"
+    code = main(["download", "--symbol", "BTCUSDT", "--timeframe", "1h", "--from", "2026-01-02", "--to", "2026-01-03",
+                 "--out", str(out), "--rest-url", fake_in_thread.rest_url])
+    assert code == 1 and "unavailable" in capsys.readouterr().err
+    assert not out.exists()
+    assert len([p for p, _ in fake_in_thread.rest_requests if p == "/fapi/v1/klines"]) == 1  # no retry into a ban
