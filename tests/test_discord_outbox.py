@@ -495,3 +495,24 @@ async def test_random_failures_and_crashes_never_lose_duplicate_or_reorder_a_sig
         pytest.fail("signals still pending after 200 lifetimes")
     expected = [sig.id for sig in sorted(unique.values(), key=lambda x: (x.candle_time_ms, x.id))]
     assert channel.signal_ids() == expected
+
+
+async def test_webhook_failures_are_logged_without_the_token(store: SqliteStore, fake_webhook: FakeDiscordWebhook) -> None:
+    from structlog.testing import capture_logs
+
+    fake_webhook.rate_limited = 10_000  # every answer is a 429: discord.py gives up after 5 tries, we back off
+    await save(store, make_signal())
+    poster = WebhookPoster(f"https://discord.com/api/webhooks/{WEBHOOK_ID}/{WEBHOOK_TOKEN}")
+    sender = sender_for(store, poster, poll_interval_s=3600)
+    with capture_logs() as logs:
+        task = asyncio.create_task(sender.run())
+        for _ in range(4000):
+            if sender.stats.failed >= 2:
+                break
+            await asyncio.sleep(0.005)
+        await sender.stop(task, flush_timeout_s=5)
+        await poster.close()
+    assert sender.stats.failed >= 2 and any(e["event"] == "discord_delivery_retry" for e in logs)
+    assert WEBHOOK_TOKEN not in repr(logs)
+    d = await store.get_delivery(make_signal().id, "webhook")
+    assert d is not None and d.status == "failed" and WEBHOOK_TOKEN not in (d.last_error or "")
