@@ -10,7 +10,9 @@ Definitions (R = the signal's planned entry-stop distance; see src/analysis/outc
   included) * sqrt(365) (crypto trades every day); None with fewer than 2 days or no variance;
 - exposure = share of the run's time span with at least one open position (entry open to exit
   candle close, union over streams);
-- confidence buckets: [0, 0.5), [0.5, 0.6), ... [0.9, 1.0] on the gated (calibrated) confidence.
+- confidence buckets: [0, 0.5), [0.5, 0.6), ... [0.9, 1.0] on the gated (calibrated) confidence;
+- break_even_commission = the commission per side at which total R after fees would be 0
+  (ANALYSIS-NOTES 4.4: report the break-even cost); slippage stays as configured.
 """
 
 from __future__ import annotations
@@ -111,14 +113,31 @@ def confidence_bucket(conf: float) -> str:
     return f"{CONFIDENCE_EDGES[-2]:.1f}-1.0"
 
 
+def break_even_commission(trades: Sequence[Trade]) -> float | None:
+    """Commission per side at which the trades' total R after fees would be zero.
+
+    Fees in R are linear in the commission: ``c * (entry + exit) / risk`` per trade, so the
+    break-even is ``sum(gross R) / sum((entry + exit) / risk)``. None without trades, or when the
+    trades lose before any fee (negative gross R)."""
+    if not trades:
+        return None
+    gross = sum(t.resolution.gross_r for t in trades)
+    weight = sum((t.resolution.entry_price + t.resolution.exit_price) / t.signal.risk for t in trades)
+    if gross <= 0 or weight <= 0:
+        return None
+    return gross / weight
+
+
 def group_metrics(trades: Sequence[Trade], key: Any) -> dict[str, dict[str, Any]]:
     groups: dict[str, list[Trade]] = defaultdict(list)
     for t in trades:
         groups[key(t)].append(t)
-    return {
-        k: r_metrics([t.resolution.r_multiple for t in v], [t.resolution.outcome for t in v])
-        for k, v in sorted(groups.items())
-    }
+    out = {}
+    for k, v in sorted(groups.items()):
+        m = r_metrics([t.resolution.r_multiple for t in v], [t.resolution.outcome for t in v])
+        m["break_even_commission"] = break_even_commission(v)
+        out[k] = m
+    return out
 
 
 def account_metrics(account: Account, start_ms: int, end_ms: int) -> dict[str, Any]:
@@ -133,6 +152,7 @@ def account_metrics(account: Account, start_ms: int, end_ms: int) -> dict[str, A
             "sharpe": daily_sharpe(account.equity_curve, end_ms),
             "exposure": exposure(trades, start_ms, end_ms),
             "fees_paid": sum(t.fees for t in trades),
+            "break_even_commission": break_even_commission(trades),
             "avg_bars_held": (sum(t.resolution.bars_held for t in trades) / len(trades)) if trades else None,
             "avg_mfe_r": (sum(t.resolution.mfe_r for t in trades) / len(trades)) if trades else None,
             "avg_mae_r": (sum(t.resolution.mae_r for t in trades) / len(trades)) if trades else None,

@@ -338,6 +338,8 @@ def print_summary(report: dict[str, Any], out_dir: Path) -> None:
         ("max_drawdown", True), ("sharpe", False), ("exposure", True), ("final_equity", False),
     ):
         t.add_row(key, _fmt(report.get(key), pct))
+    be = report.get("break_even_commission")
+    t.add_row("break-even commission/side", "-" if be is None else f"{be * 100:.4f}%")
     b = report.get("baseline")
     if b:
         t.add_row("random E[R] mean [p5, p95]", f"{b['random_expectancy_r_mean']:.3f} "

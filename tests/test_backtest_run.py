@@ -316,3 +316,21 @@ def test_a_run_without_any_signal_still_writes_a_valid_report(tmp_path, csv_file
     assert rep["trades"] == rep["signals"] == 0 and rep["total_return"] == 0.0 and rep["baseline"] is None
     assert rep["win_rate"] is None and rep["sharpe"] is None
     assert (out / "trades.jsonl").read_text() == "" and (out / "equity.png").exists()
+
+
+def test_break_even_commission_zeroes_total_r(tmp_path, csv_files):
+    from backtest.report import break_even_commission
+
+    candles = random_walk(1500, timeframe="1h", seed=1, vol=0.01)
+    res = run_stream("BTCUSDT", "1h", candles, AnalysisSettings(min_confidence=0.0), OutcomeParams(commission=0.0))
+    acc = size_trades(res.graded, 1000.0, 0.01, 0)
+    winners = [t for t in acc.trades if t.resolution.gross_r > 0]
+    c = break_even_commission(winners)
+    assert c is not None and c > 0
+    total = 0.0
+    for t in winners:
+        r = resolve(t.signal, candles, OutcomeParams(commission=c))
+        assert r is not None
+        total += r.r_multiple
+    assert total == pytest.approx(0.0, abs=1e-9)
+    assert break_even_commission([t for t in acc.trades if t.resolution.gross_r < 0]) is None
