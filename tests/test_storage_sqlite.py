@@ -6,12 +6,16 @@ import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from src.analysis.types import Candle, InvalidCandle
 from src.storage.base import StoreError, StoreUnavailable
-from src.storage.sqlite_store import SCHEMA_VERSION, SqliteStore
-from tests.storage_contract import StoreContract, delivery, make_candle, make_signal
+from src.storage.sqlite_store import SCHEMA_VERSION, SqliteStore, plainly_valid
+from tests.storage_contract import StoreContract, candles, delivery, make_candle, make_signal
 
 
 class TestSqliteStoreContract(StoreContract):
@@ -132,3 +136,41 @@ async def test_all_sqlite_work_runs_on_one_worker_thread_not_the_event_loop(tmp_
         assert threading.get_ident() not in idents
     finally:
         await store.close()
+
+
+_SPECIALS = (0.0, -0.0, -1.0, 5e-324, 1e308, float("inf"), float("-inf"), float("nan"))
+_FLOAT_FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
+
+
+def _validates(candle: Candle) -> bool:
+    try:
+        candle.validate()
+    except InvalidCandle:
+        return False
+    return True
+
+
+def _with(candle: Candle, **changes: Any) -> Candle:
+    return replace(candle, **changes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(base=candles(), value=st.floats())
+def test_the_fast_validity_check_agrees_with_candle_validate_on_corrupted_floats(base: Candle, value: float) -> None:
+    # every float field set to every special value and to one arbitrary float, and every pair of fields swapped
+    # (which breaks the low <= open/close <= high order): the fast check must agree with validate() each time
+    variants = [base]
+    for field in _FLOAT_FIELDS:
+        variants += [_with(base, **{field: v}) for v in (*_SPECIALS, value)]
+        variants += [_with(base, **{field: getattr(base, other), other: getattr(base, field)}) for other in _FLOAT_FIELDS]
+    for candle in variants:
+        assert plainly_valid(candle) == _validates(candle), candle
+
+
+@settings(max_examples=100, deadline=None)
+@given(base=candles(), trades=st.integers(-3, 3), close_shift=st.integers(-3, 3))
+def test_the_fast_validity_check_agrees_with_candle_validate_on_counts_and_times(
+    base: Candle, trades: int, close_shift: int
+) -> None:
+    candle = replace(base, trades=trades, close_time_ms=base.open_time_ms + close_shift)
+    assert plainly_valid(candle) == _validates(candle)
