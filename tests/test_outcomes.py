@@ -159,7 +159,7 @@ def test_long_and_short_are_mirror_images(path, stop_d, tp_d, horizon):
         assert a.mfe_r == pytest.approx(b.mfe_r, abs=1e-9) and a.mae_r == pytest.approx(b.mae_r, abs=1e-9)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(path=candle_paths(), direction=st.sampled_from(["LONG", "SHORT"]), stop_d=st.floats(1.0, 40.0),
        tp_d=st.floats(1.0, 40.0), horizon=st.integers(1, 20), fee=st.floats(0.0, 0.001), slip=st.floats(0.0, 20.0))
 def test_r_is_bounded_by_the_geometry(path, direction, stop_d, tp_d, horizon, fee, slip):
