@@ -201,6 +201,19 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> int:
+    """The same records as a CSV with a header (columns of the first row, in sorted order)."""
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        if not rows:
+            return 0
+        w = csv.DictWriter(fh, fieldnames=sorted(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return len(rows)
+
+
 def _clean(obj: Any) -> Any:
     """JSON cannot hold NaN/inf: they become null."""
     if isinstance(obj, float):

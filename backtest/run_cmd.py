@@ -1,6 +1,7 @@
 """``python -m backtest run``: replay candles through the live engine and gate, simulate every signal
 with the outcome rules, size it on one account, compare with a random-entry baseline, write
-DIR/report.json, DIR/trades.jsonl, DIR/signals.jsonl and DIR/equity.png, and print a summary.
+DIR/report.json, DIR/trades.jsonl (+ the same as trades.csv), DIR/signals.jsonl and DIR/equity.png,
+and print a summary.
 
 Exit status: 0 on success, 2 for bad input (options, files, dates), 1 for an unexpected failure.
 See backtest/simulate.py (overlap and sizing), backtest/baseline.py (baseline) and
@@ -368,7 +369,7 @@ def print_summary(report: dict[str, Any], out_dir: Path) -> None:
                        _fmt(fb["random_expectancy_r_mean"]) if fb else "-",
                        _fmt(fb["strategy_beats_share"]) if fb else "-")
         console.print(wt)
-    console.print(f"wrote {out_dir}/report.json, trades.jsonl, signals.jsonl, equity.png")
+    console.print(f"wrote {out_dir}/report.json, trades.jsonl, trades.csv, signals.jsonl, equity.png")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -396,7 +397,9 @@ def run(args: argparse.Namespace) -> int:
     report, account = build_report(outs, job, balance, args.risk_per_trade)
     rp.write_report(out_dir / "report.json", report)
     trades = sorted(account.trades, key=lambda t: (t.resolution.entry_time_ms, t.signal.symbol, t.signal.id))
-    rp.write_jsonl(out_dir / "trades.jsonl", (rp.trade_record(t) for t in trades))
+    records = [rp.trade_record(t) for t in trades]
+    rp.write_jsonl(out_dir / "trades.jsonl", records)
+    rp.write_csv(out_dir / "trades.csv", records)
     rp.write_jsonl(out_dir / "signals.jsonl", (s.to_dict() for o in outs for s in o.result.signals))
     title = ", ".join(sorted({f"{o.result.symbol} {o.result.timeframe}" for o in outs}))
     rp.plot_equity(out_dir / "equity.png", account.equity_curve, f"equity: {title}")

@@ -73,6 +73,11 @@ def test_run_writes_a_consistent_report_trades_signals_and_chart(tmp_path, csv_f
             assert key in t
         assert t["exit_time"] >= t["entry_time"] > t["signal_time"] and t["mfe"] >= 0 and t["mae"] >= 0
     assert sum(t["r_multiple"] for t in trades) == pytest.approx(rep["total_r"])
+    import csv
+
+    with (out / "trades.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["signal_id"] for r in rows] == [t["signal_id"] for t in trades]
     assert rep["final_equity"] == pytest.approx(rep["initial_balance"] + sum(t["pnl"] for t in trades))
     assert (out / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
