@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -27,7 +27,7 @@ from src.analysis.engine import Calibrator, IdentityCalibrator
 from src.analysis.types import Candle, Signal
 from src.bot.config import Config
 from src.bot.console import ConsoleSink, format_status
-from src.bot.metrics import BotMetrics, LoopLagMonitor
+from src.bot.metrics import BotMetrics, ClosedCandleCounter, LoopLagMonitor
 from src.bot.notify import ActivityTracker, SdNotifier, Watchdog
 from src.bot.pipeline import Pipeline
 from src.bot.replay import replay_files
@@ -38,6 +38,7 @@ from src.market.klines_csv import KlineFile, KlineFileError, read_klines_csv
 from src.storage.base import Store
 
 log = structlog.get_logger(__name__)
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -89,11 +90,13 @@ class App:
         self.notifier = SdNotifier.from_env()
         self.metrics = BotMetrics()
         self.activity = ActivityTracker(max_silence_s=config.ws_stall_timeout)
+        self.lag = LoopLagMonitor(self.metrics)
         self.store: Store | None = None
         self.pipeline: Pipeline | None = None
         self.feed: Any = None
         self.discord: Any = None
         self.cache: Any = None
+        self.tracker: Any = None
         self.warmed_up = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._replay_streams: list[tuple[str, str]] = []
@@ -126,10 +129,12 @@ class App:
             window=cfg.candle_window,
             build_from_smaller=self.mode == "replay",
             observers=self._build_observers(),
-            on_analysis=lambda seconds, n: self.metrics.observe_analysis(seconds),
+            on_analysis=self.metrics.observe_analysis,
             on_signal=self._on_signal,
+            on_store_error=self.metrics.store_error,
         )
         await self.pipeline.start()
+        await self.tracker.start()  # grade signals left open by an earlier run
         self._start_background()
         if self.mode == "replay":
             code = await self._run_replay(files)
@@ -178,7 +183,7 @@ class App:
         if self.options.discord_preview is not None:
             from src.bot.discord.preview import DiscordPreviewSink
 
-            sinks.append(DiscordPreviewSink(self.options.discord_preview))
+            sinks.append(DiscordPreviewSink(self.options.discord_preview, candles=self.store))
         if self.mode == "live" and (self.config.discord_enabled or self.config.discord_webhook_url):
             from src.bot.discord.service import DiscordService
 
@@ -193,8 +198,9 @@ class App:
         from src.bot.outcome_tracker import OutcomeTracker
 
         assert self.store is not None
-        return [OutcomeTracker(self.store, horizon_candles=self.config.outcome_horizon_candles,
-                               commission=self.config.backtest_commission)]
+        self.tracker = OutcomeTracker(self.store, horizon_candles=self.config.outcome_horizon_candles,
+                                      commission=self.config.backtest_commission)
+        return [ClosedCandleCounter(self.metrics), self.tracker]
 
     def _on_signal(self, signal: Signal) -> None:
         self.metrics.signal_emitted(signal.pattern)
@@ -203,7 +209,7 @@ class App:
         cfg = self.config
         if cfg.status_interval_seconds > 0:
             self._spawn(self._status_loop(cfg.status_interval_seconds), "console-status")
-        self._spawn(LoopLagMonitor(self.metrics).run(), "loop-lag")
+        self._spawn(self.lag.run(), "loop-lag")
         if self.mode == "live":
             from src.storage.retention import run_retention
 
@@ -282,12 +288,16 @@ class App:
         self.feed = BinanceKlineFeed.from_config(self.config, _Sink(), last_open_time=store.last_open_time,
                                                  on_frame=self.activity.touch)
         self._wire_metrics()
-        streams = await self.feed.resolve_streams()
-        for symbol, timeframe in streams:
-            await pipeline.prime(symbol, timeframe, self.config.candle_window)
+        http = await self._start_http()  # before Binance answers: /healthz must work during a REST outage
+        if http is not None:
+            self._closers.append(ShutdownStep("http server", http.stop, 2.0))
         if self.discord is not None:
             await self.discord.start()
-        http = await self._start_http()
+        streams = await self._until_stopped(self.feed.resolve_streams())
+        if streams is None:
+            return 0
+        for symbol, timeframe in streams:
+            await pipeline.prime(symbol, timeframe, self.config.candle_window)
         watchdog = Watchdog(self.notifier, self._healthy)
         watchdog.start()
         feed_task = asyncio.ensure_future(self.feed.run())
@@ -305,9 +315,19 @@ class App:
         feed_task.cancel()
         await asyncio.gather(feed_task, ready_task, stop_task, return_exceptions=True)
         await watchdog.stop()
-        if http is not None:
-            self._closers.append(ShutdownStep("http server", http.stop, 2.0))
         return code
+
+    async def _until_stopped(self, coro: Awaitable[_R]) -> _R | None:
+        """Await ``coro`` unless a shutdown signal comes first (then cancel it and return None)."""
+        work = asyncio.ensure_future(coro)
+        stop = asyncio.ensure_future(self.shutdown.event.wait())
+        done, _ = await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if work in done:
+            return work.result()
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        return None
 
     async def _announce_ready(self) -> None:
         await self.feed.warmed_up.wait()
@@ -325,7 +345,8 @@ class App:
 
         assert self.store is not None
         server = HealthServer(host=self.config.http_host, port=self.config.http_port, metrics=self.metrics,
-                              status=self.status_snapshot, store_ping=self.store.ping)
+                              status=self.status_snapshot, store_ping=self.store.ping,
+                              loop_lag=lambda: self.lag.last_lag_s)
         try:
             await server.start()
         except HttpServerError as exc:

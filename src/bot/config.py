@@ -135,7 +135,12 @@ class Config:
                 from dotenv import load_dotenv
 
                 # interpolate=False: secrets may contain '$', and systemd's EnvironmentFile does not expand either
-                load_dotenv(dotenv_path, override=False, interpolate=False)
+                try:
+                    load_dotenv(dotenv_path, override=False, interpolate=False)
+                except (OSError, UnicodeDecodeError) as exc:
+                    cfg = _Reader(os.environ).build()
+                    cfg.problems.insert(0, f"env file {dotenv_path}: cannot be read ({exc.__class__.__name__}: {exc})")
+                    return cfg
             env = os.environ
         return _Reader(env).build()
 

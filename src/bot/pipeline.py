@@ -86,6 +86,7 @@ class Pipeline:
         on_analysis: Callable[[float, int], None] | None = None,
         on_signal: Callable[[Signal], None] | None = None,
         engine_factory: Callable[[str, str], AnalysisEngine] | None = None,
+        on_store_error: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -99,6 +100,7 @@ class Pipeline:
         self._lock = asyncio.Lock()
         self._on_analysis = on_analysis
         self._on_signal = on_signal
+        self._on_store_error = on_store_error
         self._engine_factory = engine_factory or (lambda sym, tf: build_engine(sym, tf, settings, calibrator))
         self.event_listeners: list[Callable[[AnalysisEvent], None]] = []
 
@@ -138,7 +140,7 @@ class Pipeline:
                 await self.store.upsert_candles(closed)
             except StoreError as exc:
                 # the spool wrapper (network backends) absorbs outages; reaching here is a real failure
-                self.stats.store_errors += 1
+                self._store_failed("candles")
                 log.error("candle write failed; analysis continues", error=str(exc), candles=len(closed))
             result = await self._maybe_thread(lambda: self._analyse(closed), len(closed))
             self.stats.candles_analysed += len(closed)
@@ -157,6 +159,11 @@ class Pipeline:
                     raise
                 except Exception:
                     log.exception("candle observer failed", observer=type(obs).__name__)
+
+    def _store_failed(self, operation: str) -> None:
+        self.stats.store_errors += 1
+        if self._on_store_error is not None:
+            self._on_store_error(operation)
 
     def _analyse(self, candles: list[Candle]) -> _Analysed:
         t0 = time.perf_counter()
@@ -180,7 +187,7 @@ class Pipeline:
             try:
                 await self.store.save_signal(s)
             except StoreError as exc:
-                self.stats.store_errors += 1
+                self._store_failed("signals")
                 log.error("signal write failed; it will not be sent to Discord", signal_id=s.id, error=str(exc))
                 continue
             stored.append(s)
