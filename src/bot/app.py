@@ -295,6 +295,7 @@ class App:
             await self.discord.start()
         streams = await self._until_stopped(self.feed.resolve_streams())
         if streams is None:
+            await self.feed.stop()
             return 0
         for symbol, timeframe in streams:
             await pipeline.prime(symbol, timeframe, self.config.candle_window)

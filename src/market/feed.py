@@ -274,7 +274,9 @@ class BinanceKlineFeed:
     async def stop(self) -> None:
         """Close every connection and return once :meth:`run` has finished (run() then returns normally)."""
         self._stopping = True
-        if self._inner is None:
+        if self._inner is None:  # never ran (e.g. stopped while resolving symbols): close the REST session here
+            if self._own_rest:
+                await self._rest.close()
             return
         if not self._inner.done():
             self._inner.cancel()
