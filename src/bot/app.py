@@ -74,6 +74,16 @@ def load_calibrator(path: Path) -> Calibrator:
     return cal
 
 
+class _CacheCandles:
+    """Pipeline observer keeping the cache's recent candles current (shared with other processes)."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+
+    async def on_candles(self, candles: Sequence[Candle]) -> None:
+        await self.cache.push_candles(candles)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -170,7 +180,7 @@ class App:
         return store
 
     async def _open_cache(self) -> Any:
-        if self.config.cache_type != "redis":
+        if self.config.cache_type == "none":
             return None
         from src.storage.cache import build_cache
 
@@ -200,7 +210,10 @@ class App:
         assert self.store is not None
         self.tracker = OutcomeTracker(self.store, horizon_candles=self.config.outcome_horizon_candles,
                                       commission=self.config.backtest_commission)
-        return [ClosedCandleCounter(self.metrics), self.tracker]
+        observers: list[Any] = [ClosedCandleCounter(self.metrics), self.tracker]
+        if self.cache is not None:
+            observers.append(_CacheCandles(self.cache))
+        return observers
 
     def _on_signal(self, signal: Signal) -> None:
         self.metrics.signal_emitted(signal.pattern)
@@ -391,7 +404,7 @@ class App:
         except Exception:
             healthy = False
         st = self.pipeline.stats
-        cache = "off" if self.cache is None else ("redis ok" if getattr(self.cache, "healthy", False) else "redis down")
+        cache = "off" if self.cache is None else str(self.cache.status)
         if self.discord is not None:
             discord = self.discord.describe()
         elif self.config.discord_webhook_url:
