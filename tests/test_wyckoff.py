@@ -160,7 +160,9 @@ def test_state_reports_phase_and_range_levels_for_the_chart():
 
 def test_params_fingerprint_covers_every_parameter():
     base = WyckoffParams()
-    assert WyckoffAnalyzer("X", "1h").params_fingerprint() == base.fingerprint()
+    default = WyckoffAnalyzer("X", "1h").params_fingerprint()
+    assert default == WyckoffAnalyzer("Y", "4h", WyckoffParams()).params_fingerprint()
+    assert default != WyckoffAnalyzer("X", "1h", replace(base, ps_min_rv=2.0)).params_fingerprint()
     seen = {base.fingerprint()}
     for name in base.__dataclass_fields__:
         value = getattr(base, name)

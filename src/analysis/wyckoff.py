@@ -31,6 +31,8 @@ open times. The analyzer reads only the candle it is given and its own state: no
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import deque
 
@@ -40,6 +42,7 @@ from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Direction, 
 from src.analysis.wyckoff_features import Bar, RollingMedian
 from src.analysis.wyckoff_fsm import RawEvent, Setup, SideTracker, St
 from src.analysis.wyckoff_params import WyckoffParams
+from src.analysis.wyckoff_scoring import WEIGHTS
 
 SIDES = ("accumulation", "distribution")
 # oriented event key -> (accumulation name, distribution name)
@@ -96,7 +99,9 @@ class WyckoffAnalyzer:
         self.skipped = 0  # candles with non-finite or non-positive prices (never analysed)
 
     def params_fingerprint(self) -> str:
-        return self.params.fingerprint()
+        """Every parameter and every evidence weight (a re-weighted score is a different signal)."""
+        blob = json.dumps({"params": self.params.fingerprint(), "weights": WEIGHTS}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ per candle
     def on_candle(self, candle: Candle) -> AnalyzerOutput:

@@ -283,9 +283,9 @@ class SideTracker:
 
     def _preliminary(self, bar: Bar) -> Pivot | None:
         for pv in reversed(self._pivot_lows):
-            if pv.i < self.cl_low_i - 40:
+            if pv.i < self.cl_low_i - self.p.ps_lookback:
                 break
-            if pv.i < self.cl_start_i and pv.price > self.cl_low and pv.leg_max_rv >= 1.5:
+            if pv.i < self.cl_start_i and pv.price > self.cl_low and pv.leg_max_rv >= self.p.ps_min_rv:
                 return pv
         return None
 
@@ -409,7 +409,7 @@ class SideTracker:
         self.prev_leg[pivot.kind] = (progress, effort)
         if prev is None or prev[0] <= 0 or prev[1] <= 0:
             return
-        if progress <= 0.7 * prev[0] and effort >= 1.2 * prev[1]:
+        if progress <= self.p.evr_progress_max * prev[0] and effort >= self.p.evr_effort_min * prev[1]:
             key = "absorption" if pivot.kind < 0 else "no_follow_through"
             if pivot.kind < 0:
                 self.absorptions += 1
@@ -456,7 +456,7 @@ class SideTracker:
         """UA: a poke above Rz + 0.1 ATR that closes back under Rz within 2 bars."""
         p = self.p
         if self.ua_i < 0:
-            if bar.h > self.Rz + 0.1 * bar.atr:
+            if bar.h > self.Rz + p.ua_atr * bar.atr:
                 self.ua_i, self.ua_high, self.ua_high_i, self.ua_high_t = bar.i, bar.h, bar.i, bar.t_ms
             else:
                 return
@@ -500,7 +500,7 @@ class SideTracker:
             out.append(self._event("failed_sos", bar, bar.i, bar.t_ms, bar.c))
             self.state = St.B
             return
-        if bar.c > self.Rz + 2.0 * self.W:
+        if bar.c > self.Rz + p.markup_w * self.W:
             self._end("markup", bar, out, "markup")
             return
         if pivot is None:

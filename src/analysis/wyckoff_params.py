@@ -34,6 +34,8 @@ class WyckoffParams:
     climax_confirm_cp: float = 0.6  # ... the next bar closes in the top 40 % of its range
     climax_fail_atr: float = 1.0  # a close < climax low - 1 ATR within 5 bars kills the case
     climax_fail_bars: int = 5
+    ps_lookback: int = 40  # PS: a swing low with leg max RV >= 1.5 within 40 bars before the climax
+    ps_min_rv: float = 1.5
 
     # automatic rally / reaction (AR): fixes the other edge of the range
     ar_max_bars: int = 25
@@ -53,7 +55,10 @@ class WyckoffParams:
     min_range_bars: int = 30  # ... and phase C / D need a range >= 30 bars old (from the climax)
     max_range_bars: int = 600  # a case older than 600 bars (from the climax) expires
     test_zone_w: float = 0.2  # a swing low within S + 0.2 W counts as a test of support
-    ua_fail_bars: int = 2  # UA: high > Rz + 0.1 ATR, close back < Rz within 2 bars
+    ua_atr: float = 0.1  # UA: high > Rz + 0.1 ATR, close back < Rz within 2 bars
+    ua_fail_bars: int = 2
+    evr_progress_max: float = 0.7  # effort vs result: progress <= 0.7 x the previous same-direction leg's
+    evr_effort_min: float = 1.2  # ... while summed RV >= 1.2 x
 
     # spring / shakeout (UTAD mirrored)
     spring_min_atr: float = 0.1  # low < S - 0.1 ATR
@@ -91,6 +96,7 @@ class WyckoffParams:
     lps_max_effort: float = 0.8  # pullback leg mean RV <= 0.8 x SOS leg mean RV
     lps_max_retrace: float = 0.618  # pullback retraces <= 61.8 % of the SOS leg
     d_max_bars: int = 150  # phase D without an LPS or markup for 150 bars expires
+    markup_w: float = 2.0  # a close > Rz + 2 W in phase D is markup even without an LPS
 
     # risk
     stop_buffer_atr: float = 0.25  # stops sit 0.25 ATR beyond the invalidating extreme
