@@ -39,7 +39,7 @@ D: a close < Rz - 0.5 ATR within 5 bars of the SOS (or < S + 0.5 W later) is a f
   After the LPS a close above the SOS leg's high is MARKUP (phase E, case done); a close under
   the LPS low - 0.25 ATR fails it. Phase D expires after 150 bars.
 Any state: a case older than 600 bars from its climax expires; a new climax below S while in
-  phase A or B re-anchors the case there.
+  phase A, or in phase B when no dip under S is pending, re-anchors the case there.
 
 Every bar costs O(1): comparisons against stored levels, running sums, and the swing tracker.
 """
@@ -221,7 +221,10 @@ class SideTracker:
         elif st is St.D or st is St.LPS_DONE:
             self._phase_d(bar, pivot, out)
         st = self.state
-        if st is St.IDLE or (st in (St.AWAIT_AR, St.AWAIT_ST, St.B) and bar.low < self.S):
+        # Re-anchor on a new climax under S in phase A, or in phase B unless a dip under S is still
+        # being judged (a high-volume spring reclaimed within 3 bars is a spring, not a new climax;
+        # an unreclaimed one fails the case, and the next climax starts a new one from IDLE).
+        if st is St.IDLE or (bar.low < self.S and (st in (St.AWAIT_AR, St.AWAIT_ST) or (st is St.B and self.pend_i < 0))):
             self._maybe_climax(bar, out)
 
     # ------------------------------------------------------------------ phase A
