@@ -87,7 +87,9 @@ async def test_replaying_again_into_the_same_store_emits_nothing_new(tmp_path: P
     assert first > 0 and capsys.readouterr().out.count("SIGNAL ") == 0
 
 
-@pytest.mark.parametrize("content, message", [("garbage,row\n", "at least 7 columns"), (None, "cannot open")])
+@pytest.mark.parametrize(
+    "content, message", [("garbage,row\n", "no kline rows"), ("1,2,3\n", "at least 7 columns"), (None, "cannot open")]
+)
 async def test_a_bad_replay_file_is_a_clear_error_with_exit_code_2(tmp_path: Path, content, message, capsys):
     csv = tmp_path / "BTCUSDT-1h.csv"
     if content is not None:

@@ -111,6 +111,8 @@ def read_klines_csv(path: str | Path, symbol: str | None = None, timeframe: str 
     by_time: dict[int, Candle] = {}
     for candle in iter_klines(p, sym, tf):
         by_time[candle.open_time_ms] = candle
+    if not by_time:
+        raise KlineFileError(f"{p}: no kline rows (expected Binance layout: open_time,open,high,low,close,volume,close_time)")
     candles = [by_time[t] for t in sorted(by_time)]
     return KlineFile(path=p, symbol=sym, timeframe=tf, candles=candles)
 
