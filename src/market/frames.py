@@ -55,6 +55,26 @@ def stream_name(symbol: str, timeframe: str) -> str:
     return f"{symbol.lower()}@kline_{timeframe}"
 
 
+def _numbers(
+    o: object, h: object, l: object, c: object, v: object, q: object, bv: object, bq: object,  # noqa: E741
+) -> tuple[float, float, float, float, float, float, float, float]:
+    """Decimal strings -> floats; 0 < low <= open, close <= high < inf and volumes in [0, inf), else ParseError."""
+    if not (type(o) is str and type(h) is str and type(l) is str and type(c) is str
+            and type(v) is str and type(q) is str and type(bv) is str and type(bq) is str):
+        raise ParseError("prices and volumes must be decimal strings")
+    try:
+        of, hf, lf, cf = float(o), float(h), float(l), float(c)
+        vf, qf, bvf, bqf = float(v), float(q), float(bv), float(bq)
+    except ValueError:
+        raise ParseError("price or volume is not a decimal number") from None
+    # Chained comparisons are False for NaN, so NaN fails here too.
+    if not (0.0 < lf <= of <= hf < _INF and lf <= cf <= hf):
+        raise ParseError(f"implausible prices o={o:.20} h={h:.20} l={l:.20} c={c:.20}")
+    if not (0.0 <= vf < _INF and 0.0 <= qf < _INF and 0.0 <= bvf < _INF and 0.0 <= bqf < _INF):
+        raise ParseError("negative or non-finite volume")
+    return of, hf, lf, cf, vf, qf, bvf, bqf
+
+
 def _checked(
     symbol: object, interval: object, t: object, T: object, n: object,
     o: object, h: object, l: object, c: object, v: object, q: object, bv: object, bq: object,  # noqa: E741
@@ -72,19 +92,7 @@ def _checked(
     size = _INTERVAL_MS.get(interval)
     if (t + size - 1 != T) if size is not None else not (t < T < _MAX_TIME_MS):
         raise ParseError(f"close time {T} does not match open time {t} and interval {interval}")
-    if not (type(o) is str and type(h) is str and type(l) is str and type(c) is str
-            and type(v) is str and type(q) is str and type(bv) is str and type(bq) is str):
-        raise ParseError("prices and volumes must be decimal strings")
-    try:
-        of, hf, lf, cf = float(o), float(h), float(l), float(c)
-        vf, qf, bvf, bqf = float(v), float(q), float(bv), float(bq)
-    except ValueError:
-        raise ParseError("price or volume is not a decimal number") from None
-    # Chained comparisons are False for NaN, so NaN fails here too.
-    if not (0.0 < lf <= of <= hf < _INF and lf <= cf <= hf):
-        raise ParseError(f"implausible prices o={o:.20} h={h:.20} l={l:.20} c={c:.20}")
-    if not (0.0 <= vf < _INF and 0.0 <= qf < _INF and 0.0 <= bvf < _INF and 0.0 <= bqf < _INF):
-        raise ParseError("negative or non-finite volume")
+    of, hf, lf, cf, vf, qf, bvf, bqf = _numbers(o, h, l, c, v, q, bv, bq)
     return Candle(symbol, interval, t, T, of, hf, lf, cf, vf, qf, n, bvf, bqf, closed)
 
 
@@ -131,21 +139,9 @@ def _values(k: dict[str, Any], symbol: str, interval: str, t: int, closed: bool)
         o, h, l, c, v, q, bv, bq, n = k["o"], k["h"], k["l"], k["c"], k["v"], k["q"], k["V"], k["Q"], k["n"]  # noqa: E741
     except KeyError as exc:
         raise ParseError(f"kline is missing field {exc.args[0]!r}") from None
-    if not (type(o) is str and type(h) is str and type(l) is str and type(c) is str
-            and type(v) is str and type(q) is str and type(bv) is str and type(bq) is str):
-        raise ParseError("prices and volumes must be decimal strings")
     if type(n) is not int or n < 0:
         raise ParseError(f"trade count {n!r:.20} must be an integer >= 0")
-    try:
-        of, hf, lf, cf = float(o), float(h), float(l), float(c)
-        vf, qf, bvf, bqf = float(v), float(q), float(bv), float(bq)
-    except ValueError:
-        raise ParseError("price or volume is not a decimal number") from None
-    # Chained comparisons are False for NaN, so NaN fails here too.
-    if not (0.0 < lf <= of <= hf < _INF and lf <= cf <= hf):
-        raise ParseError(f"implausible prices o={o:.20} h={h:.20} l={l:.20} c={c:.20}")
-    if not (0.0 <= vf < _INF and 0.0 <= qf < _INF and 0.0 <= bvf < _INF and 0.0 <= bqf < _INF):
-        raise ParseError("negative or non-finite volume")
+    of, hf, lf, cf, vf, qf, bvf, bqf = _numbers(o, h, l, c, v, q, bv, bq)
     return Candle(symbol, interval, t, k["T"], of, hf, lf, cf, vf, qf, n, bvf, bqf, closed)
 
 

@@ -12,11 +12,11 @@ Rules every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from src.analysis.types import Candle, Signal
+from src.analysis.types import Candle, InvalidCandle, Signal
 
 Outcome = Literal["WIN", "LOSS", "EXPIRED"]
 DeliveryStatus = Literal["pending", "sent", "skipped", "failed"]
@@ -99,6 +99,22 @@ class Delivery:
     attempts: int
     last_error: str | None
     updated_at_ms: int
+
+
+def accept_candles(candles: Sequence[Candle], reject: Callable[[Candle, str], None]) -> list[Candle]:
+    """Valid closed candles, one per key (the last one wins), sorted by key (concurrent writers then
+    lock rows in the same order and cannot deadlock). Each refused candle is passed to ``reject``."""
+    by_key: dict[tuple[str, str, int], Candle] = {}
+    for c in candles:
+        try:
+            if not c.closed:
+                raise InvalidCandle(f"candle {c.key} is not closed")
+            c.validate()
+        except InvalidCandle as exc:
+            reject(c, str(exc))
+            continue
+        by_key[c.key] = c
+    return [by_key[k] for k in sorted(by_key)]
 
 
 @runtime_checkable

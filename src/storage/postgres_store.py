@@ -36,8 +36,8 @@ import asyncpg
 import orjson
 import structlog
 
-from src.analysis.types import Candle, InvalidCandle, Signal, iso_to_ms, ms_to_iso
-from src.storage.base import Delivery, PatternStats, SignalOutcome, StoreError, StoreUnavailable, StreamQuality
+from src.analysis.types import Candle, Signal, iso_to_ms, ms_to_iso
+from src.storage.base import Delivery, PatternStats, SignalOutcome, StoreError, StoreUnavailable, StreamQuality, accept_candles
 from src.storage.migrate import apply_migrations
 
 log = structlog.get_logger(__name__)
@@ -335,21 +335,12 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ candles
     def _accept(self, candles: Sequence[Candle]) -> list[Candle]:
-        """Valid closed candles, one per key (the last one wins), sorted by key: concurrent writers then lock
-        rows in the same order and cannot deadlock each other."""
-        by_key: dict[tuple[str, str, int], Candle] = {}
-        for c in candles:
-            try:
-                if not c.closed:
-                    raise InvalidCandle(f"candle {c.key} is not closed")
-                c.validate()
-            except InvalidCandle as exc:
-                self.rejected_candles += 1
-                log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
-                            reason=str(exc), rejected_total=self.rejected_candles)
-                continue
-            by_key[c.key] = c
-        return [by_key[k] for k in sorted(by_key)]
+        return accept_candles(candles, self._reject)
+
+    def _reject(self, c: Candle, reason: str) -> None:
+        self.rejected_candles += 1
+        log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
+                    reason=reason, rejected_total=self.rejected_candles)
 
     async def upsert_candles(self, candles: Sequence[Candle]) -> None:
         rows = self._accept(candles)
