@@ -161,7 +161,8 @@ def test_state_reports_phase_and_range_levels_for_the_chart():
 def test_params_fingerprint_covers_every_parameter():
     base = WyckoffParams()
     default = WyckoffAnalyzer("X", "1h").params_fingerprint()
-    assert default == WyckoffAnalyzer("Y", "4h", WyckoffParams()).params_fingerprint()
+    assert default == WyckoffAnalyzer("Y", "1h", WyckoffParams()).params_fingerprint()
+    assert default != WyckoffAnalyzer("X", "4h").params_fingerprint()  # range-length limits scale with the timeframe
     assert default != WyckoffAnalyzer("X", "1h", replace(base, ps_min_rv=2.0)).params_fingerprint()
     seen = {base.fingerprint()}
     for name in base.__dataclass_fields__:
@@ -244,3 +245,10 @@ def test_heavy_short_down_leg_in_phase_b_is_reported_as_absorption():
 def test_ordinary_phase_b_legs_show_no_effort_without_result():
     events, _, _, _ = run(accumulation_tape().candles)
     assert not [e for e in events if e.type in ("absorption", "no_follow_through")]
+
+
+def test_range_length_limits_scale_with_the_timeframe():
+    assert (WyckoffParams.for_timeframe("15m").min_range_bars, WyckoffParams.for_timeframe("15m").max_range_bars) == (48, 1000)
+    assert WyckoffParams.for_timeframe("1h") == WyckoffParams()
+    assert WyckoffParams.for_timeframe("4h").min_range_bars == 20 == WyckoffParams.for_timeframe("1d").min_range_bars
+    assert WyckoffAnalyzer("X", "5m").params.min_range_bars == 48

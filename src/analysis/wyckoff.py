@@ -89,7 +89,7 @@ class WyckoffAnalyzer:
     def __init__(self, symbol: str, timeframe: str, params: WyckoffParams | None = None) -> None:
         self.symbol = symbol
         self.timeframe = timeframe
-        self.params = params or WyckoffParams()
+        self.params = params or WyckoffParams.for_timeframe(timeframe)
         p = self.params
         self._atr = WilderATR(p.atr_period)
         self._vol = RollingMedian(p.volume_window)

@@ -13,6 +13,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from src.analysis import timeframes
+
 
 @dataclass(frozen=True, slots=True)
 class WyckoffParams:
@@ -101,6 +103,17 @@ class WyckoffParams:
     # risk
     stop_buffer_atr: float = 0.25  # stops sit 0.25 ATR beyond the invalidating extreme
     sos_stop_atr: float = 1.0  # SOS stop: Rz - 1 ATR (back inside the range = failed breakout)
+
+    @classmethod
+    def for_timeframe(cls, timeframe: str) -> WyckoffParams:
+        """Defaults with the range-duration limits scaled to the timeframe (everything else is in
+        ATR/range units already): min/max range length 48/1000 bars up to 15m, 40/800 at 30m,
+        30/600 at 1h, 25/450 at 2h, 20/300 from 4h up."""
+        minutes = timeframes.interval_ms(timeframe) // 60_000 if timeframes.is_interval(timeframe) else 60
+        for limit, lo, hi in ((15, 48, 1000), (30, 40, 800), (60, 30, 600), (120, 25, 450)):
+            if minutes <= limit:
+                return cls(min_range_bars=lo, max_range_bars=hi)
+        return cls(min_range_bars=20, max_range_bars=300)
 
     def fingerprint(self) -> str:
         """16 hex chars over every parameter (changes whenever any number changes)."""
