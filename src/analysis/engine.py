@@ -124,11 +124,12 @@ class AnalysisEngine:
         self.last_open_time_ms = candle.open_time_ms
         self.candles_seen += 1
         result = EngineResult()
-        generated_at = ms_to_iso(timeframes.next_open(self.timeframe, candle.open_time_ms))
+        generated_at = ""  # the confirming candle's close, formatted only when a candidate needs it
         for analyzer in self.analyzers:
             out = analyzer.on_candle(candle)
             result.events.extend(out.events)
             for cand in out.candidates:
+                generated_at = generated_at or ms_to_iso(timeframes.next_open(self.timeframe, candle.open_time_ms))
                 result.signals.append(self._to_signal(cand, candle, generated_at))
         result.signals.sort(key=lambda s: (-s.confidence, s.pattern))
         return result
