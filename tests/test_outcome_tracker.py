@@ -79,6 +79,7 @@ async def feed_live(store: Store, t: OutcomeTracker, candles: list[Candle], sign
         await store.upsert_candles([c])
         for s in by_time.get(c.open_time_ms, []):
             await store.save_signal(s)
+        await t.on_signals(by_time.get(c.open_time_ms, []))
         await t.on_candles([c])
 
 
@@ -188,6 +189,26 @@ class DownForReads:
         if self.down:
             raise StoreUnavailable("database is down")
         return await self.inner.load_candles(*args, **kwargs)
+
+
+async def test_without_an_announcement_the_tracker_reads_open_signals_only_after_resync_seconds(store):
+    candles, signals = scenario()
+    now = [0.0]
+    t = OutcomeTracker(store, horizon_candles=PARAMS.horizon_candles, commission=PARAMS.commission,
+                       slippage_bps=PARAMS.slippage_bps, resync_s=60.0, clock=lambda: now[0])
+    first = signals[0]
+    before = [c for c in candles if c.open_time_ms <= first.candle_time_ms]
+    await store.upsert_candles(before)
+    await t.on_candles(before)  # first call syncs: nothing open yet
+    await store.save_signal(first)  # written by "another process": no on_signals
+    after = [c for c in candles if c.open_time_ms > first.candle_time_ms]
+    await store.upsert_candles(after[:1])
+    await t.on_candles(after[:1])
+    assert t.stats.following == 0  # no query per candle
+    now[0] = 61.0
+    await store.upsert_candles(after[1:])
+    await t.on_candles(after[1:])
+    assert t.stats.following + t.stats.resolved == 1  # picked up by the periodic resync, caught up from the store
 
 
 async def test_read_outage_loses_no_candle_for_followed_or_new_signals(store):

@@ -1,9 +1,12 @@
 """Live outcome tracker (SPEC 7): follows every open signal on new closed candles and stores how it
 resolved, with the SAME rules as the backtest (src/analysis/outcomes.py).
 
-- The pipeline calls ``await on_candles(candles)`` after it has stored the candles and the signals
-  of that batch. Each call first syncs with ``store.open_signals()`` (signals without an outcome),
-  so signals from this batch, from another process or from before a restart are all picked up.
+- The pipeline calls ``await on_signals(signals)`` after it stored new signals and
+  ``await on_candles(candles)`` after it stored the candles of a batch. ``on_candles`` re-reads
+  ``store.open_signals()`` (signals without an outcome) only when something may have changed: new
+  signals were announced, an earlier sync or save failed, or ``resync_s`` (300 s) passed (signals
+  written by another process). So signals from this batch, from another process or from before a
+  restart are all picked up, without one store query per candle on the hot path.
 - A newly seen signal is caught up from the STORED candles after its confirming candle
   (``load_candles(start_ms=candle_time + 1)``), so a restart, an outage or a backfill loses nothing;
   candles already processed are ignored (the follower skips repeats), so overlap is harmless.
@@ -19,8 +22,10 @@ resolved, with the SAME rules as the backtest (src/analysis/outcomes.py).
 
 from __future__ import annotations
 
+import math
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,8 +85,14 @@ class OutcomeTracker:
         horizon_candles: int = 48,
         commission: float = 0.0004,
         slippage_bps: float = 0.0,
+        resync_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self.resync_s = resync_s
+        self._clock = clock
+        self._stale = True  # the first batch always syncs
+        self._last_sync = -math.inf
         self.params = OutcomeParams(horizon_candles, commission, slippage_bps)
         self._follow: dict[str, tuple[Signal, TradeFollower]] = {}
         self._by_stream: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -106,9 +117,12 @@ class OutcomeTracker:
         A store error here is logged and left for the next call: a signal becomes followed only
         after its history loaded, so a failed load is simply retried (no candle is skipped)."""
         await self._flush()
+        self._stale = False
+        self._last_sync = self._clock()
         try:
             open_now = await self.store.open_signals()
         except StoreError as exc:
+            self._stale = True
             self._stats.sync_failures += 1
             log.warning("open signals unavailable; will retry", error=str(exc))
             return
@@ -126,6 +140,7 @@ class OutcomeTracker:
             try:
                 history = await self.store.load_candles(sig.symbol, sig.timeframe, start_ms=sig.candle_time_ms + 1)
             except StoreError as exc:
+                self._stale = True
                 self._stats.sync_failures += 1
                 log.warning("candles for an open signal unavailable; will retry", signal_id=sig.id, error=str(exc))
                 continue
@@ -139,7 +154,8 @@ class OutcomeTracker:
 
     async def on_candles(self, candles: Sequence[Candle]) -> None:
         """Pipeline hook: grade open signals on these closed candles (any streams, any order)."""
-        await self.sync()
+        if self._stale or self._unsaved or self._clock() - self._last_sync >= self.resync_s:
+            await self.sync()
         for c in sorted(candles, key=lambda c: c.open_time_ms):
             if not c.closed:
                 continue
@@ -148,6 +164,11 @@ class OutcomeTracker:
                 r = follower.on_candle(c)
                 if r is not None:
                     await self._resolved(sig, r)
+
+    async def on_signals(self, signals: Sequence[Signal]) -> None:
+        """Pipeline hook: new signals were stored; the next batch re-reads the open signals."""
+        if signals:
+            self._stale = True
 
     async def on_candle(self, candle: Candle) -> None:
         await self.on_candles([candle])

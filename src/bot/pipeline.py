@@ -30,7 +30,7 @@ import structlog
 
 from src.analysis.engine import AnalysisEngine, AnalysisSettings, Calibrator, SignalGate, step
 from src.analysis.registry import build_engine
-from src.analysis.types import AnalysisEvent, Candle, Signal
+from src.analysis.types import Candle, Signal
 from src.bot.sinks import SignalBatch, SignalSink
 from src.bot.status import MarketView
 from src.market.aggregator import CandleAggregator
@@ -65,7 +65,6 @@ class PipelineStats:
 class _Analysed:
     candles: list[Candle]
     emitted: list[Signal]
-    events: list[AnalysisEvent]
     seconds: float
 
 
@@ -102,7 +101,6 @@ class Pipeline:
         self._on_signal = on_signal
         self._on_store_error = on_store_error
         self._engine_factory = engine_factory or (lambda sym, tf: build_engine(sym, tf, settings, calibrator))
-        self.event_listeners: list[Callable[[AnalysisEvent], None]] = []
 
     async def start(self) -> None:
         """Seed the gate's cooldown from the store, so a restart does not re-emit."""
@@ -147,13 +145,12 @@ class Pipeline:
             self.stats.analysis_seconds_total += result.seconds
             if self._on_analysis is not None:
                 self._on_analysis(result.seconds, len(closed))
-            for ev in result.events:
-                for listener in self.event_listeners:
-                    listener(ev)
-            if result.emitted:
-                await self._emit(result.emitted, historical=source in ("warmup", "backfill"))
+            stored = await self._emit(result.emitted, historical=source in ("warmup", "backfill")) if result.emitted else []
             for obs in self.observers:
                 try:
+                    announce = getattr(obs, "on_signals", None)
+                    if stored and announce is not None:
+                        await announce(stored)
                     await obs.on_candles(closed)
                 except asyncio.CancelledError:
                     raise
@@ -168,20 +165,19 @@ class Pipeline:
     def _analyse(self, candles: list[Candle]) -> _Analysed:
         t0 = time.perf_counter()
         emitted: list[Signal] = []
-        events: list[AnalysisEvent] = []
         for c in candles:
             r = step(self.engine(c.symbol, c.timeframe), self.gate, c)
             self.stats.candidates += len(r.candidates)
             emitted.extend(r.emitted)
-            events.extend(r.events)
-        return _Analysed(candles, emitted, events, time.perf_counter() - t0)
+        return _Analysed(candles, emitted, time.perf_counter() - t0)
 
     async def _maybe_thread(self, fn: Callable[[], _T], size: int) -> _T:
         if size > THREAD_BATCH:
             return await asyncio.to_thread(fn)
         return fn()
 
-    async def _emit(self, signals: list[Signal], historical: bool) -> None:
+    async def _emit(self, signals: list[Signal], historical: bool) -> list[Signal]:
+        """Store, count and publish; returns the signals that were stored."""
         stored: list[Signal] = []
         for s in signals:
             try:
@@ -199,7 +195,7 @@ class Pipeline:
             if self._on_signal is not None:
                 self._on_signal(s)
         if not stored:
-            return
+            return stored
         streams = sorted({(s.symbol, s.timeframe) for s in stored})
         views = tuple(v for v in (self.market_view_now(sym, tf, last=None) for sym, tf in streams) if v is not None)
         batch = SignalBatch(tuple(stored), views, historical=historical)
@@ -211,6 +207,7 @@ class Pipeline:
             except Exception:
                 self.stats.sink_errors += 1
                 log.exception("signal sink failed", sink=sink.name)
+        return stored
 
     def market_view_now(self, symbol: str, timeframe: str, last: Signal | None) -> MarketView | None:
         """The current view of a stream from memory (no I/O); None for an unknown stream."""
