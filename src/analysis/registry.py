@@ -10,7 +10,6 @@ from src.analysis.wyckoff import WyckoffAnalyzer
 def build_analyzers(symbol: str, timeframe: str, settings: AnalysisSettings) -> list[Analyzer]:
     """Analyzers enabled by ``settings``, in a fixed order (Wyckoff first, then Elliott)."""
     analyzers: list[Analyzer] = []
-    # Analyzers register here as they land (wyckoff when enable_wyckoff, elliott when enable_elliott).
     if settings.enable_wyckoff:
         analyzers.append(WyckoffAnalyzer(symbol, timeframe))
     if settings.enable_elliott:
