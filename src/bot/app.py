@@ -74,6 +74,18 @@ def load_calibrator(path: Path) -> Calibrator:
     return cal
 
 
+class _Intake:
+    """The candle sink of the feed and of replay: marks data as flowing (watchdog), then runs the pipeline."""
+
+    def __init__(self, pipeline: Pipeline, activity: ActivityTracker) -> None:
+        self.pipeline = pipeline
+        self.activity = activity
+
+    async def on_candles(self, candles: Sequence[Candle], source: str) -> None:
+        self.activity.touch()
+        await self.pipeline.on_candles(candles, source)
+
+
 class _CacheCandles:
     """Pipeline observer keeping the cache's recent candles current (shared with other processes)."""
 
@@ -109,7 +121,6 @@ class App:
         self.tracker: Any = None
         self.warmed_up = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._replay_streams: list[tuple[str, str]] = []
         self._closers: list[ShutdownStep] = []
 
     # ------------------------------------------------------------------ run
@@ -264,8 +275,6 @@ class App:
                 f"replay files are {have} candles; none of TIMEFRAMES={','.join(self.config.timeframes)} "
                 "equals or can be built from them (set TIMEFRAMES, e.g. TIMEFRAMES=" + have + ")"
             )
-        self._replay_streams = sorted({(f.symbol, tf) for f in files for tf in usable
-                                      if f.timeframe == tf or can_build(f.timeframe, tf)})
         return tuple(sorted(usable, key=tf_mod.sort_key))
 
     async def _run_replay(self, files: Sequence[KlineFile]) -> int:
@@ -273,13 +282,8 @@ class App:
         self.warmed_up.set()
         self.notifier.ready("replaying")
         pipeline = self.pipeline
-
-        class _Sink:
-            async def on_candles(inner, candles: Sequence[Candle], source: str) -> None:
-                self.activity.touch()
-                await pipeline.on_candles(candles, source)
-
-        fed = await replay_files(files, _Sink(), speed=self.options.speed, stop=self.shutdown.event)
+        fed = await replay_files(files, _Intake(pipeline, self.activity), speed=self.options.speed,
+                                 stop=self.shutdown.event)
         st = pipeline.stats
         log.info("replay done", candles=fed, analysed=st.candles_analysed, signals=st.signals_emitted,
                  interrupted=self.shutdown.event.is_set())
@@ -291,14 +295,8 @@ class App:
 
         assert self.pipeline is not None and self.store is not None
         pipeline, store = self.pipeline, self.store
-        app = self
-
-        class _Sink:
-            async def on_candles(inner, candles: Sequence[Candle], source: str) -> None:
-                app.activity.touch()
-                await pipeline.on_candles(candles, source)
-
-        self.feed = BinanceKlineFeed.from_config(self.config, _Sink(), last_open_time=store.last_open_time,
+        self.feed = BinanceKlineFeed.from_config(self.config, _Intake(pipeline, self.activity),
+                                                 last_open_time=store.last_open_time,
                                                  on_frame=self.activity.touch)
         self._wire_metrics()
         http = await self._start_http()  # before Binance answers: /healthz must work during a REST outage
