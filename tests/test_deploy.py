@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -188,10 +189,21 @@ def test_install_script_refuses_to_run_without_root():
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             pytest.skip("running as root without setpriv")
-        cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(INSTALL)]
+        # the checkout may sit in a directory nobody cannot enter (mktemp -d is 0700): run a readable copy
+        spot = Path(tempfile.mkdtemp(prefix="wyeli-install-"))
+        spot.chmod(0o755)
+        script = spot / "install.sh"
+        shutil.copy(INSTALL, script)
+        script.chmod(0o755)
+        cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(script)]
     else:
+        spot = None
         cmd = ["bash", str(INSTALL)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    finally:
+        if spot is not None:
+            shutil.rmtree(spot, ignore_errors=True)
     assert proc.returncode == 1
     assert "run as root" in proc.stderr
 
