@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+import structlog
+
 from src.analysis.types import Candle, InvalidCandle, Signal
 
 Outcome = Literal["WIN", "LOSS", "EXPIRED"]
@@ -115,6 +117,22 @@ def accept_candles(candles: Sequence[Candle], reject: Callable[[Candle, str], No
             continue
         by_key[c.key] = c
     return [by_key[k] for k in sorted(by_key)]
+
+
+class RejectingCandleWriter:
+    """Mixin for network stores: ``_accept`` filters a batch with :func:`accept_candles`, counting and
+    logging each refused candle in ``rejected_candles``."""
+
+    rejected_candles: int = 0
+
+    def _accept(self, candles: Sequence[Candle]) -> list[Candle]:
+        return accept_candles(candles, self._reject)
+
+    def _reject(self, c: Candle, reason: str) -> None:
+        self.rejected_candles += 1
+        structlog.get_logger(type(self).__module__).warning(
+            "candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
+            reason=reason, rejected_total=self.rejected_candles)
 
 
 @runtime_checkable

@@ -37,7 +37,15 @@ import orjson
 import structlog
 
 from src.analysis.types import Candle, Signal, iso_to_ms, ms_to_iso
-from src.storage.base import Delivery, PatternStats, SignalOutcome, StoreError, StoreUnavailable, StreamQuality, accept_candles
+from src.storage.base import (
+    Delivery,
+    PatternStats,
+    RejectingCandleWriter,
+    SignalOutcome,
+    StoreError,
+    StoreUnavailable,
+    StreamQuality,
+)
 from src.storage.migrate import apply_migrations
 
 log = structlog.get_logger(__name__)
@@ -223,7 +231,7 @@ def candle_records(candles: Sequence[Candle]) -> list[tuple[Any, ...]]:
     ]
 
 
-class PostgresStore:
+class PostgresStore(RejectingCandleWriter):
     """The Store protocol on PostgreSQL (see the module docstring for the rules)."""
 
     def __init__(
@@ -334,14 +342,6 @@ class PostgresStore:
             raise self._translate(exc, what) from exc
 
     # ------------------------------------------------------------------ candles
-    def _accept(self, candles: Sequence[Candle]) -> list[Candle]:
-        return accept_candles(candles, self._reject)
-
-    def _reject(self, c: Candle, reason: str) -> None:
-        self.rejected_candles += 1
-        log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
-                    reason=reason, rejected_total=self.rejected_candles)
-
     async def upsert_candles(self, candles: Sequence[Candle]) -> None:
         rows = self._accept(candles)
         if not rows:

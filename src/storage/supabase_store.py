@@ -50,7 +50,15 @@ from postgrest.types import CountMethod, ReturnMethod
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from src.analysis.types import Candle, Signal, iso_to_ms, ms_to_iso
-from src.storage.base import Delivery, PatternStats, SignalOutcome, StoreError, StoreUnavailable, StreamQuality, accept_candles
+from src.storage.base import (
+    Delivery,
+    PatternStats,
+    RejectingCandleWriter,
+    SignalOutcome,
+    StoreError,
+    StoreUnavailable,
+    StreamQuality,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -247,7 +255,7 @@ async def _record_status(response: httpx.Response) -> None:
     _last_status.set(response.status_code)
 
 
-class SupabaseRestStore:
+class SupabaseRestStore(RejectingCandleWriter):
     """The Store protocol over Supabase REST (see the module docstring; contract-tested only)."""
 
     def __init__(
@@ -408,14 +416,6 @@ class SupabaseRestStore:
         self._known_symbols.update(new)
 
     # ------------------------------------------------------------------ candles
-    def _accept(self, candles: Sequence[Candle]) -> list[Candle]:
-        return accept_candles(candles, self._reject)
-
-    def _reject(self, c: Candle, reason: str) -> None:
-        self.rejected_candles += 1
-        log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
-                    reason=reason, rejected_total=self.rejected_candles)
-
     async def upsert_candles(self, candles: Sequence[Candle]) -> None:
         rows = self._accept(candles)
         if not rows:
