@@ -63,6 +63,14 @@ async def test_pipeline_emits_exactly_what_the_backtest_replay_emits(tmp_path: P
     await p.start()
     await p.on_candles(candles, "replay")  # one big batch: analysed in a worker thread
     assert [s for b in sink.batches for s in b.signals] == expected
+    # each batch carries the view AT its signal candle (chart inputs), not the end of the big batch
+    by_time = {c.open_time_ms: i for i, c in enumerate(candles)}
+    for b in sink.batches:
+        view = b.view_for("BTCUSDT", "15m")
+        assert view is not None and view.states
+        t = b.signals[0].candle_time_ms
+        assert view.candles[-1].open_time_ms == t
+        assert list(view.candles) == candles[max(0, by_time[t] - len(view.candles) + 1): by_time[t] + 1]
     await store.close()
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -63,8 +63,9 @@ class PipelineStats:
 
 @dataclass(slots=True)
 class _Analysed:
-    candles: list[Candle]
-    emitted: list[Signal]
+    """Signals emitted per candle, each with the market view AT that candle (its chart), and the time taken."""
+
+    groups: list[tuple[list[Signal], MarketView]]
     seconds: float
 
 
@@ -145,7 +146,9 @@ class Pipeline:
             self.stats.analysis_seconds_total += result.seconds
             if self._on_analysis is not None:
                 self._on_analysis(result.seconds, len(closed))
-            stored = await self._emit(result.emitted, historical=source in ("warmup", "backfill")) if result.emitted else []
+            stored: list[Signal] = []
+            for signals, view in result.groups:
+                stored += await self._emit(signals, view, historical=source in ("warmup", "backfill"))
             for obs in self.observers:
                 try:
                     announce = getattr(obs, "on_signals", None)
@@ -164,20 +167,35 @@ class Pipeline:
 
     def _analyse(self, candles: list[Candle]) -> _Analysed:
         t0 = time.perf_counter()
-        emitted: list[Signal] = []
+        groups: list[tuple[list[Signal], MarketView]] = []
+        seen: dict[tuple[str, str], list[Candle]] = defaultdict(list)  # this batch's candles per stream, so far
         for c in candles:
-            r = step(self.engine(c.symbol, c.timeframe), self.gate, c)
+            eng = self.engine(c.symbol, c.timeframe)
+            r = step(eng, self.gate, c)
             self.stats.candidates += len(r.candidates)
-            emitted.extend(r.emitted)
-        return _Analysed(candles, emitted, time.perf_counter() - t0)
+            seen[c.stream].append(c)
+            if r.emitted:
+                groups.append((r.emitted, self._view_at(seen[c.stream], eng)))
+        return _Analysed(groups, time.perf_counter() - t0)
+
+    def _view_at(self, batch_part: list[Candle], eng: AnalysisEngine) -> MarketView:
+        """The stream as it was when its last candle in ``batch_part`` closed: the candles up to it (the
+        window already holds the whole batch, so older ones come from before the batch) and the analyzers'
+        states right now. Only built for candles that emitted a signal."""
+        c = batch_part[-1]
+        window = self.aggregator.windows.get(c.stream)
+        first = batch_part[0].open_time_ms
+        older = [x for x in window.candles(VIEW_CANDLES) if x.open_time_ms < first] if window is not None else []
+        candles = (older + batch_part)[-VIEW_CANDLES:]
+        return MarketView(c.symbol, c.timeframe, tuple(candles), tuple(eng.states()), None)
 
     async def _maybe_thread(self, fn: Callable[[], _T], size: int) -> _T:
         if size > THREAD_BATCH:
             return await asyncio.to_thread(fn)
         return fn()
 
-    async def _emit(self, signals: list[Signal], historical: bool) -> list[Signal]:
-        """Store, count and publish; returns the signals that were stored."""
+    async def _emit(self, signals: list[Signal], view: MarketView, historical: bool) -> list[Signal]:
+        """Store, count and publish the signals of one candle; returns the signals that were stored."""
         stored: list[Signal] = []
         for s in signals:
             try:
@@ -196,9 +214,7 @@ class Pipeline:
                 self._on_signal(s)
         if not stored:
             return stored
-        streams = sorted({(s.symbol, s.timeframe) for s in stored})
-        views = tuple(v for v in (self.market_view_now(sym, tf, last=None) for sym, tf in streams) if v is not None)
-        batch = SignalBatch(tuple(stored), views, historical=historical)
+        batch = SignalBatch(tuple(stored), (view,), historical=historical)
         for sink in self.sinks:
             try:
                 await sink.publish(batch)

@@ -133,20 +133,23 @@ def render_png(spec: ChartSpec) -> bytes:
         hi = max(c.high for c in candles)
         span = hi - lo or hi * 0.01 or 1.0
         right = len(candles) - 0.5
-        drawn: list[float] = []
+        drawn: list[float] = []  # prices whose label is printed
+        lines: list[float] = []  # every horizontal line (for the y limits)
 
         def hline(price: float, colour: str, label: str, style: str = "--") -> None:
             # keep levels far outside the candles from squashing the chart into a line
             if not (lo - 1.5 * span <= price <= hi + 1.5 * span):
                 return
-            drawn.append(price)
             ax.axhline(price, color=colour, linestyle=style, linewidth=0.9, alpha=0.9)
+            lines.append(price)
+            # labels closer than ~3 % of the price span would print on top of each other: the first one wins
+            if any(abs(price - d) < 0.03 * span for d in drawn):
+                return
+            drawn.append(price)
             ax.annotate(f"{label} {price:.6g}", xy=(1.0, price), xycoords=("axes fraction", "data"), xytext=(4, 0),
                         textcoords="offset points", color=colour, fontsize=7, va="center")
 
-        for label, price in spec.levels[:12]:
-            if _finite(price):
-                hline(price, "#b39ddb", label[:24], ":")
+        # the signal's own levels first: their labels win over the analyzers' context levels
         if _finite(spec.entry):
             hline(spec.entry, "#42a5f5", "entry")  # type: ignore[arg-type]
         if _finite(spec.stop):
@@ -154,6 +157,9 @@ def render_png(spec: ChartSpec) -> bytes:
         for i, tp in enumerate(spec.targets[:6], 1):
             if _finite(tp):
                 hline(tp, UP, f"TP{i}")
+        for label, price in spec.levels[:12]:
+            if _finite(price):
+                hline(price, "#b39ddb", label[:24], ":")
         px, py = [], []
         for t, price, label in spec.pivots:
             if t in index and _finite(price):
@@ -167,7 +173,7 @@ def render_png(spec: ChartSpec) -> bytes:
             mx = index[spec.marker_ms]
             ax.axvspan(mx - 0.5, mx + 0.5, color="#42a5f5" if spec.direction == "LONG" else DOWN, alpha=0.15)
         ax.set_xlim(-1, right + 1)
-        ylo, yhi = min([lo, *drawn]), max([hi, *drawn])
+        ylo, yhi = min([lo, *lines]), max([hi, *lines])
         pad = 0.05 * (yhi - ylo or span)
         ax.set_ylim(ylo - pad, yhi + pad)
         ticks = xs[:: max(1, len(xs) // 6)]
