@@ -5,7 +5,8 @@
   a smaller interval is aggregated to ``--timeframe`` with ``src.market.aggregator.TimeframeBuilder``
   (Binance's own kline construction); a larger or incompatible one is an error.
 - ``--source db``: the configured store (``src.storage.factory.build_store(Config.from_env())``),
-  one stream per ``--symbol`` (comma-separated allowed).
+  one stream per ``--symbol`` (comma-separated allowed); a network store is read directly, never
+  through the bot's outage spool.
 - ``--from`` / ``--to`` (ISO date or date-time, UTC): keep candles with from <= open time < to.
 
 Every problem raises :class:`InputError` with a message naming the file or option; the commands
@@ -140,12 +141,16 @@ async def load_from_store(specs: list[StreamSpec]) -> list[StreamSpec]:
     from src.bot.config import Config
     from src.storage.base import StoreError
     from src.storage.factory import build_store
+    from src.storage.spool import SpoolStore
 
     cfg = Config.from_env()
     if cfg.problems:
         raise InputError("configuration problems: " + "; ".join(cfg.problems))
     try:
         store = build_store(cfg)
+        # read the database itself: a bot running on this host owns the outage spool (SPOOL_PATH), and
+        # opening it here would replay and delete the bot's pending writes behind its back
+        store = store.primary if isinstance(store, SpoolStore) else store
         await store.open()
     except StoreError as exc:
         raise InputError(f"store: {exc}") from None

@@ -339,3 +339,49 @@ def test_break_even_commission_zeroes_total_r(tmp_path, csv_files):
         total += r.r_multiple
     assert total == pytest.approx(0.0, abs=1e-9)
     assert break_even_commission([t for t in acc.trades if t.resolution.gross_r < 0]) is None
+
+
+def test_run_from_postgres_leaves_the_running_bots_outage_spool_alone(tmp_path, csv_files, monkeypatch, postgres_url):
+    """--source db reads the database itself: a bot running next to it owns SPOOL_PATH, and replaying or
+    deleting its pending writes from here would leave the bot's spool bookkeeping wrong."""
+    import asyncio
+    import sqlite3
+
+    from src.market.klines_csv import read_klines_csv
+    from src.storage.postgres_store import PostgresStore
+    from src.storage.spool import SpoolStore
+    from tests.test_storage_postgres import drop_schema, new_schema_name
+
+    schema = new_schema_name()
+    spool = tmp_path / "spool.db"
+    candles = read_klines_csv(csv_files["BTCUSDT"]).candles
+
+    async def prepare() -> None:
+        store = PostgresStore(postgres_url, schema=schema)
+        await store.open()
+        await store.upsert_candles(candles)
+        await store.close()
+        # the bot's spool holds one write it could not deliver yet (its database was down)
+        down = SpoolStore(PostgresStore("postgresql://postgres@127.0.0.1:1/test", connect_timeout=1), spool,
+                          autoflush=False, close_flush_timeout=0.1)
+        await down.open()
+        await down.upsert_candles(candles[:1])
+        await down.close()
+
+    asyncio.run(prepare())
+    try:
+        for var in ("SUPABASE_URL", "SUPABASE_SERVICE_KEY"):
+            monkeypatch.delenv(var, raising=False)
+        sep = "&" if "?" in postgres_url else "?"
+        monkeypatch.setenv("DATABASE_URL", f"{postgres_url}{sep}search_path={schema}")
+        monkeypatch.setenv("SPOOL_PATH", str(spool))
+        monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "unused.db"))
+        code, from_db = run_cli(tmp_path, "db", "--source", "db", "--symbol", "BTCUSDT", *FAST)
+        assert code == 0
+        code, from_csv = run_cli(tmp_path, "csv", "--data", str(csv_files["BTCUSDT"]), *FAST)
+        assert code == 0
+        assert (from_db / "signals.jsonl").read_text() == (from_csv / "signals.jsonl").read_text()
+        with sqlite3.connect(spool) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 1
+    finally:
+        asyncio.run(drop_schema(postgres_url, schema))
