@@ -302,3 +302,20 @@ async def test_any_sequence_of_writes_and_outages_ends_like_the_same_writes_with
     assert spool.depth == 0
     assert await primary.load_candles("BTCUSDT", "1m") == await reference.load_candles("BTCUSDT", "1m")
     assert await primary.get_delivery(sig.id, "discord:1") == await reference.get_delivery(sig.id, "discord:1")
+
+
+async def test_a_spooled_signal_with_a_non_finite_feature_is_replayed_not_dead_lettered(
+    spool: SpoolStore, primary: SwitchableStore
+) -> None:
+    # JSON has no NaN: the spool payload carries null, which must read back as NaN like the stores do
+    import dataclasses
+    import math
+
+    sig = dataclasses.replace(make_signal(), features=(("volume_ratio", math.nan), ("close_position", 0.8)))
+    primary.down = True
+    assert await spool.save_signal(sig) is True
+    primary.down = False
+    await drained(spool)
+    assert await spool.dead_letters() == []
+    got = await primary.get_signal(sig.id)
+    assert got is not None and math.isnan(dict(got.features)["volume_ratio"])

@@ -188,7 +188,8 @@ class Signal:
             reasons=tuple(str(r) for r in d["reasons"]),
             analyzer_version=str(d.get("analyzer_version", "")),
             config_hash=str(d.get("config_hash", "")),
-            features=tuple((str(k), float(v)) for k, v in dict(feats).items()),
+            # JSON has no NaN/inf: a non-finite feature travels as null (orjson, REST rows) and reads back as NaN
+            features=tuple((str(k), math.nan if v is None else float(v)) for k, v in dict(feats).items()),
         )
 
 
