@@ -6,6 +6,7 @@ from pathlib import Path
 from src.analysis.engine import AnalysisSettings, SignalGate, replay
 from src.bot.pipeline import Pipeline
 from src.bot.sinks import SignalBatch
+from src.storage.base import StoreUnavailable
 from src.storage.sqlite_store import SqliteStore
 from tests.breakout import breakout_engine
 from tests.candlegen import random_walk
@@ -131,3 +132,49 @@ async def test_a_failing_sink_does_not_stop_the_pipeline(tmp_path: Path):
     assert p.stats.sink_errors > 0 and p.stats.candles_analysed == 500
     await asyncio.sleep(0)
     await store.close()
+
+
+class FlakyCandleStore:
+    """A SqliteStore whose next ``fail`` candle writes raise StoreUnavailable (e.g. 'database is locked')."""
+
+    def __init__(self, inner: SqliteStore, fail: int) -> None:
+        self.inner = inner
+        self.fail = fail
+
+    async def upsert_candles(self, candles):
+        if self.fail > 0:
+            self.fail -= 1
+            raise StoreUnavailable("sqlite upsert candles: database is locked")
+        await self.inner.upsert_candles(candles)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_candles_whose_write_failed_are_written_with_the_next_batch(tmp_path: Path):
+    inner = SqliteStore(tmp_path / "w.db")
+    await inner.open()
+    store = FlakyCandleStore(inner, fail=2)
+    p = _pipeline(store)
+    await p.start()
+    candles = random_walk(300, timeframe="15m", seed=4, vol=0.01)
+    await p.on_candles(candles[:100], "live")
+    await p.on_candles(candles[100:200], "live")
+    await p.on_candles(candles[200:], "live")
+    assert await inner.load_candles("BTCUSDT", "15m") == candles
+    assert p.stats.store_errors == 2
+    await inner.close()
+
+
+async def test_candles_whose_last_write_failed_are_written_on_close(tmp_path: Path):
+    inner = SqliteStore(tmp_path / "w.db")
+    await inner.open()
+    store = FlakyCandleStore(inner, fail=1)
+    p = _pipeline(store)
+    await p.start()
+    candles = random_walk(50, timeframe="15m", seed=4, vol=0.01)
+    await p.on_candles(candles, "live")
+    assert await inner.load_candles("BTCUSDT", "15m") == []
+    await p.close()
+    assert await inner.load_candles("BTCUSDT", "15m") == candles
+    await inner.close()

@@ -6,7 +6,11 @@ replay file):
 1. the aggregator keeps only new closed candles of the configured timeframes (building them from
    smaller ones where the input is smaller), ascending per stream;
 2. those candles are written to the store (idempotent upsert) before anything else, so a crash
-   after this point loses no candle;
+   after this point loses no candle; when the write fails for a transient reason (StoreUnavailable,
+   e.g. SQLite "database is locked" past its busy timeout or a full disk) the candles are kept and
+   written again with the next batch and on :meth:`close` (at most ``MAX_UNSAVED`` = 100 000 are
+   kept, the oldest dropped and counted beyond that), because the aggregator has already accepted
+   them and would drop a re-delivery as a duplicate;
 3. each candle goes through :func:`src.analysis.engine.step` (the same step every backtest uses);
 4. emitted signals are stored, THEN published to the sinks (console, Discord outbox, preview): a
    signal that was not stored is never sent;
@@ -34,13 +38,14 @@ from src.analysis.types import Candle, Signal
 from src.bot.sinks import SignalBatch, SignalSink
 from src.bot.status import MarketView
 from src.market.aggregator import CandleAggregator
-from src.storage.base import Store, StoreError
+from src.storage.base import Store, StoreError, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 THREAD_BATCH = 64  # batches larger than this are analysed in a worker thread
 VIEW_CANDLES = 150
+MAX_UNSAVED = 100_000  # candles kept for a retry while the store refuses writes (~10 MB)
 
 
 class CandleObserver(Protocol):
@@ -57,6 +62,7 @@ class PipelineStats:
     signals_by_pattern: Counter[str] = field(default_factory=Counter)
     last_signal_at: str | None = None
     store_errors: int = 0
+    candles_unsaved_dropped: int = 0
     sink_errors: int = 0
     analysis_seconds_total: float = 0.0
 
@@ -101,6 +107,7 @@ class Pipeline:
         self._on_analysis = on_analysis
         self._on_signal = on_signal
         self._on_store_error = on_store_error
+        self._unsaved: list[Candle] = []  # accepted candles whose store write failed, oldest first
         self._engine_factory = engine_factory or (lambda sym, tf: build_engine(sym, tf, settings, calibrator))
 
     async def start(self) -> None:
@@ -133,14 +140,10 @@ class Pipeline:
         async with self._lock:
             self.stats.candles_in += len(candles)
             closed = [out for c in candles for out in self.aggregator.add(c)]
+            if closed or self._unsaved:
+                await self._write_candles(closed)
             if not closed:
                 return
-            try:
-                await self.store.upsert_candles(closed)
-            except StoreError as exc:
-                # the spool wrapper (network backends) absorbs outages; reaching here is a real failure
-                self._store_failed("candles")
-                log.error("candle write failed; analysis continues", error=str(exc), candles=len(closed))
             result = await self._maybe_thread(lambda: self._analyse(closed), len(closed))
             self.stats.candles_analysed += len(closed)
             self.stats.analysis_seconds_total += result.seconds
@@ -159,6 +162,28 @@ class Pipeline:
                     raise
                 except Exception:
                     log.exception("candle observer failed", observer=type(obs).__name__)
+
+    async def _write_candles(self, closed: list[Candle]) -> None:
+        """Upsert ``closed`` behind any earlier candles whose write failed; on failure keep them all."""
+        batch = self._unsaved + closed
+        try:
+            await self.store.upsert_candles(batch)
+        except StoreError as exc:
+            # the spool wrapper (network backends) absorbs outages; reaching here is a real failure
+            self._store_failed("candles")
+            if not isinstance(exc, StoreUnavailable):  # permanent: retrying would block every later write
+                self._unsaved = []
+                log.error("candle write refused; analysis continues", error=str(exc), candles=len(batch))
+                return
+            excess = len(batch) - MAX_UNSAVED
+            if excess > 0:
+                self.stats.candles_unsaved_dropped += excess
+                batch = batch[excess:]
+            self._unsaved = batch
+            log.error("candle write failed; kept for the next write, analysis continues", error=str(exc),
+                      candles=len(closed), unsaved=len(batch), dropped_total=self.stats.candles_unsaved_dropped)
+            return
+        self._unsaved = []
 
     def _store_failed(self, operation: str) -> None:
         self.stats.store_errors += 1
@@ -245,8 +270,10 @@ class Pipeline:
         return view
 
     async def close(self) -> None:
-        """Wait for the batch in flight, then close the sinks."""
+        """Wait for the batch in flight, write candles whose write failed earlier, then close the sinks."""
         async with self._lock:
+            if self._unsaved:
+                await self._write_candles([])
             for sink in self.sinks:
                 try:
                     await sink.close()
