@@ -516,3 +516,84 @@ async def test_webhook_failures_are_logged_without_the_token(store: SqliteStore,
     assert WEBHOOK_TOKEN not in repr(logs)
     d = await store.get_delivery(make_signal().id, "webhook")
     assert d is not None and d.status == "failed" and WEBHOOK_TOKEN not in (d.last_error or "")
+
+
+class LaggingStore:
+    """The outage spool's documented behaviour (src/storage/spool.py): reads go to the primary and do not
+    show spooled writes until the flusher replays them. Delivery writes are held back until
+    :meth:`catch_up`; a sender that re-reads the same unchanged store 200 times is spinning (Crash)."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner = inner
+        self.held: list[object] = []
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def record_delivery(self, delivery: object) -> None:
+        self.held.append(delivery)
+
+    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
+        self.reads += 1
+        if self.reads > 200:
+            raise Crash("the sender spins on a store that has not caught up")
+        return await self.inner.pending_deliveries(destination, limit=limit)
+
+    async def catch_up(self) -> None:
+        for d in self.held:
+            await self.inner.record_delivery(d)  # type: ignore[arg-type]
+        self.held.clear()
+        self.reads = 0
+
+
+class OnceOnlyPoster(FakePoster):
+    """Kills the process on a second post of the same signal (a duplicate in the channel)."""
+
+    async def post(self, message: OutgoingMessage) -> str:
+        if set(message.signal_ids) & set(self.channel.signal_ids()):
+            raise Crash(f"duplicate post of {message.signal_ids}")
+        return await super().post(message)
+
+
+async def test_store_that_does_not_yet_show_the_sent_row_never_causes_a_second_post(store: SqliteStore) -> None:
+    sig, later = make_signal(), make_signal(candle_time_ms=T0 + HOUR)
+    await save(store, sig, later)
+    lagging = LaggingStore(store)
+    channel = FakeChannel()
+    sender = sender_for(lagging, OnceOnlyPoster(channel))  # type: ignore[arg-type]
+    await sender.drain_once()
+    await sender.drain_once()  # the spool has not replayed our 'sent' rows yet: nothing is posted again
+    assert channel.signal_ids() == [sig.id, later.id]
+    assert sender.stats.sent == 2 and sender.stats.pending == 0
+    await lagging.catch_up()
+    for s, (mid, _) in zip((sig, later), channel.messages, strict=True):
+        d = await store.get_delivery(s.id, "discord:42")
+        assert d is not None and d.status == "sent" and d.message_id == mid
+    assert await store.pending_deliveries("discord:42") == []
+
+
+async def test_store_that_does_not_yet_show_a_skip_does_not_make_the_sender_spin(store: SqliteStore) -> None:
+    old = make_signal(candle_time_ms=T0)
+    await save(store, old)
+    lagging = LaggingStore(store)
+    sender = sender_for(lagging, OnceOnlyPoster(FakeChannel()), max_age_s=3600)  # type: ignore[arg-type]
+    await sender.drain_once()
+    assert sender.stats.skipped == 1 and len(lagging.held) <= 2
+    await lagging.catch_up()
+    d = await store.get_delivery(old.id, "discord:42")
+    assert d is not None and d.status == "skipped"
+
+
+async def test_failed_attempt_the_store_does_not_show_yet_is_still_checked_in_history(store: SqliteStore) -> None:
+    # the POST reached Discord, the answer was lost, and the 'failed' row is still in the spool: the retry
+    # must look in the channel instead of trusting the store's "never attempted"
+    sig = make_signal()
+    await save(store, sig)
+    lagging = LaggingStore(store)
+    channel = FakeChannel()
+    sender = sender_for(lagging, LosingPoster(channel))  # type: ignore[arg-type]
+    with pytest.raises(DeliveryFailed):
+        await sender.drain_once()
+    await sender.drain_once()
+    assert channel.signal_ids() == [sig.id] and sender.stats.recovered == 1

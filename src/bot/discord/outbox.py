@@ -19,6 +19,12 @@ The protocol for each group of signals (one message) is:
    and if that is rejected too the signal is recorded 'skipped' with the error (logged and counted) so
    one bad message cannot block the queue forever.
 
+The store may lag behind the outbox's own writes: with a network store the outage spool replays
+delivery rows later, and until then reads still show the signal pending and never attempted. The sender
+therefore also remembers, in memory, every row it wrote: a signal it settled ('sent'/'skipped') is never
+posted again in this process (its row is written again, an idempotent upsert, in case the first write was
+lost), and an attempt the store does not show yet still triggers the history check of step 2.
+
 Guarantee: the bot channel destination is exactly-once as long as the crashed attempt is still among
 the channel's newest 200 messages and the bot has Read Message History there (without it the check is
 skipped with a logged error and such a signal may be posted twice).
@@ -32,6 +38,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,6 +54,7 @@ log = structlog.get_logger(__name__)
 
 IN_FLIGHT = "in flight"
 HISTORY_SLACK_MS = 60_000
+SETTLED_MEMORY = 10_000  # signal ids settled by this process that are remembered (a few hundred KB)
 
 
 class Poster(Protocol):
@@ -133,6 +141,9 @@ class OutboxSender:
         self._stop_event = asyncio.Event()
         self._stopping = False
         self._failures = 0
+        # rows this process wrote, for a store that does not show them yet (see the module docstring)
+        self._settled: OrderedDict[str, Delivery] = OrderedDict()
+        self._attempts: dict[str, Delivery] = {}
 
     @property
     def destination(self) -> str:
@@ -147,7 +158,37 @@ class OutboxSender:
     async def _record(self, sid: str, status: DeliveryStatus, *, message_id: str | None, attempts: int,
                       error: str | None, at_ms: int | None = None) -> None:
         at = self._now_ms() if at_ms is None else at_ms
-        await self.store.record_delivery(Delivery(sid, self.destination, status, message_id, attempts, error, at))
+        row = Delivery(sid, self.destination, status, message_id, attempts, error, at)
+        # remembered before the write: a write that raises must not make the signal look unsent or unattempted
+        if status in ("sent", "skipped"):
+            self._attempts.pop(sid, None)
+            self._settled[sid] = row
+            self._settled.move_to_end(sid)
+            while len(self._settled) > SETTLED_MEMORY:
+                self._settled.popitem(last=False)
+        else:
+            self._attempts[sid] = row
+        await self.store.record_delivery(row)
+
+    async def _delivery(self, sid: str) -> Delivery | None:
+        """The stored row, or this process's own newer attempt when the store does not show it yet."""
+        stored = await self.store.get_delivery(sid, self.destination)
+        mine = self._attempts.get(sid)
+        if mine is not None and (stored is None or (stored.status in ("pending", "failed") and mine.attempts > stored.attempts)):
+            return mine
+        return stored
+
+    async def _unsettled(self) -> list[Signal]:
+        """Pending signals minus those this process already settled (their rows are written again)."""
+        pending = await self.store.pending_deliveries(self.destination, limit=self.batch_limit)
+        out: list[Signal] = []
+        for s in pending:
+            row = self._settled.get(s.id)
+            if row is None:
+                out.append(s)
+            else:
+                await self.store.record_delivery(row)
+        return out
 
     def _too_old(self, signal: Signal) -> bool:
         if self.max_age_s <= 0:
@@ -163,16 +204,16 @@ class OutboxSender:
         or StoreError (store down); both mean 'back off and retry'."""
         if not await self.poster.ready():
             # keep the pending count honest for >status and metrics while the destination is down
-            self.stats.pending = len(await self.store.pending_deliveries(self.destination, limit=self.batch_limit))
+            self.stats.pending = len(await self._unsettled())
             return 0
         posted = 0
         for _page in range(10_000):  # bounded: each page settles at least one signal or returns
             self._wake.clear()  # a publish() from now on triggers another pass
-            pending = await self.store.pending_deliveries(self.destination, limit=self.batch_limit)
+            pending = await self._unsettled()
             self.stats.pending = len(pending)
             if not pending:
                 return posted
-            deliveries = {s.id: await self.store.get_delivery(s.id, self.destination) for s in pending}
+            deliveries = {s.id: await self._delivery(s.id) for s in pending}
             maybe_posted = [sid for sid, d in deliveries.items() if d is not None and d.attempts > 0]
             found: dict[str, str] = {}
             if maybe_posted:
