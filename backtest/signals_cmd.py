@@ -32,6 +32,7 @@ from src.analysis import timeframes
 from src.analysis.engine import AnalysisSettings, SignalGate, step
 from src.analysis.registry import build_engine
 from src.analysis.types import Candle
+from src.market.aggregator import can_build
 from src.market.klines_csv import infer_symbol_interval
 
 YEAR_MS = 365.25 * 86_400_000
@@ -85,6 +86,8 @@ def load(args: argparse.Namespace) -> tuple[str, str, list[Candle]]:
         raise InputError(f"--data {args.data}: symbol unknown: pass --symbol or name the file SYMBOL-INTERVAL-....csv")
     if name_tf and name_tf != tf and timeframes.interval_ms(name_tf) > timeframes.interval_ms(tf):
         raise InputError(f"--data {args.data}: {name_tf} candles cannot be split into {tf}")
+    if name_tf and name_tf != tf and not can_build(name_tf, tf):
+        raise InputError(f"--data {args.data}: {name_tf} candles cannot be aggregated to {tf}")
     candles = load_csv(StreamSpec(symbol, tf, path=str(path)))
     return symbol, tf, candles
 

@@ -124,3 +124,12 @@ def test_python_dash_m_backtest_runs_as_a_module(csv_1h, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert out.read_text().count("\n") >= 1
+
+
+@pytest.mark.parametrize("command", ["signals", "events"])
+def test_a_file_interval_that_cannot_build_the_timeframe_exits_2_without_a_traceback(command, tmp_path, capsys):
+    m3 = tmp_path / "BTCUSDT-3m-x.csv"
+    m3.write_text("1700000000000,1,2,0.5,1.5,10,1700000179999,10,5,5,5,0\n")
+    assert main([command, "--data", str(m3), "--timeframe", "5m", "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "3m candles cannot be aggregated to 5m" in err and "Traceback" not in err
