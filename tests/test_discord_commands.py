@@ -245,3 +245,31 @@ def test_slash_autocomplete_suggests_configured_symbols() -> None:
     assert [c.value for c in symbol_choices(SYMBOLS, "th")] == ["ETHUSDT"]
     assert [c.value for c in symbol_choices(SYMBOLS, "")] == list(SYMBOLS)
     assert len(symbol_choices([f"S{i}USDT" for i in range(100)], "")) == 25  # Discord's maximum
+
+
+@pytest.mark.parametrize("text", ['>signal "BTC', '>signal BTC"1h'])
+async def test_unbalanced_quotes_get_the_usage_not_an_internal_error(bot: WyEliBot, text: str) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        await dpytest.message(text)
+    msg = dpytest.get_message()
+    assert "Usage" in msg.content and "went wrong" not in msg.content
+    assert not [e for e in logs if e["log_level"] == "error"]
+
+
+async def test_signal_acknowledges_the_interaction_before_reading_the_store(store: SqliteStore) -> None:
+    # a slash command must be answered (deferred) within 3 s; the default-timeframe lookup reads the store,
+    # which can be slow or hang on a network backend
+    order: list[str] = []
+
+    class SlowStore:
+        async def recent_signals(self, **kw: Any) -> list[Any]:
+            order.append("store")
+            return []
+
+    cog = SignalsCog(MagicMock(), replace(make_deps(store), store=SlowStore()))  # type: ignore[arg-type]
+    ctx = mock_ctx()
+    ctx.defer.side_effect = lambda *a, **k: order.append("defer")
+    await signal_callback(cog)(cog, ctx, "btc")
+    assert order[0] == "defer" and "store" in order

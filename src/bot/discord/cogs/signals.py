@@ -113,15 +113,15 @@ class SignalsCog(commands.Cog, name="WyEli"):
         if sym is None:
             shown = sanitize(symbol) or "that"
             raise UserError(f"I don't watch `{shown}`.\n{self.usage()}")
-        if timeframe is None:
-            tf = await self._default_timeframe(sym)
-        else:
+        resolved = None
+        if timeframe is not None:
             resolved = resolve_timeframe(timeframe, self.deps.timeframes)
             if resolved is None:
                 shown = sanitize(timeframe, 6) or "that"
                 raise UserError(f"`{shown}` is not a configured timeframe.\n{self.usage()}")
-            tf = resolved
-        await ctx.defer()  # the view and the chart can take longer than the 3 s an interaction allows
+        # before any I/O: the store, the view and the chart can take longer than the 3 s an interaction allows
+        await ctx.defer()
+        tf = resolved if resolved is not None else await self._default_timeframe(sym)
         if self.deps.market_view_provider is None:
             raise UserError("Market analysis is not available in this mode.")
         view = await self.deps.market_view_provider(sym, tf)
@@ -204,7 +204,7 @@ class SignalsCog(commands.Cog, name="WyEli"):
             original = getattr(error.original, "original", error.original)
         if isinstance(original, UserError):
             await self._reply(ctx, str(original))
-        elif isinstance(error, commands.MissingRequiredArgument | commands.BadArgument | commands.TooManyArguments):
+        elif isinstance(error, commands.UserInputError):  # also unbalanced quotes (ArgumentParsingError)
             await self._reply(ctx, self.usage() if ctx.command and ctx.command.name == "signal"
                               else f"Usage: `>{ctx.command.qualified_name if ctx.command else 'help'}` — see `>help`.")
         elif isinstance(error, commands.NotOwner | commands.CheckFailure):
