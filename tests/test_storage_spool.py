@@ -319,3 +319,33 @@ async def test_a_spooled_signal_with_a_non_finite_feature_is_replayed_not_dead_l
     assert await spool.dead_letters() == []
     got = await primary.get_signal(sig.id)
     assert got is not None and math.isnan(dict(got.features)["volume_ratio"])
+
+
+async def test_a_write_cancelled_while_it_is_being_spooled_still_counts_and_keeps_its_place(
+    spool: SpoolStore, primary: SwitchableStore
+) -> None:
+    # A caller cancelled (e.g. by a shutdown deadline) while its write is appended to the spool file: the
+    # append still commits on the spool thread, so it must be counted, replayed, and stay ahead of later writes
+    # (else a later direct write is overtaken by the stale spooled one on the next replay).
+    import threading
+
+    sig = make_signal()
+    await spool.save_signal(sig)
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(spool._spool.run(lambda c: gate.wait(10), "test: hold the spool thread"))
+    primary.down = True
+    write = asyncio.ensure_future(spool.record_delivery(delivery(sig, "discord:1", "failed", error="HTTP 503")))
+    for _ in range(20):  # let the write reach its spool append (queued behind the blocker)
+        await asyncio.sleep(0)
+    write.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await write
+    gate.set()
+    await blocker
+    primary.down = False
+    await spool.record_delivery(delivery(sig, "discord:1", "sent", attempts=2, message_id="42"))
+    await drained(spool)
+    left = await spool._spool.run(lambda c: c.execute("SELECT COUNT(*) FROM spool").fetchone()[0], "test: count")
+    assert left == 0 and spool.depth == 0
+    assert await primary.get_delivery(sig.id, "discord:1") == delivery(sig, "discord:1", "sent", attempts=2,
+                                                                       message_id="42")
