@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from src.analysis.engine import AnalysisSettings, SignalGate, replay
 from src.bot.pipeline import Pipeline
 from src.bot.sinks import SignalBatch
@@ -177,4 +179,44 @@ async def test_candles_whose_last_write_failed_are_written_on_close(tmp_path: Pa
     assert await inner.load_candles("BTCUSDT", "15m") == []
     await p.close()
     assert await inner.load_candles("BTCUSDT", "15m") == candles
+    await inner.close()
+
+
+class GatedCandleStore:
+    """A SqliteStore whose candle writes wait until ``release`` is set (a slow store during shutdown)."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner = inner
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def upsert_candles(self, candles):
+        self.entered.set()
+        await self.release.wait()
+        await self.inner.upsert_candles(candles)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_a_batch_whose_caller_is_cancelled_still_finishes_before_close_returns(tmp_path: Path):
+    # Shutdown cancels the feed while it waits for the pipeline: the batch in flight must still be
+    # stored, analysed and published, or its signals are lost for good (its candles are stored).
+    inner = SqliteStore(tmp_path / "w.db")
+    await inner.open()
+    store = GatedCandleStore(inner)
+    sink = RecordingSink(inner)
+    p = _pipeline(store, [sink])
+    await p.start()
+    candles = random_walk(500, timeframe="15m", seed=11, vol=0.01)
+    caller = asyncio.create_task(p.on_candles(candles, "backfill"))
+    await store.entered.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    store.release.set()
+    await p.close()
+    assert await inner.load_candles("BTCUSDT", "15m") == candles
+    assert p.stats.candles_analysed == 500
+    assert sink.batches and p.stats.signals_emitted == sum(len(b.signals) for b in sink.batches)
     await inner.close()

@@ -75,6 +75,12 @@ class _Analysed:
     seconds: float
 
 
+def _log_orphan_failure(task: asyncio.Task[None]) -> None:
+    """A batch whose caller was cancelled has nobody to raise to: log its error."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("candle batch failed after its caller was cancelled", error=f"{type(exc).__name__}: {exc}")
+
+
 class Pipeline:
     """See the module docstring. ``on_candles`` is the CandleSink the feed and replay call."""
 
@@ -108,6 +114,7 @@ class Pipeline:
         self._on_signal = on_signal
         self._on_store_error = on_store_error
         self._unsaved: list[Candle] = []  # accepted candles whose store write failed, oldest first
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._engine_factory = engine_factory or (lambda sym, tf: build_engine(sym, tf, settings, calibrator))
 
     async def start(self) -> None:
@@ -136,7 +143,22 @@ class Pipeline:
         return len(fresh)
 
     async def on_candles(self, candles: Sequence[Candle], source: str = "live") -> None:
-        """Accept incoming candles (any streams, closed ones only are used); see the module docstring."""
+        """Accept incoming candles (any streams, closed ones only are used); see the module docstring.
+
+        The batch runs in its own task: a caller cancelled meanwhile (shutdown stopping the feed) gets
+        CancelledError at once, but the batch is still stored, analysed and published; :meth:`close`
+        waits for it. Cut in half, its candles would be stored while its signals were never stored or
+        sent, and a restart would not analyse those candles again."""
+        task = asyncio.ensure_future(self._process(candles, source))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_orphan_failure)
+            raise
+
+    async def _process(self, candles: Sequence[Candle], source: str) -> None:
         async with self._lock:
             self.stats.candles_in += len(candles)
             closed = [out for c in candles for out in self.aggregator.add(c)]
@@ -271,6 +293,8 @@ class Pipeline:
 
     async def close(self) -> None:
         """Wait for the batch in flight, write candles whose write failed earlier, then close the sinks."""
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
         async with self._lock:
             if self._unsaved:
                 await self._write_candles([])
