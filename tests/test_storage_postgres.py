@@ -335,3 +335,22 @@ async def test_constraint_violation_is_a_permanent_error_the_spool_can_dead_lett
         await pg_store.save_outcome(make_outcome(make_signal(), "WIN", 1.0))  # no such signal
     assert not isinstance(info.value, StoreUnavailable)
     assert await pg_store.ping() is True  # the pool is fine afterwards
+
+
+async def test_a_statement_timeout_on_a_busy_database_is_unavailable_not_permanent(
+    postgres_url: str, pg_store: PostgresStore, sql: asyncpg.Connection
+) -> None:
+    # Supabase and many hosted servers set statement_timeout; a write cancelled by it (SQLSTATE 57014) must be
+    # retried from the spool like any outage, not dead-lettered as if the data were bad.
+    sep = "&" if "?" in postgres_url else "?"
+    slow = PostgresStore(f"{postgres_url}{sep}statement_timeout=200", schema=pg_store.schema, migrate=False)
+    await slow.open()
+    try:
+        async with sql.transaction():
+            await sql.execute("LOCK TABLE candles IN ACCESS EXCLUSIVE MODE")  # a long maintenance job
+            with pytest.raises(StoreUnavailable, match="QueryCanceled"):
+                await slow.upsert_candles([make_candle()])
+        await slow.upsert_candles([make_candle()])  # fine once the database is free again
+        assert await slow.load_candles(make_candle().symbol, make_candle().timeframe) == [make_candle()]
+    finally:
+        await slow.close()

@@ -99,8 +99,9 @@ def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         code = getattr(exc, "sqlstate", "") or ""
         # 08 connection exception, 53 insufficient resources (too many connections), 57P operator
-        # intervention (admin shutdown, crash, cannot connect now), 40 serialization/deadlock.
-        return code.startswith(("08", "53", "57P", "40"))
+        # intervention (admin shutdown, crash, cannot connect now), 57014 query canceled (a server
+        # statement_timeout on a busy database, as Supabase sets), 40 serialization/deadlock.
+        return code.startswith(("08", "53", "57P", "57014", "40"))
     return False
 
 
