@@ -97,3 +97,29 @@ async def test_a_bad_replay_file_is_a_clear_error_with_exit_code_2(tmp_path: Pat
     assert await App(_config(tmp_path), RunOptions(replay=[csv], http=False)).run() == 2
     captured = capsys.readouterr()
     assert message in captured.err + captured.out  # logs: stderr when configured, structlog's default otherwise
+
+
+async def test_a_paced_replay_stops_during_its_wait_for_the_next_candle(tmp_path: Path):
+    # speed 1 = real time: the next 1h candle is an hour away; a stop request must not wait for it
+    import asyncio
+
+    from src.bot.replay import replay_files
+    from src.market.klines_csv import KlineFile
+
+    candles = _series(tmp_path / "BTCUSDT-1h.csv")[:3]
+    stop = asyncio.Event()
+    first = asyncio.Event()
+    fed_candles: list[Candle] = []
+
+    class Sink:
+        async def on_candles(self, batch, source):
+            fed_candles.extend(batch)
+            first.set()
+
+    files = [KlineFile(tmp_path / "x.csv", "BTCUSDT", "1h", candles)]
+    replay = asyncio.create_task(replay_files(files, Sink(), speed=1.0, stop=stop))
+    await first.wait()  # the replay is now waiting an hour for the second candle
+    stop.set()
+    async with asyncio.timeout(30):  # guards against the hour-long wait, not a timing assertion
+        fed = await replay
+    assert fed == 1 and fed_candles == candles[:1]

@@ -9,6 +9,7 @@ at the wall clock, so replayed candles from 2019 behave exactly like live ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 from collections.abc import Iterator, Sequence
 from typing import Protocol
@@ -61,7 +62,14 @@ async def replay_files(
                 await asyncio.sleep(0)
             continue
         if prev_close is not None and candle.close_time_ms > prev_close:
-            await asyncio.sleep((candle.close_time_ms - prev_close) / 1000 / speed)
+            delay = (candle.close_time_ms - prev_close) / 1000 / speed
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:  # a slow pace waits up to an interval (hours at speed 1): a stop must not wait for it
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    break
         prev_close = candle.close_time_ms
         await sink.on_candles([candle], "replay")
         fed += 1
