@@ -94,3 +94,33 @@ async def test_app_stores_every_closed_candle_exactly_once(tmp_path: Path, monke
         assert len(expected) >= 60 + 2
         assert got == [(c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, c.open, c.high, c.low, c.close,
                         c.volume, c.trades) for c in expected], (sym, tf)
+
+
+async def test_a_shutdown_during_the_start_up_priming_stops_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Priming reads every stream's history from the store (1 500+ streams with SYMBOLS=ALL): a SIGTERM
+    # meanwhile must not wait for all of it.
+    from src.bot.pipeline import Pipeline
+
+    primed = asyncio.Event()
+
+    async def endless_prime(self: Pipeline, symbol: str, timeframe: str, limit: int) -> int:
+        primed.set()
+        await asyncio.Event().wait()
+        return 0
+
+    monkeypatch.setattr(Pipeline, "prime", endless_prime)
+    async with FakeBinance(list(SYMBOLS), list(TFS), seed=3) as fake:
+        env = {
+            "SQLITE_PATH": str(tmp_path / "w.db"), "SPOOL_PATH": str(tmp_path / "spool.db"),
+            "CALIBRATION_PATH": str(tmp_path / "none.json"),
+            "BINANCE_WS_URL": fake.ws_url, "BINANCE_REST_URL": fake.rest_url,
+            "SYMBOLS": ",".join(SYMBOLS), "TIMEFRAMES": ",".join(TFS), "HTTP_PORT": "0",
+            "STATUS_INTERVAL_SECONDS": "0", "LOG_FORMAT": "text",
+        }
+        app = App(Config.from_env(env, dotenv_path=None).validate(), RunOptions(http=False))
+        run = asyncio.create_task(app.run())
+        await eventually(primed.is_set)
+        app.shutdown.request()
+        async with asyncio.timeout(20):  # guards against waiting forever, not a timing assertion
+            code = await run
+    assert code == 0

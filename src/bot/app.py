@@ -308,8 +308,9 @@ class App:
         if streams is None:
             await self.feed.stop()
             return 0
-        for symbol, timeframe in streams:
-            await pipeline.prime(symbol, timeframe, self.config.candle_window)
+        if await self._until_stopped(self._prime(streams)) is None:  # thousands of streams take a while
+            await self.feed.stop()
+            return 0
         watchdog = Watchdog(self.notifier, self._healthy)
         watchdog.start()
         feed_task = asyncio.ensure_future(self.feed.run())
@@ -328,6 +329,14 @@ class App:
         await asyncio.gather(feed_task, ready_task, stop_task, return_exceptions=True)
         await watchdog.stop()
         return code
+
+    async def _prime(self, streams: Sequence[tuple[str, str]]) -> int:
+        """Rebuild every stream's analyzer state from stored history; returns the candles read."""
+        assert self.pipeline is not None
+        total = 0
+        for symbol, timeframe in streams:
+            total += await self.pipeline.prime(symbol, timeframe, self.config.candle_window)
+        return total
 
     async def _until_stopped(self, coro: Awaitable[_R]) -> _R | None:
         """Await ``coro`` unless a shutdown signal comes first (then cancel it and return None)."""
