@@ -3,6 +3,7 @@ save retries and ungradable signals."""
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -214,8 +215,9 @@ async def test_without_an_announcement_the_tracker_reads_open_signals_only_after
 async def test_read_outage_loses_no_candle_for_followed_or_new_signals(store):
     candles, signals = scenario()
     flaky = DownForReads(store)
+    ticks = itertools.count(0, 10)  # 10 s pass per clock read: failed syncs are retried after a backoff
     t = OutcomeTracker(flaky, horizon_candles=PARAMS.horizon_candles, commission=PARAMS.commission,
-                       slippage_bps=PARAMS.slippage_bps)
+                       slippage_bps=PARAMS.slippage_bps, clock=lambda: float(next(ticks)))
     third = len(candles) // 3
     await feed_live(store, t, candles[:third], signals)
     flaky.down = True  # signals confirmed now are stored, but the tracker cannot list them yet
@@ -224,3 +226,60 @@ async def test_read_outage_loses_no_candle_for_followed_or_new_signals(store):
     flaky.down = False
     await feed_live(store, t, candles[2 * third :], signals)
     assert await stored(store, [s.id for s in signals]) == backtest_outcomes(candles, signals)
+
+
+class CountingDownForReads(DownForReads):
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.reads = 0
+
+    async def open_signals(self):
+        self.reads += 1
+        return await super().open_signals()
+
+
+async def test_read_outage_costs_one_store_read_per_backoff_not_one_per_candle_batch(store):
+    # on a network store a failing read can take seconds (connect timeout, retries) inside the pipeline's
+    # lock: retrying it on every candle batch would stall the whole bot for the length of the outage
+    candles, signals = scenario()
+    flaky = CountingDownForReads(store)
+    now = [0.0]
+    t = OutcomeTracker(flaky, horizon_candles=PARAMS.horizon_candles, commission=PARAMS.commission,
+                       slippage_bps=PARAMS.slippage_bps, clock=lambda: now[0])
+    flaky.down = True
+    await feed_live(store, t, candles[:100], signals)
+    assert flaky.reads == 1 and t.stats.sync_failures == 1
+    now[0] = 60.0  # past the first backoff: one more try, still down
+    await feed_live(store, t, candles[100:150], signals)
+    assert flaky.reads == 2
+    flaky.down = False
+    now[0] = 400.0  # past any backoff (capped at resync_s): the tracker recovers and loses nothing
+    await feed_live(store, t, candles[150:], signals)
+    assert await stored(store, [s.id for s in signals]) == backtest_outcomes(candles, signals)
+
+
+class CandlesDown:
+    """open_signals answers, load_candles fails (counted)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.loads = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def load_candles(self, *args, **kwargs):
+        self.loads += 1
+        raise StoreUnavailable("database is down")
+
+
+async def test_candle_read_outage_tries_one_signal_per_sync_not_every_open_signal(store):
+    candles, signals = scenario()
+    await store.upsert_candles(candles)
+    for s in signals:
+        await store.save_signal(s)
+    down = CandlesDown(store)
+    t = OutcomeTracker(down, horizon_candles=PARAMS.horizon_candles, clock=lambda: 0.0)
+    await t.on_candles(candles[-1:])
+    await t.on_candles(candles[-1:])
+    assert down.loads == 1 and t.stats.following == 0 and t.stats.sync_failures == 1

@@ -4,9 +4,12 @@ resolved, with the SAME rules as the backtest (src/analysis/outcomes.py).
 - The pipeline calls ``await on_signals(signals)`` after it stored new signals and
   ``await on_candles(candles)`` after it stored the candles of a batch. ``on_candles`` re-reads
   ``store.open_signals()`` (signals without an outcome) only when something may have changed: new
-  signals were announced, an earlier sync or save failed, or ``resync_s`` (300 s) passed (signals
+  signals were announced, an earlier sync failed, or ``resync_s`` (300 s) passed (signals
   written by another process). So signals from this batch, from another process or from before a
-  restart are all picked up, without one store query per candle on the hot path.
+  restart are all picked up, without one store query per candle on the hot path. A failed sync is
+  retried after ``retry_s`` (5 s) doubling up to ``resync_s``, not on the next batch: on a network
+  store a failing read can take seconds (connect timeout, retries) and runs inside the pipeline's
+  lock, so one retry per batch would stall the bot for as long as the store is down.
 - A newly seen signal is caught up from the STORED candles after its confirming candle
   (``load_candles(start_ms=candle_time + 1)``), so a restart, an outage or a backfill loses nothing;
   candles already processed are ignored (the follower skips repeats), so overlap is harmless.
@@ -86,13 +89,17 @@ class OutcomeTracker:
         commission: float = 0.0004,
         slippage_bps: float = 0.0,
         resync_s: float = 300.0,
+        retry_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.resync_s = resync_s
+        self.retry_s = retry_s
         self._clock = clock
         self._stale = True  # the first batch always syncs
         self._last_sync = -math.inf
+        self._failed_syncs = 0  # consecutive
+        self._retry_at = -math.inf  # no sync before this (backoff after a failed one)
         self.params = OutcomeParams(horizon_candles, commission, slippage_bps)
         self._follow: dict[str, tuple[Signal, TradeFollower]] = {}
         self._by_stream: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -122,10 +129,10 @@ class OutcomeTracker:
         try:
             open_now = await self.store.open_signals()
         except StoreError as exc:
-            self._stale = True
-            self._stats.sync_failures += 1
-            log.warning("open signals unavailable; will retry", error=str(exc))
+            self._sync_failed()
+            log.warning("open signals unavailable; will retry", error=str(exc), retry_in_s=self._retry_in())
             return
+        failed = False
         for sig in open_now:
             # resolved here but not saved yet: the store still lists it as open
             if sig.id in self._follow or sig.id in self._invalid or sig.id in self._unsaved:
@@ -140,10 +147,12 @@ class OutcomeTracker:
             try:
                 history = await self.store.load_candles(sig.symbol, sig.timeframe, start_ms=sig.candle_time_ms + 1)
             except StoreError as exc:
-                self._stale = True
-                self._stats.sync_failures += 1
-                log.warning("candles for an open signal unavailable; will retry", signal_id=sig.id, error=str(exc))
-                continue
+                # the others would most likely fail the same way, each after its own timeout: retry them later
+                failed = True
+                self._sync_failed()
+                log.warning("candles for an open signal unavailable; will retry", signal_id=sig.id, error=str(exc),
+                            retry_in_s=self._retry_in())
+                break
             self._follow[sig.id] = (sig, follower)
             self._by_stream[(sig.symbol, sig.timeframe)].add(sig.id)
             for c in history:
@@ -151,10 +160,25 @@ class OutcomeTracker:
                 if r is not None:
                     await self._resolved(sig, r)
                     break
+        if not failed:
+            self._failed_syncs = 0
+            self._retry_at = -math.inf
+
+    def _sync_failed(self) -> None:
+        self._stale = True
+        self._stats.sync_failures += 1
+        self._failed_syncs += 1
+        self._retry_at = self._clock() + self._retry_in()
+
+    def _retry_in(self) -> float:
+        return float(min(self.resync_s, self.retry_s * 2 ** max(0, self._failed_syncs - 1)))
 
     async def on_candles(self, candles: Sequence[Candle]) -> None:
         """Pipeline hook: grade open signals on these closed candles (any streams, any order)."""
-        if self._stale or self._unsaved or self._clock() - self._last_sync >= self.resync_s:
+        if self._unsaved:
+            await self._flush()
+        now = self._clock()
+        if now >= self._retry_at and (self._stale or now - self._last_sync >= self.resync_s):
             await self.sync()
         for c in sorted(candles, key=lambda c: c.open_time_ms):
             if not c.closed:
