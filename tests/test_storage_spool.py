@@ -349,3 +349,22 @@ async def test_a_write_cancelled_while_it_is_being_spooled_still_counts_and_keep
     assert left == 0 and spool.depth == 0
     assert await primary.get_delivery(sig.id, "discord:1") == delivery(sig, "discord:1", "sent", attempts=2,
                                                                        message_id="42")
+
+
+async def test_a_primary_whose_open_never_answers_does_not_hold_up_the_start(
+    primary: SwitchableStore, tmp_path: Path
+) -> None:
+    # e.g. a black-holed network to Supabase: its client retries 5 times with a 30 s timeout each
+    primary.hang = True
+    spool = SpoolStore(primary, tmp_path / "spool.db", open_timeout=0.05, retry_initial=0.01, retry_max=0.02)
+    async with asyncio.timeout(5):  # a generous safety limit, not a timing assertion
+        await spool.open()
+    try:
+        assert spool.primary_up is False
+        await spool.upsert_candles([make_candle()])
+        assert spool.depth == 1
+        primary.hang = False
+        await drained(spool)
+        assert spool.primary_up and await primary.load_candles("BTCUSDT", "1m") == [make_candle()]
+    finally:
+        await spool.close()

@@ -3,7 +3,8 @@
 Rules:
 - Writes (candles, signals, deliveries, outcomes, stream quality) go to the primary store. When it
   raises :class:`StoreUnavailable`, does not answer within ``write_timeout`` (5 s), or could not be
-  opened, the write is appended to a local SQLite
+  opened (within ``open_timeout``, 20 s: a black-holed network must not hold up the start), the write
+  is appended to a local SQLite
   spool file instead (``synchronous=FULL``: during an outage it is the only copy) and the caller
   carries on.
 - While anything is spooled, every new write is appended behind it, so the primary receives all
@@ -120,6 +121,7 @@ class SpoolStore:
         close_flush_timeout: float = 2.0,
         write_timeout: float = 5.0,
         replay_timeout: float = 30.0,
+        open_timeout: float = 20.0,
         autoflush: bool = True,
     ) -> None:
         self.primary = primary
@@ -130,6 +132,7 @@ class SpoolStore:
         self.close_flush_timeout = close_flush_timeout
         self.write_timeout = write_timeout
         self.replay_timeout = replay_timeout  # one replayed batch (up to 5,000 candles) may take longer
+        self.open_timeout = open_timeout  # connect + migrations; Postgres gives up on its own after 10 s
         self.autoflush = autoflush  # False: no background flusher, replay only through flush() (tools, tests)
         self.spooled_total = 0
         self.replayed_total = 0
@@ -186,9 +189,12 @@ class SpoolStore:
         if self._primary_opened:
             return
         try:
-            await self.primary.open()
+            await asyncio.wait_for(self.primary.open(), timeout=self.open_timeout)
         except StoreUnavailable as exc:
             self._mark_down(exc)
+            return
+        except TimeoutError:
+            self._mark_down(StoreUnavailable(f"{self.name} did not open within {self.open_timeout:g} s"))
             return
         self._primary_opened = True
 
