@@ -123,3 +123,26 @@ async def test_a_paced_replay_stops_during_its_wait_for_the_next_candle(tmp_path
     async with asyncio.timeout(30):  # guards against the hour-long wait, not a timing assertion
         fed = await replay
     assert fed == 1 and fed_candles == candles[:1]
+
+
+async def test_a_store_that_cannot_answer_reads_at_start_is_waited_for_not_a_crash(tmp_path: Path, monkeypatch):
+    # A network store down at start: the spool takes writes, but the cooldown seeds (a read) fail;
+    # the app must wait for the store (saying so), not die with a traceback.
+    from src.bot.app import App as AppClass
+    from src.storage.base import StoreUnavailable
+
+    csv = tmp_path / "BTCUSDT-1h-synthetic.csv"
+    _series(csv)
+    original = SqliteStore.last_signal_times
+    failures = {"left": 2}
+
+    async def flaky(self):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise StoreUnavailable("postgres: connection refused")
+        return await original(self)
+
+    monkeypatch.setattr(SqliteStore, "last_signal_times", flaky)
+    monkeypatch.setattr(AppClass, "STORE_RETRY_S", 0.01)
+    assert await App(_config(tmp_path), RunOptions(replay=[csv], http=False)).run() == 0
+    assert failures["left"] == 0 and await _stored_signals(tmp_path / "w.db")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +36,7 @@ from src.bot.shutdown import ShutdownSignals, ShutdownStep, run_shutdown
 from src.bot.sinks import SignalSink
 from src.bot.status import ConnectionStatus, MarketView, StatusSnapshot, StreamStatus
 from src.market.klines_csv import KlineFile, KlineFileError, read_klines_csv
-from src.storage.base import Store
+from src.storage.base import Store, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 _R = TypeVar("_R")
@@ -103,6 +104,8 @@ def _now_ms() -> int:
 class App:
     """One running bot; ``await run()`` returns the process exit code."""
 
+    STORE_RETRY_S = 1.0  # first wait when the store cannot answer a start-up read
+
     def __init__(self, config: Config, options: RunOptions | None = None) -> None:
         self.config = config
         self.options = options or RunOptions()
@@ -154,7 +157,9 @@ class App:
             on_signal=self._on_signal,
             on_store_error=self.metrics.store_error,
         )
-        await self.pipeline.start()
+        if await self._until_stopped(self._store_read("signal cooldowns", self._seed_pipeline)) is None:
+            await self._shutdown_sequence()
+            return 0
         await self.tracker.start()  # grade signals left open by an earlier run
         self._start_background()
         if self.mode == "replay":
@@ -335,8 +340,27 @@ class App:
         assert self.pipeline is not None
         total = 0
         for symbol, timeframe in streams:
-            total += await self.pipeline.prime(symbol, timeframe, self.config.candle_window)
+            total += await self._store_read(
+                "history for analysis", functools.partial(self.pipeline.prime, symbol, timeframe, self.config.candle_window)
+            )
         return total
+
+    async def _seed_pipeline(self) -> bool:
+        assert self.pipeline is not None
+        await self.pipeline.start()
+        return True
+
+    async def _store_read(self, what: str, read: Callable[[], Awaitable[_R]]) -> _R:
+        """``read()``, retried while the store is unavailable: a network store down at start gets its
+        writes spooled, but these start-up reads need the database. Waits STORE_RETRY_S doubling to 30 s."""
+        delay = self.STORE_RETRY_S
+        while True:
+            try:
+                return await read()
+            except StoreUnavailable as exc:
+                log.warning("store unavailable, waiting for it", step=what, error=str(exc), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def _until_stopped(self, coro: Awaitable[_R]) -> _R | None:
         """Await ``coro`` unless a shutdown signal comes first (then cancel it and return None)."""
