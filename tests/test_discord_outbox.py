@@ -597,3 +597,38 @@ async def test_failed_attempt_the_store_does_not_show_yet_is_still_checked_in_hi
         await sender.drain_once()
     await sender.drain_once()
     assert channel.signal_ids() == [sig.id] and sender.stats.recovered == 1
+
+
+class HangingPoster(FakePoster):
+    """A POST that never answers (a black-holed network)."""
+
+    async def post(self, message: OutgoingMessage) -> str:
+        self.attempts += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_stop_does_not_swallow_the_cancellation_of_a_shutdown_deadline(store: SqliteStore) -> None:
+    # the shutdown sequence bounds each step with wait_for: a stop() that swallows that cancellation runs
+    # on past the step's budget (and the next sender's flush with it)
+    await save(store, make_signal())
+    poster = HangingPoster(FakeChannel())
+    sender = sender_for(store, poster, poll_interval_s=3600)
+    task = asyncio.create_task(sender.run())
+    for _ in range(2000):
+        if poster.attempts:
+            break
+        await asyncio.sleep(0.005)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(sender.stop(task, flush_timeout_s=3600), timeout=0.05)
+    await asyncio.wait([task])
+    assert task.cancelled()  # the sender was stopped too
+
+
+async def test_stop_of_a_sender_whose_task_was_cancelled_elsewhere_returns_normally(store: SqliteStore) -> None:
+    sender = sender_for(store, HangingPoster(FakeChannel()), poll_interval_s=3600)
+    task = asyncio.create_task(sender.run())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await sender.stop(task, flush_timeout_s=5)
+    assert task.cancelled()

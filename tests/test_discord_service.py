@@ -249,3 +249,17 @@ async def test_bot_channel_outbox_recovers_a_crashed_post_and_posts_the_next_sig
     assert d2 is not None and d2.status == "sent"
     assert {d1.message_id, d2.message_id} == {str(m.id) for m in history}
     assert sender.stats.recovered == 1 and sender.stats.sent == 1
+
+
+async def test_service_stop_does_not_swallow_the_cancellation_of_a_shutdown_deadline(store: SqliteStore) -> None:
+    renderer = ChartRenderer(use_processes=False)
+    svc = DiscordService(Config(discord_token="x" * 70), store, None, None, renderer=renderer)
+    async def bot_that_does_not_stop_in_time() -> None:
+        await asyncio.Event().wait()
+
+    svc._bot_task = asyncio.create_task(bot_that_does_not_stop_in_time())
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(svc.stop(), timeout=0.05)
+    finally:
+        renderer.close()

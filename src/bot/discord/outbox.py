@@ -332,7 +332,14 @@ class OutboxSender:
             return
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=flush_timeout_s)
-        except (TimeoutError, asyncio.CancelledError):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            return
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is None or not current.cancelling():
+                return  # the sender task itself was cancelled elsewhere
+            task.cancel()  # our caller is cancelled (a shutdown deadline): stop the sender, let the cancel through
+            raise
+        task.cancel()
+        await asyncio.wait([task])  # unlike awaiting it, never swallows a cancellation of stop() itself

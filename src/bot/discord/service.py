@@ -163,9 +163,13 @@ class DiscordService:
             await self._bot.close()
         if self._bot_task is not None:
             try:
-                await asyncio.wait_for(self._bot_task, timeout=1.0)
-            except (TimeoutError, asyncio.CancelledError):
-                self._bot_task.cancel()
+                await asyncio.wait_for(self._bot_task, timeout=1.0)  # cancels it on timeout
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # a shutdown deadline: the next stop() (idempotent) finishes the rest
             except Exception as exc:  # the bot task's own errors were logged there
                 log.debug("discord_bot_task_ended", error=type(exc).__name__)
             self._bot_task = None
