@@ -166,6 +166,37 @@ async def test_shutdown_steps_run_in_order_and_failures_do_not_stop_the_rest():
     assert results[2].error is not None and results[2].error.startswith("timed out")
 
 
+async def test_a_step_that_raises_cancelled_error_does_not_abort_the_remaining_steps():
+    # e.g. a close() that does `task.cancel(); await task`: the CancelledError is the step's, not ours
+    order: list[str] = []
+
+    async def awaits_its_cancelled_task() -> None:
+        order.append("cancelled inside")
+        task = asyncio.ensure_future(asyncio.sleep(3600))
+        await asyncio.sleep(0)
+        task.cancel()
+        await task
+
+    async def close_store() -> None:
+        order.append("store")
+
+    results = await run_shutdown([ShutdownStep("discord", awaits_its_cancelled_task),
+                                  ShutdownStep("store", close_store)], total_timeout_s=30)
+    assert order == ["cancelled inside", "store"]
+    assert [(r.name, r.ok) for r in results] == [("discord", False), ("store", True)]
+
+
+async def test_cancelling_the_shutdown_itself_still_propagates():
+    async def hangs() -> None:
+        await asyncio.sleep(3600)
+
+    task = asyncio.ensure_future(run_shutdown([ShutdownStep("hangs", hangs, 60)], total_timeout_s=60))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_steps_beyond_the_total_budget_are_skipped_not_started():
     started: list[str] = []
 

@@ -134,6 +134,11 @@ async def run_shutdown(steps: Sequence[ShutdownStep], total_timeout_s: float = 1
             await asyncio.wait_for(step.action(), budget)
         except TimeoutError:
             error = f"timed out after {budget:.1f} s"
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the shutdown itself is cancelled
+            error = "cancelled inside the step"  # e.g. it awaited a task it had cancelled: keep closing the rest
         except Exception as exc:  # keep closing the other components
             error = f"{type(exc).__name__}: {exc}"
         elapsed = time.monotonic() - started
