@@ -251,10 +251,14 @@ class KlineConnection:
                         connection=self.name, reason=_reader_reason(new_reader))
             await _close_quietly(new)
             return None
-        old_reader.cancel()
-        with contextlib.suppress(BaseException):
-            await old_reader
-        await _close_quietly(old)
+        try:
+            old_reader.cancel()
+            await asyncio.wait({old_reader})  # unlike awaiting it, lets a cancel of this task through
+            await _close_quietly(old)
+        except asyncio.CancelledError:  # shutdown mid-rotation: the caller only knows the old connection
+            new_reader.cancel()
+            await _close_quietly(new)
+            raise
         self.rotations += 1
         self.connected_since_ms = int(self._clock() * 1000)
         log.info("Binance WebSocket rotated before the 24 h limit", connection=self.name, rotations=self.rotations)
