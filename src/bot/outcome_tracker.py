@@ -12,7 +12,10 @@ resolved, with the SAME rules as the backtest (src/analysis/outcomes.py).
   lock, so one retry per batch would stall the bot for as long as the store is down.
 - A newly seen signal is caught up from the STORED candles after its confirming candle
   (``load_candles(start_ms=candle_time + 1)``), so a restart, an outage or a backfill loses nothing;
-  candles already processed are ignored (the follower skips repeats), so overlap is harmless.
+  candles already processed are ignored (the follower skips repeats), so overlap is harmless. A live
+  candle that is not the next one after the last candle the signal saw (the store was still replaying
+  its outage spool when the signal was caught up, so the candles between are not graded) makes the
+  tracker drop the signal and catch it up again from the store on the next sync.
 - A resolved trade is written with ``store.save_outcome`` (an upsert on signal_id). If the store is
   unavailable it is kept in memory and retried on the next call; it is never dropped.
 - If the store cannot list open signals or load a signal's candles, the tracker logs it and keeps
@@ -34,6 +37,7 @@ from typing import Protocol
 
 import structlog
 
+from src.analysis import timeframes
 from src.analysis.outcomes import InvalidSignalGeometry, OutcomeParams, Resolution, TradeFollower
 from src.analysis.types import Candle, Signal
 from src.storage.base import CandleStore, OutcomeStore, SignalOutcome, StoreError
@@ -102,6 +106,7 @@ class OutcomeTracker:
         self._retry_at = -math.inf  # no sync before this (backoff after a failed one)
         self.params = OutcomeParams(horizon_candles, commission, slippage_bps)
         self._follow: dict[str, tuple[Signal, TradeFollower]] = {}
+        self._next_open: dict[str, int] = {}  # per followed signal: open time of the candle it needs next
         self._by_stream: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._invalid: set[str] = set()
         self._unsaved: dict[str, SignalOutcome] = {}
@@ -155,7 +160,9 @@ class OutcomeTracker:
                 break
             self._follow[sig.id] = (sig, follower)
             self._by_stream[(sig.symbol, sig.timeframe)].add(sig.id)
-            for c in history:
+            self._next_open[sig.id] = timeframes.next_open(sig.timeframe, sig.candle_time_ms)
+            for c in history:  # the store's candles are the truth: a gap in them (exchange outage) is accepted
+                self._next_open[sig.id] = timeframes.next_open(sig.timeframe, c.open_time_ms)
                 r = follower.on_candle(c)
                 if r is not None:
                     await self._resolved(sig, r)
@@ -185,6 +192,16 @@ class OutcomeTracker:
                 continue
             for sid in sorted(self._by_stream.get(c.stream, ())):
                 sig, follower = self._follow[sid]
+                expected = self._next_open[sid]
+                if c.open_time_ms < expected:
+                    continue  # already graded (caught up from the store, or a repeat)
+                if c.open_time_ms > expected:
+                    self._unfollow(sig)
+                    self._stale = True
+                    log.info("signal missed candles; catching it up again from the store", signal_id=sid,
+                             expected_open_ms=expected, got_open_ms=c.open_time_ms)
+                    continue
+                self._next_open[sid] = timeframes.next_open(sig.timeframe, c.open_time_ms)
                 r = follower.on_candle(c)
                 if r is not None:
                     await self._resolved(sig, r)
@@ -197,9 +214,13 @@ class OutcomeTracker:
     async def on_candle(self, candle: Candle) -> None:
         await self.on_candles([candle])
 
-    async def _resolved(self, sig: Signal, r: Resolution) -> None:
+    def _unfollow(self, sig: Signal) -> None:
         self._follow.pop(sig.id, None)
+        self._next_open.pop(sig.id, None)
         self._by_stream[(sig.symbol, sig.timeframe)].discard(sig.id)
+
+    async def _resolved(self, sig: Signal, r: Resolution) -> None:
+        self._unfollow(sig)
         self._stats.resolved += 1
         self._unsaved[sig.id] = to_signal_outcome(sig, r)
         log.info("signal resolved", signal_id=sig.id, symbol=sig.symbol, timeframe=sig.timeframe,
