@@ -220,3 +220,42 @@ async def test_a_batch_whose_caller_is_cancelled_still_finishes_before_close_ret
     assert p.stats.candles_analysed == 500
     assert sink.batches and p.stats.signals_emitted == sum(len(b.signals) for b in sink.batches)
     await inner.close()
+
+
+async def test_a_warm_restart_primes_from_the_cache_only_when_it_is_as_fresh_as_the_store(tmp_path: Path):
+    from src.storage.cache import MemoryCache
+
+    candles = random_walk(800, timeframe="15m", seed=5, vol=0.01)
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    await store.upsert_candles(candles)
+
+    class CountingStore:
+        """The real store; counts history loads so the test sees where the history came from."""
+
+        def __init__(self, inner):
+            self.inner, self.loads = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        async def load_candles(self, *args, **kwargs):
+            self.loads += 1
+            return await self.inner.load_candles(*args, **kwargs)
+
+    fresh_cache = MemoryCache()
+    await fresh_cache.push_candles(candles[-600:])
+    counting = CountingStore(store)
+    p = Pipeline(settings=SETTINGS, timeframes=("15m",), store=counting, cache=fresh_cache,
+                 engine_factory=lambda sym, tf: breakout_engine(sym, tf, SETTINGS))
+    assert await p.prime("BTCUSDT", "15m", 500) == 500 and counting.loads == 0
+    assert p.aggregator.window("BTCUSDT", "15m").candles() == tuple(candles[-500:])
+
+    stale_cache = MemoryCache()
+    await stale_cache.push_candles(candles[-700:-10])  # missed the newest ten candles
+    counting = CountingStore(store)
+    p = Pipeline(settings=SETTINGS, timeframes=("15m",), store=counting, cache=stale_cache,
+                 engine_factory=lambda sym, tf: breakout_engine(sym, tf, SETTINGS))
+    assert await p.prime("BTCUSDT", "15m", 500) == 500 and counting.loads == 1
+    assert p.aggregator.window("BTCUSDT", "15m").candles() == tuple(candles[-500:])
+    await store.close()

@@ -156,6 +156,7 @@ class App:
             on_analysis=self.metrics.observe_analysis,
             on_signal=self._on_signal,
             on_store_error=self.metrics.store_error,
+            cache=self.cache,
         )
         if await self._until_stopped(self._store_read("signal cooldowns", self._seed_pipeline)) is None:
             await self._shutdown_sequence()

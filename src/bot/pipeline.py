@@ -24,6 +24,7 @@ the WebSocket pings and the Discord heartbeat keep running. Batches are processe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from typing import Protocol, TypeVar
 
 import structlog
 
+from src.analysis import timeframes as tf_mod
 from src.analysis.engine import AnalysisEngine, AnalysisSettings, Calibrator, SignalGate, step
 from src.analysis.registry import build_engine
 from src.analysis.types import Candle, Signal
@@ -39,6 +41,7 @@ from src.bot.sinks import SignalBatch, SignalSink
 from src.bot.status import MarketView
 from src.market.aggregator import CandleAggregator
 from src.storage.base import Store, StoreError, StoreUnavailable
+from src.storage.cache import Cache
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -99,6 +102,7 @@ class Pipeline:
         on_signal: Callable[[Signal], None] | None = None,
         engine_factory: Callable[[str, str], AnalysisEngine] | None = None,
         on_store_error: Callable[[str], None] | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -106,6 +110,7 @@ class Pipeline:
         self.calibrator = calibrator
         self.aggregator = CandleAggregator(timeframes, window=window, build_from_smaller=build_from_smaller)
         self.observers = list(observers)
+        self.cache = cache
         self.engines: dict[tuple[str, str], AnalysisEngine] = {}
         self.gate = SignalGate(settings.min_confidence, settings.cooldown_seconds)
         self.stats = PipelineStats()
@@ -130,9 +135,13 @@ class Pipeline:
         return eng
 
     async def prime(self, symbol: str, timeframe: str, limit: int) -> int:
-        """Rebuild a stream's analyzer state from stored history without emitting anything
-        (those candles were analysed by an earlier run; their signals are already stored)."""
-        history = await self.store.load_candles(symbol, timeframe, limit=limit)
+        """Rebuild a stream's analyzer state from history without emitting anything (those candles
+        were analysed by an earlier run; their signals are already stored). The history comes from the
+        cache (warm restart) when it holds ``limit`` contiguous candles ending at the store's newest
+        one, else from the store."""
+        history = await self._cached_history(symbol, timeframe, limit)
+        if history is None:
+            history = await self.store.load_candles(symbol, timeframe, limit=limit)
         if not history:
             return 0
         async with self._lock:
@@ -141,6 +150,18 @@ class Pipeline:
             eng = self.engine(symbol, timeframe)
             await self._maybe_thread(lambda: [eng.on_candle(c) for c in fresh], len(fresh))
         return len(fresh)
+
+    async def _cached_history(self, symbol: str, timeframe: str, limit: int) -> list[Candle] | None:
+        if self.cache is None:
+            return None
+        cached = await self.cache.recent_candles(symbol, timeframe, limit)
+        if len(cached) < limit or any(
+            tf_mod.next_open(timeframe, a.open_time_ms) != b.open_time_ms for a, b in itertools.pairwise(cached)
+        ):
+            return None
+        if cached[-1].open_time_ms != await self.store.last_open_time(symbol, timeframe):
+            return None  # the cache missed candles (e.g. Redis was down): the store is the truth
+        return cached
 
     async def on_candles(self, candles: Sequence[Candle], source: str = "live") -> None:
         """Accept incoming candles (any streams, closed ones only are used); see the module docstring.
@@ -283,8 +304,10 @@ class Pipeline:
         return MarketView(symbol, timeframe, candles, states, last)
 
     async def market_view(self, symbol: str, timeframe: str) -> MarketView | None:
-        """The view for ``>signal``: memory state plus the newest stored signal of the stream."""
-        recent = await self.store.recent_signals(symbol=symbol, timeframe=timeframe, limit=1)
+        """The view for ``>signal``: memory state plus the newest signal of the stream (cache, else store)."""
+        latest = await self.cache.latest_signal(symbol, timeframe) if self.cache is not None else None
+        recent = [latest] if latest is not None else await self.store.recent_signals(
+            symbol=symbol, timeframe=timeframe, limit=1)
         async with self._lock:  # never read engine state while a batch is being analysed in a thread
             view = self.market_view_now(symbol, timeframe, recent[0] if recent else None)
         if view is None and recent:
