@@ -457,7 +457,8 @@ class App:
             store_healthy=healthy,
             spool_depth=int(getattr(self.store, "depth", 0) or 0),
             cache=cache,
-            trading="off (alerts only)",
+            trading="off (alerts only)" if not self.config.enable_trading
+            else "off: ENABLE_TRADING is set, but this build sends no orders",
             discord=discord,
         )
 
