@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -273,3 +274,51 @@ async def test_signal_acknowledges_the_interaction_before_reading_the_store(stor
     ctx.defer.side_effect = lambda *a, **k: order.append("defer")
     await signal_callback(cog)(cog, ctx, "btc")
     assert order[0] == "defer" and "store" in order
+
+
+async def test_one_user_spamming_signal_gets_a_cooldown_answer_not_more_charts(bot: WyEliBot) -> None:
+    # each >signal renders a chart in the one chart worker the outbox also needs for signal messages
+    renders = 0
+    cog = bot.get_cog("WyEli")
+    assert isinstance(cog, SignalsCog) and cog.deps.renderer is not None
+    real_render = cog.deps.renderer.render
+
+    async def counting_render(spec: Any) -> bytes | None:
+        nonlocal renders
+        renders += 1
+        return await real_render(spec)
+
+    cog.deps.renderer.render = counting_render  # type: ignore[method-assign]
+    for _ in range(5):
+        await dpytest.message(">signal btc 1h")
+    replies = [dpytest.get_message() for _ in range(5)]
+    assert renders == 2
+    assert [("try again in" in m.content) for m in replies] == [False, False, True, True, True]
+    assert not any("went wrong" in m.content for m in replies)
+
+
+async def test_signal_requests_beyond_the_chart_limit_are_told_to_wait(bot: WyEliBot) -> None:
+    release = asyncio.Event()
+    started = 0
+    cog = bot.get_cog("WyEli")
+    assert isinstance(cog, SignalsCog)
+
+    async def slow_view(symbol: str, timeframe: str) -> MarketView | None:
+        nonlocal started
+        started += 1
+        await release.wait()
+        return await market_view_provider(symbol, timeframe)
+
+    cog.deps = replace(cog.deps, market_view_provider=slow_view)
+    members = [await dpytest.member_join(name=f"user{i}") for i in range(3)]
+    tasks = [asyncio.create_task(dpytest.message(">signal eth 4h", member=m)) for m in members]
+    for _ in range(200):
+        if started >= 2:
+            break
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(*tasks)
+    assert started == 2
+    contents = [dpytest.get_message().content for _ in range(3)]
+    assert sum("busy" in c.lower() for c in contents) == 1

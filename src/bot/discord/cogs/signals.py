@@ -37,6 +37,10 @@ log = structlog.get_logger(__name__)
 # reports arg-type on every decorated method; plain commands.command type-checks, hence the targeted ignores.
 
 RECENT_SIGNALS = 10
+# >signal renders a chart in the one chart worker the outbox needs for signal messages too: a user gets
+# 2 per 20 s, and at most 2 render at once (more are told to wait), so command spam cannot starve delivery
+SIGNAL_COOLDOWN = (2, 20.0)
+SIGNAL_CONCURRENCY = 2
 
 
 class CommandStore(SignalStore, OutcomeStore, Protocol):
@@ -107,6 +111,8 @@ class SignalsCog(commands.Cog, name="WyEli"):
         await self._reply(ctx, embed=status_embed(snap))
 
     @commands.hybrid_command(name="signal", description="Current Wyckoff/Elliott analysis of a market, with a chart")  # type: ignore[arg-type]
+    @commands.cooldown(*SIGNAL_COOLDOWN, type=commands.BucketType.user)
+    @commands.max_concurrency(SIGNAL_CONCURRENCY, per=commands.BucketType.default, wait=False)
     @app_commands.describe(symbol="e.g. BTC, eth or SOLUSDT", timeframe="e.g. 15m, 1h, 4h (default: the latest signal's)")
     async def signal(self, ctx: commands.Context[commands.Bot], symbol: str, timeframe: str | None = None) -> None:
         sym = resolve_symbol(symbol, self.deps.symbols, any_symbol=self.deps.all_symbols)
@@ -207,6 +213,10 @@ class SignalsCog(commands.Cog, name="WyEli"):
         elif isinstance(error, commands.UserInputError):  # also unbalanced quotes (ArgumentParsingError)
             await self._reply(ctx, self.usage() if ctx.command and ctx.command.name == "signal"
                               else f"Usage: `>{ctx.command.qualified_name if ctx.command else 'help'}` — see `>help`.")
+        elif isinstance(error, commands.CommandOnCooldown):
+            await self._reply(ctx, f"One moment: try again in {max(1, round(error.retry_after))} s.")
+        elif isinstance(error, commands.MaxConcurrencyReached):
+            await self._reply(ctx, "Busy drawing other charts: try again in a few seconds.")
         elif isinstance(error, commands.NotOwner | commands.CheckFailure):
             await self._reply(ctx, "Only the bot owners can do that.")
         elif isinstance(original, StoreError):
