@@ -167,11 +167,6 @@ def signal_embed(signal: Signal, *, image_filename: str | None = None) -> discor
     return fit_total([embed])[0]
 
 
-def embed_chars(embed: discord.Embed) -> int:
-    """Characters that count toward the 6000 total (title, description, fields, footer, author)."""
-    return len(embed)
-
-
 def fit_total(embeds: Sequence[discord.Embed], limit: int = TOTAL_MAX) -> list[discord.Embed]:
     """At most 10 embeds whose combined size is <= ``limit``: descriptions are shortened first (evenly),
     then field values, then trailing embeds are dropped. The footer (with the signal id) is never cut."""
