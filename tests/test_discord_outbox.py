@@ -632,3 +632,26 @@ async def test_stop_of_a_sender_whose_task_was_cancelled_elsewhere_returns_norma
     task.cancel()
     await sender.stop(task, flush_timeout_s=5)
     assert task.cancelled()
+
+
+class NoAttachFilesPoster(FakePoster):
+    """A channel where the bot lacks Attach Files: Discord answers 403 (50013) to any upload."""
+
+    async def post(self, message: OutgoingMessage) -> str:
+        if message.files:
+            self.attempts += 1
+            raise discord.Forbidden(MagicMock(status=403, reason="Forbidden"),
+                                    {"code": 50013, "message": "Missing Permissions"})
+        return await super().post(message)
+
+
+async def test_missing_attach_files_permission_posts_the_signal_without_its_chart(store: SqliteStore,
+                                                                                   renderer: ChartRenderer) -> None:
+    await store.upsert_candles(random_walk(30, timeframe="1h", start_ms=T0 - 20 * HOUR))
+    sig = make_signal()
+    await save(store, sig)
+    channel = FakeChannel()
+    assert await sender_for(store, NoAttachFilesPoster(channel), renderer=renderer).drain_once() == 1
+    assert channel.signal_ids() == [sig.id] and channel.messages[0][1].files == ()
+    d = await store.get_delivery(sig.id, "discord:42")
+    assert d is not None and d.status == "sent"

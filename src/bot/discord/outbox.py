@@ -15,7 +15,8 @@ The protocol for each group of signals (one message) is:
 4. on failure the row becomes 'failed' with the error, the pass stops (order is kept: a later signal is
    never posted before an earlier one) and the sender retries after a capped, jittered exponential
    backoff (1 s, 2 s, 4 s ... 300 s). 429s are retried inside discord.py (Retry-After honoured); no
-   sleep loop here wraps a send. A payload Discord rejects (400/413) is retried once without charts,
+   sleep loop here wraps a send. A payload Discord rejects (400/413) or an upload it forbids (403: no
+   Attach Files permission) is retried once without charts,
    and if that is rejected too the signal is recorded 'skipped' with the error (logged and counted) so
    one bad message cannot block the queue forever.
 
@@ -256,7 +257,9 @@ class OutboxSender:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if _is_rejection(exc) and message.files:
+            # a refused upload (400/413), or 403 = the bot may post but lacks Attach Files: the signal without
+            # its chart beats no signal at all
+            if (_is_rejection(exc) or isinstance(exc, discord.Forbidden)) and message.files:
                 log.warning("discord_payload_rejected_retry_without_charts", destination=self.destination,
                             error=describe_error(exc))
                 try:
