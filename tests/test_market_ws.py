@@ -51,7 +51,7 @@ async def test_a_cancel_while_rotation_closes_the_old_connection_also_closes_the
     async def open_new() -> FakeWs:
         return new
 
-    conn._open = open_new  # type: ignore[method-assign]
+    conn._open = open_new  # type: ignore[method-assign,assignment]
     old_reader = asyncio.create_task(conn._read(old))  # type: ignore[arg-type]
     new.messages.put_nowait("first")  # the replacement speaks: the old connection is closed next
     rotation = asyncio.create_task(conn._rotate(old, old_reader))  # type: ignore[arg-type]
