@@ -5,6 +5,7 @@ Locally a missing service skips its tests; with REQUIRE_SERVICES=1 (CI) it fails
 
 from __future__ import annotations
 
+import glob
 import os
 import socket
 from collections.abc import Iterator
@@ -45,3 +46,12 @@ def postgres_url() -> Iterator[str]:
 def redis_url() -> Iterator[str]:
     """URL of the real test Redis (fails under REQUIRE_SERVICES=1 when absent)."""
     yield _need(TEST_REDIS_URL, 6379, "Redis")
+
+
+@pytest.fixture(autouse=True)
+def no_dpytest_files_left() -> Iterator[None]:
+    """dpytest writes every attachment to ./dpytest_<n>.dat and never deletes it: remove the new ones."""
+    before = set(glob.glob("dpytest_*.dat"))
+    yield
+    for path in set(glob.glob("dpytest_*.dat")) - before:
+        os.remove(path)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,15 +26,6 @@ from tests.storage_contract import T0, make_outcome, make_signal
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 TFS = ("15m", "1h", "4h")
-
-
-@pytest.fixture(autouse=True)
-def no_dpytest_files_left() -> Iterator[None]:
-    """dpytest writes every attachment to ./dpytest_<n>.dat and never deletes it."""
-    before = set(glob.glob("dpytest_*.dat"))
-    yield
-    for path in set(glob.glob("dpytest_*.dat")) - before:
-        os.remove(path)
 
 
 @pytest.fixture

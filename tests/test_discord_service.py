@@ -4,11 +4,9 @@ channel poster against dpytest's fake Discord."""
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
-import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +34,6 @@ from tests.test_discord_commands import make_deps
 from tests.test_discord_outbox import WEBHOOK_ID, WEBHOOK_TOKEN, FakeDiscordWebhook, fake_webhook  # noqa: F401
 
 HOUR = 3_600_000
-
-
-@pytest.fixture(autouse=True)
-def no_dpytest_files_left() -> Iterator[None]:
-    before = set(glob.glob("dpytest_*.dat"))
-    yield
-    for path in set(glob.glob("dpytest_*.dat")) - before:
-        os.remove(path)
 
 
 @pytest.fixture
