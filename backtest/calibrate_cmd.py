@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from src.bot.config import Config
+    from src.config import Config
 
     try:
         specs = stream_specs(args)

@@ -78,7 +78,7 @@ def count_gaps(candles: list[Candle], timeframe: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from backtest.inputs import InputError, parse_date
-    from src.bot.config import Config
+    from src.config import Config
 
     try:
         tf = args.timeframe

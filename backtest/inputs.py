@@ -138,7 +138,7 @@ def load_spec(spec: StreamSpec) -> list[Candle]:
 
 async def load_from_store(specs: list[StreamSpec]) -> list[StreamSpec]:
     """Fill ``candles`` of db specs from the configured store."""
-    from src.bot.config import Config
+    from src.config import Config
     from src.storage.base import StoreError
     from src.storage.factory import build_store
     from src.storage.spool import SpoolStore

@@ -138,7 +138,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_job(args: argparse.Namespace, *, label_candidates: bool = False) -> JobConfig:
     """Settings from the environment (Config.from_env) overridden by the command line."""
-    from src.bot.config import Config
+    from src.config import Config
 
     cfg = Config.from_env()
     base = cfg.analysis_settings()
@@ -378,7 +378,7 @@ def run(args: argparse.Namespace) -> int:
         job = build_job(args)
         if args.jobs < 1:
             raise InputError("--jobs must be >= 1")
-        from src.bot.config import Config
+        from src.config import Config
 
         cfg = Config.from_env()
         balance = cfg.backtest_initial_balance if args.initial_balance is None else args.initial_balance

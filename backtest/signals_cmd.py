@@ -57,7 +57,7 @@ def add_events_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(min_confidence: float | None = None, cooldown: int | None = None) -> AnalysisSettings:
-    from src.bot.config import Config  # the environment's analysis switches, as the bot reads them
+    from src.config import Config  # the environment's analysis switches, as the bot reads them
 
     base = Config.from_env().analysis_settings()
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:

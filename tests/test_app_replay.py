@@ -13,7 +13,7 @@ from backtest.cli import main as backtest_main
 from backtest.synthetic import generate
 from src.analysis.types import Candle, Signal
 from src.bot.app import App, RunOptions
-from src.bot.config import Config
+from src.config import Config
 from src.market.klines_csv import write_klines_csv
 from src.storage.sqlite_store import SqliteStore
 

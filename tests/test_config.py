@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from src.bot.config import Config, ConfigError, mask_secret
+from src.config import Config, ConfigError, mask_secret
 
 REPO = Path(__file__).resolve().parent.parent
 

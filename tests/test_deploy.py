@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from src.bot.config import Config
 from src.bot.http_server import HealthServer
+from src.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

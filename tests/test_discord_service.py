@@ -15,7 +15,6 @@ import discord.ext.test as dpytest
 import pytest
 
 from src.analysis.types import AnalyzerState
-from src.bot.config import Config
 from src.bot.discord.bot import WyEliBot, run_bot
 from src.bot.discord.charts import ChartRenderer
 from src.bot.discord.embeds import signal_embed
@@ -26,6 +25,7 @@ from src.bot.discord.preview import DiscordPreviewSink
 from src.bot.discord.service import DISABLED_TEXT, DiscordService, build_discord_service, discord_status_text
 from src.bot.sinks import SignalBatch
 from src.bot.status import MarketView
+from src.config import Config
 from src.storage.base import Delivery
 from src.storage.sqlite_store import SqliteStore
 from tests.candlegen import random_walk

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from src.bot.config import Config
+from src.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,8 @@ import logging
 
 import structlog
 
-from src.bot.config import Config
 from src.bot.logging_setup import MASK, SecretMasker, configure_logging
+from src.config import Config
 
 TOKEN = "MTAxMjM0NTY3ODkwMTIzNDU2Nzg5.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
 SERVICE_KEY = "sb_secret_AbCdEf0123456789xyz"

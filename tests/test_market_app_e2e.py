@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from src.bot.app import App, RunOptions
-from src.bot.config import Config
+from src.config import Config
 from src.market.feed import BinanceKlineFeed
 from tests.fakes.binance import FakeBinance
 

@@ -21,9 +21,9 @@ import pytest
 
 from src.analysis.types import Candle
 from src.bot.app import App, RunOptions
-from src.bot.config import Config
 from src.bot.pipeline import Pipeline
 from src.bot.shutdown import ShutdownSignals, ShutdownStep, run_shutdown
+from src.config import Config
 from src.market.aggregator import build_candle
 from src.market.feed import BinanceKlineFeed
 from src.market.klines_csv import write_klines_csv

@@ -14,9 +14,9 @@ import pytest
 import structlog
 from redis.asyncio import Redis
 
-from src.bot.config import Config
-from src.bot.sinks import SignalBatch
+from src.bot.sinks import CacheSink, SignalBatch
 from src.bot.status import MarketView
+from src.config import Config
 from src.storage.cache import Cache, MemoryCache, NullCache, RedisCache, build_cache
 from tests.storage_contract import T0, make_candle, make_signal
 
@@ -148,8 +148,8 @@ async def test_memory_cache_as_a_signal_sink_caches_signals_and_view_candles() -
     candles = tuple(make_candle("BTCUSDT", "1h", i) for i in range(6))
     sig = make_signal("BTCUSDT", "1h", candles[-1].open_time_ms)
     batch = SignalBatch(signals=(sig,), views=(MarketView("BTCUSDT", "1h", candles, (), sig),))
-    await c.publish(batch)
-    await c.publish(batch)  # the same view again changes nothing
+    await CacheSink(c).publish(batch)
+    await CacheSink(c).publish(batch)  # the same view again changes nothing
     assert await c.recent_candles("BTCUSDT", "1h", 10) == list(candles[2:])
     assert await c.latest_signal("BTCUSDT", "1h") == sig
     assert c.healthy and c.status == "memory"
@@ -197,7 +197,7 @@ async def test_redis_cache_latest_signal_is_never_replaced_by_an_older_one(cache
 async def test_redis_cache_as_a_signal_sink_caches_signals_and_view_candles(cache: RedisCache) -> None:
     candles = tuple(make_candle("ETHUSDT", "15m", i) for i in range(7))
     sig = make_signal("ETHUSDT", "15m", candles[-1].open_time_ms)
-    await cache.publish(SignalBatch(signals=(sig,), views=(MarketView("ETHUSDT", "15m", candles, (), sig),)))
+    await CacheSink(cache).publish(SignalBatch(signals=(sig,), views=(MarketView("ETHUSDT", "15m", candles, (), sig),)))
     assert await cache.recent_candles("ETHUSDT", "15m", 10) == list(candles[2:])
     assert await cache.latest_signal("ETHUSDT") == sig
     assert cache.healthy

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from src.bot.config import Config
+from src.config import Config
 from src.storage.base import StoreUnavailable
 from src.storage.factory import build_store, spool_depth
 from src.storage.retention import DAY_MS, prune_once, run_retention

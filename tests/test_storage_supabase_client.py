@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from src.bot.config import Config
+from src.config import Config
 from src.storage.base import StoreError
 from src.storage.postgres_store import PostgresStore
 from src.storage.sqlite_store import SqliteStore

@@ -26,15 +26,15 @@ import structlog
 from src.analysis import timeframes as tf_mod
 from src.analysis.engine import Calibrator, IdentityCalibrator
 from src.analysis.types import Candle, Signal
-from src.bot.config import Config
 from src.bot.console import ConsoleSink, format_status
 from src.bot.metrics import BotMetrics, ClosedCandleCounter, LoopLagMonitor
 from src.bot.notify import ActivityTracker, SdNotifier, Watchdog
 from src.bot.pipeline import Pipeline
 from src.bot.replay import replay_files
 from src.bot.shutdown import ShutdownSignals, ShutdownStep, run_shutdown
-from src.bot.sinks import SignalSink
+from src.bot.sinks import CacheSink, SignalSink
 from src.bot.status import ConnectionStatus, MarketView, StatusSnapshot, StreamStatus
+from src.config import Config
 from src.market.klines_csv import KlineFile, KlineFileError, read_klines_csv
 from src.storage.base import Store, StoreUnavailable
 
@@ -216,7 +216,7 @@ class App:
         )
         sinks: list[SignalSink] = [ConsoleSink(), *discord_sinks]
         if self.cache is not None:
-            sinks.append(self.cache)
+            sinks.append(CacheSink(self.cache))
         return sinks
 
     def _build_observers(self) -> list[Any]:

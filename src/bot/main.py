@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from src.bot.app import RunOptions, run_app
-from src.bot.config import Config
 from src.bot.logging_setup import configure_logging
+from src.config import Config
 
 
 def _speed(value: str) -> float | None:

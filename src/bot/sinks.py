@@ -13,6 +13,7 @@ from typing import Protocol
 
 from src.analysis.types import Signal
 from src.bot.status import MarketView
+from src.storage.cache import Cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +37,22 @@ class SignalSink(Protocol):
     async def publish(self, batch: SignalBatch) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class CacheSink:
+    """A :class:`SignalSink` keeping the cache current: each view's candles as the stream's recent ones,
+    then each signal as the latest of its stream (oldest first, as batched). The cache never raises."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.name = cache.name
+
+    async def publish(self, batch: SignalBatch) -> None:
+        candles = [c for view in batch.views for c in view.candles]
+        if candles:
+            await self.cache.push_candles(candles)
+        for signal in batch.signals:
+            await self.cache.set_latest_signal(signal)
+
+    async def close(self) -> None:
+        await self.cache.close()

@@ -41,7 +41,6 @@ import structlog
 
 from src.analysis import timeframes
 from src.analysis.types import Candle
-from src.bot.status import ConnectionStatus, StreamStatus
 from src.market.backoff import Backoff
 from src.market.binance_rest import (
     BinanceRestClient,
@@ -51,10 +50,11 @@ from src.market.binance_rest import (
     RestSettings,
 )
 from src.market.frames import ParseError, scan_kline_frame, stream_name
+from src.market.status import ConnectionStatus, StreamStatus
 from src.market.ws import KlineConnection, WsSettings
 
 if TYPE_CHECKING:
-    from src.bot.config import Config
+    from src.config import Config
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,7 @@ import sys
 
 import asyncpg
 
-from src.bot.config import Config, mask_secret
+from src.config import Config, mask_secret
 from src.storage.migrate import MigrationError, apply_migrations, discover, pending
 from src.storage.postgres_store import split_dsn
 

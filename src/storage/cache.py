@@ -37,8 +37,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from src.analysis.types import Candle, Signal
-from src.bot.config import Config, mask_secret
-from src.bot.sinks import SignalBatch
+from src.config import Config, mask_secret
 
 log = structlog.get_logger(__name__)
 
@@ -60,9 +59,6 @@ class Cache(Protocol):
         """True when the cache works right now (always False for NullCache)."""
 
     async def open(self) -> None: ...
-
-    async def publish(self, batch: SignalBatch) -> None:
-        """SignalSink: cache each signal as the latest and each view's candles as the stream's recent ones."""
 
     async def close(self) -> None: ...
 
@@ -105,9 +101,6 @@ class NullCache:
     def healthy(self) -> bool:
         return False
 
-    async def publish(self, batch: SignalBatch) -> None:
-        return None
-
     async def open(self) -> None:
         return None
 
@@ -144,9 +137,6 @@ class MemoryCache:
     @property
     def healthy(self) -> bool:
         return True
-
-    async def publish(self, batch: SignalBatch) -> None:
-        await _publish(self, batch)
 
     async def open(self) -> None:
         return None
@@ -237,9 +227,6 @@ class RedisCache:
     @property
     def healthy(self) -> bool:
         return self._client is not None and not self._down
-
-    async def publish(self, batch: SignalBatch) -> None:
-        await _publish(self, batch)
 
     async def open(self) -> None:
         """Create the client and ping once; an unreachable Redis is logged, not raised."""
@@ -365,15 +352,6 @@ class RedisCache:
             self.bad_entries += 1
             log.warning("redis_cache_bad_entry", symbol=symbol, timeframe=timeframe, error=str(exc))
             return None
-
-
-async def _publish(cache: Cache, batch: SignalBatch) -> None:
-    """Shared SignalSink body: the views' candles first, then the signals (oldest first, as batched)."""
-    candles = [c for view in batch.views for c in view.candles]
-    if candles:
-        await cache.push_candles(candles)
-    for signal in batch.signals:
-        await cache.set_latest_signal(signal)
 
 
 def build_cache(config: Config) -> Cache:

@@ -13,7 +13,7 @@ import importlib
 
 import structlog
 
-from src.bot.config import Config, mask_secret
+from src.config import Config, mask_secret
 from src.storage.base import Store, StoreError
 from src.storage.spool import SpoolStore
 from src.storage.sqlite_store import SqliteStore

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from src.bot.config import Config
+from src.config import Config
 from src.storage.base import Store, StoreError
 from src.storage.factory import build_store
 from src.storage.spool import SpoolStore

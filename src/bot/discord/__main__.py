@@ -13,7 +13,7 @@ import sys
 
 import discord
 
-from src.bot.config import Config
+from src.config import Config
 
 PERMISSIONS = discord.Permissions(view_channel=True, send_messages=True, embed_links=True, attach_files=True,
                                   read_message_history=True)

@@ -10,9 +10,9 @@ import aiohttp
 import discord
 import structlog
 
-from src.bot.config import mask_secret
 from src.bot.discord.embeds import FOOTER_ID_RE
 from src.bot.discord.messages import NO_MENTIONS, OutgoingMessage
+from src.config import mask_secret
 
 log = structlog.get_logger(__name__)
 

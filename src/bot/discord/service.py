@@ -20,7 +20,6 @@ from pathlib import Path
 
 import structlog
 
-from src.bot.config import Config
 from src.bot.discord.bot import WyEliBot, run_bot
 from src.bot.discord.charts import ChartRenderer
 from src.bot.discord.cogs.signals import CommandDeps
@@ -30,6 +29,7 @@ from src.bot.discord.posters import ChannelPoster, WebhookPoster
 from src.bot.discord.preview import DiscordPreviewSink
 from src.bot.sinks import SignalBatch, SignalSink
 from src.bot.status import MarketViewProvider, StatusProvider
+from src.config import Config
 from src.storage.base import Store
 
 log = structlog.get_logger(__name__)

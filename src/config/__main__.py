@@ -1,0 +1,5 @@
+import sys
+
+from src.config.check import main
+
+sys.exit(main())

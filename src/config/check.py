@@ -1,0 +1,32 @@
+"""``python -m src.bot.config --check``: print the effective configuration (secrets masked) and every problem.
+
+Exit status 0 when the configuration is valid, 2 when it is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from src.config.settings import Config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.bot.config", description="Check the WyEli configuration.")
+    parser.add_argument("--check", action="store_true", help="print the effective configuration and every problem (default)")
+    parser.add_argument("--env-file", default=".env", help="dotenv file to load first (default: .env)")
+    args = parser.parse_args(argv)
+    config = Config.from_env(dotenv_path=args.env_file)
+    width = max(len(k) for k, _ in config.describe())
+    for key, value in config.describe():
+        print(f"{key.ljust(width)}  {value}")
+    print()
+    print(f"storage backend: {config.storage_backend}; discord: {'on' if config.discord_enabled else 'off'}; "
+          f"trading: {'ON' if config.enable_trading else 'off'}")
+    if config.problems:
+        print(f"\n{len(config.problems)} problem(s):", file=sys.stderr)
+        for p in config.problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 2
+    print("configuration OK")
+    return 0

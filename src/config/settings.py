@@ -1,0 +1,458 @@
+"""Configuration from environment variables (optionally a ``.env`` file), validated all at once.
+
+``Config.from_env()`` never raises on a bad value: it records every problem, and ``validate()``
+raises one :class:`ConfigError` that lists them all (variable, masked value, what is expected).
+Values already in the environment win over ``.env`` (as with systemd's EnvironmentFile).
+``python -m src.bot.config --check`` (see :mod:`src.config.check`) prints the effective configuration
+with secrets masked and every problem, and exits 0 (valid) or 2 (invalid).
+
+This package sits below market data, storage and the bot: every layer may import it, it imports only
+the analysis core (interval names, analysis settings).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from src.analysis import timeframes
+from src.analysis.engine import AnalysisSettings
+
+T = TypeVar("T")
+
+DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "ADAUSDT")
+SECRET_FIELDS = frozenset(
+    {"supabase_service_key", "discord_token", "discord_webhook_url", "binance_api_key", "binance_api_secret",
+     "redis_password", "database_url", "redis_url"}
+)
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+BINANCE_HOSTS = ("fstream.binance.com", "fstream.binancefuture.com", "stream.binancefuture.com")
+
+
+class ConfigError(ValueError):
+    """Raised by ``Config.validate`` with every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def mask_secret(value: str | None) -> str:
+    """'' for unset; URLs keep scheme/host with credentials and path tokens hidden; others '***' + length."""
+    if not value:
+        return ""
+    if "://" in value:
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            return f"***({len(value)} chars)"
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = f"{parts.username}:***@" if parts.username else ""
+        path = "/***" if parts.path not in ("", "/") else parts.path
+        return f"{parts.scheme}://{user}{host}{port}{path}"
+    return f"***({len(value)} chars)"
+
+
+@dataclass
+class Config:
+    """Every setting of the bot; see RUNBOOK.md for the reference table."""
+
+    # storage
+    supabase_url: str | None = None
+    supabase_service_key: str | None = None
+    database_url: str | None = None
+    sqlite_path: Path = Path("./data/wyeli.db")
+    spool_path: Path = Path("./data/spool.db")
+    candle_retention_days: int = 90
+    # discord
+    discord_token: str | None = None
+    discord_guild_id: int | None = None
+    discord_signals_channel_id: int | None = None
+    discord_webhook_url: str | None = None
+    discord_owner_ids: tuple[int, ...] = ()
+    signal_max_age_seconds: int = 3600
+    # binance
+    binance_ws_url: str = "wss://fstream.binance.com/market"
+    binance_rest_url: str = "https://fapi.binance.com"
+    binance_api_key: str | None = None
+    binance_api_secret: str | None = None
+    binance_testnet: bool = True
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    symbols_all: bool = False
+    timeframes: tuple[str, ...] = ("15m", "1h", "4h")
+    warmup_candles: int = 500
+    candle_window: int = 500
+    # analysis
+    min_confidence: float = 0.65
+    enable_wyckoff: bool = True
+    enable_elliott: bool = True
+    signal_cooldown_seconds: int = 300
+    calibration_path: Path = Path("./data/calibration.json")
+    outcome_horizon_candles: int = 48
+    # trading
+    enable_trading: bool = False
+    enable_live_trading: bool = False
+    position_size_usdt: float = 100.0
+    max_open_positions: int = 3
+    leverage: int = 1
+    # cache
+    cache_type: str = "none"
+    redis_url: str | None = None
+    redis_host: str | None = None
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_password: str | None = None
+    # logging
+    log_level: str = "INFO"
+    log_format: str = "auto"
+    # websocket
+    ws_reconnect_delay: float = 5.0
+    ws_max_reconnect_delay: float = 60.0
+    ws_stall_timeout: float = 90.0
+    ws_max_connection_age: float = 84600.0
+    ws_streams_per_connection: int = 200
+    # backtest
+    backtest_initial_balance: float = 10000.0
+    backtest_commission: float = 0.0004
+    # http / status
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    status_interval_seconds: int = 60
+
+    problems: list[str] = field(default_factory=list, repr=False)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv_path: str | Path | None = ".env") -> Config:
+        """Read the process environment (after loading ``.env`` without overriding) or ``env``."""
+        if env is None:
+            if dotenv_path is not None and Path(dotenv_path).is_file():
+                from dotenv import load_dotenv
+
+                # interpolate=False: secrets may contain '$', and systemd's EnvironmentFile does not expand either
+                try:
+                    load_dotenv(dotenv_path, override=False, interpolate=False)
+                except (OSError, UnicodeDecodeError) as exc:
+                    cfg = _Reader(os.environ).build()
+                    cfg.problems.insert(0, f"env file {dotenv_path}: cannot be read ({exc.__class__.__name__}: {exc})")
+                    return cfg
+            env = os.environ
+        return _Reader(env).build()
+
+    def validate(self) -> Config:
+        """Raise ConfigError listing every problem; return self when the configuration is valid."""
+        if self.problems:
+            raise ConfigError(list(self.problems))
+        return self
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def storage_backend(self) -> str:
+        """'postgres' (DATABASE_URL) > 'supabase' (SUPABASE_URL) > 'sqlite'."""
+        if self.database_url:
+            return "postgres"
+        if self.supabase_url:
+            return "supabase"
+        return "sqlite"
+
+    @property
+    def discord_enabled(self) -> bool:
+        return bool(self.discord_token)
+
+    @property
+    def effective_redis_url(self) -> str | None:
+        if self.cache_type != "redis":
+            return None
+        if self.redis_url:
+            return self.redis_url
+        auth = f":{self.redis_password}@" if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host or 'localhost'}:{self.redis_port}/{self.redis_db}"
+
+    def analysis_settings(self) -> AnalysisSettings:
+        return AnalysisSettings(
+            min_confidence=self.min_confidence,
+            enable_wyckoff=self.enable_wyckoff,
+            enable_elliott=self.enable_elliott,
+            cooldown_seconds=self.signal_cooldown_seconds,
+        )
+
+    def secret_values(self) -> list[str]:
+        """The raw secret strings, for the log masking processor."""
+        vals = [getattr(self, name) for name in SECRET_FIELDS]
+        return [v for v in vals if isinstance(v, str) and len(v) >= 6]
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(VARIABLE, effective value) pairs with secrets masked, in declaration order."""
+        rows = []
+        for f in fields(self):
+            if f.name in ("problems", "symbols_all"):
+                continue
+            value = getattr(self, f.name)
+            if f.name == "symbols" and self.symbols_all:
+                value = "ALL"
+            if f.name in SECRET_FIELDS:
+                shown = mask_secret(value)
+            elif isinstance(value, tuple):
+                shown = ",".join(str(v) for v in value)
+            elif value is None:
+                shown = ""
+            else:
+                shown = str(value)
+            rows.append((f.name.upper(), shown))
+        return rows
+
+
+class _Reader:
+    """Parses variables one by one, collecting problems instead of raising."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def bad(self, name: str, value: str, expected: str, secret: bool = False) -> None:
+        shown = mask_secret(value) if secret else value
+        self.problems.append(f"{name}={shown!r}: expected {expected}")
+
+    def parse(self, name: str, default: T, conv: Callable[[str], T], expected: str, secret: bool = False) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return conv(value)
+        except (ValueError, TypeError):
+            self.bad(name, value, expected, secret)
+            return default
+
+    def int_(self, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        value = self.parse(name, default, int, _range_text("an integer", lo, hi))
+        return int(self._in_range(name, value, default, lo, hi, "an integer"))
+
+    def float_(self, name: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+        value = self.parse(name, default, _finite_float, _range_text("a number", lo, hi))
+        return float(self._in_range(name, value, default, lo, hi, "a number"))
+
+    def _in_range(self, name: str, value: Any, default: Any, lo: Any, hi: Any, kind: str) -> Any:
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            self.bad(name, str(value), _range_text(kind, lo, hi))
+            return default
+        return value
+
+    def bool_(self, name: str, default: bool) -> bool:
+        return self.parse(name, default, _parse_bool, "true/false (also 1/0, yes/no, on/off)")
+
+    def opt_int(self, name: str) -> int | None:
+        return self.parse(name, None, lambda v: _positive_int(v), "a positive integer (a Discord snowflake id)")
+
+    def build(self) -> Config:
+        c = Config()
+        c.supabase_url = self.url("SUPABASE_URL", ("https", "http"))
+        c.supabase_service_key = self.raw("SUPABASE_SERVICE_KEY")
+        c.database_url = self.url("DATABASE_URL", ("postgres", "postgresql"), secret=True)
+        c.sqlite_path = Path(self.raw("SQLITE_PATH") or c.sqlite_path)
+        c.spool_path = Path(self.raw("SPOOL_PATH") or c.spool_path)
+        c.candle_retention_days = self.int_("CANDLE_RETENTION_DAYS", c.candle_retention_days, 1)
+        if c.supabase_url and not c.supabase_service_key:
+            self.problems.append("SUPABASE_SERVICE_KEY is unset: expected the service (secret) key when SUPABASE_URL is set")
+
+        c.discord_token = self.raw("DISCORD_TOKEN")
+        c.discord_guild_id = self.opt_int("DISCORD_GUILD_ID")
+        c.discord_signals_channel_id = self.opt_int("DISCORD_SIGNALS_CHANNEL_ID")
+        c.discord_webhook_url = self.url("DISCORD_WEBHOOK_URL", ("https",), secret=True)
+        owners = self.raw("DISCORD_OWNER_IDS")
+        if owners:
+            try:
+                c.discord_owner_ids = tuple(_positive_int(x) for x in owners.split(",") if x.strip())
+            except ValueError:
+                self.bad("DISCORD_OWNER_IDS", owners, "comma-separated Discord user ids")
+        c.signal_max_age_seconds = self.int_("SIGNAL_MAX_AGE_SECONDS", c.signal_max_age_seconds, 0)
+        if c.discord_token and c.discord_signals_channel_id is None:
+            self.problems.append(
+                "DISCORD_SIGNALS_CHANNEL_ID is unset: expected the id of the channel for signals when DISCORD_TOKEN is set"
+            )
+
+        c.binance_ws_url = self.ws_url(self.raw("BINANCE_WS_URL") or c.binance_ws_url)
+        c.binance_rest_url = (self.url("BINANCE_REST_URL", ("https", "http")) or c.binance_rest_url).rstrip("/")
+        c.binance_api_key = self.raw("BINANCE_API_KEY")
+        c.binance_api_secret = self.raw("BINANCE_API_SECRET")
+        c.binance_testnet = self.bool_("BINANCE_TESTNET", c.binance_testnet)
+        c.symbols, c.symbols_all = self.symbols(self.raw("SYMBOLS"))
+        c.timeframes = self.timeframes(self.raw("TIMEFRAMES"))
+        c.warmup_candles = self.int_("WARMUP_CANDLES", c.warmup_candles, 0, 5000)
+        c.candle_window = self.int_("CANDLE_WINDOW", c.candle_window, 50, 10000)
+
+        c.min_confidence = self.float_("MIN_CONFIDENCE", c.min_confidence, 0.0, 1.0)
+        c.enable_wyckoff = self.bool_("ENABLE_WYCKOFF", c.enable_wyckoff)
+        c.enable_elliott = self.bool_("ENABLE_ELLIOTT", c.enable_elliott)
+        c.signal_cooldown_seconds = self.int_("SIGNAL_COOLDOWN_SECONDS", c.signal_cooldown_seconds, 0)
+        c.calibration_path = Path(self.raw("CALIBRATION_PATH") or c.calibration_path)
+        c.outcome_horizon_candles = self.int_("OUTCOME_HORIZON_CANDLES", c.outcome_horizon_candles, 1, 10000)
+
+        c.enable_trading = self.bool_("ENABLE_TRADING", c.enable_trading)
+        c.enable_live_trading = self.bool_("ENABLE_LIVE_TRADING", c.enable_live_trading)
+        c.position_size_usdt = self.float_("POSITION_SIZE_USDT", c.position_size_usdt, 1e-9)
+        c.max_open_positions = self.int_("MAX_OPEN_POSITIONS", c.max_open_positions, 1, 100)
+        c.leverage = self.int_("LEVERAGE", c.leverage, 1, 125)
+        if c.enable_trading and not (c.binance_api_key and c.binance_api_secret):
+            self.problems.append("ENABLE_TRADING=true needs BINANCE_API_KEY and BINANCE_API_SECRET")
+
+        cache = (self.raw("CACHE_TYPE") or "none").lower()
+        if cache not in ("none", "redis", "memory"):
+            self.bad("CACHE_TYPE", cache, "one of none, memory, redis")
+            cache = "none"
+        c.cache_type = cache
+        c.redis_url = self.url("REDIS_URL", ("redis", "rediss", "unix"), secret=True)
+        c.redis_host = self.raw("REDIS_HOST")
+        c.redis_port = self.int_("REDIS_PORT", c.redis_port, 1, 65535)
+        c.redis_db = self.int_("REDIS_DB", c.redis_db, 0, 1000)
+        c.redis_password = self.raw("REDIS_PASSWORD")
+
+        level = (self.raw("LOG_LEVEL") or c.log_level).upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            self.bad("LOG_LEVEL", level, "one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+            level = "INFO"
+        c.log_level = level
+        fmt = (self.raw("LOG_FORMAT") or c.log_format).lower()
+        if fmt not in ("auto", "json", "text"):
+            self.bad("LOG_FORMAT", fmt, "one of json, text, auto (text on a terminal, else json)")
+            fmt = "auto"
+        c.log_format = fmt
+
+        c.ws_reconnect_delay = self.float_("WS_RECONNECT_DELAY", c.ws_reconnect_delay, 0.01, 3600)
+        c.ws_max_reconnect_delay = self.float_("WS_MAX_RECONNECT_DELAY", c.ws_max_reconnect_delay, 0.01, 86400)
+        if c.ws_max_reconnect_delay < c.ws_reconnect_delay:
+            self.problems.append(
+                f"WS_MAX_RECONNECT_DELAY={c.ws_max_reconnect_delay}: expected >= WS_RECONNECT_DELAY ({c.ws_reconnect_delay})"
+            )
+        c.ws_stall_timeout = self.float_("WS_STALL_TIMEOUT", c.ws_stall_timeout, 0.1, 86400)
+        c.ws_max_connection_age = self.float_("WS_MAX_CONNECTION_AGE", c.ws_max_connection_age, 1, 86400)
+        c.ws_streams_per_connection = self.int_("WS_STREAMS_PER_CONNECTION", c.ws_streams_per_connection, 1, 1024)
+
+        c.backtest_initial_balance = self.float_("BACKTEST_INITIAL_BALANCE", c.backtest_initial_balance, 1e-9)
+        c.backtest_commission = self.float_("BACKTEST_COMMISSION", c.backtest_commission, 0.0, 0.1)
+
+        c.http_host = self.raw("HTTP_HOST") or c.http_host
+        c.http_port = self.int_("HTTP_PORT", c.http_port, 0, 65535)
+        c.status_interval_seconds = self.int_("STATUS_INTERVAL_SECONDS", c.status_interval_seconds, 0, 86400)
+        c.problems = self.problems
+        return c
+
+    def url(self, name: str, schemes: tuple[str, ...], secret: bool = False) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in schemes and (bool(parts.netloc) or parts.scheme == "unix")
+        except ValueError:
+            ok = False
+        if not ok:
+            self.bad(name, value, f"a URL starting with {' or '.join(s + '://' for s in schemes)}", secret)
+            return None
+        return value
+
+    def ws_url(self, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            self.bad("BINANCE_WS_URL", value, "a wss:// URL such as wss://fstream.binance.com/market")
+            return Config.binance_ws_url
+        if parts.scheme not in ("wss", "ws") or not parts.netloc:
+            self.bad("BINANCE_WS_URL", value, "a wss:// URL such as wss://fstream.binance.com/market")
+            return Config.binance_ws_url
+        path = parts.path.rstrip("/")
+        if parts.hostname in BINANCE_HOSTS and not path.endswith("/market"):
+            self.bad(
+                "BINANCE_WS_URL",
+                value,
+                "the routed market-data path ending in /market (e.g. wss://fstream.binance.com/market); "
+                "Binance's legacy unrouted URLs accept connections but have sent no kline data since 2026-04-23",
+            )
+            return Config.binance_ws_url
+        if path.split("/")[-1] in ("stream", "ws"):
+            self.bad("BINANCE_WS_URL", value, "the base URL without /stream or /ws (the bot appends /stream?streams=...)")
+            return Config.binance_ws_url
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
+    def symbols(self, value: str | None) -> tuple[tuple[str, ...], bool]:
+        if value is None:
+            return DEFAULT_SYMBOLS, False
+        if value.strip().upper() == "ALL":
+            return (), True
+        out: list[str] = []
+        for item in value.split(","):
+            sym = item.strip().upper()
+            if not sym:
+                continue
+            if not _SYMBOL_RE.match(sym):
+                self.bad("SYMBOLS", item.strip(), "comma-separated symbols like BTCUSDT,ETHUSDT (or ALL)")
+                continue
+            if sym not in out:
+                out.append(sym)
+        if not out:
+            self.bad("SYMBOLS", value, "at least one symbol like BTCUSDT (or ALL)")
+            return DEFAULT_SYMBOLS, False
+        return tuple(out), False
+
+    def timeframes(self, value: str | None) -> tuple[str, ...]:
+        if value is None:
+            return Config.timeframes
+        out: list[str] = []
+        for item in value.split(","):
+            tf = item.strip()
+            if not tf:
+                continue
+            if not timeframes.is_interval(tf):
+                self.bad("TIMEFRAMES", tf, f"Binance intervals from {', '.join(timeframes.INTERVALS)}")
+                continue
+            if tf not in out:
+                out.append(tf)
+        if not out:
+            self.bad("TIMEFRAMES", value, "at least one interval, e.g. 15m,1h,4h")
+            return Config.timeframes
+        return tuple(sorted(out, key=timeframes.sort_key))
+
+
+def _range_text(kind: str, lo: Any, hi: Any) -> str:
+    if lo is not None and hi is not None:
+        return f"{kind} between {lo} and {hi}"
+    if lo is not None:
+        return f"{kind} >= {lo}"
+    if hi is not None:
+        return f"{kind} <= {hi}"
+    return kind
+
+
+def _finite_float(value: str) -> float:
+    f = float(value)
+    if f != f or f in (float("inf"), float("-inf")):
+        raise ValueError("not finite")
+    return f
+
+
+def _positive_int(value: str) -> int:
+    i = int(value.strip())
+    if i <= 0:
+        raise ValueError("not positive")
+    return i
+
+
+def _parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
