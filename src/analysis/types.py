@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 Direction = Literal["LONG", "SHORT"]
 DIRECTIONS: tuple[Direction, ...] = ("LONG", "SHORT")
+SignalKind = Literal["trade", "watch", "gated"]
+SIGNAL_KINDS: tuple[SignalKind, ...] = ("trade", "watch", "gated")
 
 
 class InvalidCandle(ValueError):
@@ -75,6 +77,9 @@ class SignalCandidate:
 
     ``raw_score`` is in [0, 1] and is kept on the final signal so a calibration can later map it
     to an observed hit rate. ``features`` are (name, value) pairs of the evidence that made the score.
+    ``structure`` names the market structure the setup comes from (a Wyckoff range, an Elliott count's
+    origin), the same for every candidate of that structure whatever the pattern or pivot degree, so
+    the gate can give one structure one signal; "" when the analyzer cannot tell.
     """
 
     analyzer: str
@@ -86,6 +91,64 @@ class SignalCandidate:
     take_profits: tuple[float, ...]
     reasons: tuple[str, ...]
     features: tuple[tuple[str, float], ...] = ()
+    structure: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the evidence model says about one signal (SPEC 5a): estimates of the trade's net R after fees
+    under the SPEC 7 outcome rules, fitted out of sample, never a raw score.
+
+    ``p_win`` = P(net R > 0); ``expected_r`` = E[net R] with the interval ``[expected_r_lo, expected_r_hi]``
+    (``interval`` is its central coverage, e.g. 0.8). The track record is the pattern's (pattern,
+    timeframe) cell: the out-of-sample backtest (``backtest_n`` trades, mean net R and its 95 % CI) and
+    the live record from the store (``live_n`` graded signals and their mean net R).
+    """
+
+    p_win: float
+    expected_r: float
+    expected_r_lo: float
+    expected_r_hi: float
+    interval: float
+    model_version: str
+    backtest_n: int = 0
+    backtest_mean_r: float | None = None
+    backtest_ci: tuple[float, float] | None = None
+    live_n: int = 0
+    live_mean_r: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "p_win": self.p_win,
+            "expected_r": self.expected_r,
+            "expected_r_lo": self.expected_r_lo,
+            "expected_r_hi": self.expected_r_hi,
+            "interval": self.interval,
+            "model_version": self.model_version,
+            "backtest_n": self.backtest_n,
+            "backtest_mean_r": self.backtest_mean_r,
+            "backtest_ci": None if self.backtest_ci is None else list(self.backtest_ci),
+            "live_n": self.live_n,
+            "live_mean_r": self.live_mean_r,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Evidence:
+        ci = d.get("backtest_ci")
+        bmr, lmr = d.get("backtest_mean_r"), d.get("live_mean_r")
+        return cls(
+            p_win=float(d["p_win"]),
+            expected_r=float(d["expected_r"]),
+            expected_r_lo=float(d["expected_r_lo"]),
+            expected_r_hi=float(d["expected_r_hi"]),
+            interval=float(d.get("interval", 0.8)),
+            model_version=str(d.get("model_version", "")),
+            backtest_n=int(d.get("backtest_n", 0)),
+            backtest_mean_r=None if bmr is None else float(bmr),
+            backtest_ci=None if ci is None else (float(ci[0]), float(ci[1])),
+            live_n=int(d.get("live_n", 0)),
+            live_mean_r=None if lmr is None else float(lmr),
+        )
 
 
 def signal_id(symbol: str, timeframe: str, candle_time_ms: int, pattern: str, direction: str) -> str:
@@ -114,6 +177,10 @@ class Signal:
     ``candle_time_ms`` is the open time of the candle that confirmed the setup; ``generated_at`` is
     that candle's close (ISO-8601 UTC). ``confidence`` is the calibrated value the gate compared
     with MIN_CONFIDENCE; ``raw_confidence`` is the analyzer's uncalibrated score.
+
+    ``kind`` is the gate's verdict: a ``"trade"`` call, a ``"watch"`` note (not a trade call), or
+    ``"gated"`` (kept in the store with ``gate_reason``, never posted). ``structure_id`` is the same
+    for every candidate from one structure; ``evidence`` holds the evidence model's estimates.
     """
 
     id: str
@@ -132,6 +199,10 @@ class Signal:
     analyzer_version: str
     config_hash: str
     features: tuple[tuple[str, float], ...] = field(default=())
+    kind: SignalKind = "trade"
+    gate_reason: str = ""
+    structure_id: str = ""
+    evidence: Evidence | None = None
 
     @property
     def risk(self) -> float:
@@ -146,7 +217,11 @@ class Signal:
         return abs(self.take_profits[0] - self.entry) / self.risk
 
     def to_dict(self) -> dict[str, Any]:
-        """The public JSON shape (``backtest signals`` lines, previews, REST rows)."""
+        """The public JSON shape (``backtest signals`` lines, previews, REST rows).
+
+        The evidence is flattened into ``p_win``, ``expected_r``, ``expected_r_lo`` and ``expected_r_hi``
+        (the measurement contract) and kept whole under ``evidence``."""
+        ev = self.evidence
         return {
             "id": self.id,
             "symbol": self.symbol,
@@ -164,6 +239,14 @@ class Signal:
             "analyzer_version": self.analyzer_version,
             "config_hash": self.config_hash,
             "features": {k: v for k, v in self.features},
+            "kind": self.kind,
+            "gate_reason": self.gate_reason,
+            "structure_id": self.structure_id,
+            "p_win": None if ev is None else ev.p_win,
+            "expected_r": None if ev is None else ev.expected_r,
+            "expected_r_lo": None if ev is None else ev.expected_r_lo,
+            "expected_r_hi": None if ev is None else ev.expected_r_hi,
+            "evidence": None if ev is None else ev.to_dict(),
         }
 
     @classmethod
@@ -172,6 +255,10 @@ class Signal:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be LONG or SHORT, got {direction!r}")
         feats = d.get("features") or {}
+        kind = d.get("kind") or "trade"
+        if kind not in SIGNAL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(SIGNAL_KINDS)}, got {kind!r}")
+        ev = d.get("evidence")
         return cls(
             id=str(d["id"]),
             symbol=str(d["symbol"]),
@@ -190,6 +277,10 @@ class Signal:
             config_hash=str(d.get("config_hash", "")),
             # JSON has no NaN/inf: a non-finite feature travels as null (orjson, REST rows) and reads back as NaN
             features=tuple((str(k), math.nan if v is None else float(v)) for k, v in dict(feats).items()),
+            kind=kind,
+            gate_reason=str(d.get("gate_reason") or ""),
+            structure_id=str(d.get("structure_id") or ""),
+            evidence=None if not ev else Evidence.from_dict(dict(ev)),
         )
 
 
