@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from src.analysis.types import Candle, InvalidCandle
 from src.storage.base import StoreError, StoreUnavailable
-from src.storage.sqlite_store import SCHEMA_VERSION, SqliteStore, plainly_valid
+from src.storage.sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore, plainly_valid
 from tests.storage_contract import StoreContract, candles, delivery, make_candle, make_signal
 
 
@@ -81,6 +81,51 @@ async def test_a_file_from_a_newer_schema_version_is_refused(tmp_path: Path) -> 
     with pytest.raises(StoreError, match="newer"):
         await store.open()
     await store.close()
+
+
+async def test_a_file_from_before_the_migration_ledger_keeps_its_data_and_gets_only_the_new_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # what the first release wrote: the whole 001 script, user_version 1
+        conn.executescript(MIGRATIONS[0].sql)
+        conn.execute("INSERT INTO signals (id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, "
+                     "stop_loss, take_profits, candle_time, generated_at, reasons, analyzer_version, config_hash, features, "
+                     "created_at) VALUES ('old', 'BTCUSDT', '1h', 'p', 'LONG', 0.5, 0.5, 1, 0.9, '[1.1]', 0, "
+                     "'1970-01-01T01:00:00.000Z', '[]', 'v', 'h', '{}', '1970-01-01T00:00:00.000Z')")
+        conn.execute("PRAGMA user_version = 1")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert (await store.get_signal("old")) is not None
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert versions == [m.version for m in MIGRATIONS]
+
+
+async def test_a_file_with_a_migration_this_program_does_not_know_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (999, '999_from_the_future', 'x', 'now')")
+    again = SqliteStore(path)
+    with pytest.raises(StoreError, match="does not know"):
+        await again.open()
+    await again.close()
+
+
+async def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "twice.db"
+    for _ in range(2):
+        store = SqliteStore(path)
+        await store.open()
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT version, count(*) FROM schema_migrations GROUP BY version").fetchall()
+    assert rows and all(n == 1 for _, n in rows)
 
 
 async def test_invalid_and_unclosed_candles_are_skipped_and_counted_not_fatal(tmp_path: Path) -> None:

@@ -14,18 +14,25 @@ Other ``.sql`` files in the directory (e.g. ``optional_public_read.sql``) are ne
 
 from __future__ import annotations
 
-import hashlib
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import structlog
 
+from src.storage.migration_files import Migration, MigrationError, discover_in
+
+__all__ = ["Migration", "MigrationError", "applied_versions", "apply_migrations", "discover", "pending"]
+
 log = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_NAME_RE = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The Postgres migrations, ascending by version (see :func:`discover_in`)."""
+    return discover_in(directory)
+
+
 # pg_advisory_xact_lock key: a fixed 64-bit number, "WyEliMig" in ASCII.
 _LOCK_KEY = 0x5779456C694D6967
 
@@ -37,39 +44,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at  timestamptz NOT NULL DEFAULT now()
 )
 """
-
-
-class MigrationError(Exception):
-    """The migrations directory is inconsistent (duplicate version, unreadable file)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """The migrations in ``directory``, ascending by version. Raises MigrationError on a duplicate version."""
-    found: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
-        m = _NAME_RE.match(path.name)
-        if not m:
-            continue
-        version = int(m.group(1))
-        if version in found:
-            raise MigrationError(f"two migrations with version {version}: {found[version].name} and {path.stem}")
-        try:
-            sql = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise MigrationError(f"cannot read {path}: {exc}") from exc
-        found[version] = Migration(version=version, name=path.stem, sql=sql)
-    return [found[v] for v in sorted(found)]
 
 
 async def applied_versions(conn: asyncpg.Connection) -> dict[int, str | None]:

@@ -4,8 +4,11 @@ Layout and rules:
 - The file is created on first use at ``path`` (parent directories too), in WAL mode with a 5 s
   busy timeout and ``synchronous=NORMAL`` (in WAL mode a committed transaction survives a process
   crash or SIGTERM; only an OS crash / power cut can lose the last commits).
-- The schema lives in ``sqlite_schema.sql`` and is versioned with ``PRAGMA user_version``
-  (:data:`SCHEMA_VERSION`); a file written by a newer version is refused with :class:`StoreError`.
+- The schema is built by the numbered files in ``sqlite_migrations/`` (``NNN_name.sql``), each applied
+  once, in its own transaction, and recorded in the ``schema_migrations`` ledger; ``PRAGMA
+  user_version`` holds the highest version applied (:data:`SCHEMA_VERSION` once up to date). A file
+  that records a version this program does not have (written by a newer one) is refused with
+  :class:`StoreError`.
 - Times: candle times and every ``*_time``/``updated_at``/``resolved_at`` column are UTC epoch
   milliseconds (INTEGER); ``signals.generated_at`` and ``signals.created_at`` are ISO-8601 UTC text.
   ``take_profits``, ``reasons`` and ``features`` are JSON text (features as an object, like
@@ -43,13 +46,14 @@ from src.storage.base import (
     StoreUnavailable,
     StreamQuality,
 )
+from src.storage.migration_files import discover_in
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-SCHEMA_FILE = Path(__file__).with_name("sqlite_schema.sql")
+MIGRATIONS = discover_in(Path(__file__).with_name("sqlite_migrations"))
+SCHEMA_VERSION = MIGRATIONS[-1].version
 BUSY_TIMEOUT_MS = 5000
 # sqlite3 errors that mean "try again later" rather than "this can never work"
 _TRANSIENT_MARKERS = ("locked", "busy", "disk i/o", "unable to open", "disk is full", "database or disk is full")
@@ -191,16 +195,59 @@ def write(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> 
     return transaction(conn, body)
 
 
+_LEDGER_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at TEXT NOT NULL)"
+)
+
+
 def _apply_schema(conn: sqlite3.Connection) -> None:
+    """Apply the pending migrations in version order, each in one transaction with its ledger row."""
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
         raise StoreError(f"database schema version {version} is newer than this program's {SCHEMA_VERSION}")
-    if version == SCHEMA_VERSION:
-        return
-    script = SCHEMA_FILE.read_text(encoding="utf-8")
-    # executescript commits first and runs the whole file; user_version is set only after it succeeded
-    conn.executescript(script)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute(_LEDGER_DDL)
+    done = {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
+    if version >= 1 and not done:
+        # a file from before the ledger existed: user_version 1 meant the whole first schema
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?, ?)",
+                     (1, MIGRATIONS[0].name, MIGRATIONS[0].checksum, _now_iso()))
+        done.add(1)
+    unknown = done - {m.version for m in MIGRATIONS}
+    if unknown:
+        raise StoreError(f"database has schema migrations {sorted(unknown)} that this program does not know (newer version?)")
+    for m in MIGRATIONS:
+        if m.version in done:
+            continue
+        # one transaction per file: the script and its ledger row land together or not at all
+        # (executescript would commit on its own, so the statements run one by one inside BEGIN)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(m.sql):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, ?, ?)", (m.version, m.name, m.checksum, _now_iso()))
+            conn.execute(f"PRAGMA user_version = {m.version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("sqlite_migration_applied", migration=m.name)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into complete statements (sqlite3.complete_statement decides where one ends)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            stmt = buf.strip()
+            if stmt and not all(part.strip().startswith("--") or not part.strip() for part in stmt.splitlines()):
+                out.append(stmt)
+            buf = ""
+    if buf.strip() and not all(part.strip().startswith("--") or not part.strip() for part in buf.splitlines()):
+        raise StoreError(f"incomplete statement at the end of a migration: {buf.strip()[:80]!r}")
+    return out
 
 
 def _now_iso() -> str:

@@ -1,4 +1,4 @@
--- WyEli embedded SQLite schema, version 1 (applied by src/storage/sqlite_store.py; PRAGMA user_version = 1).
+-- WyEli embedded SQLite schema, migration 001 (applied by src/storage/sqlite_store.py, recorded in schema_migrations).
 -- Times: candle/open/close/exit/resolved/updated times are UTC epoch milliseconds (INTEGER);
 -- signals.generated_at and created_at are ISO-8601 UTC text ("2024-01-01T00:00:00.000Z").
 -- JSON columns (take_profits, reasons, features) hold compact JSON text.
