@@ -27,6 +27,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "calibrate": ("fit the confidence calibration on history; write CALIBRATION_PATH", "backtest.calibrate_cmd",
                   "add_arguments", "run"),
     "download": ("download closed klines from Binance REST into a CSV", "backtest.download_cmd", "add_arguments", "run"),
+    "research": ("event study per pattern vs matched random entries over many files", "backtest.research.cli",
+                 "add_arguments", "run"),
 }
 
 

@@ -1,0 +1,91 @@
+"""The study's conclusions in plain words, derived only from its numbers (never written by hand)."""
+
+from __future__ import annotations
+
+import math
+
+from backtest.research.study import ALL, MIN_TEST_EVENTS, SIGNIFICANCE, Cell, Study
+from src.analysis.types import ms_to_iso
+
+DSR_BAR = 0.95
+
+
+def cell_name(c: Cell, thresholds: int = 1) -> str:
+    if c.pattern == ALL and c.timeframe == ALL:
+        name = "all patterns, all timeframes"
+    elif c.pattern == ALL:
+        name = f"all patterns {c.timeframe}"
+    elif c.timeframe == ALL:
+        name = f"{c.pattern} (all timeframes)"
+    else:
+        name = f"{c.pattern} {c.timeframe}"
+    return name + (f" (raw score >= {c.min_score:g})" if thresholds > 1 else "")
+
+
+def _names(cells: list[Cell], k: int) -> str:
+    return ", ".join(cell_name(c, k) for c in cells)
+
+
+def findings(study: Study, thresholds: int = 1) -> list[str]:
+    """Bullet sentences: the data used, whether anything beats random after correction, whether anything
+    is worse, whether anything is profitable after deflation, and what the pooled rows say."""
+    k = thresholds
+    out: list[str] = []
+    streams = study.streams
+    n_events = sum(s.n for s in streams)
+    starts = [s.first_open_ms for s in streams if s.first_open_ms is not None]
+    ends = [s.last_close_ms for s in streams if s.last_close_ms is not None]
+    symbols = sorted({s.symbol for s in streams})
+    span = f"{ms_to_iso(min(starts))[:10]} .. {ms_to_iso(max(ends))[:10]}" if starts else "no data"
+    out.append(
+        f"Data: {n_events} events from {len(streams)} streams ({len(symbols)} symbols: {', '.join(symbols)}), "
+        f"{span}, {study.weeks} weeks."
+    )
+    tested = [c for c in study.cells if c.tested]
+    if not tested:
+        out.append(f"No cell has the {MIN_TEST_EVENTS} events a test needs: nothing can be concluded from this data.")
+        return out
+    beats = [c for c in tested if c.holm_p < SIGNIFICANCE]
+    if beats:
+        out.append(
+            f"Beats matched random entries after fees and Holm correction (family of {study.family} tests, 5 %): "
+            f"{_names(beats, k)}. Check that it holds on data the study did not see before trusting it."
+        )
+    else:
+        best = min(tested, key=lambda c: (c.holm_p, c.p_beats))
+        out.append(
+            f"No pattern beats matched random entries after fees and multiple-testing correction: the smallest "
+            f"Holm-adjusted p is {best.holm_p:.2f} ({cell_name(best, k)}, raw p {best.p_beats:.3f}) over a family "
+            f"of {study.family} tests."
+        )
+    bh_only = [c for c in tested if c.bh_q < SIGNIFICANCE and not c.holm_p < SIGNIFICANCE]
+    if bh_only:
+        out.append(
+            f"Benjamini-Hochberg at 5 % (which tolerates 5 % false discoveries among its picks) also flags: "
+            f"{_names(bh_only, k)}."
+        )
+    worse = [c for c in tested if c.holm_p_worse < SIGNIFICANCE]
+    if worse:
+        out.append(f"Significantly WORSE than matched random entries after Holm correction: {_names(worse, k)}.")
+    profit = [c for c in tested if c.net_r.lo > 0]
+    deflated = [c for c in tested if c.dsr >= DSR_BAR]
+    if deflated:
+        out.append(
+            f"Mean net R after fees above 0 with a deflated Sharpe ratio >= {DSR_BAR} ({study.trials} trials): "
+            f"{_names(deflated, k)}."
+        )
+    else:
+        top = max(tested, key=lambda c: c.dsr if math.isfinite(c.dsr) else -1.0)
+        extra = f"; the 95 % CI of mean net R lies above 0 only for {_names(profit, k)}" if profit else ""
+        out.append(
+            f"No pattern is reliably profitable after fees: no deflated Sharpe ratio reaches {DSR_BAR} "
+            f"({study.trials} trials counted; the best is {top.dsr:.2f}, {cell_name(top, k)}){extra}."
+        )
+    for c in study.cells:
+        if c.pattern == ALL and c.tested:
+            out.append(
+                f"{cell_name(c, k).capitalize()}: mean net R {c.net_r.mean:+.3f} [{c.net_r.lo:+.3f}, {c.net_r.hi:+.3f}] "
+                f"against {c.random_r.mean:+.3f} for matched random entries (n {c.n}); fees cost a median "
+                f"{c.cost_atr:.3f} ATR per round trip."
+            )
+    return out
