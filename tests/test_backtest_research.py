@@ -261,6 +261,26 @@ def test_results_are_identical_for_one_and_two_jobs(tmp_path, gbm_files):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
 
 
+def test_progress_is_shown_on_a_terminal_in_one_process_and_in_a_pool(gbm_files, capsys):
+    from backtest.research.run import ResearchJob, run_streams
+
+    job = ResearchJob(AnalysisSettings(), OutcomeParams(24), 24, frozenset(), 5, 50, 0, (0.0,), 0)
+    streams = plan_streams(gbm_files, ["1h"])
+    one = run_streams(streams, job, 1, show_progress=True)
+    two = run_streams(streams, job, 2, show_progress=True)
+    assert [o.n for o in one] == [o.n for o in two] and all(o.n > 0 for o in one)
+    assert capsys.readouterr().out == ""  # the bar goes to stderr, never into the report on stdout
+
+
+def test_a_study_without_events_still_writes_a_report_that_says_so(tmp_path, capsys):
+    f = write(tmp_path, "BTCUSDT-1h-short.csv", random_walk(300, timeframe="1h", vol=0.01))
+    out = tmp_path / "r"
+    assert main(["--data", f, "--timeframe", "1h", "--patterns", "wyckoff_test", "--out-dir", str(out), *FAST]) == 0
+    assert "nothing can be concluded" in (out / "report.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["cells"] == []
+    assert "0 events" in capsys.readouterr().out
+
+
 def test_research_is_a_backtest_subcommand(capsys):
     assert backtest_main(["research", "--help"]) == 0
     assert "--patterns" in capsys.readouterr().out

@@ -22,6 +22,10 @@ def cell_name(c: Cell, thresholds: int = 1) -> str:
     return name + (f" (raw score >= {c.min_score:g})" if thresholds > 1 else "")
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _names(cells: list[Cell], k: int) -> str:
     return ", ".join(cell_name(c, k) for c in cells)
 
@@ -38,7 +42,8 @@ def findings(study: Study, thresholds: int = 1) -> list[str]:
     symbols = sorted({s.symbol for s in streams})
     span = f"{ms_to_iso(min(starts))[:10]} .. {ms_to_iso(max(ends))[:10]}" if starts else "no data"
     out.append(
-        f"Data: {n_events} events from {len(streams)} streams ({len(symbols)} symbols: {', '.join(symbols)}), "
+        f"Data: {n_events} events from {_count(len(streams), 'stream')} ({_count(len(symbols), 'symbol')}: "
+        f"{', '.join(symbols)}), "
         f"{span}, {study.weeks} weeks."
     )
     tested = [c for c in study.cells if c.tested]
@@ -67,6 +72,15 @@ def findings(study: Study, thresholds: int = 1) -> list[str]:
     worse = [c for c in tested if c.holm_p_worse < SIGNIFICANCE]
     if worse:
         out.append(f"Significantly WORSE than matched random entries after Holm correction: {_names(worse, k)}.")
+    above = [c for c in tested if c.diff_r.lo > 0]
+    below = [c for c in tested if c.diff_r.hi < 0]
+    if above or below:
+        parts = ([f"above 0 for {_names(above, k)}"] if above else []) + ([f"below 0 for {_names(below, k)}"] if below else [])
+        out.append(
+            f"Without correction, the 95 % CI of the difference from random lies {' and '.join(parts)}; by chance alone "
+            f"about {0.05 * len(tested):.1f} of the {len(tested)} tested cells would (5 %), which is why the corrected "
+            "p-values decide."
+        )
     profit = [c for c in tested if c.net_r.lo > 0]
     deflated = [c for c in tested if c.dsr >= DSR_BAR]
     if deflated:

@@ -96,6 +96,7 @@ def write_markdown(
     k = len(job.thresholds)
     with_thr = k > 1
     h = job.params.horizon_candles
+    multi_tf = len({s.timeframe for s in study.streams}) > 1
     stat_head = ["n", "mean net R [95 % CI]", "matched random [95 % CI]", "difference [95 % CI]",
                  "net R > 0 (event / random)", "p", "Holm p", "BH q", "DSR"]
     lines = [
@@ -108,16 +109,15 @@ def write_markdown(
         "",
         *[f"- {line}" for line in fd.findings(study, k)],
         "",
-        "## Per pattern" + (" (all timeframes pooled)" if len({c.timeframe for c in study.cells}) > 1 else ""),
+        "## Per pattern" + (" (all timeframes pooled)" if multi_tf else ""),
         "",
         *_md_table(["pattern", *(["min score"] if with_thr else []), *stat_head],
                    [_cell_columns(c, False, with_thr) for c in headline_rows(study)]),
         "",
-        "## Per pattern and timeframe",
-        "",
-        *_md_table(["pattern", "timeframe", *(["min score"] if with_thr else []), *stat_head],
-                   [_cell_columns(c, True, with_thr) for c in study.cells if c.timeframe != ALL]),
-        "",
+        *(["## Per pattern and timeframe", "",
+           *_md_table(["pattern", "timeframe", *(["min score"] if with_thr else []), *stat_head],
+                      [_cell_columns(c, True, with_thr) for c in study.cells if c.timeframe != ALL]),
+           ""] if multi_tf else []),
         "## Event study: direction-signed forward return in ATR, event minus matched random (h = candles after entry)",
         "",
         *_md_table(
