@@ -188,12 +188,16 @@ def test_repeats_of_a_pattern_and_direction_within_the_window_are_one_event():
     assert len(EventFilter("1h", 0).select(cands)) == len(cands)
 
 
-def test_candidates_with_a_structure_id_count_once_per_structure():
-    cands = [_sig(0, structure="s1"), _sig(30, structure="s1"), _sig(31, pattern="elliott_abc", structure="s1"),
-             _sig(32, structure="s2")]
-    assert [s.structure_id for s in EventFilter("1h", 5).select(cands)] == ["s1", "s2"]
-    # the pattern filter only chooses what to report: the structure's first candidate stays its event
-    assert EventFilter("1h", 5, frozenset({"elliott_abc"})).select(cands) == []
+def test_candidates_with_a_structure_id_count_once_per_structure_and_pattern():
+    cands = [_sig(0, structure="s1"), _sig(30, structure="s1"), _sig(31, pattern="elliott_wave5", structure="s1"),
+             _sig(32, structure="s2"), _sig(40, pattern="elliott_wave5", structure="s1")]
+    kept = EventFilter("1h", 5).select(cands)
+    assert [(s.structure_id, s.pattern, (s.candle_time_ms - START_MS) // 3_600_000) for s in kept] == [
+        ("s1", "elliott_wave3", 0), ("s1", "elliott_wave5", 31), ("s2", "elliott_wave3", 32)]
+    assert [s.pattern for s in EventFilter("1h", 5, frozenset({"elliott_wave5"})).select(cands)] == ["elliott_wave5"]
+    # only the population ``tracked`` admits is studied (e.g. the evidence model's track-record population)
+    first_gone = EventFilter("1h", 5, tracked=lambda s: s.candle_time_ms != START_MS).select(cands)
+    assert (first_gone[0].pattern, (first_gone[0].candle_time_ms - START_MS) // 3_600_000) == ("elliott_wave3", 30)
 
 
 # ------------------------------------------------------------------------------ streams

@@ -2,18 +2,21 @@
 
 Candidates come from ``registry.build_engine`` + ``engine.step`` over the stream's closed candles, exactly
 as live and in every backtest command (``StepResult.candidates``: every candidate of a candle, whatever
-the gate decides). The event population is ONE candidate per structure (:func:`select_events`):
+the gate decides). The event population is one candidate per structure and pattern
+(:meth:`EventFilter.select`), among the candidates ``tracked`` admits (the population the evidence model
+and the live track record count; every candidate by default):
 
-- a candidate with a ``structure_id`` counts when it is the first of its structure in the stream;
+- a candidate with a ``structure_id`` counts when it is the first of its pattern in that structure, so the
+  same count found again at another pivot degree or on a later candle is one event, while a structure's
+  different setups (a range's spring and its SOS; an impulse's wave-3 and wave-5 setups) are each studied;
 - a candidate without one (analyzers that cannot name their structure) counts when no candidate of the
-  same pattern and direction was seen in the previous ``decluster_bars`` candles of the stream, so a
-  count that fires again at another pivot degree or on the next pivot is one event, not several.
+  same pattern and direction was seen in the previous ``decluster_bars`` candles of the stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from src.analysis import timeframes
 from src.analysis.engine import AnalysisSettings, SignalGate, step
@@ -41,24 +44,31 @@ def replay_candidates(
     return out
 
 
+def every_candidate(signal: Signal) -> bool:
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    """One event per structure (module docstring); ``patterns`` empty = every pattern."""
+    """One event per structure and pattern (module docstring); ``patterns`` empty = every pattern."""
 
     timeframe: str
     decluster_bars: int
     patterns: frozenset[str] = frozenset()
+    tracked: Callable[[Signal], bool] = field(default=every_candidate)
 
     def select(self, candidates: Iterable[Signal]) -> list[Signal]:
         """The events among ``candidates`` of one stream (in candle order)."""
         window_ms = self.decluster_bars * timeframes.interval_ms(self.timeframe)
-        structures: set[str] = set()
+        structures: set[tuple[str, str]] = set()
         last_seen: dict[tuple[str, str], int] = {}
         out: list[Signal] = []
         for s in candidates:
+            if not self.tracked(s):
+                continue
             if s.structure_id:
-                first = s.structure_id not in structures
-                structures.add(s.structure_id)
+                first = (s.structure_id, s.pattern) not in structures
+                structures.add((s.structure_id, s.pattern))
             else:
                 key = (s.pattern, s.direction)
                 prev = last_seen.get(key)

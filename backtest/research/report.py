@@ -161,9 +161,10 @@ def _method(study: Study, job: ResearchJob) -> list[str]:
     thr = ", ".join(f"{t:g}" for t in job.thresholds)
     return [
         f"- Events: the analyzer candidates of {pats}, from the one analysis path (registry.build_engine + "
-        "engine.step on closed candles, as live). One event per structure: the first candidate of a structure id, "
-        f"or, without one, a candidate with no candidate of the same pattern and direction in the previous "
-        f"{job.decluster_bars} candles of its stream. Raw-score thresholds tried: {thr}.",
+        "engine.step on closed candles, as live). One event per structure and pattern: the first candidate of each "
+        "pattern in a structure id (a count re-found at another pivot degree or on a later candle is the same "
+        "event), or, without a structure id, a candidate with no candidate of the same pattern and direction in the "
+        f"previous {job.decluster_bars} candles of its stream. Raw-score thresholds tried: {thr}.",
         f"- Trade outcome: every event graded on its own (no position overlap rule) by the outcome rules: entry at "
         f"the next candle's open, stop first when a candle touches both, first target only, expiry after {p.horizon_candles} "
         f"candles, commission {p.commission * 100:.3f} % per side, slippage {p.slippage_bps:g} bps per fill.",
