@@ -25,7 +25,7 @@ from backtest.research.measure import (
 )
 from backtest.research.replay import EventFilter, replay_candidates
 from backtest.research.streams import load_stream, plan_streams
-from backtest.research.study import ALL, run_study
+from backtest.research.study import ALL, run_study, spearman
 from src.analysis import timeframes
 from src.analysis.engine import AnalysisSettings
 from src.analysis.outcomes import OutcomeParams, resolve
@@ -115,6 +115,26 @@ def test_every_threshold_tried_counts_as_a_trial(gbm_files):
     assert two.trials == len(two.cells) > one.trials == len(one.cells)
     assert all(c.n <= next(d.n for d in two.cells if (d.pattern, d.timeframe, d.min_score) == (c.pattern, c.timeframe, 0.0))
                for c in two.cells if c.min_score == 0.3)
+
+
+def test_a_split_date_measures_every_cell_before_and_after_it_outside_the_test_family(gbm_files):
+    whole, outs = study_of(gbm_files)
+    split = int(np.median(np.concatenate([o.time_ms for o in outs])))
+    study = run_study(outs, horizon=24, bootstrap_reps=400, seed=2, split_ms=split)
+    assert study.family == whole.family and study.trials == whole.trials  # a diagnostic, not more tests
+    assert study.stability and study.split_ms == split
+    for before, after in study.stability:
+        cell = study.find(before.pattern, before.timeframe)
+        assert cell is not None and before.n + after.n == cell.n
+    assert study.stability_cells >= 1
+
+
+def test_spearman_matches_hand_computed_values():
+    assert spearman([1, 2, 3, 4], [2, 4, 6, 9]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [9, 6, 4, 2]) == pytest.approx(-1.0)
+    # ties share their mean rank: x ranks 1, 2.5, 2.5, 4 against 1, 2, 3, 4 -> 4.5 / sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(math.sqrt(0.9))
+    assert math.isnan(spearman([1, 2], [1, 2])) and math.isnan(spearman([1, 1, 1], [1, 2, 3]))
 
 
 # ------------------------------------------------------------------------------ measurements
@@ -236,7 +256,8 @@ def test_a_file_that_supplies_no_requested_timeframe_is_an_error(tmp_path):
 
 def test_research_writes_report_summary_events_and_charts(tmp_path, gbm_files, capsys):
     out = tmp_path / "r"
-    assert main(["--data", *gbm_files, "--timeframe", "1h", "--horizon", "24", "--out-dir", str(out), *FAST]) == 0
+    argv = ["--data", *gbm_files, "--timeframe", "1h", "--horizon", "24", "--split", "2024-03-01", "--out-dir", str(out)]
+    assert main([*argv, *FAST]) == 0
     printed = capsys.readouterr().out
     assert "event study" in printed and "No pattern beats matched random" in printed
     summary = json.loads((out / "summary.json").read_text())
@@ -249,7 +270,8 @@ def test_research_writes_report_summary_events_and_charts(tmp_path, gbm_files, c
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert len(events) == sum(s["events"] for s in summary["streams"]) == cell["n"]
     report = (out / "report.md").read_text()
-    for heading in ("## Findings", "## Per pattern", "## Event study", "## Data", "## Method", "Holm p", "DSR"):
+    assert summary["split"]["date"].startswith("2024-03-01") and summary["split"]["rows"]
+    for heading in ("## Findings", "## Per pattern", "## Event study", "## Stability", "## Data", "## Method", "Holm p"):
         assert heading in report
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert "net_r.png" in pngs and "path_all.png" in pngs
@@ -258,7 +280,7 @@ def test_research_writes_report_summary_events_and_charts(tmp_path, gbm_files, c
 
 
 def test_results_are_identical_for_one_and_two_jobs(tmp_path, gbm_files):
-    base = ["--data", *gbm_files, "--timeframe", "1h", "--horizon", "24", *FAST]
+    base = ["--data", *gbm_files, "--timeframe", "1h", "--horizon", "24", "--split", "2024-03-01", *FAST]
     assert main([*base, "--out-dir", str(tmp_path / "a"), "--jobs", "1"]) == 0
     assert main([*base, "--out-dir", str(tmp_path / "b"), "--jobs", "2"]) == 0
     for name in ("summary.json", "events.jsonl"):
@@ -307,6 +329,7 @@ def test_research_is_a_backtest_subcommand(capsys):
         (["--data", "{btc}", "--from", "yesterday"], "--from"),
         (["--data", "{btc}", "--from", "2024-02-01", "--to", "2024-01-01"], "--to must be after"),
         (["--data", "{btc}", "--from", "2031-01-01"], "no candles in the chosen period"),
+        (["--data", "{btc}", "--split", "soon"], "--split"),
         (["--data", "{btc}", "{eth}", "--symbol", "XRPUSDT"], "--symbol"),
         (["--data", "{noname}", "--symbol", "BTCUSDT", "--timeframe", "1h", "4h"], "interval unknown"),
         (["--data", "{bad}"], "bad.csv"),

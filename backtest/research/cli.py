@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-score", action="extend", nargs="+", type=float, metavar="X",
                    help="raw-score thresholds to study (default 0 = every event); each one multiplies the "
                         "trials the deflated Sharpe counts")
+    p.add_argument("--split", metavar="DATE",
+                   help="also measure every cell before and after DATE (UTC) and report how well the older "
+                        "period's differences from random predict the newer one's")
     p.add_argument("--extra-trials", type=int, default=0, metavar="K",
                    help="variants tried outside this run, added to the deflated Sharpe's trial count (default 0)")
 
@@ -113,7 +116,7 @@ def build_job(args: argparse.Namespace) -> tuple[list[ResearchStream], ResearchJ
         enable_elliott=not patterns or bool(patterns & set(ELLIOTT_PATTERNS)),
     )
     job = ResearchJob(settings, params, args.decluster, patterns, args.random_reps, args.bootstrap, args.seed,
-                      thresholds, args.extra_trials)
+                      thresholds, args.extra_trials, parse_date(args.split, "--split"))
     return streams, job
 
 
@@ -134,6 +137,8 @@ def command_line(args: argparse.Namespace, streams: Sequence[ResearchStream], jo
         parts += ["--from", args.date_from]
     if args.date_to:
         parts += ["--to", args.date_to]
+    if args.split:
+        parts += ["--split", args.split]
     return shlex.join(parts)
 
 
@@ -146,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"backtest research: {exc}", file=sys.stderr)
         return 2
     study = run_study(outs, horizon=job.params.horizon_candles, bootstrap_reps=job.bootstrap_reps, seed=job.seed,
-                      thresholds=job.thresholds, extra_trials=job.extra_trials)
+                      thresholds=job.thresholds, extra_trials=job.extra_trials, split_ms=job.split_ms)
     out_dir: Path = args.out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

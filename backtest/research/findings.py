@@ -95,6 +95,16 @@ def findings(study: Study, thresholds: int = 1) -> list[str]:
             f"No pattern is reliably profitable after fees: no deflated Sharpe ratio reaches {DSR_BAR} "
             f"({study.trials} trials counted; the best is {top.dsr:.2f}, {cell_name(top, k)}){extra}."
         )
+    if study.split_ms is not None:
+        both = [(a, b) for a, b in study.stability if a.tested and b.tested and ALL not in (a.pattern, a.timeframe)]
+        agree = sum((a.diff_r.mean > 0) == (b.diff_r.mean > 0) for a, b in both)
+        rho = "-" if not math.isfinite(study.stability_rho) else f"{study.stability_rho:+.2f}"
+        out.append(
+            f"Stability (split at {ms_to_iso(study.split_ms)[:10]}): over the {len(both)} pattern x timeframe cells with "
+            f"{MIN_TEST_EVENTS}+ events in both periods, the Spearman correlation between the older and the newer "
+            f"difference from random is {rho}, and their signs agree in {agree} of {len(both)} (a real, stable edge "
+            "would show up as a clearly positive correlation)."
+        )
     for c in study.cells:
         if c.pattern == ALL and c.tested:
             out.append(

@@ -127,6 +127,7 @@ def write_markdown(
               *[_band_at(c.excess_path, x) for x in _horizons(h)]] for c in study.cells],
         ),
         "",
+        *_stability_section(study),
         "## Data",
         "",
         *_md_table(
@@ -153,6 +154,26 @@ def write_markdown(
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _stability_section(study: Study) -> list[str]:
+    if study.split_ms is None:
+        return []
+    day = ms_to_iso(study.split_ms)[:10]
+    rho = "-" if not math.isfinite(study.stability_rho) else f"{study.stability_rho:+.2f}"
+    return [
+        f"## Stability: before vs from {day}",
+        "",
+        f"Not tests (outside the family above): each cell measured again on its events before {day} and from {day} on. "
+        f"Spearman rank correlation of the difference from random across the {study.stability_cells} pattern x "
+        f"timeframe cells with {MIN_TEST_EVENTS}+ events in both periods: **{rho}**.",
+        "",
+        *_md_table(
+            ["pattern", "timeframe", "n before", "difference before [95 % CI]", "n after", "difference after [95 % CI]"],
+            [[a.pattern, a.timeframe, str(a.n), _ci(a.diff_r), str(b.n), _ci(b.diff_r)] for a, b in study.stability],
+        ),
+        "",
+    ]
 
 
 def _method(study: Study, job: ResearchJob) -> list[str]:
@@ -243,6 +264,12 @@ def summary_dict(study: Study, job: ResearchJob, files: list[list[str]]) -> dict
         "weeks": study.weeks, "trials": study.trials, "family": study.family,
         "sr_variance": study.sr_variance, "sr0": study.sr0,
         "cells": [cell_dict(c) for c in study.cells],
+        "split": None if study.split_ms is None else {
+            "date": ms_to_iso(study.split_ms), "spearman": study.stability_rho, "cells_tested_in_both": study.stability_cells,
+            "rows": [{"pattern": a.pattern, "timeframe": a.timeframe,
+                      "before": {"n": a.n, "diff_r": _est(a.diff_r), "net_r": _est(a.net_r)},
+                      "after": {"n": b.n, "diff_r": _est(b.diff_r), "net_r": _est(b.net_r)}} for a, b in study.stability],
+        },
         "findings": fd.findings(study, len(job.thresholds)),
     }
 

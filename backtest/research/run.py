@@ -30,6 +30,7 @@ class ResearchJob:
     seed: int
     thresholds: tuple[float, ...]
     extra_trials: int
+    split_ms: int | None = None
 
 
 def study_stream(stream: ResearchStream, job: ResearchJob, progress: Callable[[int], None] | None = None) -> StreamEvents:

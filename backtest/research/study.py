@@ -15,13 +15,18 @@ The test family (Holm and BH) is every cell with at least ``MIN_TEST_EVENTS`` ev
 included: each is a claim the report could make). The deflated Sharpe counts as trials every cell with
 an event at every threshold tried, plus ``extra_trials`` tried elsewhere; the variance of Sharpe
 ratios across trials comes from the tested cells (smaller ones are too noisy to describe the spread).
+
+With a split date, every cell is also measured on its events before and after the date (a stability
+check, outside the test family): the Spearman correlation of the differences from random across the
+pattern x timeframe cells tested in both periods says whether the older data ranks the patterns the
+way the newer data does.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -87,8 +92,10 @@ class Cell:
     dsr: float = math.nan
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Study:
+    """The study's cells with the family and trial counts behind their corrections."""
+
     cells: list[Cell]
     streams: list[StreamEvents]
     weeks: int
@@ -97,6 +104,10 @@ class Study:
     family: int
     sr_variance: float
     sr0: float
+    split_ms: int | None = None
+    stability: list[tuple[Cell, Cell]] = field(default_factory=list)  # (before, after) per cell of the split
+    stability_rho: float = math.nan  # Spearman of the differences before vs after, cells tested in both
+    stability_cells: int = 0
 
     def find(self, pattern: str, timeframe: str = ALL, min_score: float | None = None) -> Cell | None:
         for c in self.cells:
@@ -113,6 +124,7 @@ class _Pool:
     timeframe: np.ndarray
     symbol: np.ndarray
     raw_score: FloatArray
+    time_ms: IntArray
     pos: IntArray
     path: FloatArray
     twin_path: FloatArray
@@ -138,6 +150,7 @@ def _pool(streams: Sequence[StreamEvents], boot: WeekBootstrap, horizon: int) ->
         timeframe=np.array([s.timeframe for s in streams for _ in range(s.n)], dtype=object),
         symbol=np.array([s.symbol for s in streams for _ in range(s.n)], dtype=object),
         raw_score=cat("raw_score"),
+        time_ms=times.astype(np.int64),
         pos=boot.position(week_of(times)),
         path=cat2("path"),
         twin_path=cat2("twin_path"),
@@ -194,6 +207,7 @@ def run_study(
     seed: int,
     thresholds: Sequence[float] = (0.0,),
     extra_trials: int = 0,
+    split_ms: int | None = None,
 ) -> Study:
     """Cells, corrections and deflated Sharpe ratios over every stream's events."""
     weeks = np.unique(np.concatenate([s.weeks for s in streams])) if streams else np.zeros(0, np.int64)
@@ -232,4 +246,51 @@ def run_study(
     for i, c in enumerate(cells):
         if c.sharpe is not None:
             cells[i] = replace(c, dsr=deflated_sharpe(c.sharpe.sr, c.sharpe.n, c.sharpe.skew, c.sharpe.kurt, sr0))
-    return Study(cells, list(streams), int(weeks.size), bootstrap_reps, trials, len(tested), var_sr, sr0)
+    study = Study(cells, list(streams), int(weeks.size), bootstrap_reps, trials, len(tested), var_sr, sr0)
+    if split_ms is not None:
+        _add_stability(study, pool, boot, split_ms, thresholds[0])
+    return study
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN below 3 pairs or without variance."""
+    if len(x) < 3 or len(x) != len(y):
+        return math.nan
+
+    def ranks(v: Sequence[float]) -> FloatArray:
+        a = np.asarray(v, dtype=np.float64)
+        order = np.argsort(a, kind="stable")
+        r = np.empty(a.size)
+        r[order] = np.arange(a.size, dtype=np.float64)
+        for value in np.unique(a):  # ties share their mean rank
+            tie = a == value
+            r[tie] = r[tie].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _add_stability(study: Study, pool: _Pool, boot: WeekBootstrap, split_ms: int, min_score: float) -> None:
+    """Every cell of ``min_score`` measured again on the events before and after ``split_ms`` (not tests:
+    a check whether a cell's difference from random on older data predicts the newer one)."""
+    early = pool.time_ms < split_ms
+    pairs: list[tuple[Cell, Cell]] = []
+    for c in study.cells:
+        if c.min_score != min_score:
+            continue
+        m = pool.raw_score >= min_score
+        if c.pattern != ALL:
+            m &= pool.pattern == c.pattern
+        if c.timeframe != ALL:
+            m &= pool.timeframe == c.timeframe
+        if (m & early).any() and (m & ~early).any():
+            pairs.append((_cell(pool, m & early, boot, c.pattern, c.timeframe, min_score),
+                          _cell(pool, m & ~early, boot, c.pattern, c.timeframe, min_score)))
+    both = [(a, b) for a, b in pairs if a.tested and b.tested and a.pattern != ALL and a.timeframe != ALL]
+    study.split_ms = split_ms
+    study.stability = pairs
+    study.stability_cells = len(both)
+    study.stability_rho = spearman([a.diff_r.mean for a, _ in both], [b.diff_r.mean for _, b in both])
