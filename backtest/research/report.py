@@ -48,11 +48,12 @@ def _dsr(c: Cell) -> str:
 
 
 def headline_rows(study: Study) -> list[Cell]:
-    """Per pattern pooled over timeframes (or the only timeframe), then the all-pattern rows."""
+    """Per pattern pooled over timeframes (or the only timeframe), then the all-pattern rows (per timeframe
+    and pooled)."""
     tfs = {c.timeframe for c in study.cells if c.timeframe != ALL}
     single_tf = len(tfs) <= 1
     rows = [c for c in study.cells if c.pattern != ALL and (c.timeframe == ALL or single_tf)]
-    rows += [c for c in study.cells if c.pattern == ALL and (c.timeframe == ALL or single_tf)]
+    rows += [c for c in study.cells if c.pattern == ALL]
     return rows
 
 
@@ -206,7 +207,9 @@ def _method(study: Study, job: ResearchJob) -> list[str]:
         f"with --extra-trials); variance of Sharpe ratios across tested cells {_num(study.sr_variance, False, 4)}; "
         f"expected maximum Sharpe under the null SR0 = {_num(study.sr0, False, 3)} per trade. DSR = P(true Sharpe > SR0).",
         "- Caveats: events of one stream overlap in time (the bootstrap keeps whole weeks together for that); "
-        "a data gap shortens the calendar time of a forward window; funding is not charged.",
+        "twins come from the whole stream, so a market drift that differs over time moves sub-period rows (the "
+        "stability table) more than the whole-period ones; a data gap shortens the calendar time of a forward "
+        "window; funding is not charged.",
     ]
 
 
