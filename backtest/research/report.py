@@ -205,7 +205,8 @@ def _method(study: Study, job: ResearchJob) -> list[str]:
         f"- Deflated Sharpe ratio (Bailey & Lopez de Prado 2014) of each cell's per-trade net R: {study.trials} trials "
         f"counted (every cell with an event at every threshold, pooled rows included, plus {job.extra_trials} declared "
         f"with --extra-trials); variance of Sharpe ratios across tested cells {_num(study.sr_variance, False, 4)}; "
-        f"expected maximum Sharpe under the null SR0 = {_num(study.sr0, False, 3)} per trade. DSR = P(true Sharpe > SR0).",
+        f"expected maximum Sharpe under the null SR0 = {_num(study.sr0, False, 3)} per trade. DSR = P(true Sharpe > SR0); "
+        "it counts overlapping trades as independent observations, which if anything overstates it.",
         "- Caveats: events of one stream overlap in time (the bootstrap keeps whole weeks together for that); "
         "twins come from the whole stream, so a market drift that differs over time moves sub-period rows (the "
         "stability table) more than the whole-period ones; a data gap shortens the calendar time of a forward "
