@@ -269,6 +269,9 @@ def test_research_writes_report_summary_events_and_charts(tmp_path, gbm_files, c
     assert len(cell["path"]["mean"]) == 24 and cell["net_r"]["lo"] <= cell["net_r"]["mean"] <= cell["net_r"]["hi"]
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert len(events) == sum(s["events"] for s in summary["streams"]) == cell["n"]
+    assert cell["net_r"]["mean"] == pytest.approx(np.mean([e["r_multiple"] for e in events]))
+    assert cell["random_r"]["mean"] == pytest.approx(np.mean([e["random_r"] for e in events]))
+    assert cell["excess_path"]["mean"][-1] == pytest.approx(np.mean([e["forward_atr"] - e["random_forward_atr"] for e in events]))
     report = (out / "report.md").read_text()
     assert summary["split"]["date"].startswith("2024-03-01") and summary["split"]["rows"]
     for heading in ("## Findings", "## Per pattern", "## Event study", "## Stability", "## Data", "## Method", "Holm p"):
