@@ -1,0 +1,156 @@
+"""Checking an evidence model on data it was not fitted on (the walk-forward of the fit, the benchmark).
+
+- :func:`predict`: the model's estimates for arrays of graded candidates, exactly as ``EvidenceModel.assess``
+  computes them for a Signal (tests check the two agree), vectorised.
+- :func:`evaluate`: reliability of ``p_win`` (ECE over 10 equal-width bins, against 1[net R > 0]); per
+  (pattern, timeframe) cell with >= ``min_n`` candidates whether the cell's shown interval (the means of its
+  candidates' ``expected_r_lo`` and ``expected_r_hi``) covers the cell's realised mean net R; the Spearman
+  rank correlation of predicted against realised cell means; the realised mean R of the candidates the model
+  would make trade calls of (P(E[net R] > 0) >= ``min_confidence`` and R:R >= ``trade_min_rr``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from src.analysis.evidence import P_MAX, P_MIN, EvidenceModel, family_of
+from src.analysis.evidence_fit import WEEK_MS, Samples, baseline_predictions, cluster_var
+from src.analysis.reliability import ece, reliability
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(slots=True)
+class Predictions:
+    p_win: FloatArray
+    expected_r: FloatArray
+    lo: FloatArray
+    hi: FloatArray
+    confidence: FloatArray  # P(E[net R] > 0)
+
+
+def predict(model: EvidenceModel, s: Samples) -> Predictions:
+    """Vectorised ``EvidenceModel.assess`` over graded candidates (geometry from the arrays)."""
+    n = len(s)
+    base_r = np.empty(n)
+    base_p = np.empty(n)
+    for tf in set(s.timeframe.tolist()):
+        m = s.timeframe == tf
+        base_r[m], base_p[m] = baseline_predictions(model.baseline_for(tf), s.rr[m], s.stop_atr[m], s.cost_r[m])
+    shift = np.zeros(n)
+    var = np.zeros(n)
+    dp = np.zeros(n)
+    h = model.hyper
+    keys = list(zip(s.pattern.tolist(), s.timeframe.tolist(), strict=True))
+    cache: dict[tuple[str, str], tuple[float, float, float]] = {}
+    for i, k in enumerate(keys):
+        v = cache.get(k)
+        if v is None:
+            pattern, tf = k
+            c = model.cells.get(k)
+            if c is not None:
+                v = (c.shrunk_r, c.shrunk_var + h.drift(pattern, tf) * c.trade_var, c.shrunk_p)
+            else:
+                tv = h.pooled_trade_var(tf)
+                v = (0.0, h.prior(pattern) * tv + h.drift(pattern, tf) * tv, 0.0)
+            cache[k] = v
+        shift[i], var[i], dp[i] = v
+    expected = base_r + shift
+    sd = np.sqrt(var)
+    z = NormalDist().inv_cdf(0.5 + model.interval / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conf = np.where(sd > 0, 0.5 * np.vectorize(math.erfc)(-expected / sd / math.sqrt(2)), (expected > 0) * 1.0)
+    return Predictions(np.clip(base_p + dp, P_MIN, P_MAX), expected, expected - z * sd, expected + z * sd, conf)
+
+
+@dataclass(slots=True)
+class CellCheck:
+    pattern: str
+    timeframe: str
+    n: int
+    realised: float
+    realised_se: float
+    predicted: float
+    lo: float
+    hi: float
+    covered: bool
+
+
+@dataclass(slots=True)
+class Evaluation:
+    n: int
+    ece: float
+    reliability: list[tuple[float, float, int, float, float]]
+    cells: list[CellCheck] = field(default_factory=list)
+    coverage: float = float("nan")
+    coverage_with_noise: float = float("nan")
+    spearman: float = float("nan")
+    trade_calls: int = 0
+    trade_mean_r: float | None = None
+    others_mean_r: float | None = None
+    mean_r: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n, "ece": self.ece, "coverage": self.coverage, "coverage_with_noise": self.coverage_with_noise,
+            "spearman": self.spearman, "trade_calls": self.trade_calls, "trade_mean_r": self.trade_mean_r,
+            "mean_r": self.mean_r, "cells": [c.__dict__ if not hasattr(c, "__slots__") else
+                                            {k: getattr(c, k) for k in c.__slots__} for c in self.cells],
+            "reliability": [list(r) for r in self.reliability],
+        }
+
+
+def spearman(x: FloatArray, y: FloatArray) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN with fewer than 3 points."""
+    if x.shape[0] < 3:
+        return float("nan")
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
+def evaluate(model: EvidenceModel, s: Samples, *, min_n: int = 20, min_confidence: float = 0.9,
+             trade_min_rr: float = 1.0, preds: Predictions | None = None) -> Evaluation:
+    """See the module docstring."""
+    p = preds or predict(model, s)
+    win = (s.r > 0).astype(np.float64)
+    rows = reliability(p.p_win.tolist(), win.tolist())
+    ev = Evaluation(len(s), ece(p.p_win.tolist(), win.tolist()),
+                    [(r.lo, r.hi, r.n, r.mean_p, r.hit_rate) for r in rows], mean_r=float(s.r.mean()) if len(s) else math.nan)
+    idx: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, k in enumerate(zip(s.pattern.tolist(), s.timeframe.tolist(), strict=True)):
+        idx[k].append(i)
+    weeks = s.time_ms // WEEK_MS
+    for (pattern, tf), ii in sorted(idx.items()):
+        if len(ii) < min_n:
+            continue
+        a = np.array(ii)
+        realised = float(s.r[a].mean())
+        lo, hi = float(p.lo[a].mean()), float(p.hi[a].mean())
+        ev.cells.append(CellCheck(pattern, tf, len(ii), realised, math.sqrt(cluster_var(s.r[a], weeks[a])),
+                                  float(p.expected_r[a].mean()), lo, hi, lo <= realised <= hi))
+    if ev.cells:
+        ev.coverage = sum(c.covered for c in ev.cells) / len(ev.cells)
+        z = NormalDist().inv_cdf(0.5 + model.interval / 2)
+        ok = 0
+        for c in ev.cells:
+            half_pred = (c.hi - c.lo) / 2 / z
+            ok += abs(c.realised - c.predicted) <= z * math.sqrt(half_pred ** 2 + c.realised_se ** 2)
+        ev.coverage_with_noise = ok / len(ev.cells)
+        ev.spearman = spearman(np.array([c.predicted for c in ev.cells]), np.array([c.realised for c in ev.cells]))
+    calls = (p.confidence >= min_confidence) & (s.rr >= trade_min_rr)
+    ev.trade_calls = int(calls.sum())
+    ev.trade_mean_r = float(s.r[calls].mean()) if calls.any() else None
+    ev.others_mean_r = float(s.r[~calls].mean()) if (~calls).any() else None
+    return ev
+
+
+def families(s: Samples) -> list[str]:
+    return sorted({family_of(p) for p in s.pattern.tolist()})
