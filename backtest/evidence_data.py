@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +47,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 DEFAULT_TWINS = 16
 VOL_DECILES = 10
+TREND_EMA = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,8 @@ class StreamData:
     """Every population candidate of one stream with its outcome, and its twins. Plain arrays (pickles fast).
 
     Candidates (length n): ``time_ms`` (confirming candle open), ``resolved_ms``, ``pattern``, ``direction``
-    (+1/-1), ``raw``, ``rr``, ``stop_atr``, ``cost_r``, ``r`` (net R), ``structure``; twins (length m):
+    (+1/-1), ``raw``, ``rr``, ``stop_atr``, ``cost_r``, ``r`` (net R), ``structure``, ``vol_decile``, ``trend``
+    (features kept for the refinement checks); twins (length m):
     ``twin_of`` (candidate index), ``twin_time_ms``, ``twin_sign`` (+1 LONG / -1 SHORT), ``twin_cost_r``,
     ``twin_r``."""
 
@@ -95,6 +98,8 @@ class StreamData:
     cost_r: FloatArray
     r: FloatArray
     structure: list[str]
+    vol_decile: IntArray  # decile of ATR(14) / close within the stream's half-year (-1: unknown)
+    trend: FloatArray  # direction x (close - EMA(100) of closes) / ATR(14) at the confirming candle
     twin_of: IntArray
     twin_time_ms: IntArray
     twin_sign: IntArray
@@ -191,6 +196,9 @@ def collect_stream(
     gate = SignalGate(settings)
     cost_side = params.commission + params.slippage_bps / 10_000.0
     open_times = [c.open_time_ms for c in candles]
+    a = bl.arrays(candles, atr_series(candles))
+    blocks, decile = _vol_deciles(a, params.horizon_candles)
+    ema = _ema(a.close, TREND_EMA)
     rows: list[tuple[int, int, str, int, float, float, float, float, float, str]] = []
     unresolved = invalid = no_atr = dupes = 0
     for c in candles:
@@ -215,7 +223,11 @@ def collect_stream(
                          s.raw_confidence, rr, s.risk / atr, 2.0 * cost_side * s.entry / s.risk, res.r_multiple,
                          s.structure_id))
     n = len(rows)
-    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in range(10)]
+    cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [() for _ in range(10)]
+    pos = np.searchsorted(a.open_time, np.array(cols[0], dtype=np.int64))
+    direction = np.array(cols[3], dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        trend = direction * (a.close[pos] - ema[pos]) / a.atr[pos]
     data = StreamData(
         symbol=plan.symbol,
         timeframe=plan.timeframe,
@@ -226,13 +238,15 @@ def collect_stream(
         time_ms=np.array(cols[0], dtype=np.int64),
         resolved_ms=np.array(cols[1], dtype=np.int64),
         pattern=[str(x) for x in cols[2]],
-        direction=np.array(cols[3], dtype=np.int64),
+        direction=direction,
         raw=np.array(cols[4], dtype=np.float64),
         rr=np.array(cols[5], dtype=np.float64),
         stop_atr=np.array(cols[6], dtype=np.float64),
         cost_r=np.array(cols[7], dtype=np.float64),
         r=np.array(cols[8], dtype=np.float64),
         structure=[str(x) for x in cols[9]],
+        vol_decile=decile[pos],
+        trend=np.nan_to_num(trend.astype(np.float64)),
         twin_of=np.zeros(0, dtype=np.int64),
         twin_time_ms=np.zeros(0, dtype=np.int64),
         twin_sign=np.zeros(0, dtype=np.int64),
@@ -245,21 +259,29 @@ def collect_stream(
         duplicates=dupes,
     )
     if n and twins > 0:
-        _draw_twins(data, candles, params, twins, stream_seed(seed, plan.symbol, plan.timeframe), cost_side)
+        _draw_twins(data, a, blocks, decile, params, twins, stream_seed(seed, plan.symbol, plan.timeframe), cost_side)
     return data
 
 
-def _draw_twins(data: StreamData, candles: list[Candle], params: OutcomeParams, twins: int, seed: int,
-                cost_side: float) -> None:
-    """Fill the twin arrays of ``data`` (module docstring); candidates with no eligible twin get none."""
-    a = bl.arrays(candles, atr_series(candles))
-    h = params.horizon_candles
+def _ema(x: FloatArray, period: int) -> FloatArray:
+    out = np.empty_like(x)
+    k = 2.0 / (period + 1)
+    acc = float(x[0]) if x.size else 0.0
+    for i, v in enumerate(x.tolist()):
+        acc = acc + k * (v - acc)
+        out[i] = acc
+    return out
+
+
+def _vol_deciles(a: bl.Arrays, horizon: int) -> tuple[IntArray, IntArray]:
+    """(half-year block, decile of ATR/close within it) per candle; -1 where the ATR is unknown or no
+    trade of ``horizon`` candles fits before the end of the data."""
     n_candles = a.open_time.shape[0]
     blocks = np.array([half_year(int(t)) for t in a.open_time], dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         vol = a.atr / a.close
     eligible = np.isfinite(vol) & (vol > 0)
-    eligible[max(0, n_candles - h):] = False
+    eligible[max(0, n_candles - horizon):] = False
     decile = np.full(n_candles, -1, dtype=np.int64)
     for b in np.unique(blocks):
         m = eligible & (blocks == b)
@@ -267,6 +289,12 @@ def _draw_twins(data: StreamData, candles: list[Candle], params: OutcomeParams, 
             continue
         edges = np.quantile(vol[m], np.linspace(0, 1, VOL_DECILES + 1)[1:-1])
         decile[m] = np.searchsorted(edges, vol[m], side="right")
+    return blocks, decile
+
+
+def _draw_twins(data: StreamData, a: bl.Arrays, blocks: IntArray, decile: IntArray, params: OutcomeParams,
+                twins: int, seed: int, cost_side: float) -> None:
+    """Fill the twin arrays of ``data`` (module docstring); candidates with no eligible twin get none."""
     pools: dict[tuple[int, int], IntArray] = {}
     for b in np.unique(blocks):
         for d in range(VOL_DECILES):
@@ -363,7 +391,7 @@ def fit_sets(streams: Sequence[StreamData], from_ms: int | None = None, to_ms: i
             np.array([d.symbol] * n, dtype=np.str_), np.array([d.timeframe] * n, dtype=np.str_),
             np.array(d.pattern, dtype=np.str_)[keep] if d.pattern else np.zeros(0, dtype=np.str_),
             d.time_ms[keep], d.resolved_ms[keep], d.direction[keep], d.rr[keep], d.stop_atr[keep], d.cost_r[keep],
-            d.r[keep], twin_mean[keep], twin_win[keep],
+            d.r[keep], twin_mean[keep], twin_win[keep], d.raw[keep], d.vol_decile[keep], d.trend[keep],
         ))
         of = d.twin_of[tk]
         parts_t.append(Twins(

@@ -25,6 +25,7 @@ from src.analysis import timeframes
 from src.analysis.evidence import CTX_ATR, EvidenceModel, load_default_model, p_positive
 from src.analysis.gate import (
     GATE_REASONS,
+    REASON_ALREADY_JUDGED,
     REASON_COOLDOWN,
     REASON_DUPLICATE_STRUCTURE,
     REASON_NO_EDGE,
@@ -44,6 +45,7 @@ from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Signal, Sig
 __all__ = [
     "ANALYZER_VERSION",
     "GATE_REASONS",
+    "REASON_ALREADY_JUDGED",
     "REASON_COOLDOWN",
     "REASON_DUPLICATE_STRUCTURE",
     "REASON_NO_EDGE",

@@ -112,8 +112,8 @@ def geometry(signal: Signal, cost_per_side: float) -> Geometry:
     return Geometry(rr, stop_atr, cost)
 
 
-_RR_KNOTS = (0.1, 0.3, 1.0, 3.0)
-_STOP_ATR_KNOTS = (2.0, 4.0, 8.0)
+RR_KNOTS = (0.1, 0.3, 1.0, 3.0)
+STOP_ATR_KNOTS = (2.0, 4.0, 8.0)
 
 
 def _basis_values(rr: float, stop_atr: float, cost_r: float) -> dict[str, float]:
@@ -133,9 +133,9 @@ def _basis_values(rr: float, stop_atr: float, cost_r: float) -> dict[str, float]
         "log_rr_over_cost": lrc,
         "log_rr_over_cost_sq": lrc * lrc,
     }
-    for k in _RR_KNOTS:
+    for k in RR_KNOTS:
         out[f"hinge_log_rr_{k:g}"] = max(0.0, lr - math.log(k))
-    for k in _STOP_ATR_KNOTS:
+    for k in STOP_ATR_KNOTS:
         out[f"hinge_log_stop_atr_{k:g}"] = max(0.0, ls - math.log(k))
     return out
 
@@ -283,8 +283,8 @@ class CellEstimate:
                 live_n=_count(d.get("live_n", 0), f"{where}.live_n"),
                 live_wins=_count(d.get("live_wins", 0), f"{where}.live_wins"),
                 live_sum_r=_finite(d.get("live_sum_r", 0.0), f"{where}.live_sum_r"),
-                **floats,  # type: ignore[arg-type]
-                **variances,  # type: ignore[arg-type]
+                **floats,
+                **variances,
             )
         except KeyError as exc:
             raise EvidenceFormatError(f"{where}: missing field {exc.args[0]!r}") from None

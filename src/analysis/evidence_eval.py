@@ -111,9 +111,20 @@ def spearman(x: FloatArray, y: FloatArray) -> float:
     """Spearman rank correlation (average ranks for ties); NaN with fewer than 3 points."""
     if x.shape[0] < 3:
         return float("nan")
-    from scipy.stats import spearmanr
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
 
-    return float(spearmanr(x, y).statistic)
+
+def _ranks(x: FloatArray) -> FloatArray:
+    """1-based ranks, ties get their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(x.shape[0], dtype=np.float64)
+    ranks[order] = np.arange(1, x.shape[0] + 1)
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    return np.asarray(sums[inv] / counts[inv], dtype=np.float64)
 
 
 def evaluate(model: EvidenceModel, s: Samples, *, min_n: int = 20, min_confidence: float = 0.9,
@@ -154,3 +165,65 @@ def evaluate(model: EvidenceModel, s: Samples, *, min_n: int = 20, min_confidenc
 
 def families(s: Samples) -> list[str]:
     return sorted({family_of(p) for p in s.pattern.tolist()})
+
+
+@dataclass(frozen=True, slots=True)
+class RefinementCheck:
+    """Does a feature predict a pattern's excess over its matched twins OUT of sample?
+
+    On the training set: per-cell standardised feature, one pooled least-squares slope of the excess on it.
+    On the test set: the correlation of that prediction with the realised excess and the realised mean net R
+    of the top and bottom fifth of the prediction."""
+
+    feature: str
+    slope: float
+    test_corr: float
+    top_fifth_r: float
+    bottom_fifth_r: float
+    n_test: int
+
+
+REFINEMENT_FEATURES = ("raw", "rr", "stop_atr", "vol_decile", "trend")
+
+
+def _feature_values(s: Samples, name: str) -> FloatArray:
+    if name == "rr":
+        return np.log(np.clip(s.rr, 0.02, 20.0))
+    if name == "stop_atr":
+        return np.log(np.clip(s.stop_atr, 0.05, 50.0))
+    return np.asarray(getattr(s, name), dtype=np.float64)
+
+
+def refinement_check(train: Samples, test: Samples, name: str) -> RefinementCheck:
+    """See :class:`RefinementCheck`; the excess is net R minus the candidate's same-direction twins' mean."""
+    def standardised(s: Samples, stats: dict[tuple[str, str], tuple[float, float]]) -> FloatArray:
+        x = _feature_values(s, name)
+        out = np.zeros_like(x)
+        for i, k in enumerate(zip(s.pattern.tolist(), s.timeframe.tolist(), strict=True)):
+            m, sd = stats.get(k, (0.0, 0.0))
+            out[i] = (x[i] - m) / sd if sd > 0 else 0.0
+        return out
+
+    stats: dict[tuple[str, str], tuple[float, float]] = {}
+    xt = _feature_values(train, name)
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, k in enumerate(zip(train.pattern.tolist(), train.timeframe.tolist(), strict=True)):
+        groups[k].append(i)
+    for k, ii in groups.items():
+        v = xt[ii]
+        stats[k] = (float(v.mean()), float(v.std()))
+    def excess(s: Samples) -> FloatArray:
+        return np.where(np.isfinite(s.twin_r), s.r - s.twin_r, 0.0)
+
+    a = standardised(train, stats)
+    e = excess(train)
+    slope = float((a * (e - e.mean())).sum() / max((a * a).sum(), 1e-12))
+    b = standardised(test, stats)
+    pred = slope * b
+    et = excess(test)
+    corr = float(np.corrcoef(pred, et)[0, 1]) if test.r.shape[0] > 2 and pred.std() > 0 else 0.0
+    q = np.quantile(pred, [0.2, 0.8]) if test.r.shape[0] else np.array([0.0, 0.0])
+    top = test.r[pred >= q[1]]
+    bottom = test.r[pred <= q[0]]
+    return RefinementCheck(name, slope, corr, float(top.mean()) if top.size else math.nan,
+                           float(bottom.mean()) if bottom.size else math.nan, int(test.r.shape[0]))

@@ -49,14 +49,14 @@ from src.analysis.evidence import (
     BASIS,
     DEFAULT_INTERVAL,
     NO_ESTIMATE_VAR,
+    RR_KNOTS,
     RR_RANGE,
+    STOP_ATR_KNOTS,
     STOP_ATR_RANGE,
     BaselineFit,
     CellEstimate,
     EvidenceModel,
     Hyper,
-    _RR_KNOTS,
-    _STOP_ATR_KNOTS,
     family_of,
     shrink,
 )
@@ -95,6 +95,9 @@ class Samples:
     r: FloatArray
     twin_r: FloatArray  # mean net R of the candidate's SAME-direction twins (NaN: none)
     twin_win: FloatArray  # their share with net R > 0
+    raw: FloatArray  # analyzer raw score (refinement checks only)
+    vol_decile: IntArray  # ATR/close decile in its stream and half-year (refinement checks only)
+    trend: FloatArray  # direction x (close - EMA100) / ATR (refinement checks only)
 
     def __len__(self) -> int:
         return int(self.r.shape[0])
@@ -165,9 +168,9 @@ def design(names: Sequence[str], rr: FloatArray, stop_atr: FloatArray, cost_r: F
         "log_rr_over_cost": lrc,
         "log_rr_over_cost_sq": lrc * lrc,
     }
-    for k in _RR_KNOTS:
+    for k in RR_KNOTS:
         cols[f"hinge_log_rr_{k:g}"] = np.maximum(0.0, lr - math.log(k))
-    for k in _STOP_ATR_KNOTS:
+    for k in STOP_ATR_KNOTS:
         cols[f"hinge_log_stop_atr_{k:g}"] = np.maximum(0.0, ls - math.log(k))
     unknown = [n for n in names if n not in cols]
     if unknown or set(cols) != set(BASIS):
@@ -215,7 +218,9 @@ def fit_baseline(t: Twins, ridge: float) -> BaselineFit:
     )
 
 
-def baseline_predictions(b: BaselineFit, rr: FloatArray, stop_atr: FloatArray, cost_r: FloatArray) -> tuple[FloatArray, FloatArray]:
+def baseline_predictions(
+    b: BaselineFit, rr: FloatArray, stop_atr: FloatArray, cost_r: FloatArray
+) -> tuple[FloatArray, FloatArray]:
     """Vectorised BaselineFit.predict: (E[net R], P(net R > 0))."""
     names_m = [n for n, _ in b.mean_terms]
     names_p = [n for n, _ in b.p_terms]
@@ -400,7 +405,7 @@ def fit_model(samples: Samples, twins: Twins, opts: FitOptions, meta: Mapping[st
         order[k].append(i)
     cell_idx = {k: np.array(ii, dtype=np.intp) for k, ii in order.items()}
     weeks = samples.time_ms // WEEK_MS
-    sigma = {k: float(max(np.std(samples.r[ii]), 0.05)) if ii.size > 1 else 1.0 for k, ii in cell_idx.items()}
+    sigma = {k: max(float(np.std(samples.r[ii])), 0.05) if ii.size > 1 else 1.0 for k, ii in cell_idx.items()}
     psd = {k: math.sqrt(max(float(base_p[ii].mean() * (1 - base_p[ii].mean())), 1e-3)) for k, ii in cell_idx.items()}
     # 3-4. units and hyper-parameters, for R and for wins
     units_e = _units(samples, effect, sigma, opts)

@@ -22,6 +22,10 @@ Per candle, the candidates of one stream are judged in three passes:
      its key is never emitted (a restart that replays old candles re-emits nothing), except on the same
      candle when the cooldown is 0.
 
+A candle at or before ``GateMemory.judged_until_ms`` of its stream was analysed by an earlier run (a replay
+into the same store): its candidates come back gated ``already_judged`` and none is emitted again; callers
+keep the verdict they stored the first time.
+
 :class:`GateMemory` is all the gate remembers; the bot seeds it from the store so it survives restarts.
 Structures not seen for :data:`STRUCTURE_MEMORY_CANDLES` candles of their timeframe are forgotten
 (amortised O(1)); every candle costs O(k log k) for its k candidates.
@@ -46,6 +50,7 @@ REASON_DUPLICATE_STRUCTURE = "duplicate_structure"
 REASON_STRUCTURE_SIGNALLED = "structure_signalled"
 REASON_COOLDOWN = "cooldown"
 REASON_NO_EVIDENCE = "no_evidence"
+REASON_ALREADY_JUDGED = "already_judged"
 
 GATE_REASONS: dict[str, str] = {
     "": "trade call",
@@ -57,12 +62,14 @@ GATE_REASONS: dict[str, str] = {
     REASON_STRUCTURE_SIGNALLED: "gated: this structure already gave its trade call (or its watch note)",
     REASON_COOLDOWN: "gated: an earlier signal of this symbol, timeframe and direction is still in its cooldown",
     REASON_NO_EVIDENCE: "no evidence model attached: never a trade call",
+    REASON_ALREADY_JUDGED: "not new: its candle was analysed by an earlier run (its stored verdict stands)",
 }
 """Every ``gate_reason`` the gate writes, with a one-line explanation for users (``>signal``)."""
 
-TRACKED_GATE_REASONS: frozenset[str] = frozenset(GATE_REASONS) - {REASON_DUPLICATE_STRUCTURE}
+TRACKED_GATE_REASONS: frozenset[str] = frozenset(GATE_REASONS) - {REASON_DUPLICATE_STRUCTURE, REASON_ALREADY_JUDGED}
 """Candidates with these reasons form the population the evidence model is fitted on and the live track
-record counts: everything except the same-candle duplicates of a structure (pass 1 above)."""
+record counts: everything except the same-candle duplicates of a structure (pass 1 above) and repeats of
+candles an earlier run already judged."""
 
 STRUCTURE_MEMORY_CANDLES = 2000
 SEEDED_STRUCTURE_TTL_MS = 90 * 86_400_000  # seeded structures carry no timeframe: forgotten 90 days (candle time) later
@@ -80,17 +87,20 @@ class GateMemory:
     ``structures``: structure_id -> the best kind it has given ("trade" > "watch"; "gated" = seen only).
     ``last_trade_ms``: the same key -> the last TRADE call; None when unknown (a memory seeded from an older
     store), in which case every seeded emission is taken to have been a trade call (the safe reading).
+    ``judged_until_ms``: (symbol, timeframe) -> open time of the last candle an earlier run analysed.
     """
 
     last_emitted_ms: dict[StreamDirection, int] = field(default_factory=dict)
     structures: dict[str, SignalKind] = field(default_factory=dict)
     last_trade_ms: dict[StreamDirection, int] | None = None
+    judged_until_ms: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def copy(self) -> GateMemory:
         return GateMemory(
             dict(self.last_emitted_ms),
             dict(self.structures),
             None if self.last_trade_ms is None else dict(self.last_trade_ms),
+            dict(self.judged_until_ms),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +111,7 @@ class GateMemory:
             "last_trade_ms": None
             if self.last_trade_ms is None
             else {"|".join(k): v for k, v in sorted(self.last_trade_ms.items())},
+            "judged_until_ms": {"|".join(k): v for k, v in sorted(self.judged_until_ms.items())},
         }
 
     @classmethod
@@ -122,10 +133,17 @@ class GateMemory:
                 raise ValueError(f"structures: {sid!r} has kind {kind!r}, expected one of {', '.join(SIGNAL_KINDS)}")
             structures[str(sid)] = kind
         trades = d.get("last_trade_ms")
+        judged: dict[tuple[str, str], int] = {}
+        for k, v in dict(d.get("judged_until_ms") or {}).items():
+            parts = str(k).split("|")
+            if len(parts) != 2:
+                raise ValueError(f"judged_until_ms: key {k!r} is not SYMBOL|TIMEFRAME")
+            judged[(parts[0], parts[1])] = int(v)
         return cls(
             keys(dict(d.get("last_emitted_ms") or {}), "last_emitted_ms"),
             structures,
             None if trades is None else keys(dict(trades), "last_trade_ms"),
+            judged,
         )
 
 
@@ -228,6 +246,9 @@ class SignalGate:
         cands = list(candidates)
         if not cands:
             return [], []
+        judged = self.memory.judged_until_ms.get((cands[0].symbol, cands[0].timeframe))
+        if judged is not None and cands[0].candle_time_ms <= judged:
+            return [replace(s, kind="gated", gate_reason=REASON_ALREADY_JUDGED) for s in cands], []
         # pass 1: one candidate per structure on this candle
         groups: dict[str, list[Signal]] = defaultdict(list)
         for s in cands:
