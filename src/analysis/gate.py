@@ -246,8 +246,8 @@ class SignalGate:
         cands = list(candidates)
         if not cands:
             return [], []
-        judged = self.memory.judged_until_ms.get((cands[0].symbol, cands[0].timeframe))
-        if judged is not None and cands[0].candle_time_ms <= judged:
+        until = self.memory.judged_until_ms.get((cands[0].symbol, cands[0].timeframe))
+        if until is not None and cands[0].candle_time_ms <= until:
             return [replace(s, kind="gated", gate_reason=REASON_ALREADY_JUDGED) for s in cands], []
         # pass 1: one candidate per structure on this candle
         groups: dict[str, list[Signal]] = defaultdict(list)
