@@ -35,7 +35,7 @@ class Fold:
         return {
             "test_from": _iso(self.cut_ms), "test_to": _iso(self.end_ms), "train_n": self.train_n, "test_n": ev.n,
             "ece": round(ev.ece, 4), "cells": len(ev.cells), "coverage": _r(ev.coverage),
-            "coverage_with_noise": _r(ev.coverage_with_noise), "spearman": _r(ev.spearman),
+            "coverage_of_mean": _r(ev.coverage_of_mean), "spearman": _r(ev.spearman),
             "trade_calls": ev.trade_calls, "trade_mean_r": None if ev.trade_mean_r is None else round(ev.trade_mean_r, 4),
         }
 

@@ -66,6 +66,7 @@ __all__ = [
 FORMAT_VERSION = 1
 CTX_ATR = "ctx_atr"  # feature the engine adds: Wilder ATR(14) of the stream at the confirming candle
 DEFAULT_INTERVAL = 0.8
+DEFAULT_REFERENCE_N = 20  # the shown interval is for the average of this many signals (module docstring)
 DEFAULT_MODEL_RESOURCE = "models/evidence-default.json"
 P_MIN, P_MAX = 0.01, 0.99
 RR_RANGE = (0.02, 20.0)
@@ -364,7 +365,8 @@ class Hyper:
     ``prior_rel[family]`` = variance of the persistent effects of that analyzer family's cells / per-trade
     variance (tau^2); ``drift_rel["family|timeframe"]`` = variance of a cell's period-to-period excess /
     per-trade variance (omega^2); the ``*_p`` maps the same for the win rate (relative to p(1 - p));
-    ``trade_var[timeframe]`` = pooled per-trade variance of net R (for cells never seen). Look-ups fall
+    ``trade_var[timeframe]`` = pooled per-trade variance of net R and ``design_effect[timeframe]`` the largest
+    design effect of the timeframe's cells (both for cells never seen). Look-ups fall
     back from ``family|tf`` to ``family|*``, ``*|tf`` and ``*``; the fit writes those fall-backs as the
     LARGEST value of what they stand for, so an unknown pattern never claims more certainty than a known one.
     """
@@ -374,6 +376,7 @@ class Hyper:
     drift_rel: Mapping[str, float]
     drift_rel_p: Mapping[str, float]
     trade_var: Mapping[str, float]
+    design_effect: Mapping[str, float]
 
     @staticmethod
     def _get(m: Mapping[str, float], *keys: str) -> float:
@@ -392,6 +395,10 @@ class Hyper:
 
     def pooled_trade_var(self, timeframe: str) -> float:
         m = self.trade_var
+        return m.get(timeframe, m.get(ANY_TIMEFRAME, max(m.values(), default=1.0)))
+
+    def pooled_design_effect(self, timeframe: str) -> float:
+        m = self.design_effect
         return m.get(timeframe, m.get(ANY_TIMEFRAME, max(m.values(), default=1.0)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -430,11 +437,14 @@ class EvidenceModel:
     hyper: Hyper
     cells: Mapping[tuple[str, str], CellEstimate]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    reference_n: int = DEFAULT_REFERENCE_N
     _z: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.interval < 1.0:
             raise EvidenceFormatError(f"interval must be in (0, 1), got {self.interval}")
+        if self.reference_n < 1:
+            raise EvidenceFormatError(f"reference_n must be >= 1, got {self.reference_n}")
         if not self.baselines:
             raise EvidenceFormatError("a model needs at least one baseline")
         object.__setattr__(self, "_z", _z(self.interval))
@@ -444,22 +454,35 @@ class EvidenceModel:
         b = self.baselines.get(timeframe) or self.baselines.get(ANY_TIMEFRAME)
         return b if b is not None else next(iter(self.baselines.values()))
 
+    def mean_variance(self, pattern: str, timeframe: str) -> float:
+        """Variance of the cell's expected R itself: posterior variance of the excess + the coming period's
+        drift (what the interval would be for infinitely many signals)."""
+        h = self.hyper
+        cell = self.cells.get((pattern, timeframe))
+        if cell is not None:
+            return cell.shrunk_var + h.drift(pattern, timeframe) * cell.trade_var
+        return (h.prior(pattern) + h.drift(pattern, timeframe)) * h.pooled_trade_var(timeframe)
+
+    def cell_terms(self, pattern: str, timeframe: str) -> tuple[float, float, float]:
+        """(shrunk excess R, variance of the shown interval, shrunk excess win rate) of a cell: the interval's
+        variance = posterior variance of the excess + the coming period's drift + the scatter of the average
+        of ``reference_n`` signals (per-trade variance x design effect / reference_n)."""
+        cell = self.cells.get((pattern, timeframe))
+        var = self.mean_variance(pattern, timeframe)
+        if cell is not None:
+            return cell.shrunk_r, var + cell.trade_var * cell.design_effect / self.reference_n, cell.shrunk_p
+        h = self.hyper
+        return 0.0, var + h.pooled_trade_var(timeframe) * h.pooled_design_effect(timeframe) / self.reference_n, 0.0
+
     def assess(self, signal: Signal) -> Evidence:
         """The evidence for ``signal``: only its own fields (what is known at its candle) are read."""
         tf = signal.timeframe
         g = geometry(signal, self.cost_per_side)
         base_r, base_p = self.baseline_for(tf).predict(g)
+        shift, var, dp = self.cell_terms(signal.pattern, tf)
         cell = self.cells.get((signal.pattern, tf))
-        h = self.hyper
-        if cell is not None:
-            mean_r, var_r, dp = cell.shrunk_r, cell.shrunk_var, cell.shrunk_p
-            drift = h.drift(signal.pattern, tf) * cell.trade_var
-        else:
-            tv = h.pooled_trade_var(tf)
-            mean_r, var_r, dp = 0.0, h.prior(signal.pattern) * tv, 0.0
-            drift = h.drift(signal.pattern, tf) * tv
-        expected = base_r + mean_r
-        half = self._z * math.sqrt(var_r + drift)
+        expected = base_r + shift
+        half = self._z * math.sqrt(var)
         return Evidence(
             p_win=round(_clip(base_p + dp, P_MIN, P_MAX), 4),
             expected_r=round(expected, 4),
@@ -512,7 +535,7 @@ class EvidenceModel:
         rows = []
         for (pattern, tf), c in sorted(self.cells.items()):
             expected = c.mean_baseline_r + c.shrunk_r
-            half = self._z * math.sqrt(c.shrunk_var + self.hyper.drift(pattern, tf) * c.trade_var)
+            half = self._z * math.sqrt(self.cell_terms(pattern, tf)[1])
             rows.append(TrackRecord(
                 pattern=pattern,
                 timeframe=tf,
@@ -534,6 +557,7 @@ class EvidenceModel:
             "format": FORMAT_VERSION,
             "version": self.version,
             "interval": self.interval,
+            "reference_n": self.reference_n,
             "cost_per_side": self.cost_per_side,
             "baselines": {tf: b.to_dict() for tf, b in sorted(self.baselines.items())},
             "hyper": self.hyper.to_dict(),
@@ -583,6 +607,7 @@ class EvidenceModel:
         return cls(
             version=version,
             interval=_finite(doc.get("interval", DEFAULT_INTERVAL), "interval"),
+            reference_n=_count(doc.get("reference_n", DEFAULT_REFERENCE_N), "reference_n"),
             cost_per_side=_non_negative(doc.get("cost_per_side"), "cost_per_side"),
             baselines=baselines,
             hyper=Hyper.from_dict(hyper_doc),
@@ -597,7 +622,7 @@ class EvidenceModel:
         P(win) = 1 / (1 + R:R)), wide intervals, no cells. For tests and to bootstrap a fit."""
         base = BaselineFit((("cost_r", -1.0),), (("log_rr", -1.0),), 1.5)
         hyper = Hyper({ANY_TIMEFRAME: 0.05}, {ANY_TIMEFRAME: 0.05}, {ANY_TIMEFRAME: 0.05}, {ANY_TIMEFRAME: 0.0},
-                      {ANY_TIMEFRAME: 1.5})
+                      {ANY_TIMEFRAME: 1.5}, {ANY_TIMEFRAME: 1.0})
         return cls("uninformed", DEFAULT_INTERVAL, commission + slippage_bps / 10_000.0, {ANY_TIMEFRAME: base}, hyper,
                    {}, {"note": "uninformed prior: no data"})
 

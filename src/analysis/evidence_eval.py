@@ -4,9 +4,12 @@
   computes them for a Signal (tests check the two agree), vectorised.
 - :func:`evaluate`: reliability of ``p_win`` (ECE over 10 equal-width bins, against 1[net R > 0]); per
   (pattern, timeframe) cell with >= ``min_n`` candidates whether the cell's shown interval (the means of its
-  candidates' ``expected_r_lo`` and ``expected_r_hi``) covers the cell's realised mean net R; the Spearman
-  rank correlation of predicted against realised cell means; the realised mean R of the candidates the model
-  would make trade calls of (P(E[net R] > 0) >= ``min_confidence`` and R:R >= ``trade_min_rr``).
+  candidates' ``expected_r_lo`` and ``expected_r_hi``) covers the cell's realised mean net R (``coverage``);
+  whether the model's expected R is right within its OWN uncertainty and the realised mean's sampling error,
+  |realised - predicted| <= z sqrt(var(expected R) + se^2) (``coverage_of_mean``: the check that does not
+  depend on the reference n of the shown interval); the Spearman rank correlation of predicted against
+  realised cell means; the realised mean R of the candidates the model would make trade calls of
+  (confidence >= ``min_confidence`` and R:R >= ``trade_min_rr``).
 """
 
 from __future__ import annotations
@@ -47,20 +50,11 @@ def predict(model: EvidenceModel, s: Samples) -> Predictions:
     shift = np.zeros(n)
     var = np.zeros(n)
     dp = np.zeros(n)
-    h = model.hyper
-    keys = list(zip(s.pattern.tolist(), s.timeframe.tolist(), strict=True))
     cache: dict[tuple[str, str], tuple[float, float, float]] = {}
-    for i, k in enumerate(keys):
+    for i, k in enumerate(zip(s.pattern.tolist(), s.timeframe.tolist(), strict=True)):
         v = cache.get(k)
         if v is None:
-            pattern, tf = k
-            c = model.cells.get(k)
-            if c is not None:
-                v = (c.shrunk_r, c.shrunk_var + h.drift(pattern, tf) * c.trade_var, c.shrunk_p)
-            else:
-                tv = h.pooled_trade_var(tf)
-                v = (0.0, h.prior(pattern) * tv + h.drift(pattern, tf) * tv, 0.0)
-            cache[k] = v
+            v = cache[k] = model.cell_terms(*k)
         shift[i], var[i], dp[i] = v
     expected = base_r + shift
     sd = np.sqrt(var)
@@ -81,6 +75,7 @@ class CellCheck:
     lo: float
     hi: float
     covered: bool
+    mean_sd: float  # sd of the model's expected R for the cell (no reference-n scatter)
 
 
 @dataclass(slots=True)
@@ -90,7 +85,7 @@ class Evaluation:
     reliability: list[tuple[float, float, int, float, float]]
     cells: list[CellCheck] = field(default_factory=list)
     coverage: float = float("nan")
-    coverage_with_noise: float = float("nan")
+    coverage_of_mean: float = float("nan")
     spearman: float = float("nan")
     trade_calls: int = 0
     trade_mean_r: float | None = None
@@ -99,7 +94,7 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "n": self.n, "ece": self.ece, "coverage": self.coverage, "coverage_with_noise": self.coverage_with_noise,
+            "n": self.n, "ece": self.ece, "coverage": self.coverage, "coverage_of_mean": self.coverage_of_mean,
             "spearman": self.spearman, "trade_calls": self.trade_calls, "trade_mean_r": self.trade_mean_r,
             "mean_r": self.mean_r, "cells": [c.__dict__ if not hasattr(c, "__slots__") else
                                             {k: getattr(c, k) for k in c.__slots__} for c in self.cells],
@@ -146,15 +141,13 @@ def evaluate(model: EvidenceModel, s: Samples, *, min_n: int = 20, min_confidenc
         realised = float(s.r[a].mean())
         lo, hi = float(p.lo[a].mean()), float(p.hi[a].mean())
         ev.cells.append(CellCheck(pattern, tf, len(ii), realised, math.sqrt(cluster_var(s.r[a], weeks[a])),
-                                  float(p.expected_r[a].mean()), lo, hi, lo <= realised <= hi))
+                                  float(p.expected_r[a].mean()), lo, hi, lo <= realised <= hi,
+                                  math.sqrt(model.mean_variance(pattern, tf))))
     if ev.cells:
         ev.coverage = sum(c.covered for c in ev.cells) / len(ev.cells)
         z = NormalDist().inv_cdf(0.5 + model.interval / 2)
-        ok = 0
-        for c in ev.cells:
-            half_pred = (c.hi - c.lo) / 2 / z
-            ok += abs(c.realised - c.predicted) <= z * math.sqrt(half_pred ** 2 + c.realised_se ** 2)
-        ev.coverage_with_noise = ok / len(ev.cells)
+        ok = sum(abs(c.realised - c.predicted) <= z * math.sqrt(c.mean_sd ** 2 + c.realised_se ** 2) for c in ev.cells)
+        ev.coverage_of_mean = ok / len(ev.cells)
         ev.spearman = spearman(np.array([c.predicted for c in ev.cells]), np.array([c.realised for c in ev.cells]))
     calls = (p.confidence >= min_confidence) & (s.rr >= trade_min_rr)
     ev.trade_calls = int(calls.sum())

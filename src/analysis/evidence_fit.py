@@ -37,7 +37,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +48,7 @@ from src.analysis.evidence import (
     ANY_TIMEFRAME,
     BASIS,
     DEFAULT_INTERVAL,
+    DEFAULT_REFERENCE_N,
     NO_ESTIMATE_VAR,
     RR_KNOTS,
     RR_RANGE,
@@ -127,6 +128,7 @@ class Twins:
 @dataclass(slots=True)
 class FitOptions:
     interval: float = DEFAULT_INTERVAL
+    reference_n: int = DEFAULT_REFERENCE_N
     cost_per_side: float = 0.0004
     min_unit_n: int = 5
     min_group_units: int = 12
@@ -352,21 +354,36 @@ def _add(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
 
 
 def _units(s: Samples, excess: FloatArray, sigma: dict[tuple[str, str], float], opts: FitOptions) -> list[_Unit]:
+    """The (cell, symbol, half-year) units of step 3. A unit's sampling variance is its cell's: the cell's
+    variance of the excess x its design effect (clusters = weeks) / the unit's n. A unit's own variance
+    estimate, from a handful of trades, would be as noisy as its mean, and weighting by it would favour the
+    units that happen to look precise."""
     blocks = np.array([half_year(int(t)) for t in s.time_ms], dtype=np.int64)
     resolved_blocks = np.array([half_year(int(t)) for t in s.resolved_ms], dtype=np.int64)
     keep = blocks == resolved_blocks  # purge: no trade straddles two half-years
     weeks = s.time_ms // WEEK_MS
     idx: dict[tuple[str, str, str, int], list[int]] = defaultdict(list)
+    cells: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i in np.flatnonzero(keep).tolist():
-        idx[(str(s.pattern[i]), str(s.timeframe[i]), str(s.symbol[i]), int(blocks[i]))].append(i)
+        cell = (str(s.pattern[i]), str(s.timeframe[i]))
+        idx[(*cell, str(s.symbol[i]), int(blocks[i]))].append(i)
+        cells[cell].append(i)
+    per_trade: dict[tuple[str, str], float] = {}
+    for cell, ii in cells.items():
+        e = excess[ii]
+        if len(ii) < 2:
+            continue
+        var = float(e.var(ddof=1))
+        deff = max(1.0, cluster_var(e, weeks[ii]) * len(ii) / var) if var > 0 else 1.0
+        per_trade[cell] = var * deff
     out = []
     for (pattern, tf, symbol, block), ii in idx.items():
-        if len(ii) < opts.min_unit_n:
+        cell = (pattern, tf)
+        if len(ii) < opts.min_unit_n or cell not in per_trade:
             continue
-        sd = sigma[(pattern, tf)]
-        e = excess[ii]
-        out.append(_Unit((pattern, tf), symbol, block, len(ii), float(e.mean()) / sd,
-                         cluster_var(e, weeks[ii]) / (sd * sd)))
+        sd = sigma[cell]
+        out.append(_Unit(cell, symbol, block, len(ii), float(excess[ii].mean()) / sd,
+                         per_trade[cell] / len(ii) / (sd * sd)))
     return out
 
 
@@ -424,6 +441,7 @@ def fit_model(samples: Samples, twins: Twins, opts: FitOptions, meta: Mapping[st
         _with_fallbacks(_add(omega_e, omega_m), True), _with_fallbacks(_add(omega_ep, omega_mp), True),
         {**{tf: float(np.var(samples.r[samples.timeframe == tf])) for tf in set(samples.timeframe.tolist())},
          ANY_TIMEFRAME: float(np.var(samples.r))},
+        {ANY_TIMEFRAME: 1.0},  # replaced below, once the cells' design effects are known
     )
     # 5. cells with shrinkage
     cells: dict[tuple[str, str], CellEstimate] = {}
@@ -459,13 +477,21 @@ def fit_model(samples: Samples, twins: Twins, opts: FitOptions, meta: Mapping[st
             shrunk_r=shrunk, shrunk_var=shrunk_var, shrunk_p=shrunk_p,
             stop_atr_median=float(np.median(samples.stop_atr[ii])),
         )
+    deffs: dict[str, list[float]] = defaultdict(list)
+    for (_, tf), c in cells.items():
+        deffs[tf].append(c.design_effect)
+    pooled_deff = {tf: max(v) for tf, v in deffs.items()}
+    pooled_deff[ANY_TIMEFRAME] = max(pooled_deff.values(), default=1.0)
+    hyper = replace(hyper, design_effect=pooled_deff)
     model_meta = dict(meta or {})
     model_meta["fit"] = report.to_dict()
     body = json.dumps({"cells": {f"{k[0]}|{k[1]}": c.to_dict() for k, c in sorted(cells.items())},
                        "baselines": {tf: b.to_dict() for tf, b in sorted(baselines.items())},
-                       "hyper": hyper.to_dict()}, sort_keys=True)
+                       "hyper": hyper.to_dict(), "interval": opts.interval, "reference_n": opts.reference_n,
+                       "cost_per_side": opts.cost_per_side}, sort_keys=True)
     version = "ev1-" + hashlib.sha256(body.encode()).hexdigest()[:10]
-    model = EvidenceModel(version, opts.interval, opts.cost_per_side, baselines, hyper, cells, model_meta)
+    model = EvidenceModel(version, opts.interval, opts.cost_per_side, baselines, hyper, cells, model_meta,
+                          opts.reference_n)
     return model, report
 
 

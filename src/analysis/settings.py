@@ -6,7 +6,7 @@ Defaults are the product's defaults (chosen on measured data, see docs/analysis.
   lower end of the 80 % interval shown with the signal lies above 0 R after fees;
 - ``trade_min_rr`` 1.0: reward/risk to the first target a trade call needs;
 - ``watch_min_rr`` 1.0: below it a candidate is not even a watch note (a first target at 0.03 R is no setup);
-- ``watch_min_score`` 0.5: the analyzer raw score a watch note needs. The raw score does NOT predict net R
+- ``watch_min_score`` 0.6: the analyzer raw score a watch note needs. The raw score does NOT predict net R
   (docs/analysis.md); this floor only keeps the number of watch notes a channel can bear;
 - ``cooldown_candles`` 12 per (symbol, timeframe, direction); ``cooldown_seconds`` (SIGNAL_COOLDOWN_SECONDS)
   is still accepted: the effective cooldown is the longer of the two.
@@ -27,7 +27,7 @@ class AnalysisSettings:
     cooldown_seconds: int = 0
     trade_min_rr: float = 1.0
     watch_min_rr: float = 1.0
-    watch_min_score: float = 0.5
+    watch_min_score: float = 0.6
     cooldown_candles: int = 12
 
     def __post_init__(self) -> None:
