@@ -4,30 +4,35 @@ The outcome is the trade's net R under the SPEC 7 rules (src/analysis/outcomes.p
 first target or stop, stop first when one candle touches both, expiry after the horizon, commission per
 side and slippage per fill in R). For every candidate the model gives
 
-- ``p_win`` = P(net R > 0);
-- ``expected_r`` = E[net R] and its central ``interval`` (80 %) ``[expected_r_lo, expected_r_hi]``;
-- ``Signal.confidence`` = P(E[net R] > 0) = Phi(expected_r / sd) (:func:`p_positive`), what MIN_CONFIDENCE
-  is compared with: at 0.9 the lower end of the shown 80 % interval lies above 0.
+- ``p_win`` = P(net R > 0) of this trade;
+- ``expected_r`` = E[net R] of this trade;
+- the central ``interval`` (80 %) ``[expected_r_lo, expected_r_hi]``: where the AVERAGE net R of
+  ``reference_n`` (20) signals like this one lands 4 times out of 5. It holds the uncertainty of the expected
+  R itself (posterior variance of the pattern's effect + the drift of the coming period) and the scatter of
+  a 20-signal average (per-trade variance x design effect / 20): what a user can check on a track record;
+- ``Signal.confidence`` = Phi(expected_r / sd) (:func:`p_positive`) = P(that average is above 0), what
+  MIN_CONFIDENCE is compared with: at 0.9 the lower end of the shown 80 % interval lies above 0 R.
 
 Estimate for a signal of pattern P on timeframe T (all numbers in R; fitted by ``python -m backtest evidence
 fit``, src/analysis/evidence_fit.py):
 
     expected_r = baseline(T, geometry) + shrunk excess of the (P, T) cell
     p_win      = baseline_p(T, geometry) + shrunk excess win rate of the cell (clipped to [0.01, 0.99])
-    variance   = posterior variance of the cell's excess + between-period drift variance of the cell
+    variance   = posterior variance of the excess + drift of the cell + per-trade variance x deff / 20
 
 ``baseline`` is the net R that RANDOM entries with the same exit geometry earn (matched random entries:
 same stream, period and volatility decile, both directions, same stop and first-target distance in ATR,
 graded by the same rules), fitted as a function of what a signal knows at its candle: reward/risk to the
 first target, stop distance in ATR(14) and costs in R = (2 x commission + 2 x slippage) x entry / risk. The
-cell excess (the pattern's net R above its random twins) is shrunk toward 0 by empirical Bayes with the
-between-cell variance of effects that PERSIST across time periods and symbols; small or unstable cells make
-no confident claim. The drift variance is how much a cell's excess moves from one period to the next beyond
-sampling error (older per-pattern differences did not replicate on newer data): it stays in every interval.
+cell excess (the pattern's net R above its random twins of the same direction and period) is shrunk toward
+0 by empirical Bayes with the variance of effects that PERSIST across time periods and symbols; small or
+unstable cells make no confident claim. The drift variance is how much a cell's result moves from one
+half-year to the next beyond sampling error (older per-pattern differences did not replicate on newer data):
+it stays in every interval.
 
 The live track record from the store (:class:`LiveRecord`, over :func:`counts_in_track_record` candidates)
 is folded in by :meth:`EvidenceModel.with_live` with the same shrinkage. ``assess`` is O(1): a dict lookup
-and a handful of floating-point operations. The JSON file is versioned (``format`` 1); the shipped default
+and a few dozen floating-point operations. The JSON file is versioned (``format`` 1); the shipped default
 is package data read by :func:`load_default_model`, the one I/O edge of this module.
 """
 
@@ -54,6 +59,8 @@ __all__ = [
     "CellEstimate",
     "EvidenceFormatError",
     "EvidenceModel",
+    "Geometry",
+    "Hyper",
     "LiveRecord",
     "TrackRecord",
     "counts_in_track_record",
@@ -61,6 +68,7 @@ __all__ = [
     "geometry",
     "load_default_model",
     "p_positive",
+    "shrink",
 ]
 
 FORMAT_VERSION = 1
@@ -336,7 +344,8 @@ def _phi(x: float) -> float:
 
 
 def p_positive(ev: Evidence) -> float:
-    """P(E[net R] > 0) under the normal posterior the interval was built from."""
+    """P(the value the interval describes > 0) under the normal distribution it was built from: the
+    probability that the average net R of ``reference_n`` such signals is above 0 (``Signal.confidence``)."""
     half = (ev.expected_r_hi - ev.expected_r_lo) / 2.0
     if not half > 0 or not 0 < ev.interval < 1:
         return 1.0 if ev.expected_r > 0 else 0.0

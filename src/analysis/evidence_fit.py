@@ -3,17 +3,18 @@
 Input: every population candidate of the training data with its net R (:class:`Samples`) and its matched
 random twins (:class:`Twins`, see backtest/evidence_data.py). Steps:
 
-1. **Baseline per timeframe** (and ``*`` pooled, for other timeframes), on the twins only:
-   E[net R] = a + b x cost_r (least squares), P(net R > 0) = logistic regression on log R:R, log stop-ATR,
-   their product and squares, and cost_r. Random entries of a driftless market earn -costs gross of nothing,
-   and the twins agree (gross |E[R]| < 0.04 in every geometry bin): the baseline is costs plus a small
-   period- and geometry-dependent term.
+1. **Baseline per timeframe** (and ``*`` pooled, for other timeframes), on the twins only (half LONG, half
+   SHORT: no drift assumed): E[net R] = a + b x cost_r (least squares); P(net R > 0) = logistic regression
+   on log R:R, log stop-ATR, their product, piecewise-linear hinges of both logs at fixed knots, cost_r and
+   log(R:R / cost_r) with its square (evidence.BASIS). Random entries of a driftless market earn minus their
+   costs, and the twins agree (gross |E[R]| < 0.04 R in every geometry bin on the shipped data).
 2. **Cells** (pattern, timeframe): n, mean net R with a cluster-robust 95 % CI (clusters = UTC weeks across
-   symbols, small-sample factor G / (G - 1)), excess over the baseline e_i = R_i - baseline_i and the same
-   for wins (1[R > 0] - baseline_p_i), per-trade variance sigma^2 of R, design effect.
+   symbols, small-sample factor G / (G - 1)), the excess e_i = R_i - (mean R of its same-direction twins)
+   and the same for wins, per-trade variance sigma^2 of R, design effect (cluster-robust / iid variance).
 3. **Units** = (cell, symbol, half-year) with >= ``min_unit_n`` candidates, PURGED (a candidate whose trade
    resolves in a later half-year is left out of its unit, so no outcome straddles two units). In units of
-   sigma: z_u = mean excess / sigma, s_u^2 = its cluster-robust sampling variance.
+   sigma: z_u = mean excess / sigma, s_u^2 = the cell's per-trade variance of the excess x design effect /
+   n_u / sigma^2.
 4. **Empirical Bayes, per family** (the analyzer: ``wyckoff``, ``elliott``, ...):
    tau^2 (effects that PERSIST) = weighted mean of z_u x z_u' over pairs of units of the same cell from
    DIFFERENT half-years and DIFFERENT symbols (different half-years only when one symbol exists): noise and
@@ -22,8 +23,14 @@ random twins (:class:`Twins`, see backtest/evidence_data.py). Steps:
    the family's pooled value when that is larger. Weights 1 / (s_u^2 + omega^2), two passes. Both >= 0.
 5. **Shrinkage** per cell: V = sampling variance of the cell's excess / sigma^2 + omega^2 x sum over
    half-years (n_b / n)^2 (drift is shared by the symbols of one period); w = tau^2 / (tau^2 + V); shrunk
-   excess = w x excess, variance w x V. The interval of a signal adds omega^2 (the coming period's drift).
-   The win-rate excess is shrunk the same way (its own tau_p^2, omega_p^2, in units of p (1 - p)).
+   excess = w x excess, variance w x V. The interval of a signal adds omega^2 (the coming period's drift)
+   and the scatter of a ``reference_n``-signal average (evidence.py). The win-rate excess is shrunk the same
+   way (its own tau_p^2, omega_p^2, in units of p (1 - p)).
+
+The excess of a candidate is measured against its OWN twins of the same direction (same stream, half-year
+and volatility decile): the market's drift in that period is removed from the pattern's effect. How far those
+twins were from the drift-free baseline is the MARKET part; its period-to-period variance (omega_m^2,
+estimated like omega^2 with tau = 0) is added to the drift, because the coming period's drift is unknown.
 
 Nothing here reads a candidate's outcome to assess that candidate: a model is fitted on one set and applied
 to another (the walk-forward and the hold-out benchmark check exactly that).
