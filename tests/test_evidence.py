@@ -167,7 +167,7 @@ def test_assess_matches_the_vectorised_prediction(fitted, rr, stop_atr, pattern,
     ev = fitted.assess(sig)
     g = geometry(sig, fitted.cost_per_side)
     assert g.stop_atr is not None
-    one = Samples(*(np.array([v]) for v in ("X", "1h", pattern)), np.array([0]), np.array([0]), np.array([1]),
+    one = Samples(np.array(["X"]), np.array(["1h"]), np.array([pattern]), np.array([0]), np.array([0]), np.array([1]),
                   np.array([g.rr]), np.array([g.stop_atr]), np.array([g.cost_r]), np.array([0.0]), np.array([0.0]),
                   np.array([0.0]), np.array([0.5]), np.array([0]), np.array([0.0]))
     p = predict(fitted, one)
@@ -254,7 +254,7 @@ def test_the_model_file_round_trips_exactly(fitted):
     assert again.assess(signal_for("elliott_edge", 2.0, 2.0)) == fitted.assess(signal_for("elliott_edge", 2.0, 2.0))
 
 
-def _mutate(fitted: EvidenceModel, change) -> str:  # type: ignore[no-untyped-def]
+def _mutate(fitted: EvidenceModel, change) -> str:
     doc = json.loads(fitted.to_json())
     change(doc)
     return json.dumps(doc)
