@@ -123,6 +123,8 @@ def geometry(signal: Signal, cost_per_side: float) -> Geometry:
 
 RR_KNOTS = (0.1, 0.3, 1.0, 3.0)
 STOP_ATR_KNOTS = (2.0, 4.0, 8.0)
+_RR_HINGES = tuple((f"hinge_log_rr_{k:g}", math.log(k)) for k in RR_KNOTS)
+_STOP_ATR_HINGES = tuple((f"hinge_log_stop_atr_{k:g}", math.log(k)) for k in STOP_ATR_KNOTS)
 
 
 def _basis_values(rr: float, stop_atr: float, cost_r: float) -> dict[str, float]:
@@ -142,10 +144,10 @@ def _basis_values(rr: float, stop_atr: float, cost_r: float) -> dict[str, float]
         "log_rr_over_cost": lrc,
         "log_rr_over_cost_sq": lrc * lrc,
     }
-    for k in RR_KNOTS:
-        out[f"hinge_log_rr_{k:g}"] = max(0.0, lr - math.log(k))
-    for k in STOP_ATR_KNOTS:
-        out[f"hinge_log_stop_atr_{k:g}"] = max(0.0, ls - math.log(k))
+    for name, log_k in _RR_HINGES:
+        out[name] = max(0.0, lr - log_k)
+    for name, log_k in _STOP_ATR_HINGES:
+        out[name] = max(0.0, ls - log_k)
     return out
 
 
@@ -332,6 +334,7 @@ def _count(v: Any, where: str) -> int:
     return v
 
 
+@cache
 def _z(interval: float) -> float:
     """Two-sided normal quantile: the z with P(|N(0,1)| <= z) = ``interval``."""
     from statistics import NormalDist
@@ -448,6 +451,7 @@ class EvidenceModel:
     meta: Mapping[str, Any] = field(default_factory=dict)
     reference_n: int = DEFAULT_REFERENCE_N
     _z: float = field(init=False, repr=False, compare=False)
+    _terms: dict[tuple[str, str], tuple[float, float, float]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.interval < 1.0:
@@ -457,6 +461,7 @@ class EvidenceModel:
         if not self.baselines:
             raise EvidenceFormatError("a model needs at least one baseline")
         object.__setattr__(self, "_z", _z(self.interval))
+        object.__setattr__(self, "_terms", {})  # cell_terms per (pattern, timeframe): fixed for a model
 
     # ------------------------------------------------------------------ assess
     def baseline_for(self, timeframe: str) -> BaselineFit:
@@ -475,7 +480,14 @@ class EvidenceModel:
     def cell_terms(self, pattern: str, timeframe: str) -> tuple[float, float, float]:
         """(shrunk excess R, variance of the shown interval, shrunk excess win rate) of a cell: the interval's
         variance = posterior variance of the excess + the coming period's drift + the scatter of the average
-        of ``reference_n`` signals (per-trade variance x design effect / reference_n)."""
+        of ``reference_n`` signals (per-trade variance x design effect / reference_n). Memoised."""
+        key = (pattern, timeframe)
+        terms = self._terms.get(key)
+        if terms is None:
+            terms = self._terms[key] = self._cell_terms(pattern, timeframe)
+        return terms
+
+    def _cell_terms(self, pattern: str, timeframe: str) -> tuple[float, float, float]:
         cell = self.cells.get((pattern, timeframe))
         var = self.mean_variance(pattern, timeframe)
         if cell is not None:
