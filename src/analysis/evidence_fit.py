@@ -20,7 +20,8 @@ random twins (:class:`Twins`, see backtest/evidence_data.py). Steps:
    DIFFERENT half-years and DIFFERENT symbols (different half-years only when one symbol exists): noise and
    period drift do not correlate across those, a real effect does. omega^2 (DRIFT, per family and timeframe)
    = weighted mean of z_u^2 - s_u^2 minus tau^2; a group with fewer than ``min_group_units`` units takes
-   the family's pooled value when that is larger. Weights 1 / (s_u^2 + omega^2), two passes. Both >= 0.
+   the family's pooled value when that is larger. Weights 1 / (s_u^2 + omega^2), two passes. Both >= 0,
+   and both are used at their upper one-sigma value (point + one jackknife SE over half-years).
 5. **Shrinkage** per cell: V = sampling variance of the cell's excess / sigma^2 + omega^2 x sum over
    half-years (n_b / n)^2 (drift is shared by the symbols of one period); w = tau^2 / (tau^2 + V); shrunk
    excess = w x excess, variance w x V. The interval of a signal adds omega^2 (the coming period's drift)
@@ -146,8 +147,10 @@ class FitOptions:
 class FitReport:
     """What the fit estimated (relative to per-trade variance), for the model's ``meta`` and the summary."""
 
-    tau_rel: dict[str, float] = field(default_factory=dict)  # family -> tau^2 of pattern effects
+    tau_rel: dict[str, float] = field(default_factory=dict)  # family -> tau^2 used (point + 1 jackknife SE)
     tau_rel_p: dict[str, float] = field(default_factory=dict)
+    tau_rel_point: dict[str, float] = field(default_factory=dict)  # the point estimates
+    tau_rel_p_point: dict[str, float] = field(default_factory=dict)
     effect_drift_rel: dict[str, float] = field(default_factory=dict)  # "family|tf" -> omega_e^2
     market_drift_rel: dict[str, float] = field(default_factory=dict)  # "family|tf" -> omega_m^2
     effect_drift_rel_p: dict[str, float] = field(default_factory=dict)
@@ -296,20 +299,35 @@ def _moments(units: Sequence[_Unit], omega: float) -> tuple[float, float, float,
     return tau, second, sum(ws), pairs
 
 
-def _tau(units: Sequence[_Unit], opts: FitOptions) -> tuple[dict[str, float], dict[str, int]]:
-    """tau^2 per family from the cross products of units (module docstring, step 4)."""
+def _tau(units: Sequence[_Unit], opts: FitOptions) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+    """tau^2 per family from the cross products of units (module docstring, step 4): (point estimate, point
+    estimate + one jackknife standard error over half-years, pairs used). The shrinkage uses the upper value:
+    "no persistent effect seen so far" must not become "no effect can ever be seen", or a pattern with a
+    real, repeated edge in more data (or in the live record) could never move its estimate."""
     fams: dict[str, list[_Unit]] = defaultdict(list)
     for u in units:
         fams[family_of(u.cell[0])].append(u)
+
+    def estimate(us: Sequence[_Unit]) -> tuple[float, int]:
+        om, t, n_pairs = 0.0, 0.0, 0
+        for _ in range(2):  # the weights depend on omega: two passes
+            t, second, _, n_pairs = _moments(us, max(om, 1e-6))
+            t = max(0.0, t)
+            om = max(0.0, second - t)
+        return t, n_pairs
+
     tau: dict[str, float] = {}
+    upper: dict[str, float] = {}
     pairs: dict[str, int] = {}
     for fam, us in fams.items():
-        om = 0.0
-        for _ in range(2):  # the weights depend on omega: two passes
-            t, second, _, pairs[fam] = _moments(us, max(om, 1e-6))
-            tau[fam] = max(0.0, t)
-            om = max(0.0, second - tau[fam])
-    return tau, pairs
+        tau[fam], pairs[fam] = estimate(us)
+        blocks = sorted({u.block for u in us})
+        se = 0.0
+        if len(blocks) >= 3:
+            loo = np.array([estimate([u for u in us if u.block != b])[0] for b in blocks])
+            se = math.sqrt((len(blocks) - 1) / len(blocks) * float(((loo - loo.mean()) ** 2).sum()))
+        upper[fam] = tau[fam] + se
+    return tau, upper, pairs
 
 
 def _drift(units: Sequence[_Unit], tau: Mapping[str, float], opts: FitOptions) -> tuple[dict[str, float], dict[str, int]]:
@@ -433,14 +451,15 @@ def fit_model(samples: Samples, twins: Twins, opts: FitOptions, meta: Mapping[st
     psd = {k: math.sqrt(max(float(base_p[ii].mean() * (1 - base_p[ii].mean())), 1e-3)) for k, ii in cell_idx.items()}
     # 3-4. units and hyper-parameters, for R and for wins
     units_e = _units(samples, effect, sigma, opts)
-    tau, pairs = _tau(units_e, opts)
-    omega_e, counts = _drift(units_e, tau, opts)
+    tau_point, tau, pairs = _tau(units_e, opts)
+    omega_e, counts = _drift(units_e, tau_point, opts)
     omega_m, _ = _drift(_units(samples, market, sigma, opts), {}, opts)
     units_ep = _units(samples, effect_p, psd, opts)
-    tau_p, _ = _tau(units_ep, opts)
-    omega_ep, _ = _drift(units_ep, tau_p, opts)
+    tau_p_point, tau_p, _ = _tau(units_ep, opts)
+    omega_ep, _ = _drift(units_ep, tau_p_point, opts)
     omega_mp, _ = _drift(_units(samples, market_p, psd, opts), {}, opts)
     report.tau_rel, report.tau_rel_p, report.units, report.pairs = tau, tau_p, counts, pairs
+    report.tau_rel_point, report.tau_rel_p_point = tau_point, tau_p_point
     report.effect_drift_rel, report.market_drift_rel = omega_e, omega_m
     report.effect_drift_rel_p, report.market_drift_rel_p = omega_ep, omega_mp
     hyper = Hyper(
