@@ -278,7 +278,9 @@ class _Unit:
 
 
 def _moments(units: Sequence[_Unit], omega: float) -> tuple[float, float, float, int]:
-    """(tau^2, second moment, its weight sum, pairs) of the units of one group with weights 1 / (s2 + omega)."""
+    """(tau^2, second moment, the standard error of tau^2 under independent pairs, pairs) of the units of one
+    group, weights 1 / (s2 + omega) per unit and their product per pair (the SE is then 1 / sqrt(sum of pair
+    weights): each product z_u z_u' has variance (s_u^2 + omega)(s_u'^2 + omega) when nothing persists)."""
     by_cell: dict[tuple[str, str], list[_Unit]] = defaultdict(list)
     for u in units:
         by_cell[u.cell].append(u)
@@ -296,36 +298,36 @@ def _moments(units: Sequence[_Unit], omega: float) -> tuple[float, float, float,
     tau = num / den if den > 0 else 0.0
     ws = [1.0 / (u.s2 + omega) for u in units]
     second = sum(w * (u.z * u.z - u.s2) for w, u in zip(ws, units, strict=True)) / sum(ws) if units else 0.0
-    return tau, second, sum(ws), pairs
+    return tau, second, 1.0 / math.sqrt(den) if den > 0 else 0.0, pairs
 
 
 def _tau(units: Sequence[_Unit], opts: FitOptions) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
     """tau^2 per family from the cross products of units (module docstring, step 4): (point estimate, point
-    estimate + one jackknife standard error over half-years, pairs used). The shrinkage uses the upper value:
-    "no persistent effect seen so far" must not become "no effect can ever be seen", or a pattern with a
-    real, repeated edge in more data (or in the live record) could never move its estimate."""
+    estimate + one standard error, pairs used); the SE is the larger of the jackknife over half-years and the
+    SE under independent pairs. The shrinkage uses the upper value: "no persistent effect seen so far" must
+    not become "no effect can ever be seen", or a pattern with a real, repeated edge in more data (or in the
+    live record) could never move its estimate."""
     fams: dict[str, list[_Unit]] = defaultdict(list)
     for u in units:
         fams[family_of(u.cell[0])].append(u)
 
-    def estimate(us: Sequence[_Unit]) -> tuple[float, int]:
-        om, t, n_pairs = 0.0, 0.0, 0
+    def estimate(us: Sequence[_Unit]) -> tuple[float, float, int]:
+        om, t, se, n_pairs = 0.0, 0.0, 0.0, 0
         for _ in range(2):  # the weights depend on omega: two passes
-            t, second, _, n_pairs = _moments(us, max(om, 1e-6))
+            t, second, se, n_pairs = _moments(us, max(om, 1e-6))
             t = max(0.0, t)
             om = max(0.0, second - t)
-        return t, n_pairs
+        return t, se, n_pairs
 
     tau: dict[str, float] = {}
     upper: dict[str, float] = {}
     pairs: dict[str, int] = {}
     for fam, us in fams.items():
-        tau[fam], pairs[fam] = estimate(us)
+        tau[fam], se, pairs[fam] = estimate(us)
         blocks = sorted({u.block for u in us})
-        se = 0.0
         if len(blocks) >= 3:
             loo = np.array([estimate([u for u in us if u.block != b])[0] for b in blocks])
-            se = math.sqrt((len(blocks) - 1) / len(blocks) * float(((loo - loo.mean()) ** 2).sum()))
+            se = max(se, math.sqrt((len(blocks) - 1) / len(blocks) * float(((loo - loo.mean()) ** 2).sum())))
         upper[fam] = tau[fam] + se
     return tau, upper, pairs
 
