@@ -150,7 +150,8 @@ def run_signals(args: argparse.Namespace) -> int:
     years = _span_years(candles)
     weeks = years * 52.18
     kinds = Counter(s.kind for s in out)
-    gate_text = (f"P(E[net R] > 0) >= {settings.min_confidence}, R:R >= {settings.trade_min_rr} for a trade call; "
+    gate_text = (f"P(avg net R of {engine.evidence.reference_n} such signals > 0) >= {settings.min_confidence} and "
+                 f"R:R >= {settings.trade_min_rr} for a trade call; "
                  f"cooldown {gate.cooldown_ms(tf) // 60_000} min per direction; model {engine.evidence.version}")
     what = "candidates (every one, with its gate verdict)" if every else "trade calls and watch notes"
     print(f"{symbol} {tf}: {len(candles)} candles over {years:.2f} years -> {n} {what} in {args.out}")
