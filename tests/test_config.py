@@ -18,7 +18,7 @@ def test_no_configuration_gives_alerts_only_sqlite_console_defaults():
     assert c.storage_backend == "sqlite" and not c.discord_enabled and not c.enable_trading
     assert c.symbols == ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "ADAUSDT")
     assert c.timeframes == ("15m", "1h", "4h")
-    assert (c.min_confidence, c.signal_cooldown_seconds, c.ws_stall_timeout) == (0.65, 300, 90.0)
+    assert (c.min_confidence, c.signal_cooldown_seconds, c.ws_stall_timeout) == (0.9, 300, 90.0)
     assert c.binance_ws_url == "wss://fstream.binance.com/market"
 
 

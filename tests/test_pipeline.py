@@ -58,7 +58,7 @@ async def test_every_closed_candle_is_stored_once_and_signals_are_stored_before_
 
 async def test_pipeline_emits_exactly_what_the_backtest_replay_emits(tmp_path: Path):
     candles = random_walk(3000, timeframe="15m", seed=5, vol=0.01)
-    _, expected, _ = replay(candles, breakout_engine("BTCUSDT", "15m", SETTINGS), SignalGate(0.5, 3600))
+    _, expected, _ = replay(candles, breakout_engine("BTCUSDT", "15m", SETTINGS), SignalGate(SETTINGS))
     store = SqliteStore(tmp_path / "w.db")
     await store.open()
     sink = RecordingSink(store)

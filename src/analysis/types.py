@@ -73,10 +73,10 @@ class Candle:
 
 @dataclass(frozen=True, slots=True)
 class SignalCandidate:
-    """What an analyzer proposes on one closed candle, before calibration and the gate.
+    """What an analyzer proposes on one closed candle, before the evidence model and the gate.
 
-    ``raw_score`` is in [0, 1] and is kept on the final signal so a calibration can later map it
-    to an observed hit rate. ``features`` are (name, value) pairs of the evidence that made the score.
+    ``raw_score`` is in [0, 1] (how textbook the setup looks; not a probability) and is kept on the final
+    signal as ``raw_confidence``. ``features`` are (name, value) pairs of the evidence that made the score.
     ``structure`` names the market structure the setup comes from (a Wyckoff range, an Elliott count's
     origin), the same for every candidate of that structure whatever the pattern or pivot degree, so
     the gate can give one structure one signal; "" when the analyzer cannot tell.
@@ -175,8 +175,9 @@ class Signal:
     """A gated signal, as stored, posted and graded.
 
     ``candle_time_ms`` is the open time of the candle that confirmed the setup; ``generated_at`` is
-    that candle's close (ISO-8601 UTC). ``confidence`` is the calibrated value the gate compared
-    with MIN_CONFIDENCE; ``raw_confidence`` is the analyzer's uncalibrated score.
+    that candle's close (ISO-8601 UTC). ``confidence`` is the evidence model's probability that the gate
+    compared with MIN_CONFIDENCE (src/analysis/evidence.py: P(the average net R of 20 such signals > 0));
+    ``raw_confidence`` is the analyzer's raw score.
 
     ``kind`` is the gate's verdict: a ``"trade"`` call, a ``"watch"`` note (not a trade call), or
     ``"gated"`` (kept in the store with ``gate_reason``, never posted). ``structure_id`` is the same

@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 import structlog
 
 from src.analysis import timeframes as tf_mod
-from src.analysis.engine import Calibrator, IdentityCalibrator
 from src.analysis.types import Candle, Signal
 from src.bot.console import ConsoleSink, format_status
 from src.bot.metrics import BotMetrics, ClosedCandleCounter, LoopLagMonitor
@@ -58,21 +57,11 @@ class StartupError(RuntimeError):
     """A problem the user must fix before the bot can run (message says what)."""
 
 
-def load_calibrator(path: Path) -> Calibrator:
-    """The fitted calibration map when CALIBRATION_PATH exists, else raw scores."""
-    if not path.is_file():
-        return IdentityCalibrator()
-    from src.analysis.calibration import CalibrationFormatError, CalibrationSet
-
-    try:
-        cal = CalibrationSet.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, CalibrationFormatError) as exc:
-        raise StartupError(
-            f"CALIBRATION_PATH={path} is not a calibration written by `python -m backtest calibrate` ({exc}); "
-            "fix or remove it"
-        ) from None
-    log.info("calibration loaded", path=str(path))
-    return cal
+def warn_retired_calibration(path: Path) -> None:
+    """CALIBRATION_PATH is no longer read: the evidence model replaced the calibration (docs/analysis.md)."""
+    if path.is_file():
+        log.warning("CALIBRATION_PATH is no longer used: the evidence model replaced the calibration "
+                    "(python -m backtest evidence fit)", path=str(path))
 
 
 class _Intake:
@@ -145,12 +134,12 @@ class App:
         self.store = await self._open_store()
         self.cache = await self._open_cache()
         sinks = self._build_sinks()
+        warn_retired_calibration(cfg.calibration_path)
         self.pipeline = Pipeline(
             settings=cfg.analysis_settings(),
             timeframes=cfg.timeframes if self.mode == "live" else self._replay_timeframes(files),
             store=self.store,
             sinks=sinks,
-            calibrator=load_calibrator(cfg.calibration_path),
             window=cfg.candle_window,
             build_from_smaller=self.mode == "replay",
             observers=self._build_observers(),

@@ -34,7 +34,8 @@ from typing import Protocol, TypeVar
 import structlog
 
 from src.analysis import timeframes as tf_mod
-from src.analysis.engine import AnalysisEngine, AnalysisSettings, Calibrator, SignalGate, step
+from src.analysis.engine import AnalysisEngine, AnalysisSettings, GateMemory, SignalGate, step
+from src.analysis.evidence import EvidenceModel
 from src.analysis.registry import build_engine
 from src.analysis.types import Candle, Signal
 from src.bot.sinks import SignalBatch, SignalSink
@@ -94,7 +95,7 @@ class Pipeline:
         timeframes: Sequence[str],
         store: Store,
         sinks: Sequence[SignalSink] = (),
-        calibrator: Calibrator | None = None,
+        evidence: EvidenceModel | None = None,
         window: int = 500,
         build_from_smaller: bool = True,
         observers: Sequence[CandleObserver] = (),
@@ -107,12 +108,12 @@ class Pipeline:
         self.settings = settings
         self.store = store
         self.sinks = list(sinks)
-        self.calibrator = calibrator
+        self.evidence = evidence
         self.aggregator = CandleAggregator(timeframes, window=window, build_from_smaller=build_from_smaller)
         self.observers = list(observers)
         self.cache = cache
         self.engines: dict[tuple[str, str], AnalysisEngine] = {}
-        self.gate = SignalGate(settings.min_confidence, settings.cooldown_seconds)
+        self.gate = SignalGate(settings)
         self.stats = PipelineStats()
         self._lock = asyncio.Lock()
         self._on_analysis = on_analysis
@@ -120,12 +121,18 @@ class Pipeline:
         self._on_store_error = on_store_error
         self._unsaved: list[Candle] = []  # accepted candles whose store write failed, oldest first
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._engine_factory = engine_factory or (lambda sym, tf: build_engine(sym, tf, settings, calibrator))
+        self._engine_factory = engine_factory or (lambda sym, tf: build_engine(sym, tf, settings, evidence))
 
     async def start(self) -> None:
         """Seed the gate's cooldown from the store, so a restart does not re-emit."""
         last = await self.store.last_signal_times()
-        self.gate = SignalGate(self.settings.min_confidence, self.settings.cooldown_seconds, last)
+        # the store keeps the last signal per stream (not per direction yet): it holds back both directions
+        memory = GateMemory({(sym, tf, d): t for (sym, tf), t in last.items() for d in ("LONG", "SHORT")})
+        for sym, tf in last:  # candles the store already has were judged by an earlier run
+            until = await self.store.last_open_time(sym, tf)
+            if until is not None:
+                memory.judged_until_ms[(sym, tf)] = until
+        self.gate = SignalGate(self.settings, memory)
 
     def engine(self, symbol: str, timeframe: str) -> AnalysisEngine:
         key = (symbol, timeframe)

@@ -89,7 +89,7 @@ class Config:
     warmup_candles: int = 500
     candle_window: int = 500
     # analysis
-    min_confidence: float = 0.65
+    min_confidence: float = 0.9  # P(E[net R] > 0) a trade call needs (evidence model, issue 10)
     enable_wyckoff: bool = True
     enable_elliott: bool = True
     signal_cooldown_seconds: int = 300
