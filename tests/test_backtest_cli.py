@@ -41,7 +41,8 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_signals_writes_exactly_what_the_engine_and_gate_emit(csv_1h, tmp_path, capsys):
+def test_signals_writes_exactly_what_the_engine_and_gate_emit(csv_1h, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MIN_CONFIDENCE", "0.65")  # the configuration's default changed meaning (issue 10)
     out = tmp_path / "signals.jsonl"
     assert main(["signals", "--data", str(csv_1h), "--symbol", "SYNUSDT", "--timeframe", "1h", "--out", str(out)]) == 0
     rows = read_jsonl(out)

@@ -101,8 +101,23 @@ async def test_live_tracker_and_backtest_give_identical_outcomes(store):
     assert got == expected and len(expected) >= 10
     open_ids = {s.id for s in await store.open_signals()}
     assert open_ids == {s.id for s in signals} - set(expected)  # the unresolved tail stays open
-    stats = {p.pattern: p for p in await store.pattern_stats()}
-    assert sum(p.resolved for p in stats.values()) == len(expected)
+    tracks = await store.live_track(set(), symbol="BTCUSDT")
+    assert sum(t.graded for t in tracks if t.population == "trade") == len(expected)
+
+
+async def test_every_kind_is_graded_and_each_saved_outcome_is_announced_once(store):
+    candles, signals = scenario()
+    kinds = itertools.cycle([("trade", ""), ("watch", "no_edge"), ("gated", "cooldown"), ("gated", "duplicate_structure")])
+    mixed = [replace(s, kind=k, gate_reason=g) for s, (k, g) in zip(signals, kinds, strict=False)]
+    announced: list[SignalOutcome] = []
+    t = OutcomeTracker(store, horizon_candles=PARAMS.horizon_candles, commission=PARAMS.commission,
+                       slippage_bps=PARAMS.slippage_bps, on_resolved=announced.append)
+    await feed_live(store, t, candles, mixed)
+    expected = backtest_outcomes(candles, signals)
+    got = await stored(store, [s.id for s in mixed])
+    assert got == expected
+    assert {s.kind for s in mixed if s.id in got} == {"trade", "watch", "gated"}
+    assert sorted(o.signal_id for o in announced) == sorted(expected)
 
 
 async def test_restart_resumes_from_stored_candles_with_the_same_outcomes(store):

@@ -1,6 +1,11 @@
 """Live outcome tracker (SPEC 7): follows every open signal on new closed candles and stores how it
 resolved, with the SAME rules as the backtest (src/analysis/outcomes.py).
 
+Every stored candidate is graded, whatever its kind: trade calls, watch notes AND gated candidates.
+The gated ones are what makes the live track record unbiased (the evidence model is fitted on every
+candidate of its population, not only on those it let through). ``on_resolved`` is told about each
+outcome once the store has it (the track record keeper folds the live record into the model).
+
 - The pipeline calls ``await on_signals(signals)`` after it stored new signals and
   ``await on_candles(candles)`` after it stored the candles of a batch. ``on_candles`` re-reads
   ``store.open_signals()`` (signals without an outcome) only when something may have changed: new
@@ -95,8 +100,10 @@ class OutcomeTracker:
         resync_s: float = 300.0,
         retry_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_resolved: Callable[[SignalOutcome], None] | None = None,
     ) -> None:
         self.store = store
+        self._on_resolved = on_resolved
         self.resync_s = resync_s
         self.retry_s = retry_s
         self._clock = clock
@@ -223,16 +230,19 @@ class OutcomeTracker:
         self._unfollow(sig)
         self._stats.resolved += 1
         self._unsaved[sig.id] = to_signal_outcome(sig, r)
-        log.info("signal resolved", signal_id=sig.id, symbol=sig.symbol, timeframe=sig.timeframe,
+        log.info("signal resolved", signal_id=sig.id, symbol=sig.symbol, timeframe=sig.timeframe, kind=sig.kind,
                  pattern=sig.pattern, outcome=r.outcome, r=round(r.r_multiple, 3), bars=r.bars_held)
         await self._flush()
 
     async def _flush(self) -> None:
         for sid in list(self._unsaved):
+            outcome = self._unsaved[sid]
             try:
-                await self.store.save_outcome(self._unsaved[sid])
+                await self.store.save_outcome(outcome)
             except StoreError as exc:
                 self._stats.save_failures += 1
                 log.warning("outcome save failed; will retry", signal_id=sid, error=str(exc))
                 return
             del self._unsaved[sid]
+            if self._on_resolved is not None:
+                self._on_resolved(outcome)
