@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
-
-from dataclasses import replace
 
 from backtest.cli import main as backtest_main
 from backtest.synthetic import generate

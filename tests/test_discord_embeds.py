@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import json
+from dataclasses import replace
 
 import discord
 import pytest
@@ -296,7 +295,7 @@ def test_stats_arguments_are_read_in_any_order() -> None:
 @given(st.lists(st.text(max_size=60), max_size=3))
 def test_stats_arguments_never_crash_and_never_echo_markdown(words: list[str]) -> None:
     try:
-        symbol, timeframe, pattern = parse_stats_filters(words, SYMBOLS, TFS, ["wyckoff_spring"])
+        _, _, pattern = parse_stats_filters(words, SYMBOLS, TFS, ["wyckoff_spring"])
     except ValueError as exc:
         assert "@" not in str(exc) and "*" not in str(exc)
         return

@@ -139,7 +139,7 @@ async def test_runbook_recent_signals_query_returns_last_24_hours_newest_first(p
 
 
 async def test_runbook_recent_calls_query_leaves_gated_candidates_out(pg_store, sql) -> None:
-    spring, wave3, _ = await _known_data_set(pg_store)
+    await _known_data_set(pg_store)
     rows = await sql.fetch(RUNBOOK_RECENT_CALLS)
     assert {r["kind"] for r in rows} == {"trade", "watch"}
     assert len(rows) == 4  # 3 springs + the traded wave3; the gated wave3 and the gated utad are left out
