@@ -100,7 +100,7 @@ def renderer() -> Iterator[ChartRenderer]:
 
 
 def sender_for(store: SqliteStore, poster: FakePoster | WebhookPoster, *, renderer: ChartRenderer | None = None,
-               max_age_s: int = 6 * 3600, now_s: float = NOW_S, **kw: float) -> OutboxSender:
+               max_age_s: int = 6 * 3600, now_s: float = NOW_S, **kw: object) -> OutboxSender:
     return OutboxSender(store, poster, MessageBuilder(renderer, candles=store), max_age_s=max_age_s, clock=lambda: now_s,
                         backoff_base_s=0.001, backoff_cap_s=0.01, **kw)  # type: ignore[arg-type]
 

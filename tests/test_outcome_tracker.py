@@ -14,7 +14,7 @@ import pytest
 from backtest.simulate import grade, run_stream
 from src.analysis.engine import AnalysisSettings
 from src.analysis.outcomes import OutcomeParams
-from src.analysis.types import Candle, Signal
+from src.analysis.types import Candle, Signal, SignalKind
 from src.bot.outcome_tracker import OutcomeTracker, to_signal_outcome
 from src.storage.base import SignalOutcome, Store, StoreUnavailable
 from src.storage.sqlite_store import SqliteStore
@@ -107,7 +107,9 @@ async def test_live_tracker_and_backtest_give_identical_outcomes(store):
 
 async def test_every_kind_is_graded_and_each_saved_outcome_is_announced_once(store):
     candles, signals = scenario()
-    kinds = itertools.cycle([("trade", ""), ("watch", "no_edge"), ("gated", "cooldown"), ("gated", "duplicate_structure")])
+    verdicts: list[tuple[SignalKind, str]] = [("trade", ""), ("watch", "no_edge"), ("gated", "cooldown"),
+                                              ("gated", "duplicate_structure")]
+    kinds = itertools.cycle(verdicts)
     mixed = [replace(s, kind=k, gate_reason=g) for s, (k, g) in zip(signals, kinds, strict=False)]
     announced: list[SignalOutcome] = []
     t = OutcomeTracker(store, horizon_candles=PARAMS.horizon_candles, commission=PARAMS.commission,
