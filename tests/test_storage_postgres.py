@@ -432,3 +432,11 @@ async def test_a_statement_timeout_on_a_busy_database_is_unavailable_not_permane
         assert await slow.load_candles(make_candle().symbol, make_candle().timeframe) == [make_candle()]
     finally:
         await slow.close()
+
+
+def test_the_runbook_shows_the_tested_queries_verbatim() -> None:
+    from pathlib import Path
+
+    runbook = (Path(__file__).resolve().parent.parent / "RUNBOOK.md").read_text()
+    for query in (RUNBOOK_RECENT, RUNBOOK_RECENT_CALLS, RUNBOOK_STATS, RUNBOOK_WIN_RATE, RUNBOOK_RELIABILITY, RUNBOOK_PRUNE):
+        assert query in runbook, query

@@ -64,6 +64,19 @@ TRACKED_GATE_REASONS: frozenset[str] = (
 )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _LegacyLiveRecord:
+    """The contract's LiveRecord fields, for models handed in without src.analysis.evidence (tests, legacy)."""
+
+    n: int
+    sum_r: float
+    sum_r2: float
+    wins: int
+
+
+_LiveRecord: Any = _evidence.LiveRecord if HAS_EVIDENCE_API else _LegacyLiveRecord
+
+
 class ModelError(ValueError):
     """The evidence model file cannot be used (unreadable, not a model, wrong version); the message says why."""
 
@@ -130,11 +143,10 @@ def load_model(path: Path | None) -> EvidenceModelView | None:
 
 
 def with_live(model: EvidenceModelView, tracks: Sequence[LiveTrack]) -> EvidenceModelView:
-    """``model`` with the live record of the tracked population folded in (cells with graded outcomes only)."""
-    if not HAS_EVIDENCE_API:
-        return model
+    """``model`` with the live record of the tracked population folded in: one LiveRecord per (pattern, timeframe)
+    cell with graded outcomes (n, sum of net R, sum of squares, wins = net R > 0)."""
     live = {
-        (t.pattern, t.timeframe): _evidence.LiveRecord(n=t.graded, sum_r=t.sum_r, sum_r2=t.sum_r2, wins=t.wins)
+        (t.pattern, t.timeframe): _LiveRecord(n=t.graded, sum_r=t.sum_r, sum_r2=t.sum_r2, wins=t.wins)
         for t in tracks if t.population == "tracked" and t.graded > 0
     }
     return model.with_live(live)

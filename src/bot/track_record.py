@@ -48,8 +48,10 @@ class TrackRecordKeeper:
         min_interval_s: float = 300.0,
         tracked_reasons: Collection[str] = analysis_api.TRACKED_GATE_REASONS,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.store = store
+        self._sleep = sleep
         self.base_model = model
         self.model = model
         self._apply = apply
@@ -88,7 +90,7 @@ class TrackRecordKeeper:
             if self._last_refresh is not None:
                 wait = self._last_refresh + self.min_interval_s - self._clock()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self._sleep(wait)
             self._dirty.clear()
             try:
                 await self.refresh()
