@@ -287,7 +287,7 @@ class App:
         return observers
 
     def _on_signal(self, signal: Signal) -> None:
-        self.metrics.signal_emitted(signal.pattern)
+        self.metrics.signal_emitted(signal.pattern, signal.kind)
 
     def _outcome_resolved(self, outcome: SignalOutcome) -> None:
         if self.keeper is not None:
