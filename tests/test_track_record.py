@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from src.bot import analysis_api
+from src.bot.analysis_api import EvidenceModelView
 from src.bot.track_record import TrackRecordKeeper
 from src.storage.base import LiveTrack, StoreError, StoreUnavailable
 from src.storage.sqlite_store import SqliteStore
@@ -30,9 +32,9 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 class Applied:
     def __init__(self) -> None:
-        self.models: list[FakeEvidenceModel] = []
+        self.models: list[Any] = []
 
-    async def __call__(self, model: FakeEvidenceModel) -> None:  # the pipeline's set_evidence
+    async def __call__(self, model: EvidenceModelView) -> None:  # the pipeline's set_evidence
         self.models.append(model)
 
 
@@ -60,10 +62,11 @@ async def test_refresh_folds_the_tracked_live_record_into_the_base_model_and_app
     keeper = TrackRecordKeeper(store, base, applied, tracked_reasons=TRACKED)
     await keeper.refresh()
     [model] = applied.models
-    assert keeper.model is model and model.version == "fake-1+live"
+    assert isinstance(model, FakeEvidenceModel) and model.version == "fake-1+live"
     rec = model.live[("spring", "1h")]
     assert (rec.n, rec.wins) == (3, 2) and rec.sum_r == pytest.approx(1.5) and rec.sum_r2 == pytest.approx(5.25)
     assert ("utad", "4h") not in model.live  # nothing graded there yet
+    assert keeper.model is model
     cells = {(r.pattern, r.timeframe): r for r in keeper.track_records()}
     assert cells[("spring", "1h")].live_n == 3 and cells[("spring", "1h")].live_mean_r == pytest.approx(0.5)
     assert cells[("utad", "4h")].live_n == 0
@@ -176,7 +179,7 @@ async def test_without_an_evidence_model_refresh_only_reads_the_record() -> None
 
 async def test_a_permanent_store_error_propagates_from_refresh_for_the_caller_to_log() -> None:
     class Broken(CountingStore):
-        async def live_track(self, tracked_reasons, **kw):  # type: ignore[no-untyped-def]
+        async def live_track(self, tracked_reasons, **kw):
             raise StoreError("relation signals does not exist")
 
     keeper = TrackRecordKeeper(Broken(), FakeEvidenceModel(), Applied())
