@@ -300,6 +300,11 @@ class StoreContract:
         assert seed.last_emitted_ms == {
             ("BTCUSDT", "1h", "LONG"): T0 + 5 * h, ("BTCUSDT", "1h", "SHORT"): T0 + 2 * h, ("BTCUSDT", "4h", "LONG"): T0 + 8 * h,
         }
+        # a watch note never holds back a trade call: the newest trade call is remembered on its own
+        assert seed.last_trade_ms == {("BTCUSDT", "1h", "LONG"): T0, ("BTCUSDT", "1h", "SHORT"): T0 + 2 * h}
+        # every stored candidate marks its candle as judged, gated ones too
+        assert seed.judged_until_ms == {("BTCUSDT", "1h"): T0 + 9 * h, ("BTCUSDT", "4h"): T0 + 8 * h,
+                                        ("ETHUSDT", "1h"): T0 + 3 * h}
 
     async def test_gate_seed_keeps_the_best_kind_per_recent_structure(self, store: Store) -> None:
         h = 3_600_000

@@ -301,7 +301,8 @@ async def test_start_seeds_the_gate_from_the_stores_gate_memory(tmp_path: Path, 
     monkeypatch.setattr(analysis_api, "make_gate", spy)
     p = _pipeline(store)
     await p.start()
-    assert seeds[-1] == GateSeed({("BTCUSDT", "15m", "LONG"): 1_700_000_000_000}, {"s1": "watch"})
+    assert seeds[-1] == GateSeed({("BTCUSDT", "15m", "LONG"): 1_700_000_000_000}, {"s1": "watch"}, {},
+                                 {("BTCUSDT", "15m"): 1_700_000_900_000})
     await store.close()
 
 

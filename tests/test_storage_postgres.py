@@ -265,10 +265,11 @@ async def test_rest_backend_functions_agree_with_the_store_queries(pg_store, sql
     opened = [r["id"] for r in await sql.fetch("SELECT id FROM wyeli_open_signals()")]
     assert opened == [s.id for s in await pg_store.open_signals()] == [spring[2].id]
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    last = {(r[0], r[1], r[2]): (r[3] - epoch) // timedelta(milliseconds=1)
-            for r in await sql.fetch("SELECT * FROM wyeli_last_emitted()")}
+    rows = await sql.fetch("SELECT * FROM wyeli_last_emitted()")
+    last = {(r[0], r[1], r[2]): (r[3] - epoch) // timedelta(milliseconds=1) for r in rows}
+    trades = {(r[0], r[1], r[2]): (r[4] - epoch) // timedelta(milliseconds=1) for r in rows if r[4] is not None}
     seed = await pg_store.gate_seed(structure_window_ms=10**12)
-    assert last == seed.last_emitted_ms
+    assert last == seed.last_emitted_ms and trades == seed.last_trade_ms
     assert set(last) == {("BTCUSDT", "1h", "LONG"), ("ETHUSDT", "4h", "SHORT")}
 
 

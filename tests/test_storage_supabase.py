@@ -193,9 +193,11 @@ async def test_gate_seed_and_live_track_go_through_the_002_functions(fake, rest_
     assert seed.structures == {"s1": "watch"} and seed.last_emitted_ms == {("BTCUSDT", "1h", "LONG"): T0}
     await rest_store.live_track({"no_edge", ""}, symbol="BTCUSDT")
     calls = {r.path: r.body for r in fake.requests}
+    assert seed.judged_until_ms == {("BTCUSDT", "1h"): T0} and seed.last_trade_ms == {}
     assert calls == {
         "/rest/v1/rpc/wyeli_last_emitted": {},
         "/rest/v1/rpc/wyeli_recent_structures": {"p_window_ms": 86_400_000},
+        "/rest/v1/rpc/wyeli_last_signal_times": {},
         "/rest/v1/rpc/wyeli_live_track": {"p_tracked": ["", "no_edge"], "p_symbol": "BTCUSDT", "p_timeframe": None,
                                           "p_pattern": None},
     }

@@ -127,7 +127,10 @@ def load_model(path: Path | None) -> EvidenceModelView | None:
             raise ModelError(f"EVIDENCE_MODEL_PATH={path}: this build has no evidence model support")
         return None
     if path is None:
-        model: EvidenceModelView = _evidence.load_default_model()
+        try:
+            model: EvidenceModelView = _evidence.load_default_model()
+        except ValueError as exc:  # EvidenceFormatError: a broken installation
+            raise ModelError(f"the evidence model shipped with the bot cannot be loaded ({exc}); reinstall") from None
         return model
     try:
         text = path.read_text(encoding="utf-8")
@@ -171,8 +174,9 @@ def make_gate(settings: AnalysisSettings, seed: GateSeed | None = None) -> Signa
     """The gate with its memory seeded from the store, so cooldowns and structures survive restarts."""
     gate: Callable[..., SignalGate] = SignalGate
     if HAS_EVIDENCE_API:
-        memory = None if seed is None else _GateMemory(last_emitted_ms=dict(seed.last_emitted_ms),
-                                                       structures=dict(seed.structures))
+        memory = None if seed is None else _GateMemory(
+            last_emitted_ms=dict(seed.last_emitted_ms), structures=dict(seed.structures),
+            last_trade_ms=dict(seed.last_trade_ms), judged_until_ms=dict(seed.judged_until_ms))
         return gate(settings, memory)
     last: dict[tuple[str, str], int] = {}
     for (symbol, timeframe, _direction), t in (seed.last_emitted_ms.items() if seed is not None else ()):

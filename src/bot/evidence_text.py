@@ -28,14 +28,14 @@ KIND_SHORT: dict[SignalKind, str] = {"trade": "TRADE", "watch": "WATCH", "gated"
 # the gate's reason codes (src/analysis: the gate) in words; an unknown code is shown as it is
 GATE_REASONS: dict[str, str] = {
     "no_edge": "the evidence does not show a positive expected R after fees",
-    "cooldown": "cooldown: a trade call or watch note on this market and direction came shortly before",
-    "duplicate_structure": "the same structure was already signalled",
-    "same_structure": "another candidate of the same structure on this candle was kept",
-    "rr_below_min": "reward/risk to the first target is below the minimum",
-    "rr_below_trade_min": "reward/risk to the first target is below TRADE_MIN_RR",
-    "rr_below_watch_min": "reward/risk to the first target is below WATCH_MIN_RR",
+    "rr_below_trade_min": "the evidence is positive but reward/risk to the first target is below TRADE_MIN_RR",
+    "rr_below_min": "reward/risk to the first target is below WATCH_MIN_RR (or there is no target)",
     "score_below_watch_min": "the analyzer's score is below WATCH_MIN_SCORE",
-    "no_targets": "no take-profit target",
+    "duplicate_structure": "another candidate of the same structure on this candle was kept",
+    "structure_signalled": "this structure already gave its trade call (or its watch note)",
+    "cooldown": "cooldown: a trade call or watch note on this market and direction came shortly before",
+    "no_evidence": "no evidence model was attached, so it cannot be a trade call",
+    "already_judged": "its candle was analysed by an earlier run; the stored verdict stands",
     LEGACY_GATE_REASON: "below MIN_CONFIDENCE or in cooldown (the gate before the evidence model)",
 }
 

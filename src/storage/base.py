@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 import structlog
@@ -112,14 +112,19 @@ class LiveTrack:
 
 @dataclass(frozen=True, slots=True)
 class GateSeed:
-    """What the gate must remember across restarts, read from the stored trade calls and watch notes.
+    """What the gate must remember across restarts, read from the stored candidates.
 
-    ``last_emitted_ms``: (symbol, timeframe, direction) -> candle_time_ms of the newest one;
-    ``structures``: structure_id -> the best kind emitted for it ("trade" beats "watch"), for the
-    structures emitted within the requested window before the newest emission."""
+    ``last_emitted_ms``: (symbol, timeframe, direction) -> candle_time_ms of the newest trade call or watch note;
+    ``last_trade_ms``: the same key -> the newest trade call (a watch note never holds back a trade call);
+    ``structures``: structure_id -> the best kind emitted for it ("trade" beats "watch"), for the structures
+    emitted within the requested window before the newest emission;
+    ``judged_until_ms``: (symbol, timeframe) -> candle_time_ms of the newest stored candidate of any kind (a
+    candle at or before it was judged by an earlier run: its verdict is in the store)."""
 
     last_emitted_ms: dict[tuple[str, str, str], int]
     structures: dict[str, SignalKind]
+    last_trade_ms: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    judged_until_ms: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,9 +280,9 @@ class SignalStore(Protocol):
         """Newest first (by candle time, then id); ``kinds`` None = every kind (gated candidates too)."""
 
     async def gate_seed(self, *, structure_window_ms: int) -> GateSeed:
-        """The gate's memory from the stored trade calls and watch notes (gated candidates never count):
-        the newest candle time per (symbol, timeframe, direction), and the best kind per structure among
-        those emitted at most ``structure_window_ms`` before the newest emission (candle time, no wall clock)."""
+        """The gate's memory from the store (see :class:`GateSeed`): emissions count trade calls and watch notes
+        only; structures are those emitted at most ``structure_window_ms`` before the newest emission (candle
+        time, no wall clock); ``judged_until_ms`` counts every stored candidate."""
 
 
 @runtime_checkable

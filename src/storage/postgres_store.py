@@ -471,11 +471,14 @@ class PostgresStore(RejectingCandleWriter):
     async def gate_seed(self, *, structure_window_ms: int) -> GateSeed:
         async with self._conn("gate_seed") as conn:
             last = await conn.fetch(
-                f"SELECT symbol, timeframe, direction, {_ms('candle_time')} FROM wyeli_last_emitted()")
+                f"SELECT symbol, timeframe, direction, {_ms('candle_time')}, {_ms('trade_time')} FROM wyeli_last_emitted()")
             structures = await conn.fetch("SELECT structure_id, kind FROM wyeli_recent_structures($1)", structure_window_ms)
+            judged = await conn.fetch(f"SELECT symbol, timeframe, {_ms('candle_time')} FROM wyeli_last_signal_times()")
         return GateSeed(
             {(r[0], r[1], r[2]): int(r[3]) for r in last},
             {str(r[0]): signal_kind(r[1], str(r[0])) for r in structures},
+            {(r[0], r[1], r[2]): int(r[4]) for r in last if r[4] is not None},
+            {(r[0], r[1]): int(r[2]) for r in judged},
         )
 
     # ------------------------------------------------------------------ outbox

@@ -524,11 +524,17 @@ class SqliteStore:
 
     async def gate_seed(self, *, structure_window_ms: int) -> GateSeed:
         def q(conn: sqlite3.Connection) -> GateSeed:
-            last = {
-                (r[0], r[1], r[2]): int(r[3]) for r in conn.execute(
-                    "SELECT symbol, timeframe, direction, MAX(candle_time) FROM signals WHERE kind IN ('trade', 'watch') "
-                    "GROUP BY symbol, timeframe, direction")
-            }
+            last: dict[tuple[str, str, str], int] = {}
+            trades: dict[tuple[str, str, str], int] = {}
+            for r in conn.execute(
+                "SELECT symbol, timeframe, direction, MAX(candle_time), MAX(CASE WHEN kind = 'trade' THEN candle_time END) "
+                "FROM signals WHERE kind IN ('trade', 'watch') GROUP BY symbol, timeframe, direction"
+            ):
+                last[(r[0], r[1], r[2])] = int(r[3])
+                if r[4] is not None:
+                    trades[(r[0], r[1], r[2])] = int(r[4])
+            judged = {(r[0], r[1]): int(r[2]) for r in conn.execute(
+                "SELECT symbol, timeframe, MAX(candle_time) FROM signals GROUP BY symbol, timeframe")}
             # MIN(kind): 'trade' < 'watch', the best kind emitted for the structure
             structures = {
                 str(r[0]): signal_kind(r[1], str(r[0])) for r in conn.execute(
@@ -536,7 +542,7 @@ class SqliteStore:
                     "AND candle_time >= (SELECT MAX(candle_time) FROM signals WHERE kind IN ('trade', 'watch')) - ? "
                     "GROUP BY structure_id", (structure_window_ms,))
             }
-            return GateSeed(last, structures)
+            return GateSeed(last, structures, trades, judged)
 
         return await self._db.run(q, "gate_seed")
 

@@ -538,9 +538,14 @@ class SupabaseRestStore(RejectingCandleWriter):
         structures = await self._pages("gate seed", lambda c, off, n: c.rpc(
             "wyeli_recent_structures", {"p_window_ms": structure_window_ms})
             .order("structure_id").range(off, off + n - 1).execute())
+        judged = await self._pages("gate seed", lambda c, off, n: c.rpc("wyeli_last_signal_times", {})
+                                   .order("symbol").order("timeframe").range(off, off + n - 1).execute())
         return GateSeed(
             {(r["symbol"], r["timeframe"], r["direction"]): ts_to_ms(r["candle_time"]) for r in last},
             {str(r["structure_id"]): signal_kind(r["kind"], str(r["structure_id"])) for r in structures},
+            {(r["symbol"], r["timeframe"], r["direction"]): ts_to_ms(r["trade_time"]) for r in last
+             if r["trade_time"] is not None},
+            {(r["symbol"], r["timeframe"]): ts_to_ms(r["candle_time"]) for r in judged},
         )
 
     # ------------------------------------------------------------------ outbox

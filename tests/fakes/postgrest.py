@@ -498,11 +498,15 @@ class FakePostgrest:
         emitted = [s for s in signals if s["kind"] in EMITTED]
         if fn == "wyeli_last_emitted":
             last: dict[tuple[str, str, str], datetime] = {}
+            trade: dict[tuple[str, str, str], datetime] = {}
             for s in emitted:
                 k = (s["symbol"], s["timeframe"], s["direction"])
                 last[k] = max(last.get(k, s["candle_time"]), s["candle_time"])
-            rows = [{"symbol": k[0], "timeframe": k[1], "direction": k[2], "candle_time": v} for k, v in sorted(last.items())]
-            return rows, {"symbol", "timeframe", "direction", "candle_time"}
+                if s["kind"] == "trade":
+                    trade[k] = max(trade.get(k, s["candle_time"]), s["candle_time"])
+            rows = [{"symbol": k[0], "timeframe": k[1], "direction": k[2], "candle_time": v, "trade_time": trade.get(k)}
+                    for k, v in sorted(last.items())]
+            return rows, {"symbol", "timeframe", "direction", "candle_time", "trade_time"}
         if fn == "wyeli_recent_structures":
             if not emitted:
                 return [], {"structure_id", "kind"}

@@ -6,7 +6,8 @@
 -- signals.kind          'trade' (a trade call), 'watch' (a watch note, NOT a trade call) or 'gated' (kept with its
 --                       reason, never posted). Rows stored before this migration were posted signals: 'trade'.
 -- signals.gate_reason   the gate's reason code: '' for a trade call, why a watch note is not a trade call, why a
---                       candidate was gated (e.g. 'no_edge', 'cooldown', 'duplicate_structure', 'rr_below_min').
+--                       candidate was gated (e.g. 'no_edge', 'cooldown', 'duplicate_structure', 'rr_below_min';
+--                       src/analysis/gate.py lists them all).
 -- signals.structure_id  the same for every candidate from one market structure ('' when unknown).
 -- signals.p_win, expected_r, expected_r_lo, expected_r_hi
 --                       the evidence model's out-of-sample estimates of the trade's net R after fees: P(net R > 0)
@@ -42,7 +43,8 @@ CREATE INDEX IF NOT EXISTS signals_structure ON signals (structure_id) WHERE str
 -- ------------------------------------------------------------------ the tracked population
 CREATE OR REPLACE FUNCTION wyeli_tracked_gate_reasons()
 RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
-    SELECT ARRAY['', 'no_edge', 'cooldown', 'rr_below_min', 'score_below_watch_min']::text[]
+    SELECT ARRAY['', 'no_edge', 'rr_below_trade_min', 'rr_below_min', 'score_below_watch_min', 'structure_signalled',
+                 'cooldown', 'no_evidence']::text[]
 $$;
 
 -- ------------------------------------------------------------------ views
@@ -184,10 +186,14 @@ RETURNS SETOF signals LANGUAGE sql STABLE AS $$
     LIMIT GREATEST(p_limit, 0)
 $$;
 
--- The gate's memory: the newest trade call / watch note per (symbol, timeframe, direction) ...
+-- The gate's memory: the newest trade call / watch note (candle_time) and the newest trade call (trade_time, NULL
+-- when none) per (symbol, timeframe, direction) ... (the newest candidate of any kind per stream, what an earlier
+-- run already judged, is 001's wyeli_last_signal_times())
 CREATE OR REPLACE FUNCTION wyeli_last_emitted()
-RETURNS TABLE (symbol text, timeframe text, direction text, candle_time timestamptz) LANGUAGE sql STABLE AS $$
-    SELECT s.symbol, s.timeframe, s.direction, MAX(s.candle_time) FROM signals s
+RETURNS TABLE (symbol text, timeframe text, direction text, candle_time timestamptz, trade_time timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT s.symbol, s.timeframe, s.direction, MAX(s.candle_time), MAX(s.candle_time) FILTER (WHERE s.kind = 'trade')
+    FROM signals s
     WHERE s.kind IN ('trade', 'watch')
     GROUP BY s.symbol, s.timeframe, s.direction ORDER BY 1, 2, 3
 $$;
