@@ -155,6 +155,7 @@ async def test_replaying_again_into_the_configured_store_emits_nothing_new(tmp_p
     assert "REPLAY database" not in first and "the configured store (sqlite:" in first
     assert first.count("TRADE CALL") + first.count("WATCH NOTE") > 0
     assert second.count("TRADE CALL") + second.count("WATCH NOTE") == 0
+    assert "0 candidates stored (0 trade calls, 0 watch notes, 0 gated)" in second  # the first verdicts stand
 
 
 def test_replay_database_names_never_reuse_a_file(tmp_path: Path):

@@ -69,7 +69,7 @@ class CandleObserver(Protocol):
 class PipelineStats:
     candles_in: int = 0
     candles_analysed: int = 0
-    candidates: int = 0  # every candidate stored (all kinds)
+    candidates: int = 0  # every candidate newly stored (all kinds)
     signals_emitted: int = 0  # trade calls + watch notes
     trade_calls: int = 0
     watch_notes: int = 0
@@ -297,19 +297,22 @@ class Pipeline:
         """Store every candidate of one candle, count them, and publish the emitted ones that were stored;
         returns the candidates that were stored."""
         stored: list[Signal] = []
+        new = 0
         for s in group.candidates:
             try:
-                await self.store.save_signal(s)
+                is_new = await self.store.save_signal(s)
             except StoreError as exc:
                 self._store_failed("signals")
                 log.error("candidate write failed; it will not be sent or graded", signal_id=s.id, kind=s.kind,
                           error=str(exc))
                 continue
             stored.append(s)
+            if is_new:  # a candle an earlier run judged (replay into the same store) keeps its first verdict
+                new += 1
+                self.stats.gated += s.kind == "gated"
         saved = {s.id for s in stored}
         emitted = [s for s in group.emitted if s.id in saved]
-        self.stats.candidates += len(stored)
-        self.stats.gated += sum(1 for s in stored if s.kind == "gated")
+        self.stats.candidates += new
         for s in emitted:
             self.stats.signals_emitted += 1
             if s.kind == "trade":
