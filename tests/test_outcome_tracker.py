@@ -346,3 +346,30 @@ async def test_catch_up_from_a_store_still_replaying_its_spool_skips_no_candle(s
     replaying.visible_until = None  # replay finished
     await feed_live(store, t, candles[2 * third + 40 :], signals)
     assert await stored(store, [s.id for s in signals]) == backtest_outcomes(candles, signals)
+
+
+async def test_a_signal_is_caught_up_across_a_gap_longer_than_its_horizon_window(store):
+    """Catch-up reads the store in windows of horizon + 1 intervals; an exchange outage longer than a window
+    (no candles at all) must not stop it before the candles after the outage."""
+    candles, signals = scenario()
+    hole = 3 * (PARAMS.horizon_candles + 1)
+
+    def holed_for(sig: Signal) -> list[Candle]:
+        i = next(k for k, c in enumerate(candles) if c.open_time_ms == sig.candle_time_ms)
+        return candles[: i + 2] + candles[i + 2 + hole:]  # the entry candle, then a hole of three windows
+
+    # a signal the entry candle does not decide, so its grade needs the candles after the hole
+    picked = []
+    for sig in signals:
+        holed = holed_for(sig)
+        r = grade(sig, holed, [c.open_time_ms for c in holed], PARAMS)
+        if r is not None and r.exit_time_ms > sig.candle_time_ms + (hole + 2) * 3_600_000:
+            picked.append((sig, holed, r))
+    assert picked, "the scenario should have a signal still open after its entry candle"
+    sig, holed, expected = picked[0]
+    await store.upsert_candles(holed)
+    await store.save_signal(sig)
+    t = tracker(store)
+    await t.start()
+    assert await store.get_outcome(sig.id) == to_signal_outcome(sig, expected)
+    assert t.stats.following == 0
