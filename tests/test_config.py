@@ -19,7 +19,7 @@ def test_no_configuration_gives_alerts_only_sqlite_console_defaults():
     assert c.symbols == ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "ADAUSDT")
     assert c.timeframes == ("15m", "1h", "4h")
     assert (c.min_confidence, c.signal_cooldown_seconds, c.ws_stall_timeout) == (0.9, 0, 90.0)
-    assert (c.trade_min_rr, c.watch_min_rr, c.watch_min_score, c.signal_cooldown_candles) == (1.0, 1.0, 0.6, 12)
+    assert (c.trade_min_rr, c.watch_min_rr, c.watch_min_score, c.signal_cooldown_candles) == (1.0, 1.0, 0.65, 12)
     assert c.watch_notes == "signals" and c.evidence_model_path is None and c.discord_watch_channel_id is None
     assert c.warnings == []
     assert c.binance_ws_url == "wss://fstream.binance.com/market"
@@ -147,7 +147,7 @@ def test_analysis_settings_carry_the_gate_settings_the_engine_knows():
 
     c = Config.from_env({"MIN_CONFIDENCE": "0.8", "TRADE_MIN_RR": "1.5", "SIGNAL_COOLDOWN_CANDLES": "4"})
     s = c.analysis_settings()
-    expected = {"min_confidence": 0.8, "trade_min_rr": 1.5, "watch_min_rr": 1.0, "watch_min_score": 0.6,
+    expected = {"min_confidence": 0.8, "trade_min_rr": 1.5, "watch_min_rr": 1.0, "watch_min_score": 0.65,
                 "cooldown_candles": 4, "cooldown_seconds": 0, "enable_wyckoff": True, "enable_elliott": True}
     known = {f.name for f in fields(AnalysisSettings)}
     assert {"min_confidence", "cooldown_seconds", "enable_wyckoff", "enable_elliott"} <= known

@@ -99,7 +99,7 @@ class Config:
     min_confidence: float = 0.9  # P(E[net R] > 0) a trade call needs (0.9: the shown 80 % interval lies above 0)
     trade_min_rr: float = 1.0  # reward/risk to the first target a trade call needs
     watch_min_rr: float = 1.0  # below it a candidate is gated, not even a watch note
-    watch_min_score: float = 0.6  # analyzer raw-score floor for a watch note (a volume knob)
+    watch_min_score: float = 0.65  # analyzer raw-score floor for a watch note (a volume knob)
     signal_cooldown_candles: int = 12  # per (symbol, timeframe, direction)
     signal_cooldown_seconds: int = 0  # still accepted: effective cooldown = max(candles * interval, seconds)
     evidence_model_path: Path | None = None  # unset = the evidence model shipped with the bot
