@@ -72,3 +72,12 @@ async def test_console_sink_prints_one_block_per_signal():
     sink = ConsoleSink(out)
     await sink.publish(SignalBatch((make_signal(), make_signal(pattern="x", kind="watch")), ()))
     assert out.getvalue().count("TRADE CALL: ") == 1 and out.getvalue().count("WATCH NOTE") == 1 and sink.printed == 2
+
+
+def test_numbers_that_round_to_zero_read_plus_zero_never_minus_zero():
+    from src.analysis.types import Evidence
+    from src.bot.evidence_text import evidence_line, fmt_r
+
+    assert fmt_r(-0.004) == "+0.00 R" and fmt_r(-0.005) == "-0.01 R" and fmt_r(None) == "n/a"
+    ev = Evidence(p_win=0.46, expected_r=-0.001, expected_r_lo=-0.33, expected_r_hi=0.0001, interval=0.8, model_version="m")
+    assert evidence_line(ev) == "P(win) 46 % · E[R] +0.00 R [-0.33, +0.00] (80 %)"

@@ -51,11 +51,17 @@ def gate_reason_text(code: str) -> str:
     return GATE_REASONS.get(code, code.replace("_", " "))
 
 
+def _signed(value: float) -> str:
+    """'+0.05', '-1.00'; a value that rounds to zero reads '+0.00', never '-0.00'."""
+    rounded = round(value, 2)
+    return f"{rounded if rounded != 0 else 0.0:+.2f}"
+
+
 def fmt_r(value: float | None) -> str:
     """A net R multiple with its sign: '+0.05 R', '-1.00 R', 'n/a'."""
     if value is None or not math.isfinite(value):
         return "n/a"
-    return f"{value:+.2f} R"
+    return f"{_signed(value)} R"
 
 
 def fmt_prob(value: float | None) -> str:
@@ -66,7 +72,7 @@ def fmt_prob(value: float | None) -> str:
 
 def _interval(lo: float | None, hi: float | None) -> str:
     def one(v: float | None) -> str:
-        return "n/a" if v is None or not math.isfinite(v) else f"{v:+.2f}"
+        return "n/a" if v is None or not math.isfinite(v) else _signed(v)
 
     return f"[{one(lo)}, {one(hi)}]"
 

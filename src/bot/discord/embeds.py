@@ -436,7 +436,7 @@ def stats_embed(records: Sequence[TrackRecordView], live: Sequence[LiveTrack], *
 
 
 def _signed(v: float | None) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v:+.2f}"
+    return "n/a" if v is None or not math.isfinite(v) else fmt_r(v).removesuffix(" R")
 
 
 def _tf_rank(tf: str) -> int:
