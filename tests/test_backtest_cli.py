@@ -41,7 +41,10 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_signals_writes_exactly_what_the_engine_and_gate_emit(csv_1h, tmp_path, capsys):
+def test_signals_writes_exactly_what_the_engine_and_gate_emit(csv_1h, tmp_path, capsys, monkeypatch):
+    # the configuration's defaults changed with the evidence gate (issue 10); this test checks the old engine
+    monkeypatch.setenv("MIN_CONFIDENCE", "0.65")
+    monkeypatch.setenv("SIGNAL_COOLDOWN_SECONDS", "300")
     out = tmp_path / "signals.jsonl"
     assert main(["signals", "--data", str(csv_1h), "--symbol", "SYNUSDT", "--timeframe", "1h", "--out", str(out)]) == 0
     rows = read_jsonl(out)

@@ -82,7 +82,8 @@ def test_run_writes_a_consistent_report_trades_signals_and_chart(tmp_path, csv_f
     assert (out / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_run_signals_equal_a_direct_replay_through_engine_and_gate(tmp_path, csv_files):
+def test_run_signals_equal_a_direct_replay_through_engine_and_gate(tmp_path, csv_files, monkeypatch):
+    monkeypatch.setenv("SIGNAL_COOLDOWN_SECONDS", "300")  # the old engine's default (the configuration's is 0 now)
     code, out = run_cli(tmp_path, "r", "--data", str(csv_files["BTCUSDT"]), *FAST)
     assert code == 0
     from src.market.klines_csv import read_klines_csv

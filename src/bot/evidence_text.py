@@ -1,0 +1,118 @@
+"""How the bot words a signal's kind, evidence and track record: one vocabulary for the console, the
+Discord embeds and the commands (pure functions, no I/O).
+
+What a user reads about a signal is the evidence model's out-of-sample estimate of the trade's net R
+after fees (SPEC 5a), never an analyzer score:
+
+- the kind: ``TRADE CALL``, or ``WATCH NOTE — not a trade call``;
+- ``P(win) 46 % · E[R] +0.05 R [-0.15, +0.25] (80 %)``: P(net R > 0), the expected net R and its interval
+  (central coverage in brackets);
+- the pattern's track record: the out-of-sample backtest (n, mean net R, 95 % CI) and the live record
+  from the store (n graded, mean net R).
+"""
+
+from __future__ import annotations
+
+import math
+
+from src.analysis.types import Evidence, Signal, SignalKind
+from src.bot.analysis_api import LEGACY_GATE_REASON
+
+KIND_LABELS: dict[SignalKind, str] = {
+    "trade": "TRADE CALL",
+    "watch": "WATCH NOTE — not a trade call",
+    "gated": "GATED — not posted",
+}
+KIND_SHORT: dict[SignalKind, str] = {"trade": "TRADE", "watch": "WATCH", "gated": "gated"}
+
+# the gate's reason codes (src/analysis: the gate) in words; an unknown code is shown as it is
+GATE_REASONS: dict[str, str] = {
+    "no_edge": "the evidence does not show a positive expected R after fees",
+    "rr_below_trade_min": "the evidence is positive but reward/risk to the first target is below TRADE_MIN_RR",
+    "rr_below_min": "reward/risk to the first target is below WATCH_MIN_RR (or there is no target)",
+    "score_below_watch_min": "the analyzer's score is below WATCH_MIN_SCORE",
+    "duplicate_structure": "another candidate of the same structure on this candle was kept",
+    "structure_signalled": "this structure already gave its trade call (or its watch note)",
+    "cooldown": "cooldown: a trade call or watch note on this market and direction came shortly before",
+    "no_evidence": "no evidence model was attached, so it cannot be a trade call",
+    "already_judged": "its candle was analysed by an earlier run; the stored verdict stands",
+    LEGACY_GATE_REASON: "below MIN_CONFIDENCE or in cooldown (the gate before the evidence model)",
+}
+
+
+def kind_label(kind: SignalKind) -> str:
+    return KIND_LABELS.get(kind, str(kind).upper())
+
+
+def gate_reason_text(code: str) -> str:
+    """The reason code in words ('' for none)."""
+    if not code:
+        return ""
+    return GATE_REASONS.get(code, code.replace("_", " "))
+
+
+def _signed(value: float) -> str:
+    """'+0.05', '-1.00'; a value that rounds to zero reads '+0.00', never '-0.00'."""
+    rounded = round(value, 2)
+    return f"{rounded if rounded != 0 else 0.0:+.2f}"
+
+
+def fmt_r(value: float | None) -> str:
+    """A net R multiple with its sign: '+0.05 R', '-1.00 R', 'n/a'."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{_signed(value)} R"
+
+
+def fmt_prob(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value * 100:.0f} %"
+
+
+def _interval(lo: float | None, hi: float | None) -> str:
+    def one(v: float | None) -> str:
+        return "n/a" if v is None or not math.isfinite(v) else _signed(v)
+
+    return f"[{one(lo)}, {one(hi)}]"
+
+
+def evidence_line(ev: Evidence | None) -> str:
+    """'P(win) 46 % · E[R] +0.05 R [-0.15, +0.25] (80 %)'."""
+    if ev is None:
+        return "no evidence assessment (no evidence model was loaded when it was made)"
+    coverage = f" ({ev.interval * 100:.0f} %)" if math.isfinite(ev.interval) and ev.interval > 0 else ""
+    return f"P(win) {fmt_prob(ev.p_win)} · E[R] {fmt_r(ev.expected_r)} {_interval(ev.expected_r_lo, ev.expected_r_hi)}{coverage}"
+
+
+def backtest_record_text(n: int, mean_r: float | None, ci: tuple[float, float] | None) -> str:
+    if n <= 0:
+        return "backtest (out of sample): no trades"
+    ci_text = "" if ci is None else f", 95 % CI {_interval(ci[0], ci[1])}"
+    return f"backtest (out of sample): n {n}, mean {fmt_r(mean_r)}{ci_text}"
+
+
+def live_record_text(n: int, mean_r: float | None) -> str:
+    if n <= 0:
+        return "live: no graded signals yet"
+    return f"live: n {n}, mean {fmt_r(mean_r)}"
+
+
+def track_record_lines(ev: Evidence | None) -> tuple[str, str]:
+    """(backtest line, live line) of the pattern's track record as the evidence carried it."""
+    if ev is None:
+        return ("backtest (out of sample): not available", "live: not available")
+    return (backtest_record_text(ev.backtest_n, ev.backtest_mean_r, ev.backtest_ci), live_record_text(ev.live_n, ev.live_mean_r))
+
+
+def rr_text(signal: Signal) -> str:
+    """'R:R 1 : 1.50 to TP1' (reward to the first target over the risk)."""
+    rr = signal.risk_reward
+    return "R:R n/a" if rr is None or not math.isfinite(rr) else f"R:R 1 : {rr:.2f} to TP1"
+
+
+def why_not_a_trade_call(signal: Signal) -> str:
+    """For a watch note or a gated candidate: the gate's reason in words ('' for a trade call)."""
+    if signal.kind == "trade":
+        return ""
+    return gate_reason_text(signal.gate_reason) or "the gate gave no reason"
