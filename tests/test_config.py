@@ -159,12 +159,8 @@ def test_config_defaults_match_the_engines_own_defaults():
     from dataclasses import MISSING, fields
 
     from src.analysis.engine import AnalysisSettings
-    from src.bot.analysis_api import HAS_EVIDENCE_API
-
     ours = Config.from_env({}).analysis_settings()
-    # before the evidence gate is merged the engine still has the old raw-score threshold and 300 s cooldown
-    legacy = set() if HAS_EVIDENCE_API else {"min_confidence", "cooldown_seconds"}
-    checked = [f.name for f in fields(AnalysisSettings) if f.default is not MISSING and f.name not in legacy]
+    checked = [f.name for f in fields(AnalysisSettings) if f.default is not MISSING]
     assert "enable_wyckoff" in checked
     for name in checked:
         assert getattr(ours, name) == getattr(AnalysisSettings(), name), name

@@ -274,10 +274,8 @@ async def test_rest_backend_functions_agree_with_the_store_queries(pg_store, sql
 
 
 async def test_the_tracked_gate_reasons_in_sql_are_the_programs(sql) -> None:
-    from src.bot.analysis_api import HAS_EVIDENCE_API, TRACKED_GATE_REASONS
+    from src.bot.analysis_api import TRACKED_GATE_REASONS
 
-    if not HAS_EVIDENCE_API:
-        pytest.skip("src.analysis.evidence is not in this build yet: nothing to compare the SQL list with")
     assert set(await sql.fetchval("SELECT wyeli_tracked_gate_reasons()")) == set(TRACKED_GATE_REASONS)
 
 

@@ -54,7 +54,7 @@ REASON_ALREADY_JUDGED = "already_judged"
 
 GATE_REASONS: dict[str, str] = {
     "": "trade call",
-    REASON_NO_EDGE: "watch note: the evidence does not show expected net R above 0 at MIN_CONFIDENCE",
+    REASON_NO_EDGE: "watch note: the evidence does not show a positive expected R after fees",
     REASON_RR_BELOW_TRADE_MIN: "watch note: the evidence is positive but reward/risk to TP1 is below TRADE_MIN_RR",
     REASON_RR_BELOW_MIN: "gated: reward/risk to the first target is below WATCH_MIN_RR (or there is no target)",
     REASON_SCORE_BELOW_WATCH_MIN: "gated: analyzer raw score below WATCH_MIN_SCORE (a volume limit, not evidence)",

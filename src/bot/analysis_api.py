@@ -12,69 +12,22 @@ The product (pipeline, track record, commands) uses only what this module expose
 Models and track records are typed by the :class:`EvidenceModelView` / :class:`TrackRecordView`
 protocols (the fields the bot reads), so the real ``src.analysis.evidence`` classes fit them structurally.
 
-ISSUE10-SEAM: the evidence model (``src.analysis.evidence``) and the new engine API (``GateMemory``,
-``SignalGate(settings, memory)``, ``build_engine(..., evidence=)``, ``AnalysisEngine.set_evidence``) are
-built in parallel with this module. It binds to them at import time when they are present
-(:data:`HAS_EVIDENCE_API`); without them it keeps the old engine working (no evidence, every candidate
-the old gate refused is stored as ``gated`` with :data:`LEGACY_GATE_REASON`). Once the API is merged the
-legacy branches are dead code and can go.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from src.analysis import evidence as _evidence
 from src.analysis import registry as _registry
-from src.analysis.engine import AnalysisEngine, AnalysisSettings, SignalGate, StepResult
+from src.analysis.engine import AnalysisEngine, AnalysisSettings, StepResult
+from src.analysis.gate import GateMemory, SignalGate
 from src.analysis.types import Signal
 from src.storage.base import GateSeed, LiveTrack
 
-LEGACY_GATE_REASON = "below_min_confidence_or_cooldown"
-
-
-def _optional_module(name: str) -> ModuleType | None:
-    """The module, or None when it does not exist (an import error INSIDE it still raises)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
-
-
-def _gate_memory_class() -> Any:
-    for name in ("src.analysis.engine", "src.analysis.gate"):
-        module = _optional_module(name)
-        if module is not None and hasattr(module, "GateMemory"):
-            return module.GateMemory
-    return None
-
-
-_evidence: Any = _optional_module("src.analysis.evidence")
-_GateMemory: Any = _gate_memory_class()
-HAS_EVIDENCE_API = _evidence is not None and _GateMemory is not None
-
-TRACKED_GATE_REASONS: frozenset[str] = (
-    frozenset(str(r) for r in _evidence.TRACKED_GATE_REASONS) if HAS_EVIDENCE_API else frozenset({""})
-)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _LegacyLiveRecord:
-    """The contract's LiveRecord fields, for models handed in without src.analysis.evidence (tests, legacy)."""
-
-    n: int
-    sum_r: float
-    sum_r2: float
-    wins: int
-
-
-_LiveRecord: Any = _evidence.LiveRecord if HAS_EVIDENCE_API else _LegacyLiveRecord
+TRACKED_GATE_REASONS: frozenset[str] = frozenset(_evidence.TRACKED_GATE_REASONS)
 
 
 class ModelError(ValueError):
@@ -122,10 +75,6 @@ class EvidenceModelView(Protocol):
 def load_model(path: Path | None) -> EvidenceModelView | None:
     """The model in ``path`` (EVIDENCE_MODEL_PATH), else the shipped default; None when this build has no
     evidence model. Raises :class:`ModelError` naming the file and the problem."""
-    if not HAS_EVIDENCE_API:
-        if path is not None:
-            raise ModelError(f"EVIDENCE_MODEL_PATH={path}: this build has no evidence model support")
-        return None
     if path is None:
         try:
             model: EvidenceModelView = _evidence.load_default_model()
@@ -149,7 +98,7 @@ def with_live(model: EvidenceModelView, tracks: Sequence[LiveTrack]) -> Evidence
     """``model`` with the live record of the tracked population folded in: one LiveRecord per (pattern, timeframe)
     cell with graded outcomes (n, sum of net R, sum of squares, wins = net R > 0)."""
     live = {
-        (t.pattern, t.timeframe): _LiveRecord(n=t.graded, sum_r=t.sum_r, sum_r2=t.sum_r2, wins=t.wins)
+        (t.pattern, t.timeframe): _evidence.LiveRecord(n=t.graded, sum_r=t.sum_r, sum_r2=t.sum_r2, wins=t.wins)
         for t in tracks if t.population == "tracked" and t.graded > 0
     }
     return model.with_live(live)
@@ -157,10 +106,8 @@ def with_live(model: EvidenceModelView, tracks: Sequence[LiveTrack]) -> Evidence
 
 def build_engine(symbol: str, timeframe: str, settings: AnalysisSettings, model: EvidenceModelView | None) -> AnalysisEngine:
     """The registry's engine for the stream, assessing candidates with ``model``."""
-    build: Callable[..., AnalysisEngine] = _registry.build_engine
-    if HAS_EVIDENCE_API:
-        return build(symbol, timeframe, settings, evidence=model)
-    return build(symbol, timeframe, settings)
+    # every model the bot loads is an EvidenceModel; the view protocol only lets tests hand in fakes
+    return _registry.build_engine(symbol, timeframe, settings, evidence=cast(_evidence.EvidenceModel | None, model))
 
 
 def set_evidence(engine: AnalysisEngine, model: EvidenceModelView | None) -> None:
@@ -172,28 +119,18 @@ def set_evidence(engine: AnalysisEngine, model: EvidenceModelView | None) -> Non
 
 def make_gate(settings: AnalysisSettings, seed: GateSeed | None = None) -> SignalGate:
     """The gate with its memory seeded from the store, so cooldowns and structures survive restarts."""
-    gate: Callable[..., SignalGate] = SignalGate
-    if HAS_EVIDENCE_API:
-        memory = None if seed is None else _GateMemory(
-            last_emitted_ms=dict(seed.last_emitted_ms), structures=dict(seed.structures),
-            last_trade_ms=dict(seed.last_trade_ms), judged_until_ms=dict(seed.judged_until_ms))
-        return gate(settings, memory)
-    last: dict[tuple[str, str], int] = {}
-    for (symbol, timeframe, _direction), t in (seed.last_emitted_ms.items() if seed is not None else ()):
-        last[(symbol, timeframe)] = max(t, last.get((symbol, timeframe), t))
-    return gate(settings.min_confidence, settings.cooldown_seconds, last)
+    memory = None if seed is None else GateMemory(
+        last_emitted_ms=dict(seed.last_emitted_ms), structures=dict(seed.structures),
+        last_trade_ms=dict(seed.last_trade_ms), judged_until_ms=dict(seed.judged_until_ms))
+    return SignalGate(settings, memory)
 
 
 def candidates_of(result: StepResult) -> list[Signal]:
-    """Every candidate of the step, each with its kind and gate reason (those the legacy gate refused: 'gated')."""
-    if HAS_EVIDENCE_API:
-        return list(result.candidates)
-    emitted = {id(s) for s in result.emitted}
-    return [s if id(s) in emitted else dataclasses.replace(s, kind="gated", gate_reason=LEGACY_GATE_REASON)
-            for s in result.candidates]
+    """Every candidate of the step, each with its kind and gate reason."""
+    return list(result.candidates)
 
 
 __all__ = [
-    "HAS_EVIDENCE_API", "LEGACY_GATE_REASON", "TRACKED_GATE_REASONS", "EvidenceModelView", "ModelError",
+    "TRACKED_GATE_REASONS", "EvidenceModelView", "ModelError",
     "TrackRecordView", "build_engine", "candidates_of", "load_model", "make_gate", "set_evidence", "with_live",
 ]

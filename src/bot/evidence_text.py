@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 
+from src.analysis.gate import GATE_REASONS
 from src.analysis.types import Evidence, Signal, SignalKind
-from src.bot.analysis_api import LEGACY_GATE_REASON
 
 KIND_LABELS: dict[SignalKind, str] = {
     "trade": "TRADE CALL",
@@ -24,21 +24,6 @@ KIND_LABELS: dict[SignalKind, str] = {
     "gated": "GATED — not posted",
 }
 KIND_SHORT: dict[SignalKind, str] = {"trade": "TRADE", "watch": "WATCH", "gated": "gated"}
-
-# the gate's reason codes (src/analysis: the gate) in words; an unknown code is shown as it is
-GATE_REASONS: dict[str, str] = {
-    "no_edge": "the evidence does not show a positive expected R after fees",
-    "rr_below_trade_min": "the evidence is positive but reward/risk to the first target is below TRADE_MIN_RR",
-    "rr_below_min": "reward/risk to the first target is below WATCH_MIN_RR (or there is no target)",
-    "score_below_watch_min": "the analyzer's score is below WATCH_MIN_SCORE",
-    "duplicate_structure": "another candidate of the same structure on this candle was kept",
-    "structure_signalled": "this structure already gave its trade call (or its watch note)",
-    "cooldown": "cooldown: a trade call or watch note on this market and direction came shortly before",
-    "no_evidence": "no evidence model was attached, so it cannot be a trade call",
-    "already_judged": "its candle was analysed by an earlier run; the stored verdict stands",
-    LEGACY_GATE_REASON: "below MIN_CONFIDENCE or in cooldown (the gate before the evidence model)",
-}
-
 
 def kind_label(kind: SignalKind) -> str:
     return KIND_LABELS.get(kind, str(kind).upper())
@@ -48,7 +33,11 @@ def gate_reason_text(code: str) -> str:
     """The reason code in words ('' for none)."""
     if not code:
         return ""
-    return GATE_REASONS.get(code, code.replace("_", " "))
+    text = GATE_REASONS.get(code)
+    if text is None:
+        return code.replace("_", " ")
+    # the kind is shown beside the reason, so the gate's "gated: " / "watch note: " prefix would say it twice
+    return text.split(": ", 1)[1] if text.startswith(("gated: ", "watch note: ")) else text
 
 
 def _signed(value: float) -> str:

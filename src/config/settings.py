@@ -198,9 +198,7 @@ class Config:
             "enable_wyckoff": self.enable_wyckoff,
             "enable_elliott": self.enable_elliott,
         }
-        # ISSUE10-SEAM: until the engine's AnalysisSettings has the gate fields, pass the ones it knows
-        known = {f.name for f in fields(AnalysisSettings)}
-        return AnalysisSettings(**{k: v for k, v in values.items() if k in known})
+        return AnalysisSettings(**values)
 
     @property
     def watch_notes_to_discord(self) -> bool:
