@@ -516,6 +516,7 @@ class EvidenceModel:
             backtest_ci=(round(cell.ci[0], 4), round(cell.ci[1], 4)) if cell and cell.n else None,
             live_n=cell.live_n if cell else 0,
             live_mean_r=round(cell.live_sum_r / cell.live_n, 4) if cell and cell.live_n else None,
+            reference_n=self.reference_n,
         )
 
     # ------------------------------------------------------------------ live record

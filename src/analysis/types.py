@@ -100,8 +100,9 @@ class Evidence:
     under the SPEC 7 outcome rules, fitted out of sample, never a raw score.
 
     ``p_win`` = P(net R > 0); ``expected_r`` = E[net R] with the interval ``[expected_r_lo, expected_r_hi]``
-    (``interval`` is its central coverage, e.g. 0.8). The track record is the pattern's (pattern,
-    timeframe) cell: the out-of-sample backtest (``backtest_n`` trades, mean net R and its 95 % CI) and
+    (``interval`` is its central coverage, e.g. 0.8; with ``reference_n`` > 0 it is the range of the AVERAGE
+    net R of that many such signals, which is what a track record can be checked against). The track record
+    is the pattern's (pattern, timeframe) cell: the out-of-sample backtest (``backtest_n`` trades, mean net R and its 95 % CI) and
     the live record from the store (``live_n`` graded signals and their mean net R).
     """
 
@@ -116,6 +117,7 @@ class Evidence:
     backtest_ci: tuple[float, float] | None = None
     live_n: int = 0
     live_mean_r: float | None = None
+    reference_n: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +132,7 @@ class Evidence:
             "backtest_ci": None if self.backtest_ci is None else list(self.backtest_ci),
             "live_n": self.live_n,
             "live_mean_r": self.live_mean_r,
+            "reference_n": self.reference_n,
         }
 
     @classmethod
@@ -148,6 +151,7 @@ class Evidence:
             backtest_ci=None if ci is None else (float(ci[0]), float(ci[1])),
             live_n=int(d.get("live_n", 0)),
             live_mean_r=None if lmr is None else float(lmr),
+            reference_n=int(d.get("reference_n") or 0),
         )
 
 

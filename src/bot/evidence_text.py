@@ -5,7 +5,7 @@ What a user reads about a signal is the evidence model's out-of-sample estimate 
 after fees (SPEC 5a), never an analyzer score:
 
 - the kind: ``TRADE CALL``, or ``WATCH NOTE — not a trade call``;
-- ``P(win) 46 % · E[R] +0.05 R [-0.15, +0.25] (80 %)``: P(net R > 0), the expected net R and its interval
+- ``P(win) 46 % · E[R] +0.05 R [-0.15, +0.25] (80 %, avg of 20)``: P(net R > 0), the expected net R and its interval
   (central coverage in brackets);
 - the pattern's track record: the out-of-sample backtest (n, mean net R, 95 % CI) and the live record
   from the store (n graded, mean net R).
@@ -67,10 +67,14 @@ def _interval(lo: float | None, hi: float | None) -> str:
 
 
 def evidence_line(ev: Evidence | None) -> str:
-    """'P(win) 46 % · E[R] +0.05 R [-0.15, +0.25] (80 %)'."""
+    """'P(win) 46 % · E[R] +0.05 R [-0.15, +0.25] (80 %, avg of 20)': the interval is where the average net R
+    of ``reference_n`` such signals lands (the evidence model's definition), so the text says so."""
     if ev is None:
         return "no evidence assessment (no evidence model was loaded when it was made)"
-    coverage = f" ({ev.interval * 100:.0f} %)" if math.isfinite(ev.interval) and ev.interval > 0 else ""
+    coverage = ""
+    if math.isfinite(ev.interval) and ev.interval > 0:
+        of = f", avg of {ev.reference_n}" if ev.reference_n > 0 else ""
+        coverage = f" ({ev.interval * 100:.0f} %{of})"
     return f"P(win) {fmt_prob(ev.p_win)} · E[R] {fmt_r(ev.expected_r)} {_interval(ev.expected_r_lo, ev.expected_r_hi)}{coverage}"
 
 
