@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key.ljust(width)}  {value}")
     print()
     print(f"storage backend: {config.storage_backend}; discord: {'on' if config.discord_enabled else 'off'}; "
-          f"trading: {'ON' if config.enable_trading else 'off'}")
+          f"trading: {config.trading_words}")
     if config.problems:
         print(f"\n{len(config.problems)} problem(s):", file=sys.stderr)
         for p in config.problems:

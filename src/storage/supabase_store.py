@@ -59,6 +59,7 @@ from src.storage.base import (
     StoreUnavailable,
     StreamQuality,
 )
+from src.storage.supabase_trading import SupabaseTradingMixin
 
 log = structlog.get_logger(__name__)
 
@@ -255,8 +256,9 @@ async def _record_status(response: httpx.Response) -> None:
     _last_status.set(response.status_code)
 
 
-class SupabaseRestStore(RejectingCandleWriter):
-    """The Store protocol over Supabase REST (see the module docstring; contract-tested only)."""
+class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
+    """The Store protocol over Supabase REST (see the module docstring; contract-tested only); the TradingStore
+    methods come from :class:`~src.storage.supabase_trading.SupabaseTradingMixin`."""
 
     def __init__(
         self,
