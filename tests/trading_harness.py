@@ -25,7 +25,7 @@ def near_signal(fake: FakeBinanceTrading, symbol: str = "BTCUSDT", direction: st
                 entry: float | None = None) -> Signal:
     """A 1m signal confirmed on the last closed minute of the fake's clock, entry at the fake's price."""
     now = fake.now_ms()
-    candle = now - now % MINUTE - MINUTE * (1 + minutes_ago) - salt * 3_600_000 * 24 * 365
+    candle = now - now % MINUTE - MINUTE * (1 + minutes_ago)
     price = entry if entry is not None else fake.price(symbol)
     sign = 1 if direction == "LONG" else -1
     stop = price * (1 - sign * risk_pct)

@@ -244,6 +244,10 @@ class FakeBinanceTrading:
         rec = Recorded(request.method, path, {k: v for k, v in params.items() if k != "signature"}, signed, keyed)
         self.requests.append(rec)
         self.signed_requests += int(signed)
+        if request.method == "POST" and path in ("/fapi/v1/order", "/fapi/v1/algoOrder"):
+            cid = params.get("newClientOrderId") or params.get("clientAlgoId")
+            if cid:
+                self.entry_submissions[cid] += 1  # every time it left the client, whatever became of it
         fault = self._take_fault(request.method, path)
         try:
             if fault in ("429", "418", "5xx"):
@@ -456,7 +460,6 @@ class FakeBinanceTrading:
         sym = self._symbol(p)
         kind = p.get("type", "")
         cid = p.get("newClientOrderId") or f"x-{next(self._ids)}"
-        self.entry_submissions[cid] += 1
         if kind in CONDITIONAL_TYPES:
             raise BinanceFail(-4120, "Order type not supported for this endpoint. Please use the Algo Order API "
                                      "endpoints instead.")
@@ -543,7 +546,6 @@ class FakeBinanceTrading:
     async def _new_algo(self, p: dict[str, str]) -> dict[str, Any]:
         sym = self._symbol(p)
         cid = p.get("clientAlgoId") or f"algo-{next(self._ids)}"
-        self.entry_submissions[cid] += 1
         if p.get("algoType") != "CONDITIONAL":
             raise BinanceFail(-1116, "Invalid algoType.")
         kind = p.get("type", "")
