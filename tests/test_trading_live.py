@@ -368,17 +368,21 @@ async def test_limits_refuse_entries_and_the_daily_loss_limit_pauses(rig: Rig) -
     assert any("Trading PAUSED" in text for _, text in rig.alerts.sent)
 
 
+def paused_kind(t: ExchangeTrader) -> str | None:
+    return None if t.safety.paused is None else t.safety.paused.kind
+
+
 async def test_max_orders_per_day_and_the_error_breaker_pause_entries(rig: Rig) -> None:
     t = await rig.trader(MAX_ORDERS_PER_DAY="1", TRADING_ERROR_LIMIT="2")
     await enter(t, near_signal(rig.fake))
-    assert t.safety.paused is not None and t.safety.paused.kind == "orders_per_day"
+    assert paused_kind(t) == "orders_per_day"
     t.safety.resume()
     t.safety.state.entries_today = 0
     t.safety.limits = type(t.safety.limits)(max_open_positions=10, max_orders_per_day=100, error_limit=2)
     for _ in range(2):
         rig.fake.fail_next("GET", "/fapi/v3/positionRisk", "5xx")
         await t.reconcile("test")
-    assert t.safety.paused is not None and t.safety.paused.kind == "errors"
+    assert paused_kind(t) == "errors"
 
 
 async def test_stale_signals_watch_notes_and_gated_candidates_are_not_traded(rig: Rig) -> None:
