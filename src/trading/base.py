@@ -126,6 +126,9 @@ class TraderBase:
             await self.alerts.alert("warning", f"{self.settings.words}: starting PAUSED ({self.safety.paused.reason}); "
                                                "`>resume` to allow new entries")
 
+    async def start(self) -> None:
+        raise NotImplementedError
+
     async def save_safety(self) -> None:
         try:
             await self.store.set_trading_state(self._state_key, orjson.dumps(self.safety.state.to_dict()).decode())
