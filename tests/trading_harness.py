@@ -78,10 +78,10 @@ def _busy(trader: ExchangeTrader) -> bool:
 
 
 async def settle(trader: ExchangeTrader, within_s: float = 10.0) -> None:
-    """Wait until the entry queue is empty, no entry is being resolved, and the lock is free (twice, 50 ms apart:
+    """Wait until the entry queue is empty, no entry is being resolved, and the lock is free (twice, 20 ms apart:
     a stream event may be on its way)."""
     async with asyncio.timeout(within_s):
         for _ in range(2):
             while _busy(trader):  # noqa: ASYNC110 - polling the trader's state
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.05)
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.02)

@@ -93,7 +93,8 @@ class RequestBudget:
                 counter.observe(int(value), now_ms)
 
     def back_off(self, retry_after_s: float, now_ms: int) -> None:
-        self.blocked_until_ms = max(self.blocked_until_ms, now_ms + int(retry_after_s * 1000))
+        # Retry-After is whole seconds; half a second more keeps a request from arriving just before it ends
+        self.blocked_until_ms = max(self.blocked_until_ms, now_ms + int(retry_after_s * 1000) + 500)
 
     def ban(self, retry_after_s: float, now_ms: int) -> None:
         self.banned_until_ms = max(self.banned_until_ms, now_ms + int(retry_after_s * 1000))

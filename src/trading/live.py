@@ -127,9 +127,14 @@ class ExchangeTrader(TraderBase):
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        await self.load()
+        blocked_s = (self.safety.state.rate_blocked_until_wall_ms - wall_ms()) / 1000
+        if blocked_s > 0:  # a 429/418 before the restart: wait it out instead of provoking a longer ban
+            log.warning("trading_start_waits_for_binance_rate_limit", wait_s=round(blocked_s, 1))
+            await self.audit.record("start_waits_for_rate_limit", wait_s=round(blocked_s, 1))
+            await asyncio.sleep(blocked_s)
         await self.clock.resync()
         await self._refresh_rules()
-        await self.load()
         account = await self.exchange.account()  # proves the key works before anything else happens
         self._last_account = account
         await self.announce_pause(self.safety.observe_equity(account.margin_balance, self.clock.now_ms()))
@@ -697,19 +702,34 @@ class ExchangeTrader(TraderBase):
 
     async def _cancel_protection(self, p: PositionRecord, algo_orders: list[AlgoOrder] | None) -> None:
         """Cancel every live protective order of ours for the closed position (a stale close-position stop would
-        close the next position on the symbol)."""
+        close the next position on the symbol). The candidates are the ids of its generations (weight 1 per
+        cancel, not 40 for listing open algo orders); one that is no longer live answers -2011 and is skipped."""
+        if algo_orders is not None:
+            candidates = [a.client_algo_id for a in algo_orders
+                          if a.live and (parsed := client_ids.parse(a.client_algo_id)) is not None
+                          and parsed.signal_id == p.signal_id]
+        else:
+            candidates = []
+            for gen in range(p.stop_generation + 1):
+                for cid in (client_ids.stop_id(p.signal_id, gen), client_ids.target_id(p.signal_id, gen)):
+                    rec = await self._record(cid)
+                    if rec is not None and rec.status in ("NEW", "TRIGGERING", "UNKNOWN", "PENDING_SUBMIT"):
+                        candidates.append(cid)
+        for cid in candidates:
+            try:
+                cancelled = await self.exchange.cancel_algo(cid)
+            except TradingError as exc:
+                await self._exchange_failed(exc, "cancel protection")  # reconciliation retries (stale_protection)
+                continue
+            rec = await self._record(cid)
+            if rec is not None:
+                await self.save_order(replace(rec, status=cancelled.status if cancelled else "CANCELED"))
+
+    async def _record(self, cid: str) -> OrderRecord | None:
         try:
-            orders = algo_orders if algo_orders is not None else await self.exchange.open_algo_orders()
-        except TradingError as exc:
-            await self._exchange_failed(exc, "open algo orders")
-            return  # reconciliation cancels them later (stale_protection)
-        for a in orders:
-            cid = client_ids.parse(a.client_algo_id)
-            if cid is not None and cid.signal_id == p.signal_id and a.live:
-                try:
-                    await self.exchange.cancel_algo(a.client_algo_id)
-                except TradingError as exc:
-                    await self._exchange_failed(exc, "cancel protection")
+            return await self.store.get_order(cid)
+        except StoreError:
+            return None
 
     # ------------------------------------------------------------------ reconciliation
     async def _periodic_reconcile(self) -> None:
@@ -789,7 +809,15 @@ class ExchangeTrader(TraderBase):
 
     async def _exchange_failed(self, exc: BaseException, where: str) -> None:
         now = self.clock.now_ms()
+        if isinstance(exc, RateLimited | IpBanned):
+            budget = self.exchange.rest.budget
+            until_wall = max(budget.blocked_until_ms, budget.banned_until_ms) - self.clock.offset_ms
+            if until_wall > self.safety.state.rate_blocked_until_wall_ms:
+                self.safety.state.rate_blocked_until_wall_ms = until_wall
+                await self.save_safety()
         if isinstance(exc, IpBanned):
+            if self.safety.paused is not None and self.safety.paused.kind == "ip_ban":
+                return  # announced once
             pause = self.safety.pause("ip_ban", f"Binance banned this IP (HTTP 418) until "
                                                 f"{exc.until_ms // 1000} (epoch s): too many requests", "bot", now)
             await self.announce_pause(pause)

@@ -55,17 +55,22 @@ class SafetyState:
     day_start_equity: float | None = None
     pause: Pause | None = None
     errors: deque[int] = field(default_factory=deque)
+    # after a 429/418: no request before this wall-clock time, also after a restart (a restart loop must not
+    # hammer Binance into a longer ban)
+    rate_blocked_until_wall_ms: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"day": self.day, "entries_today": self.entries_today, "day_start_equity": self.day_start_equity,
-                "pause": None if self.pause is None else asdict(self.pause)}
+                "pause": None if self.pause is None else asdict(self.pause),
+                "rate_blocked_until_wall_ms": self.rate_blocked_until_wall_ms}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SafetyState:
         p = d.get("pause")
         return cls(day=str(d.get("day", "")), entries_today=int(d.get("entries_today", 0)),
                    day_start_equity=None if d.get("day_start_equity") is None else float(d["day_start_equity"]),
-                   pause=None if not p else Pause(**p))
+                   pause=None if not p else Pause(**p),
+                   rate_blocked_until_wall_ms=int(d.get("rate_blocked_until_wall_ms", 0)))
 
 
 class Safety:

@@ -16,7 +16,8 @@ Strictness (Binance's rules and error codes):
   ``timestamp < server + 1000`` and ``server - timestamp <= recvWindow`` on the FAKE's clock (else -1021);
 - weights per minute (``weight_limit``) and order counts per 10 s / minute are counted in the
   ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-10S`` / ``X-MBX-ORDER-COUNT-1M`` headers; over the limit ->
-  429 (-1003, Retry-After); a request during the 429 back-off -> 418 (banned for ``ban_s``);
+  429 (-1003, Retry-After); requests during the 429 back-off -> 429 again, the ``ban_after``-th one -> 418
+  (banned for ``ban_s``);
 - orders: MARKET only on ``/fapi/v1/order`` (conditional types -> -4120, use the Algo Order API); client ids
   ``^[.A-Z:/a-z0-9_-]{1,36}$`` (-4015), unique (-4116); LOT_SIZE / MARKET_LOT_SIZE step (-1111) and range
   (-1013), MIN_NOTIONAL (-4164), margin (-2019), reduce-only that would not reduce (-2022);
@@ -35,7 +36,8 @@ comes), ``reset_after_accept`` (executed, then the connection is cut), ``5xx_aft
 MARKET order (status EXPIRED). ``drop_user_streams()``, ``expire_listen_keys()``, ``mute_stream`` (events
 are lost, the connection stays). Hand actions: ``close_by_hand``, ``open_by_hand``, ``cancel_algo_by_hand``.
 Records: ``requests``, ``signed_requests``, ``entry_submissions`` (client id -> times it was SUBMITTED),
-``accepted`` (client ids that were executed).
+``duplicate_after_accept`` (client id -> submissions after it had been executed), ``accepted`` (client ids
+that were executed).
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ class FakeBinanceTrading:
     orders_per_10s: int = 300
     orders_per_minute: int = 1200
     ban_s: float = 120.0
+    retry_after_s: int = 2  # the Retry-After of a 429
+    ban_after: int = 10  # requests during a 429 back-off before the IP is banned (418)
     hang_s: float = 30.0
     requests: list[Recorded] = field(default_factory=list)
 
@@ -132,6 +136,7 @@ class FakeBinanceTrading:
         self.mute_stream = False
         self.signed_requests = 0
         self.entry_submissions: Counter[str] = Counter()
+        self.duplicate_after_accept: Counter[str] = Counter()
         self.accepted: list[str] = []
         self.events_sent = 0
         self._faults: deque[tuple[str, str, str]] = deque()
@@ -141,6 +146,7 @@ class FakeBinanceTrading:
         self._orders10: dict[int, int] = {}
         self._orders60: dict[int, int] = {}
         self._blocked_until = 0
+        self._violations = 0
         self.banned_until = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -248,6 +254,8 @@ class FakeBinanceTrading:
             cid = params.get("newClientOrderId") or params.get("clientAlgoId")
             if cid:
                 self.entry_submissions[cid] += 1  # every time it left the client, whatever became of it
+                if cid in self.orders or cid in self.algo:
+                    self.duplicate_after_accept[cid] += 1  # sent again although the exchange had executed it
         fault = self._take_fault(request.method, path)
         try:
             if fault in ("429", "418", "5xx"):
@@ -258,7 +266,7 @@ class FakeBinanceTrading:
             status = 200
         except BinanceFail as exc:
             rec.status = exc.status
-            headers = {"Retry-After": "2"} if exc.status in (429, 418) else {}
+            headers = {"Retry-After": str(self.retry_after_s)} if exc.status in (429, 418) else {}
             return self._json({"code": exc.code, "msg": exc.msg}, exc.status, headers)
         rec.status = status
         if fault == "timeout_after_accept":
@@ -281,9 +289,9 @@ class FakeBinanceTrading:
     def _fault_response(self, kind: str) -> web.Response:
         now = self.now_ms()
         if kind == "429":
-            self._blocked_until = now + 2000
+            self._blocked_until, self._violations = now + self.retry_after_s * 1000, 0
             return self._json({"code": -1003, "msg": "Too many requests; current limit is 2400 requests per minute."},
-                              429, {"Retry-After": "2"})
+                              429, {"Retry-After": str(self.retry_after_s)})
         if kind == "418":
             self.banned_until = now + int(self.ban_s * 1000)
             return self._json({"code": -1003, "msg": "Way too many requests; IP banned."}, 418,
@@ -310,12 +318,15 @@ class FakeBinanceTrading:
         if now < self.banned_until:
             raise BinanceFail(-1003, "Way too many requests; IP banned.", 418)
         if now < self._blocked_until:
-            self.banned_until = now + int(self.ban_s * 1000)
-            raise BinanceFail(-1003, "Way too many requests; IP banned.", 418)
+            self._violations += 1  # requests after a 429; Binance bans repeat offenders
+            if self._violations >= self.ban_after:
+                self.banned_until = now + int(self.ban_s * 1000)
+                raise BinanceFail(-1003, "Way too many requests; IP banned.", 418)
+            raise BinanceFail(-1003, "Too many requests; current limit is 2400 requests per minute.", 429)
         minute, ten = now // 60_000, now // 10_000
         self._weight[minute] = self._weight.get(minute, 0) + weight
         if self._weight[minute] > self.weight_limit:
-            self._blocked_until = now + 2000
+            self._blocked_until, self._violations = now + self.retry_after_s * 1000, 0
             raise BinanceFail(-1003, "Too many requests; current limit is 2400 requests per minute.", 429)
         if is_order:
             self._orders10[ten] = self._orders10.get(ten, 0) + 1
