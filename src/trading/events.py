@@ -100,7 +100,10 @@ def parse_event(text: str | bytes) -> UserEvent | None:
         d = d["data"]
     kind = d.get("e")
     at = int(_f(d.get("E")))
-    o = d.get("o") if isinstance(d.get("o"), dict) else {}
+    o = d.get("o")
+    if kind in ("ORDER_TRADE_UPDATE", "ALGO_UPDATE") and not isinstance(o, dict):
+        return None
+    o = o if isinstance(o, dict) else {}
     if kind == "ORDER_TRADE_UPDATE":
         return OrderUpdate(at, str(o.get("s", "")), str(o.get("c", "")), str(o.get("S", "")), str(o.get("o", "")),
                            str(o.get("x", "")), str(o.get("X", "")), str(o.get("i", "")), _f(o.get("l")), _f(o.get("L")),
