@@ -115,7 +115,7 @@ def test_admins_default_to_the_bot_owners_and_roles_count() -> None:
     admins = trading_admins(c)
     assert admins.user_ids == {21} and admins.role_ids == {31}
     member = SimpleNamespace(id=99, roles=[SimpleNamespace(id=31)])
-    assert admins.allows(member) and not admins.allows(SimpleNamespace(id=99, roles=[]))  # type: ignore[arg-type]
+    assert admins.allows(member) and not admins.allows(SimpleNamespace(id=99, roles=[]))
 
 
 async def test_alerts_are_posted_in_order_with_admin_mentions_for_alarms_and_retried() -> None:
