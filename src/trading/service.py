@@ -8,14 +8,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
-from src.analysis.types import Candle
 from src.config import Config
 from src.storage.trading_records import OrderRecord, PositionRecord, TradingStore
 from src.trading.alerts import AlertSink
-from src.trading.base import PnlReport, SignalBatchLike, TraderBase, TraderSettings
+from src.trading.base import PnlReport, TraderBase, TraderSettings
 from src.trading.budget import RequestBudget
 from src.trading.clock import ExchangeClock
 from src.trading.exchange import BinanceFuturesExchange
@@ -48,20 +46,6 @@ class TradingControl(Protocol):
     async def pnl(self) -> PnlReport: ...
 
     def status_line(self) -> str: ...
-
-
-class Trader(TradingControl, Protocol):
-    """What the app runs: a signal sink, a candle observer, and a start/stop life."""
-
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def publish(self, batch: SignalBatchLike) -> None: ...
-
-    async def on_candles(self, candles: Sequence[Candle]) -> None: ...
 
 
 def trader_settings(config: Config) -> TraderSettings:
