@@ -30,8 +30,9 @@ def main() -> int:
     p.add_argument("--signals", type=int, default=2000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--per-round", type=int, default=5)
+    p.add_argument("--log-level", default="CRITICAL", help="the bot's log level during the run (default CRITICAL)")
     args = p.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, args.log_level.upper())))
     with tempfile.TemporaryDirectory() as tmp:
         report = asyncio.run(run_chaos(Path(tmp), n_signals=args.signals, seed=args.seed, per_round=args.per_round))
     print(f"trading chaos: seed {args.seed}, {platform.python_implementation()} {platform.python_version()}, "
