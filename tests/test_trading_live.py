@@ -422,3 +422,20 @@ async def test_keys_never_reach_the_audit_log_or_the_alerts(rig: Rig) -> None:
     text = " ".join(e.details + e.action + (e.ref or "") for e in await rig.store.audit_entries())
     text += " ".join(t for _, t in rig.alerts.sent) + repr(t.exchange.rest)
     assert rig.fake.api_key not in text and rig.fake.api_secret not in text and "signature" not in text
+
+
+async def test_a_flatten_refused_as_reduce_only_minus_2022_is_recorded_and_the_close_found_by_reconciliation(
+        rig: Rig) -> None:
+    t = await rig.trader()
+    s = near_signal(rig.fake)
+    await enter(t, s)
+    rig.fake.mute_stream = True  # closed by hand; the bot does not hear it
+    await rig.fake.close_by_hand("BTCUSDT")
+    rig.fake.mute_stream = False
+    await t.flatten("discord:1")
+    close = await rig.store.get_order(client_ids.close_id(s.id, 0))
+    assert close is not None and close.status == "REJECTED" and "-2022" in (close.error or "")
+    await t.reconcile("test")
+    await settle(t)
+    closed = (await rig.store.closed_positions("demo"))[0]
+    assert closed.exit_reason is not None and "outside the bot" in closed.exit_reason and rig.fake.open_algo() == []

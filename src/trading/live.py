@@ -551,11 +551,13 @@ class ExchangeTrader(TraderBase):
             return  # the stream or the next reconciliation shows whether the position is gone
         except ExchangeError as exc:
             await self.save_order(replace(rec, status="REJECTED", error=str(exc)[:300]))
+            self._closing.pop(p.key, None)  # refused: whatever closes the position later, it is not this order
             if exc.code != REDUCE_ONLY_REJECTED:  # -2022: nothing left to reduce, the position is already gone
                 await self._exchange_failed(exc, "close")
             return
         except NotSent as exc:
             await self.save_order(replace(rec, status="NOT_PLACED", error=str(exc)[:300]))
+            self._closing.pop(p.key, None)
             await self._exchange_failed(exc, "close")
             return
         await self.save_order(replace(rec, status=result.status, filled_qty=result.executed_qty,
