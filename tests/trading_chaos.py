@@ -109,7 +109,7 @@ async def run_chaos(tmp_path: Path, n_signals: int = 200, seed: int = 7, per_rou
                 except NotSent:
                     report.events["start retried after a rate limit"] += 1
                     await asyncio.sleep(1.0)
-            await until(lambda: t.stream.connected, within_s=20)
+            await until(lambda: t.stream.connected, within_s=90)
             return t
 
         trader = await new_trader()
@@ -168,7 +168,7 @@ async def run_chaos(tmp_path: Path, n_signals: int = 200, seed: int = 7, per_rou
             elif roll < 0.25:
                 report.events["kill -9 between rounds"] += 1
                 trader = await _restart(trader, traders, new_trader)
-            await until(trader_connected(trader), within_s=30)
+            await until(trader_connected(trader), within_s=90)  # the weight budget may hold requests up to a minute
             await settle(trader, within_s=60)
         # the end: a fresh process reconciles
         trader = await _restart(trader, traders, new_trader)
