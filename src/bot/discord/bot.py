@@ -17,6 +17,7 @@ import structlog
 from discord.ext import commands
 
 from src.bot.discord.cogs.signals import CommandDeps, SignalsCog
+from src.bot.discord.cogs.trading import TradingAdmins, TradingCog
 from src.bot.discord.messages import NO_MENTIONS
 
 log = structlog.get_logger(__name__)
@@ -29,7 +30,7 @@ class WyEliBot(commands.Bot):
 
     def __init__(self, deps: CommandDeps, *, message_content: bool = True, owner_ids: tuple[int, ...] = (),
                  on_ready_hook: Callable[[], None] | None = None, intents: discord.Intents | None = None,
-                 **kwargs: Any) -> None:
+                 trading: Any = None, trading_admins: TradingAdmins | None = None, **kwargs: Any) -> None:
         # default intents + message content; tests pass wider intents (dpytest needs the member cache)
         intents = intents or discord.Intents.default()
         intents.message_content = message_content
@@ -41,9 +42,13 @@ class WyEliBot(commands.Bot):
         self.message_content = message_content
         self.ready_event = asyncio.Event()
         self.on_ready_hook = on_ready_hook
+        self.trading = trading  # a TradingControl when trading is on (src/trading/service.py)
+        self.trading_admins = trading_admins or TradingAdmins(frozenset(), frozenset())
 
     async def setup_hook(self) -> None:
         await self.add_cog(SignalsCog(self, self.deps))
+        if self.trading is not None:
+            await self.add_cog(TradingCog(self, self.trading, self.trading_admins))
 
     async def on_ready(self) -> None:
         self.ready_event.set()
