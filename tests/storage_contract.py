@@ -22,6 +22,7 @@ as the same ISO text.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
@@ -161,6 +162,19 @@ class StoreContract:
         await store.upsert_candles([])
         assert await store.load_candles("BTCUSDT", "1m") == []
         assert await store.last_open_time("BTCUSDT", "1m") is None
+
+    async def test_a_candle_the_store_cannot_hold_is_refused_alone_never_the_batch(self, store: Store) -> None:
+        # values no 64-bit column or timestamp can hold: refused one by one, counted; the rest of the batch lands
+        good = [make_candle(i=0), make_candle("ETHUSDT", i=1), make_candle("SOLUSDT", i=2)]
+        unstorable = [dataclasses.replace(make_candle("ETHUSDT", i=3), trades=2**63),
+                      dataclasses.replace(make_candle("XRPUSDT", i=4), open_time_ms=2**60, close_time_ms=2**60 + 59_999)]
+        before = getattr(store, "rejected_candles", 0)
+        await store.upsert_candles([good[0], unstorable[0], good[1], unstorable[1], good[2]])
+        assert await store.load_candles("BTCUSDT", "1m") == [good[0]]
+        assert await store.load_candles("ETHUSDT", "1m") == [good[1]]
+        assert await store.load_candles("SOLUSDT", "1m") == [good[2]]
+        assert await store.load_candles("XRPUSDT", "1m") == []
+        assert getattr(store, "rejected_candles", 0) - before == 2
 
     async def test_load_candles_returns_ascending_within_inclusive_range(self, store: Store) -> None:
         cs = [make_candle(i=i, price=100.0 + i) for i in range(10)]

@@ -354,3 +354,15 @@ async def test_a_statement_timeout_on_a_busy_database_is_unavailable_not_permane
         assert await slow.load_candles(make_candle().symbol, make_candle().timeframe) == [make_candle()]
     finally:
         await slow.close()
+
+
+# ---------------------------------------------------------------------------- one refused row, not the batch
+async def test_a_row_postgres_refuses_for_an_unforeseen_reason_drops_only_that_row(pg_store: PostgresStore) -> None:
+    # a NUL byte is valid in a Python str and in SQLite, but Postgres text refuses it: the batch statement
+    # fails as a whole, the store writes the candles one by one and drops only the refused one
+    good = [make_candle(i=i) for i in range(3)]
+    bad = replace(make_candle(i=5), symbol="BAD\x00USDT")
+    before = pg_store.rejected_candles
+    await pg_store.upsert_candles([good[0], bad, good[1], good[2]])
+    assert await pg_store.load_candles("BTCUSDT", "1m") == good
+    assert pg_store.rejected_candles - before == 1

@@ -3,18 +3,24 @@
 Order of effects for every batch of incoming candles (from the live feed, a REST backfill or a
 replay file):
 
-1. the aggregator keeps only new closed candles of the configured timeframes (building them from
+1. a candle no store could keep (:func:`~src.storage.base.candle_problem`: impossible numbers, a 2**63
+   trade count, a time past year 9999) is refused first: logged, counted as a store error
+   (``candle_refused``), not stored and not analysed; the rest of the batch goes on (the feed never
+   delivers such a candle, a replay file may hold one);
+2. the aggregator keeps only new closed candles of the configured timeframes (building them from
    smaller ones where the input is smaller), ascending per stream;
-2. those candles are written to the store (idempotent upsert) before anything else, so a crash
+3. those candles are written to the store (idempotent upsert) before anything else, so a crash
    after this point loses no candle; when the write fails for a transient reason (StoreUnavailable,
    e.g. SQLite "database is locked" past its busy timeout or a full disk) the candles are kept and
    written again with the next batch and on :meth:`close` (at most ``MAX_UNSAVED`` = 100 000 are
    kept, the oldest dropped and counted beyond that), because the aggregator has already accepted
    them and would drop a re-delivery as a duplicate;
-3. each candle goes through :func:`src.analysis.engine.step` (the same step every backtest uses);
-4. emitted signals are stored, THEN published to the sinks (console, Discord outbox, preview): a
+   A candle the store refuses on its own (counted in its ``rejected_candles``) moves the store-error
+   metric too (``candles_rejected``);
+4. each candle goes through :func:`src.analysis.engine.step` (the same step every backtest uses);
+5. emitted signals are stored, THEN published to the sinks (console, Discord outbox, preview): a
    signal that was not stored is never sent;
-5. candle observers (the outcome tracker) see every analysed candle after the signals.
+6. candle observers (the outcome tracker) see every analysed candle after the signals.
 
 Analysis of a large batch (warm-up, backfill, replay) runs in a worker thread so the event loop,
 the WebSocket pings and the Discord heartbeat keep running. Batches are processed one at a time
@@ -40,7 +46,7 @@ from src.analysis.types import Candle, Signal
 from src.bot.sinks import SignalBatch, SignalSink
 from src.bot.status import MarketView
 from src.market.aggregator import CandleAggregator
-from src.storage.base import Store, StoreError, StoreUnavailable
+from src.storage.base import Store, StoreError, StoreUnavailable, candle_problem
 from src.storage.cache import Cache
 
 log = structlog.get_logger(__name__)
@@ -65,6 +71,7 @@ class PipelineStats:
     signals_by_pattern: Counter[str] = field(default_factory=Counter)
     last_signal_at: str | None = None
     store_errors: int = 0
+    candles_refused: int = 0
     candles_unsaved_dropped: int = 0
     sink_errors: int = 0
     analysis_seconds_total: float = 0.0
@@ -182,7 +189,7 @@ class Pipeline:
     async def _process(self, candles: Sequence[Candle], source: str) -> None:
         async with self._lock:
             self.stats.candles_in += len(candles)
-            closed = [out for c in candles for out in self.aggregator.add(c)]
+            closed = [out for c in self._storable(candles) for out in self.aggregator.add(c)]
             if closed or self._unsaved:
                 await self._write_candles(closed)
             if not closed:
@@ -206,9 +213,24 @@ class Pipeline:
                 except Exception:
                     log.exception("candle observer failed", observer=type(obs).__name__)
 
+    def _storable(self, candles: Sequence[Candle]) -> Sequence[Candle]:
+        """``candles`` without those no store could keep (each refused one logged and counted)."""
+        refused = [(c, problem) for c in candles if c.closed and (problem := candle_problem(c)) is not None]
+        if not refused:
+            return candles
+        for c, problem in refused:
+            self.stats.candles_refused += 1
+            self._store_failed("candle_refused")
+            log.error("candle refused: no store can hold it; it is not stored and not analysed", symbol=c.symbol,
+                      timeframe=c.timeframe, open_time_ms=c.open_time_ms, problem=problem,
+                      refused_total=self.stats.candles_refused)
+        bad = {id(c) for c, _ in refused}
+        return [c for c in candles if id(c) not in bad]
+
     async def _write_candles(self, closed: list[Candle]) -> None:
         """Upsert ``closed`` behind any earlier candles whose write failed; on failure keep them all."""
         batch = self._unsaved + closed
+        rejected_before = int(getattr(self.store, "rejected_candles", 0))
         try:
             await self.store.upsert_candles(batch)
         except StoreError as exc:
@@ -227,6 +249,8 @@ class Pipeline:
                       candles=len(closed), unsaved=len(batch), dropped_total=self.stats.candles_unsaved_dropped)
             return
         self._unsaved = []
+        for _ in range(int(getattr(self.store, "rejected_candles", 0)) - rejected_before):
+            self._store_failed("candles_rejected")  # the store logged each one with its reason
 
     def _store_failed(self, operation: str) -> None:
         self.stats.store_errors += 1

@@ -77,7 +77,8 @@ class CandleSink(Protocol):
     """Receives closed candles; ``source`` is ``"warmup"``, ``"backfill"`` or ``"live"``.
 
     A call holds one stream (warmup/backfill) or several (live batch), ascending per stream. If it
-    raises, those candles count as not delivered and are fetched again from REST later.
+    raises, those candles count as not delivered: the stream is resynced from REST, and the sink decides
+    what of that is new to it (the pipeline never takes a candle twice).
     """
 
     async def on_candles(self, candles: Sequence[Candle], source: str) -> None: ...
@@ -665,7 +666,7 @@ class BinanceKlineFeed:
             raise
         except Exception as exc:
             self._sink_errors += 1
-            log.error("candle sink failed; the candles will be fetched again from REST", source=source,
+            log.error("candle sink failed; resyncing the stream(s) from Binance REST", source=source,
                       candles=len(candles), error=f"{type(exc).__name__}: {exc}")
             raise _SinkFailed from exc
         self._delivered[source] += len(candles)

@@ -9,7 +9,8 @@ Rules:
   COPY into a temp table and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; identical rows are
   not rewritten, duplicates inside a batch collapse to the last one, rows
   go in key order (concurrent overlapping batches cannot deadlock);
-  invalid or unclosed candles are skipped and counted (``rejected_candles``);
+  invalid, unclosed or unstorable candles are skipped and counted (``rejected_candles``); a batch
+  Postgres refuses permanently is written row by row and only the refused rows are dropped;
 - times: the API speaks epoch ms, the tables timestamptz; the conversion happens in SQL, exactly
   (``'epoch' + ms * 1 ms`` and ``EXTRACT(EPOCH ...) * 1000``);
 - errors: an unreachable/restarting server, a dropped connection or a timeout raises
@@ -347,6 +348,14 @@ class PostgresStore(RejectingCandleWriter):
         rows = self._accept(candles)
         if not rows:
             return
+        try:
+            await self._upsert_rows(rows)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:  # refused permanently: only the rows Postgres refuses are dropped
+            await self._write_each(rows, self._upsert_rows, exc)
+
+    async def _upsert_rows(self, rows: Sequence[Candle]) -> None:
         async with self._conn("upsert_candles") as conn, conn.transaction():
             staged = False
             for i in range(0, len(rows), CHUNK_ROWS):

@@ -159,6 +159,11 @@ class SpoolStore:
     def primary_up(self) -> bool:
         return self._primary_up
 
+    @property
+    def rejected_candles(self) -> int:
+        """Candles the primary refused one by one (invalid or unstorable), for the store-error metric."""
+        return int(getattr(self.primary, "rejected_candles", 0))
+
     async def wait_drained(self) -> None:
         """Return once nothing is spooled and the primary has taken every write (e.g. before a clean stop)."""
         await self._drained.wait()

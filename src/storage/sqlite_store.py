@@ -18,16 +18,17 @@ Layout and rules:
 - sqlite3 connections are bound to the thread that made them, so every call runs on ONE dedicated
   worker thread (:class:`SqliteThread`); the event loop only awaits futures and never blocks on disk.
 - ``close()`` commits, checkpoints the WAL into the main file and closes; nothing written is lost.
-- Candles that fail ``Candle.validate()`` or are not closed are skipped and counted
-  (``rejected_candles``) with a warning, so one bad row never sinks a batch. Validation and row
-  building run on the worker thread as well.
+- Candles that fail ``Candle.validate()``, are not closed, or hold what no column can
+  (:func:`~src.storage.base.storage_problem`: a 2**63 trade count, a time past year 9999) are skipped and
+  counted (``rejected_candles``) with a warning, so one bad row never sinks a batch; a batch SQLite
+  refuses for any other permanent reason is written row by row and only the refused rows are dropped.
+  Validation and row building run on the worker thread as well.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,8 @@ from src.storage.base import (
     StoreError,
     StoreUnavailable,
     StreamQuality,
+    plainly_valid,
+    storage_problem,
 )
 from src.storage.migration_files import discover_in
 
@@ -276,23 +279,6 @@ _OUTCOME_COLS = (
 _QUALITY_COLS = "symbol, timeframe, last_candle_ms, gaps_backfilled, candles_backfilled, stalls, reconnects, updated_at"
 
 
-_INF = math.inf
-
-
-def plainly_valid(c: Candle) -> bool:
-    """True exactly when ``Candle.validate()`` passes, 4x faster (chained comparisons; NaN fails every
-    comparison). The store still calls ``validate()`` whenever this says no, for the exact reason, and
-    a property test checks both agree on every kind of float, so the rules live in ``validate()``."""
-    lo = c.low
-    hi = c.high
-    return (
-        0.0 < lo <= c.open <= hi < _INF and lo <= c.close <= hi
-        and 0.0 <= c.volume < _INF and 0.0 <= c.quote_volume < _INF
-        and 0.0 <= c.taker_buy_volume < _INF and 0.0 <= c.taker_buy_quote_volume < _INF
-        and c.trades >= 0 and c.close_time_ms > c.open_time_ms
-    )
-
-
 def _candle_row(c: Candle) -> tuple[Any, ...]:
     return (
         c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, c.open, c.high, c.low, c.close, c.volume,
@@ -388,23 +374,42 @@ class SqliteStore:
             return
         batch = list(candles)  # a snapshot: the caller may reuse its list while the worker runs
 
+        def reject(c: Candle, reason: str) -> None:
+            self.rejected_candles += 1
+            log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
+                        reason=reason, rejected_total=self.rejected_candles)
+
         def q(conn: sqlite3.Connection) -> None:
             # validation and row building run on the worker thread too: the event loop only awaits
-            rows: list[tuple[Any, ...]] = []
+            accepted: list[tuple[Candle, tuple[Any, ...]]] = []
             for c in batch:
                 try:
                     if not c.closed:
                         raise InvalidCandle(f"candle {c.key} is not closed")
                     if not plainly_valid(c):
                         c.validate()  # raises with the exact reason
+                    problem = storage_problem(c)
+                    if problem is not None:
+                        raise InvalidCandle(f"candle {c.key}: {problem}")
                 except InvalidCandle as exc:
-                    self.rejected_candles += 1
-                    log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe,
-                                open_time_ms=c.open_time_ms, reason=str(exc), rejected_total=self.rejected_candles)
+                    reject(c, str(exc))
                     continue
-                rows.append(_candle_row(c))
-            if rows:
-                write(conn, _UPSERT_CANDLE, rows)
+                accepted.append((c, _candle_row(c)))
+            if not accepted:
+                return
+            try:
+                write(conn, _UPSERT_CANDLE, [row for _, row in accepted])
+            except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
+                if isinstance(exc, sqlite3.Error) and isinstance(_classify(exc, ""), StoreUnavailable):
+                    raise  # lock contention, I/O, full disk: the whole batch is retried by the caller
+                # refused for a reason no check foresaw: write the candles one by one, refuse only the bad ones
+                for c, row in accepted:
+                    try:
+                        write(conn, _UPSERT_CANDLE, [row])
+                    except (sqlite3.Error, OverflowError, ValueError, TypeError) as one:
+                        if isinstance(one, sqlite3.Error) and isinstance(_classify(one, ""), StoreUnavailable):
+                            raise
+                        reject(c, f"{type(one).__name__}: {one}")
 
         await self._db.run(q, "upsert_candles")
 

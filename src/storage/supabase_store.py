@@ -14,7 +14,8 @@ Rules:
   (the JWT payload is decoded WITHOUT verification, only to read its role). The key is never logged;
 - writes are upserts on the natural key (``on_conflict``), at most 1,000 rows per request,
   ``Prefer: return=minimal``; rows repeated inside one batch collapse to the last one (Postgres
-  refuses to update a row twice in one statement);
+  refuses to update a row twice in one statement); unstorable candles are skipped and counted, and a
+  candle batch refused permanently is written row by row (only the refused rows are dropped);
 - supabase-py retries only reads, so every request goes through our own retry: up to
   ``max_attempts`` tries with jittered exponential backoff (``retry_initial`` doubling up to
   ``retry_max`` seconds) on network errors, timeouts, HTTP 408/425/429/5xx; then
@@ -421,7 +422,19 @@ class SupabaseRestStore(RejectingCandleWriter):
         if not rows:
             return
         await self._register_symbols({c.symbol for c in rows})
-        await self._upsert("upsert candles", "candles", [candle_row(c) for c in rows], "symbol,timeframe,open_time")
+        try:
+            await self._upsert_rows(rows)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:  # refused permanently: only the rows PostgREST refuses are dropped
+            await self._write_each(rows, self._upsert_rows, exc)
+
+    async def _upsert_rows(self, rows: Sequence[Candle]) -> None:
+        try:
+            data = [candle_row(c) for c in rows]
+        except (OverflowError, ValueError) as exc:
+            raise StoreError(f"supabase upsert candles: {type(exc).__name__}: {exc}") from exc
+        await self._upsert("upsert candles", "candles", data, "symbol,timeframe,open_time")
 
     async def last_open_time(self, symbol: str, timeframe: str) -> int | None:
         rows = await self._call("last open time", lambda c: c.table("candles").select("open_time").eq("symbol", symbol)

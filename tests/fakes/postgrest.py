@@ -161,6 +161,8 @@ def _coerce(table: str, col: str, kind: str, value: Any) -> Any:
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
+        if not -(2**63) <= value < 2**63:  # bigint, like Postgres
+            raise PgError(400, "22003", f'value "{value}" is out of range for type bigint')
         return value
     if kind == "text":
         if not isinstance(value, str):
