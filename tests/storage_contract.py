@@ -228,6 +228,40 @@ class StoreContract:
         assert len(await store.load_candles("ETHUSDT", "1h")) == 2
         assert await store.prune_candles(cutoff) == 0
 
+    # ------------------------------------------------------------------ analysis watermark (issue 11)
+    async def test_commit_analysis_stores_signals_and_moves_each_streams_watermark_forward_only(self, store: Store) -> None:
+        h = 3_600_000
+        assert await store.analysed_up_to("BTCUSDT", "1h") is None
+        a, b = make_signal("BTCUSDT", "1h", T0, "spring"), make_signal("BTCUSDT", "1h", T0, "sos")
+        c = make_signal("ETHUSDT", "4h", T0 + h, "utad", "SHORT")
+        await store.commit_analysis([a, b, c], {("BTCUSDT", "1h"): T0 + 2 * h, ("ETHUSDT", "4h"): T0 + h})
+        assert {s.id for s in await store.recent_signals(limit=10)} == {a.id, b.id, c.id}
+        assert await store.get_signal(a.id) == a
+        assert await store.analysed_up_to("BTCUSDT", "1h") == T0 + 2 * h
+        assert await store.analysed_up_to("ETHUSDT", "4h") == T0 + h
+        # an older watermark never moves it back; a signal committed twice keeps its first row
+        changed = Signal.from_dict({**a.to_dict(), "confidence": 0.11})
+        await store.commit_analysis([changed], {("BTCUSDT", "1h"): T0})
+        assert await store.analysed_up_to("BTCUSDT", "1h") == T0 + 2 * h
+        assert await store.get_signal(a.id) == a
+        # a watermark without signals (a candle that emitted nothing)
+        await store.commit_analysis([], {("SOLUSDT", "15m"): T0 + 5 * h})
+        assert await store.analysed_up_to("SOLUSDT", "15m") == T0 + 5 * h
+        assert await store.last_signal_times() == {("BTCUSDT", "1h"): T0, ("ETHUSDT", "4h"): T0 + h}
+
+    async def test_drop_candles_after_removes_a_streams_newer_candles_and_moves_its_watermark_back(
+            self, store: Store) -> None:
+        cs = [make_candle(i=i) for i in range(10)]
+        other = [make_candle("ETHUSDT", i=i) for i in range(10)]
+        await store.upsert_candles(cs + other)
+        await store.commit_analysis([], {("BTCUSDT", "1m"): cs[9].open_time_ms, ("ETHUSDT", "1m"): other[9].open_time_ms})
+        assert await store.drop_candles_after("BTCUSDT", "1m", cs[6].open_time_ms) == 3
+        assert await store.load_candles("BTCUSDT", "1m") == cs[:7]
+        assert await store.analysed_up_to("BTCUSDT", "1m") == cs[6].open_time_ms
+        assert await store.load_candles("ETHUSDT", "1m") == other  # other streams untouched
+        assert await store.analysed_up_to("ETHUSDT", "1m") == other[9].open_time_ms
+        assert await store.drop_candles_after("BTCUSDT", "1m", cs[6].open_time_ms) == 0
+
     # ------------------------------------------------------------------ signals
     async def test_save_signal_reports_new_then_existing_and_keeps_first_row(self, store: Store) -> None:
         s = make_signal()

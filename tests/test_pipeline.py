@@ -229,6 +229,7 @@ async def test_a_warm_restart_primes_from_the_cache_only_when_it_is_as_fresh_as_
     store = SqliteStore(tmp_path / "w.db")
     await store.open()
     await store.upsert_candles(candles)
+    await store.commit_analysis([], {("BTCUSDT", "15m"): candles[-1].open_time_ms})  # an earlier run analysed them
 
     class CountingStore:
         """The real store; counts history loads so the test sees where the history came from."""

@@ -260,6 +260,14 @@ async def test_missing_schema_is_reported_with_the_fix(fake) -> None:
     assert not isinstance(info.value, StoreUnavailable)
 
 
+async def test_a_schema_without_a_later_migration_names_the_file_to_run(fake) -> None:
+    del fake.tables["schema_migrations"][(3,)]  # 001 was pasted, 003 (analysis watermarks) was not
+    store = make_store(fake)
+    with pytest.raises(StoreError, match=r"003_analysis_watermarks\.sql") as info:
+        await store.open()
+    assert not isinstance(info.value, StoreUnavailable)
+
+
 async def test_retries_are_logged_without_the_key(fake, rest_store) -> None:
     fake.fail_next(1, 503)
     with capture_logs() as logs:

@@ -338,9 +338,11 @@ class App:
         """Rebuild every stream's analyzer state from stored history; returns the candles read."""
         assert self.pipeline is not None
         total = 0
+        closed_by = self.feed.closed_by_ms() if self.feed is not None else None  # Binance's clock, measured by now
         for symbol, timeframe in streams:
             total += await self._store_read(
-                "history for analysis", functools.partial(self.pipeline.prime, symbol, timeframe, self.config.candle_window)
+                "history for analysis", functools.partial(self.pipeline.prime, symbol, timeframe, self.config.candle_window,
+                                                          closed_by_ms=closed_by)
             )
         return total
 

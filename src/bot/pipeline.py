@@ -18,9 +18,20 @@ replay file):
    A candle the store refuses on its own (counted in its ``rejected_candles``) moves the store-error
    metric too (``candles_rejected``);
 4. each candle goes through :func:`src.analysis.engine.step` (the same step every backtest uses);
-5. emitted signals are stored, THEN published to the sinks (console, Discord outbox, preview): a
-   signal that was not stored is never sent;
+5. the batch's emitted signals and, per stream, the open time of its newest analysed candle (the
+   "analysed up to" watermark) are committed in ONE store transaction (``commit_analysis``), THEN the
+   signals are published to the sinks (console, Discord outbox, preview): a signal that was not stored
+   is never sent. A commit the store cannot take now (StoreUnavailable) is kept and committed with the
+   next batch (or on :meth:`close`); its signals are sent once it is committed. A commit refused for
+   good is retried one signal at a time, so only the refused signal is lost (logged);
 6. candle observers (the outcome tracker) see every analysed candle after the signals.
+
+Crash consistency: candles are stored before they are analysed, and their analysis is committed with the
+watermark, so after a kill -9 anywhere the store holds every candle and, for each stream, either all or
+none of a batch's signals. On start :meth:`prime` rebuilds each stream's analyzers from the candles up to
+its watermark (no emission) and then analyses every stored candle after it through this same path: the
+signals a crash cut off are stored and sent then, exactly once (deterministic ids, insert-if-new), and a
+candle stored from the future (a bogus frame) is deleted first.
 
 Analysis of a large batch (warm-up, backfill, replay) runs in a worker thread so the event loop,
 the WebSocket pings and the Discord heartbeat keep running. Batches are processed one at a time
@@ -55,6 +66,8 @@ _T = TypeVar("_T")
 THREAD_BATCH = 64  # batches larger than this are analysed in a worker thread
 VIEW_CANDLES = 150
 MAX_UNSAVED = 100_000  # candles kept for a retry while the store refuses writes (~10 MB)
+MAX_UNCOMMITTED = 10_000  # analysed batches kept for a retry while the store cannot commit
+RECOVERY_CHUNK = 5_000  # stored candles re-analysed per commit on start
 
 
 class CandleObserver(Protocol):
@@ -73,6 +86,9 @@ class PipelineStats:
     store_errors: int = 0
     candles_refused: int = 0
     candles_unsaved_dropped: int = 0
+    candles_recovered: int = 0  # stored but never analysed (a crash): analysed on start
+    future_candles_dropped: int = 0  # stored candles whose interval had not ended: deleted on start
+    signals_refused: int = 0  # signals the store refused for good (not stored, not sent)
     sink_errors: int = 0
     analysis_seconds_total: float = 0.0
 
@@ -83,6 +99,15 @@ class _Analysed:
 
     groups: list[tuple[list[Signal], MarketView]]
     seconds: float
+
+
+@dataclass(slots=True)
+class _Uncommitted:
+    """An analysed batch whose results are not committed yet: its signal groups and the streams' watermarks."""
+
+    groups: list[tuple[list[Signal], MarketView]]
+    analysed_to: dict[tuple[str, str], int]
+    historical: bool
 
 
 def _log_orphan_failure(task: asyncio.Task[None]) -> None:
@@ -126,6 +151,7 @@ class Pipeline:
         self._on_signal = on_signal
         self._on_store_error = on_store_error
         self._unsaved: list[Candle] = []  # accepted candles whose store write failed, oldest first
+        self._uncommitted: list[_Uncommitted] = []  # analysed batches the store could not commit yet, oldest first
         self._in_flight: set[asyncio.Task[None]] = set()
         self._engine_factory = engine_factory or (lambda sym, tf: build_engine(sym, tf, settings, calibrator))
 
@@ -141,32 +167,71 @@ class Pipeline:
             eng = self.engines[key] = self._engine_factory(symbol, timeframe)
         return eng
 
-    async def prime(self, symbol: str, timeframe: str, limit: int) -> int:
-        """Rebuild a stream's analyzer state from history without emitting anything (those candles
-        were analysed by an earlier run; their signals are already stored). The history comes from the
-        cache (warm restart) when it holds ``limit`` contiguous candles ending at the store's newest
-        one, else from the store."""
-        history = await self._cached_history(symbol, timeframe, limit)
-        if history is None:
-            history = await self.store.load_candles(symbol, timeframe, limit=limit)
-        if not history:
-            return 0
-        async with self._lock:
-            window = self.aggregator.window(symbol, timeframe)
-            fresh = [c for c in history if window.add(c)]
-            eng = self.engine(symbol, timeframe)
-            await self._maybe_thread(lambda: [eng.on_candle(c) for c in fresh], len(fresh))
-        return len(fresh)
+    async def prime(self, symbol: str, timeframe: str, limit: int, *, closed_by_ms: int | None = None) -> int:
+        """Bring a stream back after a (re)start; returns the candles read to rebuild its analyzers.
 
-    async def _cached_history(self, symbol: str, timeframe: str, limit: int) -> list[Candle] | None:
+        1. With ``closed_by_ms`` (exchange time plus the clock's tolerance): stored candles whose interval has
+           not ended by then (a bogus frame stored by an older version) are deleted, and logged.
+        2. The analyzers are rebuilt from the newest ``limit`` candles up to the stream's "analysed up to"
+           watermark, without emitting anything (their signals are stored). The history comes from the
+           cache (warm restart) when it holds ``limit`` contiguous candles ending there, else from the store.
+        3. Every stored candle after the watermark (a crash cut its analysis off) is analysed now through
+           the normal path: its signals are committed with the watermark and published, once."""
+        if closed_by_ms is not None:
+            await self._drop_future(symbol, timeframe, closed_by_ms)
+        newest = await self.store.last_open_time(symbol, timeframe)
+        if newest is None:
+            return 0
+        watermark = await self.store.analysed_up_to(symbol, timeframe)
+        upto = newest if watermark is None or watermark >= newest else watermark
+        history: list[Candle] = []
+        if watermark is not None:
+            cached = await self._cached_history(symbol, timeframe, limit, upto)
+            history = cached if cached is not None else await self.store.load_candles(
+                symbol, timeframe, end_ms=upto, limit=limit)
+        if history:
+            async with self._lock:
+                window = self.aggregator.window(symbol, timeframe)
+                fresh = [c for c in history if window.add(c)]
+                eng = self.engine(symbol, timeframe)
+                await self._maybe_thread(lambda: [eng.on_candle(c) for c in fresh], len(fresh))
+        if watermark is None or watermark < newest:
+            await self._recover(symbol, timeframe, None if watermark is None else watermark + 1)
+        return len(history)
+
+    async def _drop_future(self, symbol: str, timeframe: str, closed_by_ms: int) -> None:
+        """Delete the stream's stored candles that cannot have closed by ``closed_by_ms``."""
+        newest = await self.store.last_open_time(symbol, timeframe)
+        forming = tf_mod.bucket_start(timeframe, closed_by_ms)  # the bucket of that instant has not closed
+        if newest is None or newest < forming:
+            return
+        removed = await self.store.drop_candles_after(symbol, timeframe, forming - 1)
+        self.stats.future_candles_dropped += removed
+        log.error("stored candles from the future dropped: their interval had not ended on Binance's clock (a bogus "
+                  "frame stored by an earlier run); the feed fetches the real ones", symbol=symbol,
+                  timeframe=timeframe, candles=removed, newest_open_ms=newest, exchange_now_ms=closed_by_ms)
+
+    async def _recover(self, symbol: str, timeframe: str, start_ms: int | None) -> None:
+        """Analyse the stream's stored candles from ``start_ms`` (None: all) through the normal path."""
+        candles = await self.store.load_candles(symbol, timeframe, start_ms=start_ms)
+        if not candles:
+            return
+        log.warning("analysing stored candles a crash left unanalysed", symbol=symbol, timeframe=timeframe,
+                    candles=len(candles), from_ms=candles[0].open_time_ms)
+        self.stats.candles_recovered += len(candles)
+        for i in range(0, len(candles), RECOVERY_CHUNK):
+            await self._run_batch(candles[i:i + RECOVERY_CHUNK], "recovery", write=False)
+
+    async def _cached_history(self, symbol: str, timeframe: str, limit: int, upto_ms: int) -> list[Candle] | None:
         if self.cache is None:
             return None
-        cached = await self.cache.recent_candles(symbol, timeframe, limit)
+        cached = [c for c in await self.cache.recent_candles(symbol, timeframe, limit + 64) if c.open_time_ms <= upto_ms]
+        cached = cached[-limit:]
         if len(cached) < limit or any(
             tf_mod.next_open(timeframe, a.open_time_ms) != b.open_time_ms for a, b in itertools.pairwise(cached)
         ):
             return None
-        if cached[-1].open_time_ms != await self.store.last_open_time(symbol, timeframe):
+        if cached[-1].open_time_ms != upto_ms:
             return None  # the cache missed candles (e.g. Redis was down): the store is the truth
         return cached
 
@@ -177,7 +242,10 @@ class Pipeline:
         CancelledError at once, but the batch is still stored, analysed and published; :meth:`close`
         waits for it. Cut in half, its candles would be stored while its signals were never stored or
         sent, and a restart would not analyse those candles again."""
-        task = asyncio.ensure_future(self._process(candles, source))
+        await self._run_batch(candles, source, write=True)
+
+    async def _run_batch(self, candles: Sequence[Candle], source: str, *, write: bool) -> None:
+        task = asyncio.ensure_future(self._process(candles, source, write=write))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         try:
@@ -186,32 +254,102 @@ class Pipeline:
             task.add_done_callback(_log_orphan_failure)
             raise
 
-    async def _process(self, candles: Sequence[Candle], source: str) -> None:
+    async def _process(self, candles: Sequence[Candle], source: str, *, write: bool = True) -> None:
         async with self._lock:
             self.stats.candles_in += len(candles)
             closed = [out for c in self._storable(candles) for out in self.aggregator.add(c)]
-            if closed or self._unsaved:
+            if write and (closed or self._unsaved):
                 await self._write_candles(closed)
             if not closed:
+                if self._uncommitted:
+                    await self._observe(await self._commit_pending(), [])
                 return
             result = await self._maybe_thread(lambda: self._analyse(closed), len(closed))
             self.stats.candles_analysed += len(closed)
             self.stats.analysis_seconds_total += result.seconds
             if self._on_analysis is not None:
                 self._on_analysis(result.seconds, len(closed))
-            stored: list[Signal] = []
-            for signals, view in result.groups:
-                stored += await self._emit(signals, view, historical=source in ("warmup", "backfill"))
-            for obs in self.observers:
-                try:
-                    announce = getattr(obs, "on_signals", None)
-                    if stored and announce is not None:
-                        await announce(stored)
+            analysed_to: dict[tuple[str, str], int] = {}
+            for c in closed:  # ascending per stream: the last one is the newest
+                analysed_to[c.stream] = c.open_time_ms
+            self._uncommitted.append(_Uncommitted(result.groups, analysed_to, source in ("warmup", "backfill", "recovery")))
+            if len(self._uncommitted) > MAX_UNCOMMITTED:
+                lost = self._uncommitted.pop(0)
+                log.error("analysis results dropped: the store could not commit them for too long; their candles are "
+                          "analysed again at the next start only if no later commit moved the watermark past them",
+                          signals=sum(len(g) for g, _ in lost.groups))
+            await self._observe(await self._commit_pending(), closed)
+
+    async def _observe(self, stored: list[Signal], closed: list[Candle]) -> None:
+        """Candle observers (the outcome tracker): newly stored signals first, then the analysed candles."""
+        for obs in self.observers:
+            try:
+                announce = getattr(obs, "on_signals", None)
+                if stored and announce is not None:
+                    await announce(stored)
+                if closed:
                     await obs.on_candles(closed)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("candle observer failed", observer=type(obs).__name__)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("candle observer failed", observer=type(obs).__name__)
+
+    async def _commit_pending(self) -> list[Signal]:
+        """Commit every analysed batch not committed yet (oldest first) in one ``commit_analysis``; then count
+        and publish their signals. Returns the signals stored now ([] when the commit has to wait)."""
+        pending = self._uncommitted
+        if not pending:
+            return []
+        signals = [s for batch in pending for group, _ in batch.groups for s in group]
+        marks: dict[tuple[str, str], int] = {}
+        for batch in pending:
+            for stream, t in batch.analysed_to.items():
+                marks[stream] = max(marks.get(stream, t), t)
+        try:
+            await self.store.commit_analysis(signals, marks)
+        except StoreUnavailable as exc:
+            self._store_failed("signals")
+            log.error("analysis results cannot be stored yet; kept and committed with the next batch (their signals "
+                      "are sent then)", signals=len(signals), batches=len(pending), error=str(exc))
+            return []
+        except StoreError as exc:
+            self._store_failed("signals")
+            log.error("the store refused a batch of analysis results; committing them one by one", error=str(exc),
+                      signals=len(signals))
+            self._uncommitted = []
+            return await self._commit_one_by_one(pending, marks)
+        self._uncommitted = []
+        for batch in pending:
+            for group, view in batch.groups:
+                await self._publish(group, view, batch.historical)
+        return signals
+
+    async def _commit_one_by_one(self, pending: list[_Uncommitted], marks: dict[tuple[str, str], int]) -> list[Signal]:
+        """After a refused commit: each signal alone (a refused one is logged and lost), then the watermarks."""
+        stored: list[Signal] = []
+        for batch in pending:
+            for group, view in batch.groups:
+                ok: list[Signal] = []
+                for s in group:
+                    try:
+                        await self.store.commit_analysis([s], {})
+                    except StoreError as exc:
+                        self.stats.signals_refused += 1
+                        self._store_failed("signals")
+                        log.error("signal refused by the store; it is not stored and will not be sent", signal_id=s.id,
+                                  error=str(exc))
+                        continue
+                    ok.append(s)
+                if ok:
+                    await self._publish(ok, view, batch.historical)
+                    stored += ok
+        try:
+            await self.store.commit_analysis([], marks)
+        except StoreError as exc:
+            self._store_failed("signals")
+            log.error("analysis watermark not stored; these candles are analysed again at the next start (stored "
+                      "signals are not sent twice)", error=str(exc))
+        return stored
 
     def _storable(self, candles: Sequence[Candle]) -> Sequence[Candle]:
         """``candles`` without those no store could keep (each refused one logged and counted)."""
@@ -286,17 +424,8 @@ class Pipeline:
             return await asyncio.to_thread(fn)
         return fn()
 
-    async def _emit(self, signals: list[Signal], view: MarketView, historical: bool) -> list[Signal]:
-        """Store, count and publish the signals of one candle; returns the signals that were stored."""
-        stored: list[Signal] = []
-        for s in signals:
-            try:
-                await self.store.save_signal(s)
-            except StoreError as exc:
-                self._store_failed("signals")
-                log.error("signal write failed; it will not be sent to Discord", signal_id=s.id, error=str(exc))
-                continue
-            stored.append(s)
+    async def _publish(self, stored: list[Signal], view: MarketView, historical: bool) -> None:
+        """Count and publish the committed signals of one candle."""
         for s in stored:
             self.stats.signals_emitted += 1
             self.stats.signals_by_symbol[s.symbol] += 1
@@ -305,7 +434,7 @@ class Pipeline:
             if self._on_signal is not None:
                 self._on_signal(s)
         if not stored:
-            return stored
+            return
         batch = SignalBatch(tuple(stored), (view,), historical=historical)
         for sink in self.sinks:
             try:
@@ -315,7 +444,6 @@ class Pipeline:
             except Exception:
                 self.stats.sink_errors += 1
                 log.exception("signal sink failed", sink=sink.name)
-        return stored
 
     def market_view_now(self, symbol: str, timeframe: str, last: Signal | None) -> MarketView | None:
         """The current view of a stream from memory (no I/O); None for an unknown stream."""
@@ -345,6 +473,8 @@ class Pipeline:
         async with self._lock:
             if self._unsaved:
                 await self._write_candles([])
+            if self._uncommitted:
+                await self._observe(await self._commit_pending(), [])
             for sink in self.sinks:
                 try:
                     await sink.close()

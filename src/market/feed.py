@@ -319,6 +319,11 @@ class BinanceKlineFeed:
         """Exchange time (the local clock until Binance's has been measured)."""
         return self.exchange_clock.now_ms()
 
+    def closed_by_ms(self) -> int:
+        """Every kline whose close time is before this instant has closed (exchange time plus the tolerance
+        for the clock's error); a stored candle closing later cannot be real."""
+        return self.now_ms() + self._tolerance_ms()
+
     def _fresh(self, st: _Stream, now_ms: int) -> bool:
         """The stream's last candle closed at most two intervals ago, and has closed (a candle from the
         future never makes a stream look fresh)."""

@@ -3,7 +3,8 @@ from a store. Backends (SQLite, Postgres, Supabase REST) implement :class:`Store
 
 Rules every backend keeps:
 - every write is an idempotent upsert on the natural key (candles: symbol+timeframe+open_time;
-  signals: id; deliveries: signal_id+destination; outcomes: signal_id; stream quality: symbol+timeframe);
+  signals: id; deliveries: signal_id+destination; outcomes: signal_id; stream quality: symbol+timeframe;
+  analysis watermarks: symbol+timeframe, forward only);
 - reads return domain objects (``Candle``, ``Signal``, ...), never dicts;
 - times cross this boundary as UTC epoch ms (``*_ms``) except ``Signal.generated_at`` (ISO-8601 UTC);
 - a failure raises :class:`StoreUnavailable` (temporary: the caller may spool and retry) or
@@ -13,7 +14,7 @@ Rules every backend keeps:
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -240,6 +241,23 @@ class SignalStore(Protocol):
 
 
 @runtime_checkable
+class AnalysisStore(Protocol):
+    """Durability of the analysis (issue 11): what was analysed is committed together with its results."""
+
+    async def commit_analysis(self, signals: Sequence[Signal], analysed_to: Mapping[tuple[str, str], int]) -> None:
+        """In ONE transaction: store ``signals`` (new ids only; an existing id keeps its first row, as
+        ``save_signal``) and move each (symbol, timeframe) watermark forward to the given candle open time
+        (never back). After a crash either all of it is stored or none of it."""
+
+    async def analysed_up_to(self, symbol: str, timeframe: str) -> int | None:
+        """Open time of the stream's newest candle whose analysis is committed; None if never analysed."""
+
+    async def drop_candles_after(self, symbol: str, timeframe: str, after_ms: int) -> int:
+        """Delete the stream's candles with open_time > ``after_ms`` and move its watermark back to at most
+        ``after_ms``, in one transaction (a candle stored from the future); returns the candles deleted."""
+
+
+@runtime_checkable
 class OutboxStore(Protocol):
     async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
         """Signals with no 'sent' or 'skipped' delivery to ``destination``, oldest first (candle time, id)."""
@@ -271,7 +289,7 @@ class QualityStore(Protocol):
 
 
 @runtime_checkable
-class Store(CandleStore, SignalStore, OutboxStore, OutcomeStore, QualityStore, Protocol):
+class Store(CandleStore, SignalStore, AnalysisStore, OutboxStore, OutcomeStore, QualityStore, Protocol):
     """A complete backend. ``name`` is what logs and ``>status`` show (e.g. 'sqlite:./data/wyeli.db')."""
 
     name: str

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -251,6 +251,10 @@ def _statements(script: str) -> list[str]:
     if buf.strip() and not all(part.strip().startswith("--") or not part.strip() for part in buf.splitlines()):
         raise StoreError(f"incomplete statement at the end of a migration: {buf.strip()[:80]!r}")
     return out
+
+
+def _now_ms() -> int:
+    return int(datetime.now(tz=UTC).timestamp() * 1000)
 
 
 def _now_iso() -> str:
@@ -482,6 +486,52 @@ class SqliteStore:
             "ON CONFLICT (id) DO NOTHING"
         )
         return await self._db.run(lambda conn: write(conn, sql, [row]) == 1, "save_signal")
+
+    # ------------------------------------------------------------------ analysis watermark
+    async def commit_analysis(self, signals: Sequence[Signal], analysed_to: Mapping[tuple[str, str], int]) -> None:
+        created = _now_iso()
+        rows = [(*_signal_row(s), created) for s in signals]
+        marks = [(sym, tf, ms, _now_ms()) for (sym, tf), ms in analysed_to.items()]
+        insert = (f"INSERT INTO signals ({_SIGNAL_COLS}, created_at) VALUES ({','.join('?' * len(rows[0]))}) "
+                  "ON CONFLICT (id) DO NOTHING") if rows else ""
+        upsert = ("INSERT INTO analysis_watermarks (symbol, timeframe, analysed_to, updated_at) VALUES (?,?,?,?) "
+                  "ON CONFLICT (symbol, timeframe) DO UPDATE SET analysed_to = MAX(analysed_to, excluded.analysed_to), "
+                  "updated_at = excluded.updated_at")
+
+        def q(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                if rows:
+                    conn.executemany(insert, rows).close()
+                if marks:
+                    conn.executemany(upsert, marks).close()
+
+            transaction(conn, body)
+
+        await self._db.run(q, "commit_analysis")
+
+    async def analysed_up_to(self, symbol: str, timeframe: str) -> int | None:
+        def q(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute("SELECT analysed_to FROM analysis_watermarks WHERE symbol = ? AND timeframe = ?",
+                               (symbol, timeframe)).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._db.run(q, "analysed_up_to")
+
+    async def drop_candles_after(self, symbol: str, timeframe: str, after_ms: int) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            def body() -> int:
+                cur = conn.execute("DELETE FROM candles WHERE symbol = ? AND timeframe = ? AND open_time > ?",
+                                   (symbol, timeframe, after_ms))
+                removed = cur.rowcount
+                cur.close()
+                conn.execute("UPDATE analysis_watermarks SET analysed_to = ?, updated_at = ? WHERE symbol = ? "
+                             "AND timeframe = ? AND analysed_to > ?",
+                             (after_ms, _now_ms(), symbol, timeframe, after_ms)).close()
+                return removed
+
+            return transaction(conn, body)
+
+        return await self._db.run(q, "drop_candles_after")
 
     async def get_signal(self, signal_id: str) -> Signal | None:
         def q(conn: sqlite3.Connection) -> Signal | None:

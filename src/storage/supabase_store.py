@@ -7,8 +7,9 @@ JSON bodies, and answers like PostgREST; the SQL functions it calls are tested o
 Prefer ``DATABASE_URL`` (PostgresStore) when the host can reach the database directly.
 
 Rules:
-- the schema is the same as PostgresStore's: paste ``src/storage/migrations/001_create_schema.sql``
-  into the Supabase SQL editor once; ``open()`` checks it is there;
+- the schema is the same as PostgresStore's: paste the numbered files of ``src/storage/migrations``
+  (``001_create_schema.sql``, ``003_analysis_watermarks.sql``, ...) into the Supabase SQL editor, in
+  order; ``open()`` checks every one is recorded and names the files still to run;
 - only a key that bypasses RLS may write: ``sb_secret_...`` or the legacy ``service_role`` JWT. An
   ``anon``/``authenticated`` JWT or an ``sb_publishable_...`` key is refused with a clear message
   (the JWT payload is decoded WITHOUT verification, only to read its role). The key is never logged;
@@ -25,7 +26,8 @@ Rules:
   lists by offset, until an empty page, so a lower server cap never truncates a result;
 - queries PostgREST cannot express as filters (anti-joins, aggregates) are SQL functions called
   through ``/rpc`` (``wyeli_pending_deliveries``, ``wyeli_open_signals``, ``wyeli_last_signal_times``,
-  ``wyeli_pattern_stats``);
+  ``wyeli_pattern_stats``), and so is what must be one transaction (``wyeli_commit_analysis``: a batch's
+  signals with the streams' "analysed up to" watermarks; ``wyeli_drop_candles_after``; migration 003);
 - times: timestamptz columns carry ISO-8601 text; conversion to and from epoch ms is exact.
 """
 
@@ -38,9 +40,10 @@ import contextvars
 import json
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -60,10 +63,12 @@ from src.storage.base import (
     StoreUnavailable,
     StreamQuality,
 )
+from src.storage.migration_files import discover_in
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 MAX_BATCH_ROWS = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -314,15 +319,18 @@ class SupabaseRestStore(RejectingCandleWriter):
             self._client, self._http = client, http
             try:
                 res = await self._call("check schema", lambda c: c.table("schema_migrations").select("version")
-                                       .order("version", desc=True).limit(1).execute())
+                                       .order("version", desc=True).execute())
             except BaseException:
                 await self._drop_client()
                 raise
-            if not res:
+            applied = {int(r["version"]) for r in res}
+            missing = [m.name for m in discover_in(MIGRATIONS_DIR) if m.version not in applied]
+            if missing:
                 await self._drop_client()
-                raise StoreError(f"{self.name}: the schema is incomplete; paste src/storage/migrations/001_create_schema.sql "
-                                 "into the Supabase SQL editor and run it")
-            log.info("supabase_store_opened", store=self.name, key_role=self.key_role, schema_version=res[0]["version"])
+                raise StoreError(f"{self.name}: the schema is incomplete; paste these files from src/storage/migrations "
+                                 f"into the Supabase SQL editor and run them, in order: "
+                                 f"{', '.join(name + '.sql' for name in missing)}")
+            log.info("supabase_store_opened", store=self.name, key_role=self.key_role, schema_version=max(applied))
 
     async def _drop_client(self) -> None:
         http, self._http, self._client = self._http, None, None
@@ -362,8 +370,8 @@ class SupabaseRestStore(RejectingCandleWriter):
                 status = _last_status.get()
                 if isinstance(exc, APIError) and exc.code in ("PGRST205", "42P01", "42883", "PGRST202"):
                     raise StoreError(
-                        f"supabase {what} failed: {exc.message} - is the schema installed? Run "
-                        "src/storage/migrations/001_create_schema.sql in the Supabase SQL editor"
+                        f"supabase {what} failed: {exc.message} - is the schema installed? Run every numbered file "
+                        "of src/storage/migrations (001_create_schema.sql first) in the Supabase SQL editor"
                     ) from exc
                 text = _describe(exc, status)
                 if not is_transient(exc, status):
@@ -380,6 +388,18 @@ class SupabaseRestStore(RejectingCandleWriter):
             data = getattr(response, "data", None)
             return data if isinstance(data, list) else []
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _scalar_call(self, what: str, request: Callable[[AsyncClient], Awaitable[Any]]) -> Any:
+        """:meth:`_call` for an RPC that returns one value (PostgREST sends it bare, not as a list of rows)."""
+        holder: list[Any] = []
+
+        async def run(c: AsyncClient) -> Any:
+            response = await request(c)
+            holder.append(getattr(response, "data", None))
+            return response
+
+        await self._call(what, run)
+        return holder[-1] if holder else None
 
     async def _count_call(self, what: str, request: Callable[[AsyncClient], Awaitable[Any]]) -> int:
         holder: list[int] = []
@@ -490,6 +510,26 @@ class SupabaseRestStore(RejectingCandleWriter):
         inserted = await self._call("save signal", lambda c: c.table("signals").upsert(
             [row], on_conflict="id", returning=ReturnMethod.representation, ignore_duplicates=True).execute())
         return bool(inserted)
+
+    # ------------------------------------------------------------------ analysis watermark
+    async def commit_analysis(self, signals: Sequence[Signal], analysed_to: Mapping[tuple[str, str], int]) -> None:
+        """One ``wyeli_commit_analysis`` call: one transaction on the server (retried whole: it is idempotent)."""
+        rows = [signal_row(s) for s in signals]
+        marks = [{"symbol": sym, "timeframe": tf, "analysed_to": ms_to_ts(ms)} for (sym, tf), ms in analysed_to.items()]
+        if not rows and not marks:
+            return
+        await self._scalar_call("commit analysis", lambda c: c.rpc(
+            "wyeli_commit_analysis", {"p_signals": rows, "p_watermarks": marks}).execute())
+
+    async def analysed_up_to(self, symbol: str, timeframe: str) -> int | None:
+        rows = await self._call("analysed up to", lambda c: c.table("analysis_watermarks").select("analysed_to")
+                                .eq("symbol", symbol).eq("timeframe", timeframe).limit(1).execute())
+        return ts_to_ms(rows[0]["analysed_to"]) if rows else None
+
+    async def drop_candles_after(self, symbol: str, timeframe: str, after_ms: int) -> int:
+        removed = await self._scalar_call("drop candles after", lambda c: c.rpc("wyeli_drop_candles_after", {
+            "p_symbol": symbol, "p_timeframe": timeframe, "p_after": ms_to_ts(after_ms)}).execute())
+        return int(removed or 0)
 
     async def get_signal(self, signal_id: str) -> Signal | None:
         rows = await self._call("get signal", lambda c: c.table("signals").select(_SIGNAL_COLS).eq("id", signal_id)

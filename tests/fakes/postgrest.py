@@ -7,7 +7,9 @@ It implements what the bot's Supabase store uses, the way PostgREST does it:
   resolution=merge-duplicates|ignore-duplicates``: upsert (201); ``representation`` returns the rows
   written (for ignore-duplicates only the inserted ones);
 - ``DELETE /rest/v1/<table>?<filters>`` with ``Prefer: count=exact`` -> 204 and ``Content-Range: */N``;
-- ``POST /rest/v1/rpc/<fn>`` for the four ``wyeli_*`` SQL functions of 001_create_schema.sql;
+- ``POST /rest/v1/rpc/<fn>`` for the four ``wyeli_*`` SQL functions of 001_create_schema.sql and the two
+  of 003_analysis_watermarks.sql (``wyeli_commit_analysis`` is all-or-nothing, like its one transaction;
+  scalar results come back as a bare JSON value, as PostgREST does);
 - timestamptz values come back in Postgres's JSON form (``2023-11-14T22:00:00.123+00:00``).
 
 Every request must carry ``apikey: <key>`` and ``Authorization: Bearer <key>`` and name the schema
@@ -25,9 +27,14 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from src.storage.migration_files import discover_in
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "src" / "storage" / "migrations"
 
 # column types: text, ts (timestamptz), float, int, bool, float[], text[], json
 TABLES: dict[str, dict[str, Any]] = {
@@ -90,6 +97,11 @@ TABLES: dict[str, dict[str, Any]] = {
         "not_null": {"symbol", "timeframe", "gaps_backfilled", "candles_backfilled", "stalls", "reconnects", "updated_at"},
         "defaults": {"gaps_backfilled": 0, "candles_backfilled": 0, "stalls": 0, "reconnects": 0, "updated_at": "now"},
     },
+    "analysis_watermarks": {  # migration 003
+        "columns": {"symbol": "text", "timeframe": "text", "analysed_to": "ts", "updated_at": "ts"},
+        "key": ("symbol", "timeframe"), "not_null": {"symbol", "timeframe", "analysed_to", "updated_at"},
+        "defaults": {"updated_at": "now"},
+    },
 }
 
 RPC_ARGS = {
@@ -97,6 +109,8 @@ RPC_ARGS = {
     "wyeli_open_signals": set(),
     "wyeli_last_signal_times": set(),
     "wyeli_pattern_stats": set(),
+    "wyeli_commit_analysis": {"p_signals", "p_watermarks"},  # migration 003
+    "wyeli_drop_candles_after": {"p_symbol", "p_timeframe", "p_after"},
 }
 
 
@@ -216,8 +230,9 @@ class FakePostgrest:
         for name in TABLES:
             self.tables.setdefault(name, {})
         now = datetime.now(tz=UTC)
-        self.tables["schema_migrations"][(1,)] = {"version": 1, "name": "001_create_schema", "checksum": None,
-                                                   "applied_at": now}
+        for m in discover_in(MIGRATIONS_DIR):  # every migration pasted into the SQL editor
+            self.tables["schema_migrations"][(m.version,)] = {"version": m.version, "name": m.name, "checksum": None,
+                                                               "applied_at": now}
 
     # ------------------------------------------------------------------ server
     async def start(self) -> None:
@@ -433,11 +448,52 @@ class FakePostgrest:
         return web.Response(status=204, headers=headers)
 
     # ------------------------------------------------------------------ functions
+    def _commit_analysis(self, signals: list[dict[str, Any]], marks: list[dict[str, Any]]) -> web.Response:
+        """wyeli_commit_analysis: every row checked first, then all written (one transaction)."""
+        sig_cols = TABLES["signals"]["columns"]
+        prepared = []
+        for row in signals:
+            if not isinstance(row, dict) or "id" not in row:
+                raise PgError(400, "22023", "p_signals must be an array of signal objects")
+            prepared.append(self._prepare("signals", row, [c for c in row if c in sig_cols]))
+        staged = []
+        for m in marks:
+            staged.append((m["symbol"], m["timeframe"], parse_ts(m["analysed_to"])))
+        inserted = 0
+        for row in prepared:
+            self.tables["symbols"].setdefault((row["symbol"],), {
+                "symbol": row["symbol"], "base_asset": None, "quote_asset": None, "status": None, "tick_size": None,
+                "step_size": None, "first_seen": datetime.now(tz=UTC), "updated_at": datetime.now(tz=UTC)})
+            if (row["id"],) not in self.tables["signals"]:
+                self.tables["signals"][(row["id"],)] = row
+                inserted += 1
+        wm = self.tables["analysis_watermarks"]
+        for sym, tf, at in staged:
+            old = wm.get((sym, tf))
+            if old is None or old["analysed_to"] < at:
+                wm[(sym, tf)] = {"symbol": sym, "timeframe": tf, "analysed_to": at, "updated_at": datetime.now(tz=UTC)}
+        return _scalar(inserted)
+
+    def _drop_candles_after(self, symbol: str, timeframe: str, after: datetime) -> web.Response:
+        candles = self.tables["candles"]
+        doomed = [k for k, r in candles.items() if r["symbol"] == symbol and r["timeframe"] == timeframe
+                  and r["open_time"] > after]
+        for k in doomed:
+            del candles[k]
+        mark = self.tables["analysis_watermarks"].get((symbol, timeframe))
+        if mark is not None and mark["analysed_to"] > after:
+            mark["analysed_to"] = after
+        return _scalar(len(doomed))
+
     def _rpc(self, fn: str, request: web.Request, body: Any) -> web.Response:
         args = body or {}
         if fn not in RPC_ARGS or set(args) != RPC_ARGS[fn]:
             raise PgError(404, "PGRST202", f"Could not find the function {self.schema}.{fn}({', '.join(sorted(args))}) "
                                            "in the schema cache")
+        if fn == "wyeli_commit_analysis":
+            return self._commit_analysis(args["p_signals"] or [], args["p_watermarks"] or [])
+        if fn == "wyeli_drop_candles_after":
+            return self._drop_candles_after(args["p_symbol"], args["p_timeframe"], parse_ts(args["p_after"]))
         signals = sorted(self.tables["signals"].values(), key=lambda s: (s["candle_time"], s["id"]))
         perf = self.tables["signal_performance"]
         if fn == "wyeli_pending_deliveries":
@@ -473,6 +529,10 @@ class FakePostgrest:
                 rows.append(st)
             known = {"pattern", "signals", "wins", "losses", "expired", "avg_r"}
         return self._shape(rows, request, known)
+
+
+def _scalar(value: Any) -> web.Response:
+    return web.Response(status=200, body=json.dumps(value), content_type="application/json")
 
 
 def _sort_key(col: str, row: dict[str, Any]) -> tuple[bool, Any]:
