@@ -90,3 +90,27 @@ async def test_a_failed_measurement_keeps_the_last_offset() -> None:
     with pytest.raises(OSError):
         await clock.measure()
     assert clock.offset_ms == 4_000 and clock.status().failures == 1
+
+
+async def test_a_local_clock_that_steps_back_while_running_loses_no_candle() -> None:
+    # NTP steps the machine's clock 5 minutes back mid-run: closed frames now look 5 minutes early. Their
+    # event times say the clock estimate is stale: it is re-measured and the streams resync from REST.
+    async with FakeBinance(list(SYMBOLS), list(TFS), seed=12) as fake:
+        sink = CollectSink()
+        feed = BinanceKlineFeed(settings_for(fake), sink, no_store, clock=fake.machine_clock)
+        task = asyncio.create_task(feed.run())
+        try:
+            await asyncio.wait_for(feed.warmed_up.wait(), 10)
+            await fake.wait_for_connections(2)
+            await fake.advance(2)
+            fake.clock_offset_ms = 5 * MINUTE  # the step
+            await fake.advance(6)
+            await eventually(lambda: all(
+                sink.last(s) == fake.closed_candles(*s, since_ms=fake.now_ms - 3_600_000)[-1].open_time_ms
+                for s in sink.by_stream), within_s=15)
+            assert feed.exchange_clock.offset_ms == 5 * MINUTE
+            assert feed.stats().future_dropped > 0
+        finally:
+            await feed.stop()
+            await task
+        assert_exactly_binance(fake, sink)

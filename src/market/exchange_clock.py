@@ -13,8 +13,10 @@ Rules (the numbers are :class:`ExchangeClock` defaults):
 - Frames' event times ``E`` are a continuous check (:meth:`observe_event`): an event is stamped by
   Binance when it is sent, so it can lag the exchange's now by the network latency but never lead it.
   ``E`` more than ``event_tolerance_ms`` (2 000) ahead of ``now_ms()`` means the offset is stale (the
-  local clock stepped, a VM resumed, a bad first measurement): :meth:`run` re-measures at once, at most
-  once per ``min_remeasure_s`` (30 s), so a stream of bogus event times cannot hammer the REST API.
+  local clock stepped, a VM resumed, a bad first measurement): it is re-measured at once (:meth:`run`,
+  or :meth:`refresh_if_stale` before a decision), but never sooner than ``min_remeasure_s`` (1 s) after
+  the last measurement; a stale-triggered measurement that changes nothing (the event times were
+  bogus) doubles that gap up to 60 s, so a stream of bogus event times cannot hammer the REST API.
   Event times are never used to set the offset: a forged or broken frame must not move our clock.
 - An offset above ``warn_offset_ms`` (1 000) is logged as a warning once per measurement: the machine's
   clock is off (fix NTP); the bot keeps working on exchange time.
@@ -73,7 +75,8 @@ class ExchangeClock:
         refresh_s: float = 600.0,
         retry_s: float = 30.0,
         event_tolerance_ms: int = 2000,
-        min_remeasure_s: float = 30.0,
+        min_remeasure_s: float = 1.0,
+        max_remeasure_s: float = 60.0,
         warn_offset_ms: int = 1000,
     ) -> None:
         if samples < 1:
@@ -87,7 +90,9 @@ class ExchangeClock:
         self.retry_s = retry_s
         self.event_tolerance_ms = event_tolerance_ms
         self.min_remeasure_s = min_remeasure_s
+        self.max_remeasure_s = max_remeasure_s
         self.warn_offset_ms = warn_offset_ms
+        self._remeasure_gap_s = min_remeasure_s
         self._offset_ms = 0.0
         self._uncertainty_ms = math.inf
         self._measured = False
@@ -146,6 +151,21 @@ class ExchangeClock:
     def stale(self) -> bool:
         return self._stale
 
+    def remeasure_at(self) -> float:
+        """Monotonic time from which a stale offset may be measured again."""
+        return self._measured_at + self._remeasure_gap_s
+
+    async def refresh_if_stale(self) -> bool:
+        """Re-measure now when an event time said the offset is stale and the gap allows it; True if it did.
+        Raises what ``fetch_server_ms`` raises (the old offset stays)."""
+        if not (self._stale and self._monotonic() >= self.remeasure_at()):
+            return False
+        async with self._lock:
+            if not (self._stale and self._monotonic() >= self.remeasure_at()):
+                return False  # measured meanwhile
+            await self._measure_locked()
+        return True
+
     # ------------------------------------------------------------------ measuring
     async def ensure(self) -> None:
         """Measure unless a measurement is already in use (concurrent callers share one measurement)."""
@@ -181,6 +201,11 @@ class ExchangeClock:
             assert error is not None
             raise error
         previous = self._offset_ms if self._measured else None
+        if self._stale and previous is not None:
+            # a re-measure the event times asked for: if nothing changed they were bogus, so wait longer next time
+            changed = abs(best.offset_ms - previous) > self.event_tolerance_ms
+            self._remeasure_gap_s = (self.min_remeasure_s if changed
+                                     else min(self._remeasure_gap_s * 2, self.max_remeasure_s))
         self._offset_ms = best.offset_ms
         self._uncertainty_ms = best.uncertainty_ms
         self._measured = True
@@ -203,8 +228,8 @@ class ExchangeClock:
         while True:
             if self._measured and not self._stale:
                 wait = self._measured_at + self.refresh_s - self._monotonic()
-            elif self._measured:  # stale: re-measure now, unless we measured very recently
-                wait = self._measured_at + self.min_remeasure_s - self._monotonic()
+            elif self._measured:  # stale: re-measure now, unless the gap since the last measurement is too short
+                wait = self.remeasure_at() - self._monotonic()
             else:
                 wait = 0.0
             if wait > 0:

@@ -452,8 +452,9 @@ class BinanceKlineFeed:
                         stream=st.name, open_ms=candle.open_time_ms, close_ms=candle.close_time_ms,
                         exchange_now_ms=self.now_ms(), event_ms=event_ms, future_total=self._future)
         if clock_behind and st.initial_done:
-            # the frame's own event time says our clock is behind (it is re-measured): REST confirms the candle
+            # the frame's own event time says our clock is behind: once it is re-measured, REST confirms the candle
             st.mark_resync("clock")
+            st.retry_at = max(st.retry_at, self.exchange_clock.remeasure_at())
             self._wake.set()
 
     def _implausible_reason(self, candle: Candle, st: _Stream) -> str | None:
@@ -488,11 +489,15 @@ class BinanceKlineFeed:
         return await self._rest.server_time_ms()
 
     async def _ensure_clock(self) -> None:
-        """Measure Binance's clock before the first decision that depends on it (raises BinanceRestError
-        while REST is unavailable). An endpoint without ``/fapi/v1/time`` (a mirror) leaves the local clock."""
-        if not self._use_exchange_clock or self.exchange_clock.measured:
+        """Measure Binance's clock before the first decision that depends on it, and again when frames said it
+        is stale (raises BinanceRestError while REST is unavailable). An endpoint without ``/fapi/v1/time``
+        (a mirror) leaves the local clock."""
+        if not self._use_exchange_clock:
             return
         try:
+            if self.exchange_clock.measured:
+                await self.exchange_clock.refresh_if_stale()
+                return
             await self.exchange_clock.ensure()
         except RestRequestError as exc:
             self._use_exchange_clock = False
