@@ -28,6 +28,10 @@ Market and time
     shorter than a minute between advances (a closed frame ahead of the estimate makes the bot re-measure).
     The store's retention (CANDLE_RETENTION_DAYS, 90) measures age on the wall clock.
 
+    ``time_lead_ms``: ``GET /fapi/v1/time`` answers market time plus this (e.g. 30 000: the exchange's "now"
+    sits mid-minute after the last close, as it usually does, so a bot that measures it sees that candle
+    closed beyond its clock margin; market time itself, frames and REST rows are unchanged).
+
     ``clock_offset_ms``: how far the exchange's clock is ahead of the machine's (negative: behind).
     ``machine_clock()`` returns market time minus it: inject it as the bot's clock to play a machine whose
     clock is off (``clock()`` stays market = exchange time).
@@ -189,6 +193,7 @@ class FakeBinance:
     history_start_ms: int | None = None
     updates_per_candle: int = 3
     clock_offset_ms: int = 0
+    time_lead_ms: int = 0
     market: SyntheticMarket = field(init=False)
     now_ms: int = field(init=False)
     # WebSocket controls
@@ -413,7 +418,7 @@ class FakeBinance:
         self.rest_requests.append((request.path, dict(request.query)))
         if (failed := self._failure(1)) is not None:
             return failed
-        return self._respond({"serverTime": self.now_ms}, 1)
+        return self._respond({"serverTime": self.now_ms + self.time_lead_ms}, 1)
 
     async def _klines(self, request: web.Request) -> web.Response:
         q = dict(request.query)
