@@ -324,3 +324,33 @@ async def test_non_finite_feature_is_sent_as_null_and_read_back_as_nan(fake, res
                                                                                                   "score": 0.5}
     got = await rest_store.get_signal(s.id)
     assert got is not None and got.features[1] == ("score", 0.5) and got.features[0][1] != got.features[0][1]
+
+
+async def test_reads_during_an_open_that_fails_are_unavailable_never_a_closed_client_error() -> None:
+    # Supabase unreachable at start: the spool's open (bounded by a timeout) and the app's start-up reads
+    # run at once; a read must never get the half-opened client that the failed open then closes
+    # ("client has been closed" became a permanent StoreError that ended the process with a traceback).
+    import asyncio
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = SupabaseRestStore(f"http://127.0.0.1:{port}", SERVICE_KEY, max_attempts=3, retry_initial=0.05,
+                              retry_max=0.1, timeout=1.0)
+
+    async def read() -> BaseException | None:
+        try:
+            await store.last_signal_times()
+        except BaseException as exc:  # the test inspects what came out
+            return exc
+        return None
+
+    async def open_cut_short() -> None:
+        with __import__("contextlib").suppress(TimeoutError, StoreUnavailable):
+            await asyncio.wait_for(store.open(), 0.08)  # the spool's open_timeout, cut short
+
+    results = await asyncio.gather(open_cut_short(), *(read() for _ in range(5)), open_cut_short())
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors and all(isinstance(e, StoreUnavailable) for e in errors), errors
+    await store.close()

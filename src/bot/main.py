@@ -1,7 +1,10 @@
 """Entry point: ``python -m src.bot.main [--replay FILE ...] [--speed N|max] [--discord-preview DIR] [--no-http]``.
 
-Exit codes: 0 clean stop (signal, or replay finished); 1 a component failed; 2 bad configuration
-or bad input (the message says what to fix).
+Exit codes: 0 clean stop (signal, or replay finished); 1 a component failed (a restart may help; the
+error is one log record, never a raw traceback); 2 something the operator must fix first: bad
+configuration or input, a store that refuses the credentials or lacks its schema, no valid symbol, or
+Binance refusing this location (HTTP 451). The systemd unit does not restart on 2
+(``RestartPreventExitStatus=2``), so StartLimitBurst is not used up by a fault a restart cannot fix.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import structlog
 
 from src.bot.app import RunOptions, run_app
 from src.bot.logging_setup import configure_logging
@@ -60,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         discord_preview=args.discord_preview,
         http=not args.no_http,
     )
-    return run_app(config, options)
+    try:
+        return run_app(config, options)
+    except KeyboardInterrupt:  # a Ctrl-C before the signal handlers were installed
+        return 130
+    except Exception:
+        # never a raw traceback outside the log: one structured record (JSON under systemd), then exit 1
+        structlog.get_logger("src.bot.main").critical("fatal error: the bot stopped", exc_info=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class StatusSnapshot:
     trading: str  # "off (alerts only)", "paper", "testnet", "LIVE"
     discord: str  # "off (set DISCORD_TOKEN ...)", "connected", ...
     notes: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = field(default=())  # why the bot is not doing its job right now (shown by /readyz)
 
     @property
     def uptime_s(self) -> float:

@@ -142,6 +142,7 @@ class SpoolStore:
         self._primary_opened = False
         self._primary_up = True
         self._down_since: float | None = None
+        self._outage: str | None = None
         self._write_lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -158,6 +159,11 @@ class SpoolStore:
     @property
     def primary_up(self) -> bool:
         return self._primary_up
+
+    @property
+    def outage(self) -> str | None:
+        """Why the primary is down (the error that started the outage), None while it is up."""
+        return None if self._primary_up else self._outage
 
     @property
     def rejected_candles(self) -> int:
@@ -243,6 +249,7 @@ class SpoolStore:
         if self._primary_up:
             self._primary_up = False
             self._down_since = time.monotonic()
+            self._outage = str(exc) or type(exc).__name__
             # once per outage, not per write
             log.warning("store_unavailable_spooling", store=self.name, error=str(exc), spool=str(self.path))
 

@@ -249,6 +249,8 @@ def is_transient(exc: BaseException, status: int) -> bool:
     """True when retrying may succeed: network errors, timeouts, 408/425/429/5xx, or a transient SQLSTATE."""
     if isinstance(exc, httpx.TransportError | TimeoutError | OSError):
         return True
+    if isinstance(exc, RuntimeError) and "client has been closed" in str(exc):
+        return True  # httpx: our client was closed under the request (a concurrent failed open); retry on a new one
     if isinstance(exc, APIError):
         code = str(exc.code or "")
         if not status and code.isdigit() and len(code) == 3:
@@ -316,20 +318,22 @@ class SupabaseRestStore(RejectingCandleWriter):
             except Exception as exc:
                 await http.aclose()
                 raise StoreError(f"supabase client for {self.name} could not be created: {type(exc).__name__}") from exc
-            self._client, self._http = client, http
+            # The client is published only once the schema check passed: a concurrent call must never get a
+            # half-opened client that a failed (or timed-out) open then closes under it.
             try:
                 res = await self._call("check schema", lambda c: c.table("schema_migrations").select("version")
-                                       .order("version", desc=True).execute())
+                                       .order("version", desc=True).execute(), client=client)
             except BaseException:
-                await self._drop_client()
+                await http.aclose()
                 raise
             applied = {int(r["version"]) for r in res}
             missing = [m.name for m in discover_in(MIGRATIONS_DIR) if m.version not in applied]
             if missing:
-                await self._drop_client()
+                await http.aclose()
                 raise StoreError(f"{self.name}: the schema is incomplete; paste these files from src/storage/migrations "
                                  f"into the Supabase SQL editor and run them, in order: "
                                  f"{', '.join(name + '.sql' for name in missing)}")
+            self._client, self._http = client, http
             log.info("supabase_store_opened", store=self.name, key_role=self.key_role, schema_version=max(applied))
 
     async def _drop_client(self) -> None:
@@ -358,9 +362,12 @@ class SupabaseRestStore(RejectingCandleWriter):
         return self._client
 
     # ------------------------------------------------------------------ the one request path
-    async def _call(self, what: str, request: Callable[[AsyncClient], Awaitable[Any]]) -> list[dict[str, Any]]:
-        """Run ``request`` with retries; return the response rows (``data``), or [] for minimal responses."""
-        client = await self._ready()
+    async def _call(self, what: str, request: Callable[[AsyncClient], Awaitable[Any]],
+                    client: AsyncClient | None = None) -> list[dict[str, Any]]:
+        """Run ``request`` with retries; return the response rows (``data``), or [] for minimal responses.
+        ``client``: the one being opened (the schema check), else the store's own (opened on demand)."""
+        if client is None:
+            client = await self._ready()
         delay = self._retry_initial
         for attempt in range(1, self._max_attempts + 1):
             _last_status.set(0)
