@@ -59,6 +59,7 @@ class RunOptions:
     speed: float | None = None  # None = as fast as possible
     discord_preview: Path | None = None
     http: bool = True
+    own_process: bool = False  # the bot owns the process (python -m src.bot.main): signals are handled to the end
 
 
 class StartupError(RuntimeError):
@@ -118,7 +119,7 @@ class App:
         self.options = options or RunOptions()
         self.mode = "replay" if self.options.replay else "live"
         self.started_at_ms = _now_ms()
-        self.shutdown = ShutdownSignals()
+        self.shutdown = ShutdownSignals(after_uninstall="stopping" if self.options.own_process else "default")
         self.notifier = SdNotifier.from_env()
         self.metrics = BotMetrics()
         self.activity = ActivityTracker(max_silence_s=config.ws_stall_timeout)

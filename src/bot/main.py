@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         speed=args.speed,
         discord_preview=args.discord_preview,
         http=not args.no_http,
+        own_process=True,
     )
     try:
         return run_app(config, options)
