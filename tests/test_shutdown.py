@@ -281,7 +281,7 @@ async def test_sigterm_during_replay_exits_0_with_every_delivered_candle_stored(
     }
     # speed 6000: one 1m candle every 10 ms, so the whole file would take ~30 s; we stop it long before
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "src.bot.main", "--replay", str(csv_path), "--speed", "6000", "--env-file", "/nonexistent",
+        sys.executable, "-m", "src.bot.main", "--replay", str(csv_path), "--speed", "6000", "--no-env-file",
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

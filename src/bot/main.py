@@ -17,7 +17,7 @@ import structlog
 
 from src.bot.app import RunOptions, run_app
 from src.bot.logging_setup import configure_logging
-from src.config import Config
+from src.config.check import load as load_config
 
 
 def _speed(value: str) -> float | None:
@@ -43,13 +43,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--discord-preview", type=Path, metavar="DIR",
                    help="write each Discord message as DIR/<signal id>.json + .png instead of posting")
     p.add_argument("--no-http", action="store_true", help="do not start the health/metrics HTTP server")
-    p.add_argument("--env-file", default=".env", help="dotenv file to load (default: .env; the environment wins)")
+    env = p.add_mutually_exclusive_group()
+    env.add_argument("--env-file", help="dotenv file to load (default: ./.env when present; the environment wins); "
+                                        "a named file that does not exist is an error")
+    env.add_argument("--no-env-file", action="store_true", help="load no dotenv file")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = Config.from_env(dotenv_path=args.env_file)
+    config = load_config(args)
     configure_logging(config.log_level, config.log_format, secrets=config.secret_values())
     if config.problems:
         print("WyEli cannot start: the configuration has problems:", file=sys.stderr)

@@ -102,10 +102,12 @@ class RestSettings:
 
 @dataclass(frozen=True, slots=True)
 class SymbolSelection:
-    """The symbols to subscribe (validated) and the configured ones Binance does not trade."""
+    """The symbols to subscribe (validated), the configured ones Binance does not trade, and every tradable
+    symbol (for suggestions)."""
 
     symbols: tuple[str, ...]
     unknown: tuple[str, ...]
+    tradable: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +210,10 @@ class BinanceRestClient:
         """Validate SYMBOLS against exchangeInfo; ``all_symbols`` (SYMBOLS=ALL) selects every tradable one."""
         tradable = await self.tradable_usdt_perpetuals()
         if all_symbols:
-            return SymbolSelection(tuple(sorted(tradable)), ())
+            return SymbolSelection(tuple(sorted(tradable)), (), tradable)
         ok = tuple(s for s in configured if s in tradable)
         unknown = tuple(s for s in configured if s not in tradable)
-        return SymbolSelection(ok, unknown)
+        return SymbolSelection(ok, unknown, tradable)
 
     async def iter_klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None, *, now_ms: int | None = None

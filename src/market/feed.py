@@ -63,6 +63,7 @@ from src.market.binance_rest import (
 from src.market.exchange_clock import ExchangeClock
 from src.market.frames import InvalidKline, ParseError, scan_kline, stream_name
 from src.market.status import ConnectionStatus, StreamStatus
+from src.market.symbols import no_valid_symbol_text, unknown_symbol_text
 from src.market.ws import KlineConnection, WsSettings
 
 if TYPE_CHECKING:
@@ -512,9 +513,8 @@ class BinanceKlineFeed:
         if self._resolved is None:
             self._resolved = await self._resolve_symbols()
         symbols = self._resolved
-        if not symbols:
-            log.error("no valid symbol to stream; the market feed is idle", unknown=list(self._unknown))
-            await asyncio.Event().wait()
+        if not symbols:  # validation off and nothing configured
+            raise FeedFatal("no symbol to stream: SYMBOLS is empty")
         self._build(symbols)
         async with asyncio.TaskGroup() as tg:
             for conn in self._connections:
@@ -549,9 +549,13 @@ class BinanceKlineFeed:
                 await self._sleep(delay)
         self._rest_problem = None
         self._symbols, self._unknown = selection.symbols, selection.unknown
+        if not selection.symbols:
+            problem = no_valid_symbol_text(selection.unknown, selection.tradable)
+            log.error("no valid symbol to stream; the bot cannot run with this SYMBOLS", problem=problem)
+            raise FeedFatal(problem)
         if selection.unknown:
             log.warning("symbols not traded as USDT perpetuals on Binance are NOT subscribed",
-                        unknown=list(selection.unknown))
+                        unknown=[unknown_symbol_text(u, selection.tradable) for u in selection.unknown])
         log.info("symbols validated", count=len(selection.symbols), all=s.symbols_all)
         return selection.symbols
 
