@@ -27,7 +27,7 @@ def runbook_commands() -> list[str]:
     for line in (REPO / "RUNBOOK.md").read_text().splitlines():
         candidates = [line.strip()] if line.startswith(PYTHON) else _INLINE.findall(line)
         for cmd in candidates:
-            if cmd.startswith(LOCAL) and "/etc/wyeli" not in cmd and cmd not in out:
+            if cmd.startswith(LOCAL) and "/etc/wyeli" not in cmd and "--online" not in cmd and cmd not in out:
                 out.append(cmd)
     return out
 
