@@ -438,7 +438,9 @@ class App:
         src.stalls = lambda: self._feed_stats().stalls
         src.gaps_backfilled = lambda: self._feed_stats().gaps_backfilled
         src.candles_backfilled = lambda: self._feed_stats().candles_backfilled
-        src.frames_rejected = lambda: self._feed_stats().frames_invalid
+        # malformed frames, closed frames from the future and implausible ones: never stored
+        src.frames_rejected = lambda: (self._feed_stats().frames_invalid + self._feed_stats().future_dropped
+                                       + self._feed_stats().implausible_dropped)
         src.used_weight_1m = lambda: self._feed_stats().used_weight_1m
         if self.discord is not None:
             src.discord_sent = lambda: self.discord.stats().sent
