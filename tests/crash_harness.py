@@ -213,8 +213,10 @@ def live_env(workdir: Path, fake: FakeBinance) -> dict[str, str]:
 
 
 def live_fake(seed: int, start_ms: int) -> FakeBinance:
-    # the exchange's clock reads 30 s past the last close: every run's warm-up ends at the same closed candle
-    return FakeBinance(list(LIVE_SYMBOLS), list(LIVE_TFS), seed=seed, start_ms=start_ms, time_lead_ms=30_000)
+    # the exchange's clock reads 5 s past the last close (beyond the bot's 1 s close margin): every run's warm-up
+    # ends at the same closed candle, and the forming one would count as closed only after 56 s without a
+    # re-measure, longer than any run here
+    return FakeBinance(list(LIVE_SYMBOLS), list(LIVE_TFS), seed=seed, start_ms=start_ms, time_lead_ms=5_000)
 
 
 def wall_aligned_start_ms() -> int:

@@ -425,7 +425,7 @@ class BinanceKlineFeed:
         st.last_frame_mono = self._monotonic()
         st.last_frame_at_ms = self.now_ms()
         st.stall_limit_s = st.stall_after_s
-        clock_behind = event_ms is not None and self.settings.exchange_clock and self.exchange_clock.observe_event(event_ms)
+        clock_behind = event_ms is not None and self._use_exchange_clock and self.exchange_clock.observe_event(event_ms)
         if candle is None:  # a non-closed update only proves the stream is alive
             return
         self._closed += 1
