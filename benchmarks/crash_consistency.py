@@ -58,6 +58,7 @@ async def main() -> int:
     ap.add_argument("--live-warmup-kills", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--code", type=Path, help="run the bot from this checkout instead of this one")
+    ap.add_argument("--workdir", type=Path, help="keep every run's store and logs here (default: a temporary dir)")
     args = ap.parse_args()
     if args.code is not None:
         crash_harness.ROOT = args.code.resolve()
@@ -65,7 +66,7 @@ async def main() -> int:
     print(f"python {platform.python_version()} on {platform.machine()}, bot code: {crash_harness.ROOT}")
     totals = {"replay": [0, 0, 0, 0, 0], "live": [0, 0, 0, 0, 0]}  # rounds, identical, kills, lost, extra
     with tempfile.TemporaryDirectory(prefix="wyeli-crash-") as tmp:
-        root = Path(tmp)
+        root = args.workdir or Path(tmp)
         if args.replay_rounds:
             csv = root / "BTCUSDT-1h-synthetic.csv"
             _series(csv)

@@ -132,6 +132,13 @@ class Bot:
             err.close()
         self.started = time.monotonic()
 
+    def said(self, n: int, text: str) -> bool:
+        """True when run ``n`` has logged ``text`` (e.g. that it is streaming, so its signal handlers are in place)."""
+        try:
+            return text in (self.workdir / f"run{n:04d}.err").read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+
     async def kill9(self) -> bool:
         """SIGKILL; True when the process was still running (a real kill)."""
         if self.proc is None:
@@ -252,6 +259,7 @@ async def live_undisturbed(workdir: Path, seed: int, start_ms: int, steps: Seque
         bot = Bot(workdir, live_env(workdir, fake))
         await bot.start(0)
         try:
+            await until(lambda: bot.said(0, "warm-up done"))  # a stop before that would hit Python's default handler
             await until(caught_up(fake, db))
             for minutes in steps:
                 await fake.advance(minutes)
@@ -307,6 +315,7 @@ async def live_with_kills(workdir: Path, seed: int, start_ms: int, steps: Sequen
                     await killed_run(connected_then_advance, rng.uniform(0.0, 1.5))
             await bot.start(stats.runs)
             stats.runs += 1
+            await until(lambda: bot.said(stats.runs - 1, "warm-up done"))  # the previous run may have caught up already
             await until(caught_up(fake, db))
             assert await bot.stop() == 0, (workdir / f"run{stats.runs - 1:04d}.err").read_text()[-2000:]
         finally:
