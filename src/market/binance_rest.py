@@ -120,6 +120,7 @@ class RestStats:
     errors: int
     invalid_rows: int
     banned: bool
+    last_error: str | None = None  # the latest failure, None once a request succeeded again
 
 
 class BinanceRestClient:
@@ -153,6 +154,7 @@ class BinanceRestClient:
         self._n418 = 0
         self._errors = 0
         self._invalid_rows = 0
+        self._last_error: str | None = None
 
     async def __aenter__(self) -> BinanceRestClient:
         return self
@@ -175,6 +177,7 @@ class BinanceRestClient:
             errors=self._errors,
             invalid_rows=self._invalid_rows,
             banned=self._monotonic() < self._banned_until,
+            last_error=self._last_error,
         )
 
     @property
@@ -327,9 +330,12 @@ class BinanceRestClient:
                         status = resp.status
                         body = await resp.read()
                         if status == 200:
-                            return orjson.loads(body)
+                            result = orjson.loads(body)
+                            self._last_error = None
+                            return result
                         if status == 429:
                             self._n429 += 1
+                            self._last_error = f"{path}: rate limited (HTTP 429)"
                             wait = self._retry_after(resp.headers, self.settings.default_retry_after_429_s)
                             log.warning("Binance REST rate limit hit (HTTP 429), waiting Retry-After", path=path,
                                         retry_after_s=wait)
@@ -341,11 +347,13 @@ class BinanceRestClient:
                             self._n418 += 1
                             wait = self._retry_after(resp.headers, self.settings.default_retry_after_418_s)
                             self._banned_until = self._monotonic() + wait
+                            self._last_error = f"{path}: this IP is banned (HTTP 418) for {wait:.0f} s"
                             log.error("Binance REST banned this IP (HTTP 418); no REST call until Retry-After",
                                       path=path, retry_after_s=wait)
                             raise RestBanned(f"HTTP 418 on {path}: banned for {wait:.0f} s", self._banned_until)
                         if status == 451:
                             self._errors += 1
+                            self._last_error = f"{path}: HTTP 451, Binance refuses this location"
                             raise RestGeoBlocked(geo_block_message(status))
                         if status in (403, 408) or status >= 500:
                             problem = f"HTTP {status}"
@@ -356,6 +364,7 @@ class BinanceRestClient:
                 except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError) as exc:
                     problem = f"{type(exc).__name__}: {exc}"
                 self._errors += 1
+                self._last_error = f"{path}: {problem}"[:300]
                 if attempt >= self.settings.max_attempts:
                     log.error("Binance REST unreachable, giving up this request", path=path, error=problem,
                               attempts=attempt)

@@ -337,6 +337,9 @@ class BinanceKlineFeed:
         """Why nothing flows right now, in words for /readyz and the status line; None when nothing is wrong."""
         if self._rest_problem is not None:
             return self._rest_problem
+        last_error = self._rest.stats().last_error  # a request still retrying says so from its first failure
+        if last_error is not None:
+            return f"Binance REST unreachable ({last_error}); retrying"
         down = [c for c in self._connections if not c.connected and c.last_error is not None]
         if down and len(down) == len(self._connections):
             return f"Binance WebSocket unreachable: {down[0].last_error}"
