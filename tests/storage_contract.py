@@ -485,6 +485,26 @@ class StoreContract:
         # no tracked reasons: no tracked population at all
         assert {c.population for c in await store.live_track(())} == {"trade", "watch"}
 
+    async def test_live_track_as_of_a_time_counts_only_outcomes_resolved_before_it(self, store: Store) -> None:
+        h = 3_600_000
+        ev = make_evidence()
+        sigs = [make_signal("BTCUSDT", "1h", T0 + i * h, "spring", kind="watch", gate_reason="no_edge", evidence=ev)
+                for i in range(3)]
+        for sig, r in zip(sigs, (1.0, -1.0, 2.0), strict=True):
+            await store.save_signal(sig)
+            await store.save_outcome(make_outcome(sig, "WIN" if r > 0 else "LOSS", r))  # resolved 2 h after the signal
+        tracked = {"no_edge"}
+
+        def cell(rows: list[LiveTrack]) -> tuple[int, int, float]:
+            [t] = [t for t in rows if t.population == "tracked"]
+            return t.candidates, t.graded, round(t.sum_r, 9)
+
+        assert cell(await store.live_track(tracked)) == (3, 3, 2.0)
+        # the second outcome resolved at T0 + 3 h exactly: "before" excludes it
+        assert cell(await store.live_track(tracked, resolved_before_ms=T0 + 3 * h)) == (3, 1, 1.0)
+        assert cell(await store.live_track(tracked, resolved_before_ms=T0 + 3 * h + 1)) == (3, 2, 0.0)
+        assert cell(await store.live_track(tracked, resolved_before_ms=T0)) == (3, 0, 0.0)
+
     async def test_live_track_of_empty_store_is_empty(self, store: Store) -> None:
         assert await store.live_track({""}) == []
 

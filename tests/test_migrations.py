@@ -31,7 +31,7 @@ TABLES = {"schema_migrations", "symbols", "candles", "signals", "signal_deliveri
 VIEWS = {"v_recent_signals", "v_signal_stats", "v_win_rate", "v_reliability", "v_data_quality", "v_trading_daily"}
 FUNCTIONS = ("wyeli_pending_deliveries(text, integer)", "wyeli_open_signals()", "wyeli_last_signal_times()",
              "wyeli_pattern_stats()", "wyeli_pending_deliveries_by_kind(text, text[], integer)", "wyeli_last_emitted()",
-             "wyeli_recent_structures(bigint)", "wyeli_live_track(text[], text, text, text)",
+             "wyeli_recent_structures(bigint)", "wyeli_live_track(text[], text, text, text, timestamptz)",
              "wyeli_commit_analysis(json, json)", "wyeli_drop_candles_after(text, text, timestamptz)")
 
 MIGRATION_NAMES = [m.name for m in discover()]

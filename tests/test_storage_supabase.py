@@ -199,7 +199,7 @@ async def test_gate_seed_and_live_track_go_through_the_002_functions(fake, rest_
         "/rest/v1/rpc/wyeli_recent_structures": {"p_window_ms": 86_400_000},
         "/rest/v1/rpc/wyeli_last_signal_times": {},
         "/rest/v1/rpc/wyeli_live_track": {"p_tracked": ["", "no_edge"], "p_symbol": "BTCUSDT", "p_timeframe": None,
-                                          "p_pattern": None},
+                                          "p_pattern": None, "p_resolved_before": None},
     }
 
 

@@ -1,18 +1,15 @@
-"""The live track record: aggregated from the store over the tracked population, folded into the evidence model in
-one query, applied to the engines, refreshed after outcomes at most once per interval, and survives store errors."""
+"""The live track record: aggregated from the store over the tracked population as of a candle time (the start of
+the candle's UTC day), folded into the evidence model in one query per day, and survives store errors."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from src.bot import analysis_api
-from src.bot.analysis_api import EvidenceModelView
-from src.bot.track_record import TrackRecordKeeper
+from src.bot.track_record import DAY_MS, TrackRecordKeeper, record_cutoff_ms
 from src.storage.base import LiveTrack, StoreError, StoreUnavailable
 from src.storage.sqlite_store import SqliteStore
 from tests.fakes.evidence import FakeEvidenceModel, FakeTrackRecord
@@ -28,14 +25,6 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await s.open()
     yield s
     await s.close()
-
-
-class Applied:
-    def __init__(self) -> None:
-        self.models: list[Any] = []
-
-    async def __call__(self, model: EvidenceModelView) -> None:  # the pipeline's set_evidence
-        self.models.append(model)
 
 
 async def _graded(store: SqliteStore) -> None:
@@ -55,13 +44,11 @@ async def _graded(store: SqliteStore) -> None:
             await store.save_outcome(make_outcome(sig, "WIN" if r > 0 else "LOSS", r))
 
 
-async def test_refresh_folds_the_tracked_live_record_into_the_base_model_and_applies_it(store: SqliteStore) -> None:
+async def test_refresh_folds_the_tracked_live_record_into_the_base_model(store: SqliteStore) -> None:
     await _graded(store)
     base = FakeEvidenceModel(cells=(FakeTrackRecord("spring", "1h"), FakeTrackRecord("utad", "4h")))
-    applied = Applied()
-    keeper = TrackRecordKeeper(store, base, applied, tracked_reasons=TRACKED)
-    await keeper.refresh()
-    [model] = applied.models
+    keeper = TrackRecordKeeper(store, base, tracked_reasons=TRACKED)
+    model = await keeper.refresh(T0 + 10 * DAY_MS)
     assert isinstance(model, FakeEvidenceModel) and model.version == "fake-1+live"
     rec = model.live[("spring", "1h")]
     assert (rec.n, rec.wins) == (3, 2) and rec.sum_r == pytest.approx(1.5) and rec.sum_r2 == pytest.approx(5.25)
@@ -72,109 +59,73 @@ async def test_refresh_folds_the_tracked_live_record_into_the_base_model_and_app
     assert cells[("utad", "4h")].live_n == 0
 
 
+async def test_the_record_as_of_a_time_leaves_out_outcomes_resolved_later(store: SqliteStore) -> None:
+    await _graded(store)  # outcomes resolve 2 h after their signal: T0+2h, T0+3h, T0+4h
+    keeper = TrackRecordKeeper(store, FakeEvidenceModel(), tracked_reasons=TRACKED)
+    model = await keeper.refresh(T0 + 3 * H + 1)
+    assert isinstance(model, FakeEvidenceModel)
+    rec = model.live[("spring", "1h")]
+    assert (rec.n, rec.sum_r) == (2, pytest.approx(1.0))
+
+
 async def test_a_second_refresh_starts_again_from_the_base_model_not_from_the_last_fold(store: SqliteStore) -> None:
     await _graded(store)
-    applied = Applied()
-    keeper = TrackRecordKeeper(store, FakeEvidenceModel(), applied, tracked_reasons=TRACKED)
-    await keeper.refresh()
-    await keeper.refresh()
-    assert [m.version for m in applied.models] == ["fake-1+live", "fake-1+live"]
+    keeper = TrackRecordKeeper(store, FakeEvidenceModel(), tracked_reasons=TRACKED)
+    first = await keeper.refresh(T0 + DAY_MS)
+    second = await keeper.refresh(T0 + 2 * DAY_MS)
+    assert first is not None and second is not None and [first.version, second.version] == ["fake-1+live"] * 2
 
 
 class CountingStore:
-    """Counts live_track queries; fails the next ``fail`` of them."""
+    """Records each live_track query's cutoff; fails the next ``fail`` of them."""
 
     def __init__(self, tracks: list[LiveTrack] | None = None, fail: int = 0) -> None:
-        self.calls: list[frozenset[str]] = []
+        self.cutoffs: list[int | None] = []
         self.tracks = tracks or []
         self.fail = fail
 
     async def live_track(self, tracked_reasons: Collection[str], *, symbol: str | None = None,
-                         timeframe: str | None = None, pattern: str | None = None) -> list[LiveTrack]:
-        self.calls.append(frozenset(tracked_reasons))
+                         timeframe: str | None = None, pattern: str | None = None,
+                         resolved_before_ms: int | None = None) -> list[LiveTrack]:
+        self.cutoffs.append(resolved_before_ms)
         if self.fail:
             self.fail -= 1
             raise StoreUnavailable("database is locked")
         return self.tracks
 
 
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
+def test_the_record_cutoff_is_the_start_of_the_utc_day_the_candle_closes_on() -> None:
+    day = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS
+    assert record_cutoff_ms(day) == day
+    assert record_cutoff_ms(day + DAY_MS - 1) == day  # the last 1m candle of the day closes at 23:59:59.999
+    assert record_cutoff_ms(day + DAY_MS) == day + DAY_MS
 
 
-async def _settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
+async def test_model_for_queries_once_per_utc_day_whatever_the_number_of_candles() -> None:
+    store = CountingStore([LiveTrack("spring", "1h", "tracked", 1, 1, 1.0, 1.0, 1)])
+    keeper = TrackRecordKeeper(store, FakeEvidenceModel())
+    day = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS
+    models = [await keeper.model_for(day + i * 60_000 - 1) for i in range(1, 1441)]  # a whole day of 1m closes
+    assert store.cutoffs == [day] and all(m is models[0] for m in models)
+    nxt = await keeper.model_for(day + DAY_MS + 59_999)
+    assert store.cutoffs == [day, day + DAY_MS] and nxt is not models[0]
 
 
-async def test_outcomes_trigger_one_refresh_per_interval_with_one_query_each() -> None:
-    store = CountingStore()
-    clock = ManualClock()
-    keeper = TrackRecordKeeper(store, FakeEvidenceModel(), Applied(), min_interval_s=300, tracked_reasons=TRACKED,
-                               clock=clock, sleep=clock.sleep)
-    await keeper.refresh()  # at start
-    task = asyncio.create_task(keeper.run())
-    try:
-        await _settle()
-        assert len(store.calls) == 1  # nothing resolved: no refresh
-        outcome = make_outcome(make_signal(), "WIN", 1.0)
-        for _ in range(5):  # a burst of outcomes on one candle close
-            keeper.outcome_resolved(outcome)
-        await _settle()
-        assert len(store.calls) == 2 and clock.slept == [300]  # waited out the interval since the start refresh
-        clock.now += 10
-        keeper.outcome_resolved(outcome)
-        await _settle()
-        assert len(store.calls) == 3 and clock.slept == [300, 290]
-        assert set(store.calls) == {TRACKED}
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def test_a_store_error_keeps_the_previous_model_and_is_retried_after_the_interval() -> None:
-    cell = LiveTrack("spring", "1h", "tracked", 4, 4, 1.0, 2.0, 2)
-    store = CountingStore([cell], fail=1)
-    clock = ManualClock()
-    gate = asyncio.Event()
-
-    async def held_sleep(seconds: float) -> None:  # the retry waits until the test lets it go
-        clock.slept.append(seconds)
-        await gate.wait()
-        clock.now += seconds
-
-    applied = Applied()
-    keeper = TrackRecordKeeper(store, FakeEvidenceModel(), applied, min_interval_s=60, clock=clock, sleep=held_sleep)
-    task = asyncio.create_task(keeper.run())
-    try:
-        keeper.outcome_resolved(make_outcome(make_signal(), "WIN", 1.0))
-        await _settle()
-        assert keeper.failures == 1 and len(store.calls) == 1 and clock.slept == [60]
-        assert keeper.model is not None and keeper.model.version == "fake-1" and not applied.models
-        gate.set()
-        await _settle()
-        assert len(store.calls) == 2 and keeper.model.version == "fake-1+live" and len(applied.models) == 1
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+async def test_a_store_error_keeps_the_previous_model_and_the_next_candle_tries_again() -> None:
+    store = CountingStore(fail=1)
+    base = FakeEvidenceModel()
+    keeper = TrackRecordKeeper(store, base)
+    day = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS
+    assert await keeper.model_for(day + 1) is base and keeper.failures == 1
+    again = await keeper.model_for(day + 2)
+    assert again is not base and store.cutoffs == [day, day]
 
 
 async def test_without_an_evidence_model_refresh_only_reads_the_record() -> None:
     store = CountingStore([LiveTrack("spring", "1h", "tracked", 1, 1, 1.0, 1.0, 1)])
-    applied = Applied()
-    keeper = TrackRecordKeeper(store, None, applied)
-    await keeper.refresh()
-    assert applied.models == [] and keeper.track_records() == () and keeper.tracks
+    keeper = TrackRecordKeeper(store, None)
+    assert await keeper.model_for(T0) is None
+    assert keeper.track_records() == () and keeper.tracks
 
 
 async def test_a_permanent_store_error_propagates_from_refresh_for_the_caller_to_log() -> None:
@@ -182,9 +133,9 @@ async def test_a_permanent_store_error_propagates_from_refresh_for_the_caller_to
         async def live_track(self, tracked_reasons, **kw):
             raise StoreError("relation signals does not exist")
 
-    keeper = TrackRecordKeeper(Broken(), FakeEvidenceModel(), Applied())
+    keeper = TrackRecordKeeper(Broken(), FakeEvidenceModel())
     with pytest.raises(StoreError):
-        await keeper.refresh()
+        await keeper.refresh(T0)
 
 
 def test_live_records_carry_only_tracked_cells_with_graded_outcomes() -> None:

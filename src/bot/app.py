@@ -54,7 +54,7 @@ from src.bot.track_record import TrackRecordKeeper
 from src.bot.trading_runner import TradingRunner, TradingStartError
 from src.config import Config
 from src.market.klines_csv import KlineFile, KlineFileError, read_klines_csv
-from src.storage.base import SignalOutcome, Store, StoreError, StoreUnavailable
+from src.storage.base import Store, StoreError, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 _R = TypeVar("_R")
@@ -195,6 +195,7 @@ class App:
         self.cache = await self._open_cache()
         self.trading = self._build_trading()
         sinks = self._build_sinks()
+        self.keeper = TrackRecordKeeper(self.store, self.evidence)
         self.pipeline = Pipeline(
             settings=cfg.analysis_settings(),
             timeframes=cfg.timeframes if self.mode == "live" else self._replay_timeframes(files),
@@ -208,8 +209,10 @@ class App:
             on_signal=self._on_signal,
             on_store_error=self.metrics.store_error,
             cache=self.cache,
+            # replays judge with the model as loaded, like `backtest signals` on the same file (parity); the live
+            # bot folds its own track record in, day by day in candle time (src/bot/track_record.py)
+            evidence_source=self.keeper.model_for if self.mode == "live" else None,
         )
-        self.keeper = TrackRecordKeeper(self.store, self.evidence, self.pipeline.set_evidence)
         if await self._until_stopped(self._store_read("signal cooldowns", self._seed_pipeline)) is None:
             await self._shutdown_sequence()
             return 0
@@ -217,9 +220,6 @@ class App:
             await self._shutdown_sequence()
             return 0
         await self.tracker.start()  # grade signals left open by an earlier run
-        if await self._until_stopped(self._fold_live_record()) is None:
-            await self._shutdown_sequence()
-            return 0
         self._start_background()
         if self.mode == "replay":
             code = await self._run_replay(files)
@@ -327,7 +327,7 @@ class App:
 
         assert self.store is not None
         self.tracker = OutcomeTracker(self.store, horizon_candles=self.config.outcome_horizon_candles,
-                                      commission=self.config.backtest_commission, on_resolved=self._outcome_resolved)
+                                      commission=self.config.backtest_commission)
         observers: list[Any] = [ClosedCandleCounter(self.metrics), self.tracker]
         if self.trading is not None:
             observers.extend(self.trading.observers())
@@ -338,22 +338,8 @@ class App:
     def _on_signal(self, signal: Signal) -> None:
         self.metrics.signal_emitted(signal.pattern, signal.kind)
 
-    def _outcome_resolved(self, outcome: SignalOutcome) -> None:
-        if self.keeper is not None:
-            self.keeper.outcome_resolved(outcome)
-
     def _track_records(self) -> Sequence[analysis_api.TrackRecordView]:
         return self.keeper.track_records() if self.keeper is not None else ()
-
-    async def _fold_live_record(self) -> bool:
-        """Fold the live record from the store into the evidence model before analysis starts. The store being
-        down is waited out like the other start-up reads; a permanent error keeps the model without it."""
-        assert self.keeper is not None
-        try:
-            await self._store_read("live track record", self.keeper.refresh)
-        except StoreError as exc:
-            log.error("live track record unavailable; the evidence model runs without it", error=str(exc)[:200])
-        return True
 
     def _start_background(self) -> None:
         cfg = self.config
@@ -363,10 +349,8 @@ class App:
         if self.mode == "live":
             from src.storage.retention import run_retention
 
-            assert self.store is not None and self.keeper is not None
+            assert self.store is not None
             self._spawn(run_retention(self.store, cfg.candle_retention_days), "retention")
-            # replays fold the live record in at start only: their signals must not depend on the replay's pace
-            self._spawn(self.keeper.run(), "track-record")
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)

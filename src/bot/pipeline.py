@@ -49,7 +49,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -63,6 +63,7 @@ from src.bot import analysis_api
 from src.bot.analysis_api import EvidenceModelView
 from src.bot.sinks import SignalBatch, SignalSink
 from src.bot.status import MarketView
+from src.bot.track_record import record_cutoff_ms
 from src.market.aggregator import CandleAggregator
 from src.storage.base import Store, StoreError, StoreUnavailable, candle_problem
 from src.storage.cache import Cache
@@ -130,6 +131,20 @@ class _Uncommitted:
     historical: bool
 
 
+def _by_record_day(closed: list[Candle]) -> list[list[Candle]]:
+    """``closed`` cut into runs of candles that close on the same UTC day (order kept): each day is judged by
+    the evidence model of that day, after the days before it are committed and graded."""
+    days: list[list[Candle]] = []
+    current = -1
+    for c in closed:
+        day = record_cutoff_ms(c.close_time_ms)
+        if day != current:
+            days.append([])
+            current = day
+        days[-1].append(c)
+    return days
+
+
 def _log_orphan_failure(task: asyncio.Task[None]) -> None:
     """A batch whose caller was cancelled has nobody to raise to: log its error."""
     if not task.cancelled() and (exc := task.exception()) is not None:
@@ -155,7 +170,10 @@ class Pipeline:
         engine_factory: Callable[[str, str], AnalysisEngine] | None = None,
         on_store_error: Callable[[str], None] | None = None,
         cache: Cache | None = None,
+        evidence_source: Callable[[int], Awaitable[EvidenceModelView | None]] | None = None,
     ) -> None:
+        """``evidence_source(candle_close_ms)`` gives the model that judges the candles of that candle's UTC day
+        (the track-record keeper); it is asked once per day of every batch, before that day is analysed."""
         self.settings = settings
         self.store = store
         self.sinks = list(sinks)
@@ -173,6 +191,7 @@ class Pipeline:
         self._unsaved: list[Candle] = []  # accepted candles whose store write failed, oldest first
         self._uncommitted: list[_Uncommitted] = []  # analysed batches the store could not commit yet, oldest first
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._evidence_source = evidence_source
         self._engine_factory = engine_factory or (
             lambda sym, tf: analysis_api.build_engine(sym, tf, settings, self.evidence))
 
@@ -184,9 +203,12 @@ class Pipeline:
     async def set_evidence(self, model: EvidenceModelView) -> None:
         """Use ``model`` for every engine from the next candle on (waits for the batch in analysis)."""
         async with self._lock:
-            self.evidence = model
-            for eng in self.engines.values():
-                analysis_api.set_evidence(eng, model)
+            self._swap_evidence(model)
+
+    def _swap_evidence(self, model: EvidenceModelView) -> None:
+        self.evidence = model
+        for eng in self.engines.values():
+            analysis_api.set_evidence(eng, model)
 
     def engine(self, symbol: str, timeframe: str) -> AnalysisEngine:
         key = (symbol, timeframe)
@@ -292,21 +314,36 @@ class Pipeline:
                 if self._uncommitted:
                     await self._observe(await self._commit_pending(), [])
                 return
-            result = await self._maybe_thread(lambda: self._analyse(closed), len(closed))
-            self.stats.candles_analysed += len(closed)
-            self.stats.analysis_seconds_total += result.seconds
-            if self._on_analysis is not None:
-                self._on_analysis(result.seconds, len(closed))
-            analysed_to: dict[tuple[str, str], int] = {}
-            for c in closed:  # ascending per stream: the last one is the newest
-                analysed_to[c.stream] = c.open_time_ms
-            self._uncommitted.append(_Uncommitted(result.groups, analysed_to, source in ("warmup", "backfill", "recovery")))
-            if len(self._uncommitted) > MAX_UNCOMMITTED:
-                lost = self._uncommitted.pop(0)
-                log.error("analysis results dropped: the store could not commit them for too long; their candles are "
-                          "analysed again at the next start only if no later commit moved the watermark past them",
-                          candidates=sum(len(g.candidates) for g in lost.groups))
-            await self._observe(await self._commit_pending(), closed)
+            historical = source in ("warmup", "backfill", "recovery")
+            for day in _by_record_day(closed):
+                await self._use_evidence_for(day[0])
+                await self._analyse_and_commit(day, historical)
+
+    async def _use_evidence_for(self, first: Candle) -> None:
+        """Swap in the evidence model that judges ``first``'s day (the evidence source decides; a new day's
+        model folds in the live record up to that day, see src/bot/track_record.py). Holds the lock."""
+        if self._evidence_source is None:
+            return
+        model = await self._evidence_source(first.close_time_ms)
+        if model is not None and model is not self.evidence:
+            self._swap_evidence(model)
+
+    async def _analyse_and_commit(self, closed: list[Candle], historical: bool) -> None:
+        result = await self._maybe_thread(lambda: self._analyse(closed), len(closed))
+        self.stats.candles_analysed += len(closed)
+        self.stats.analysis_seconds_total += result.seconds
+        if self._on_analysis is not None:
+            self._on_analysis(result.seconds, len(closed))
+        analysed_to: dict[tuple[str, str], int] = {}
+        for c in closed:  # ascending per stream: the last one is the newest
+            analysed_to[c.stream] = c.open_time_ms
+        self._uncommitted.append(_Uncommitted(result.groups, analysed_to, historical))
+        if len(self._uncommitted) > MAX_UNCOMMITTED:
+            lost = self._uncommitted.pop(0)
+            log.error("analysis results dropped: the store could not commit them for too long; their candles are "
+                      "analysed again at the next start only if no later commit moved the watermark past them",
+                      candidates=sum(len(g.candidates) for g in lost.groups))
+        await self._observe(await self._commit_pending(), closed)
 
     async def _observe(self, stored: list[Signal], closed: list[Candle]) -> None:
         """Candle observers (the outcome tracker): newly stored signals first, then the analysed candles."""

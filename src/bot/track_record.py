@@ -1,104 +1,98 @@
 """The live track record: outcomes from the store folded into the evidence model the engines use.
 
-- :meth:`TrackRecordKeeper.refresh` reads the live record of every (pattern, timeframe) cell in ONE store
-  query (``Store.live_track`` over the tracked population: the candidates whose gate reason is in
-  ``TRACKED_GATE_REASONS``, the same population the model was fitted on), builds
-  ``model.with_live(records)`` from the shipped (or user-fitted) base model, and hands it to ``apply``
-  (the pipeline swaps it into every engine between batches). The app calls it once at start.
-- The outcome tracker reports each saved outcome (:meth:`outcome_resolved`); :meth:`run` then refreshes,
-  at most once per ``min_interval_s`` (300 s): the record changes slowly, and a refresh is a full
-  aggregate over the signals table. Replays never run the loop: their results must not depend on
-  how fast the machine replays (the same file gives the same signals, like the backtest).
-- A store error leaves the previous model in place and is retried after the interval; it is logged,
-  never raised into the pipeline.
+The record is folded in AS OF candle time, once per UTC day: the candles that close on day D are judged by
+``base_model.with_live(record of the outcomes resolved before D 00:00 UTC)``. The pipeline asks for that
+model (:meth:`TrackRecordKeeper.model_for`) before it analyses the first candle of a new day; a batch that
+spans days is analysed day by day, so every outcome resolved before D has been graded (and stored) by the
+time D's candles are judged. The model a candle is judged by therefore depends only on the candles before
+it, never on the wall clock, the machine's pace or where a restart happened: a bot killed and restarted
+gives the same evidence on every signal as one that ran undisturbed (the crash-consistency tests compare
+whole stores). Replays judge with the model as loaded, exactly like ``backtest signals`` on the same file.
+
+- One store query per day change (``Store.live_track`` over the tracked population: the candidates whose
+  gate reason is in ``TRACKED_GATE_REASONS``, the same population the model was fitted on, with
+  ``resolved_before_ms`` = the day's start), then ``model.with_live(records)`` from the shipped (or
+  user-fitted) base model. A new model appears in the posts at most once a day, which is as often as a
+  slowly changing record needs.
+- A store error keeps the previous model (logged, never raised into the pipeline) and the next candle
+  tries again; only then can a run differ from an undisturbed one.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 import structlog
 
 from src.bot import analysis_api
 from src.bot.analysis_api import EvidenceModelView, TrackRecordView
-from src.storage.base import LiveTrack, SignalOutcome, StoreError
+from src.storage.base import LiveTrack, StoreError
 
 log = structlog.get_logger(__name__)
+
+DAY_MS = 86_400_000
 
 
 class LiveTrackStore(Protocol):
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None,
+        pattern: str | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]: ...
 
 
+def record_cutoff_ms(candle_close_ms: int) -> int:
+    """The start (00:00 UTC) of the day a candle closes on: the live record a candle is judged by counts the
+    outcomes resolved before it."""
+    return candle_close_ms - candle_close_ms % DAY_MS
+
+
 class TrackRecordKeeper:
-    """See the module docstring. ``model`` None (no evidence model in this build): refreshes only read the record."""
+    """See the module docstring. ``model`` None (no evidence model): refreshes only read the record."""
 
     def __init__(
         self,
         store: LiveTrackStore,
         model: EvidenceModelView | None,
-        apply: Callable[[EvidenceModelView], Awaitable[None]],
         *,
-        min_interval_s: float = 300.0,
         tracked_reasons: Collection[str] = analysis_api.TRACKED_GATE_REASONS,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.store = store
-        self._sleep = sleep
         self.base_model = model
         self.model = model
-        self._apply = apply
-        self.min_interval_s = min_interval_s
         self.tracked_reasons = frozenset(tracked_reasons)
-        self._clock = clock
-        self._dirty = asyncio.Event()
-        self._last_refresh: float | None = None
+        self.cutoff_ms: int | None = None  # the record the current model holds: outcomes resolved before this
         self.tracks: list[LiveTrack] = []
         self.refreshes = 0
         self.failures = 0
 
-    def outcome_resolved(self, outcome: SignalOutcome) -> None:
-        """Outcome tracker hook: the live record changed; refresh on the next turn of :meth:`run`."""
-        self._dirty.set()
-
-    async def refresh(self) -> None:
-        """Read the live record (one query), fold it into the base model and apply it. Raises StoreError."""
-        self._last_refresh = self._clock()
-        tracks = await self.store.live_track(self.tracked_reasons)
+    async def refresh(self, cutoff_ms: int) -> EvidenceModelView | None:
+        """Read the record as of ``cutoff_ms`` (one query) and fold it into the base model. Raises StoreError."""
+        tracks = await self.store.live_track(self.tracked_reasons, resolved_before_ms=cutoff_ms)
         self.tracks = tracks
+        self.cutoff_ms = cutoff_ms
         self.refreshes += 1
         if self.base_model is None:
-            return
+            return None
         model = analysis_api.with_live(self.base_model, tracks)
-        await self._apply(model)
         self.model = model
         graded = sum(t.graded for t in tracks if t.population == "tracked")
         log.info("live track record folded into the evidence model", model=model.version, graded=graded,
-                 cells=sum(1 for t in tracks if t.population == "tracked"))
+                 cells=sum(1 for t in tracks if t.population == "tracked"), as_of_ms=cutoff_ms)
+        return model
 
-    async def run(self) -> None:
-        """Refresh after outcomes resolve, at most once per ``min_interval_s``, until cancelled."""
-        while True:
-            await self._dirty.wait()
-            if self._last_refresh is not None:
-                wait = self._last_refresh + self.min_interval_s - self._clock()
-                if wait > 0:
-                    await self._sleep(wait)
-            self._dirty.clear()
+    async def model_for(self, candle_close_ms: int) -> EvidenceModelView | None:
+        """The model that judges a candle closing at ``candle_close_ms`` (the pipeline's evidence source):
+        refreshed when the candle's day differs from the current record's; the previous model on a store error."""
+        cutoff = record_cutoff_ms(candle_close_ms)
+        if cutoff != self.cutoff_ms:
             try:
-                await self.refresh()
+                return await self.refresh(cutoff)
             except StoreError as exc:
                 self.failures += 1
-                self._dirty.set()  # try again after the interval
                 log.warning("live track record unavailable; keeping the previous model", error=str(exc)[:200],
-                            retry_in_s=self.min_interval_s)
+                            as_of_ms=cutoff)
+        return self.model
 
     def track_records(self) -> Sequence[TrackRecordView]:
         """The current model's cells (backtest record, shrunk estimates and the live record folded in)."""

@@ -392,11 +392,13 @@ class OutcomeStore(Protocol):
 
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None,
+        pattern: str | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]:
         """The live track record per (pattern, timeframe, population), ordered by those, in ONE query; cells
         without candidates are absent. ``tracked`` = candidates with an evidence assessment (p_win set) whose
-        gate_reason is in ``tracked_reasons``. Optional filters narrow it to one symbol / timeframe / pattern."""
+        gate_reason is in ``tracked_reasons``. Optional filters narrow it to one symbol / timeframe / pattern;
+        ``resolved_before_ms`` counts only outcomes resolved (candle close) before that time, so the record
+        as of a candle time is the same whenever it is read."""
 
 
 @runtime_checkable

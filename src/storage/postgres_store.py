@@ -606,11 +606,11 @@ class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
 
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None,
+        pattern: str | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]:
         async with self._conn("live_track") as conn:
-            rows = await conn.fetch("SELECT * FROM wyeli_live_track($1::text[], $2, $3, $4)",
-                                    sorted(set(tracked_reasons)), symbol, timeframe, pattern)
+            rows = await conn.fetch(f"SELECT * FROM wyeli_live_track($1::text[], $2, $3, $4, {_ts('$5::bigint')})",
+                                    sorted(set(tracked_reasons)), symbol, timeframe, pattern, resolved_before_ms)
         return [
             LiveTrack(pattern=r[0], timeframe=r[1], population=population(r[2]), candidates=int(r[3]),
                       graded=int(r[4]), sum_r=float(r[5]), sum_r2=float(r[6]), wins=int(r[7]))

@@ -518,9 +518,10 @@ class SpoolStore(SpoolTradingMixin):
 
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None,
+        pattern: str | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]:
-        return await self.primary.live_track(tracked_reasons, symbol=symbol, timeframe=timeframe, pattern=pattern)
+        return await self.primary.live_track(tracked_reasons, symbol=symbol, timeframe=timeframe, pattern=pattern,
+                                             resolved_before_ms=resolved_before_ms)
 
     async def stream_quality(self) -> list[StreamQuality]:
         return await self.primary.stream_quality()

@@ -669,7 +669,7 @@ class SqliteStore(SqliteTradingMixin):
 
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None,
+        pattern: str | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]:
         reasons = sorted(set(tracked_reasons))
         tracked = f"(s.p_win IS NOT NULL AND s.gate_reason IN ({_marks(reasons)}))" if reasons else "0"
@@ -680,10 +680,11 @@ class SqliteStore(SqliteTradingMixin):
                 where.append(f"s.{column} = ?")
                 args.append(value)
         clause = f"AND {' AND '.join(where)}" if where else ""
+        resolved = "" if resolved_before_ms is None else f"AND p.resolved_at < {int(resolved_before_ms)}"
         sql = (
             "SELECT s.pattern, s.timeframe, g.population, COUNT(*), COUNT(p.signal_id), COALESCE(SUM(p.r_multiple), 0), "
             "COALESCE(SUM(p.r_multiple * p.r_multiple), 0), COALESCE(SUM(p.r_multiple > 0), 0) "
-            "FROM signals s LEFT JOIN signal_performance p ON p.signal_id = s.id "
+            f"FROM signals s LEFT JOIN signal_performance p ON p.signal_id = s.id {resolved} "
             "JOIN (SELECT 'trade' AS population UNION ALL SELECT 'watch' UNION ALL SELECT 'tracked') g "
             f"ON (g.population = s.kind AND s.kind <> 'gated') OR (g.population = 'tracked' AND {tracked}) "
             f"WHERE 1 {clause} GROUP BY s.pattern, s.timeframe, g.population ORDER BY s.pattern, s.timeframe, g.population"

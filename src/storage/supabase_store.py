@@ -642,10 +642,11 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
 
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None,
+        pattern: str | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]:
         args = {"p_tracked": sorted(set(tracked_reasons)), "p_symbol": symbol, "p_timeframe": timeframe,
-                "p_pattern": pattern}
+                "p_pattern": pattern,
+                "p_resolved_before": None if resolved_before_ms is None else ms_to_ts(resolved_before_ms)}
         rows = await self._pages("live track", lambda c, off, n: c.rpc("wyeli_live_track", args)
                                  .order("pattern").order("timeframe").order("population").range(off, off + n - 1).execute())
         return [

@@ -163,7 +163,7 @@ RPC_ARGS = {
     "wyeli_pending_deliveries_by_kind": {"p_destination", "p_kinds", "p_limit"},
     "wyeli_last_emitted": set(),
     "wyeli_recent_structures": {"p_window_ms"},
-    "wyeli_live_track": {"p_tracked", "p_symbol", "p_timeframe", "p_pattern"},
+    "wyeli_live_track": {"p_tracked", "p_symbol", "p_timeframe", "p_pattern", "p_resolved_before"},
     "wyeli_commit_analysis": {"p_signals", "p_watermarks"},  # migration 003
     "wyeli_drop_candles_after": {"p_symbol", "p_timeframe", "p_after"},
 }
@@ -634,6 +634,9 @@ class FakePostgrest:
             if s["p_win"] is not None and s["gate_reason"] in tracked:
                 pops.append("tracked")
             p = perf.get((s["id"],))
+            before = args["p_resolved_before"]
+            if p is not None and before is not None and not p["resolved_at"] < parse_ts(before):
+                p = None  # resolved at or after the cutoff: not in the record as of that time
             for pop in pops:
                 c = cells.setdefault((s["pattern"], s["timeframe"], pop), {
                     "pattern": s["pattern"], "timeframe": s["timeframe"], "population": pop, "candidates": 0, "graded": 0,

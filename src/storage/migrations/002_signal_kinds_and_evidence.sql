@@ -211,14 +211,15 @@ $$;
 -- The live track record per (pattern, timeframe, population) as sums (n, sum R, sum R^2, net wins), optionally for
 -- one symbol / timeframe / pattern; p_tracked = the gate reasons of the tracked population.
 CREATE OR REPLACE FUNCTION wyeli_live_track(p_tracked text[], p_symbol text DEFAULT NULL, p_timeframe text DEFAULT NULL,
-                                            p_pattern text DEFAULT NULL)
+                                            p_pattern text DEFAULT NULL, p_resolved_before timestamptz DEFAULT NULL)
 RETURNS TABLE (pattern text, timeframe text, population text, candidates bigint, graded bigint, sum_r double precision,
                sum_r2 double precision, wins bigint)
 LANGUAGE sql STABLE AS $$
     SELECT s.pattern, s.timeframe, g.population, COUNT(*), COUNT(p.signal_id), COALESCE(SUM(p.r_multiple), 0),
            COALESCE(SUM(p.r_multiple * p.r_multiple), 0), COUNT(*) FILTER (WHERE p.r_multiple > 0)
     FROM signals s
-    LEFT JOIN signal_performance p ON p.signal_id = s.id
+    -- only outcomes resolved before p_resolved_before (NULL: all): the record as of a candle time
+    LEFT JOIN signal_performance p ON p.signal_id = s.id AND (p_resolved_before IS NULL OR p.resolved_at < p_resolved_before)
     CROSS JOIN LATERAL (VALUES ('trade', s.kind = 'trade'),
                                ('watch', s.kind = 'watch'),
                                ('tracked', s.p_win IS NOT NULL AND s.gate_reason = ANY (p_tracked)))
@@ -233,7 +234,7 @@ $$;
 
 -- Only the service role (and the owner) may call the functions (as in 001).
 REVOKE EXECUTE ON FUNCTION wyeli_pending_deliveries_by_kind(text, text[], integer), wyeli_last_emitted(),
-    wyeli_recent_structures(bigint), wyeli_live_track(text[], text, text, text) FROM PUBLIC;
+    wyeli_recent_structures(bigint), wyeli_live_track(text[], text, text, text, timestamptz) FROM PUBLIC;
 DO $$
 DECLARE r text;
 BEGIN
@@ -241,7 +242,7 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             EXECUTE format('%s EXECUTE ON FUNCTION wyeli_pending_deliveries_by_kind(text, text[], integer), '
                            'wyeli_last_emitted(), wyeli_recent_structures(bigint), '
-                           'wyeli_live_track(text[], text, text, text) %s %I',
+                           'wyeli_live_track(text[], text, text, text, timestamptz) %s %I',
                            CASE WHEN r = 'service_role' THEN 'GRANT' ELSE 'REVOKE' END,
                            CASE WHEN r = 'service_role' THEN 'TO' ELSE 'FROM' END, r);
         END IF;
