@@ -175,6 +175,11 @@ class Swings:
     def extreme(self) -> float:
         return self._ext
 
+    @property
+    def extreme_i(self) -> int:
+        """Bar index of the open leg's extreme (-1 before the first swing)."""
+        return self._ext_i if self._dir != 0 else -1
+
     def update(self, bar: Bar) -> Pivot | None:
         thr = self.k * bar.atr
         if self._dir == 0:
