@@ -39,14 +39,23 @@ class WyckoffParams:
     min_age_bars: int = 12  # no spring, phase-C LPS or SOS before the range is 12 bars old (from its first pivot)
     max_range_bars: int = 600  # a range older than 600 bars expires (scaled per timeframe)
 
-    # evidence ramps for the range (0 -> 1)
-    climax_rv_lo: float = 1.3  # max RV of the bars around the first low: ramp 1.3 -> 3.0
-    climax_rv_hi: float = 3.0
-    climax_spread_lo: float = 1.0  # their high - low: ramp 1 -> 3 ATR
-    climax_spread_hi: float = 3.0
-    context_lo: float = 2.5  # prior move into the range: ramp 2.5 -> 8 ATR
-    context_hi: float = 8.0
-    mature_bars: int = 30  # age ramp 12 -> 30 bars (scaled per timeframe)
+    # evidence ramps for the range (0 -> 1), each floored so a missing phase-A feature only lowers the score
+    climax_rv_lo: float = 2.25  # max RV of the bars around the support low: ramp 2.25 -> 4.5
+    climax_rv_hi: float = 4.5
+    climax_spread_lo: float = 1.75  # their high - low: ramp 1.75 -> 3.5 ATR
+    climax_spread_hi: float = 3.5
+    climax_floor: float = 0.2
+    context_lo: float = 5.0  # prior move into the range: ramp 5 -> 15 ATR
+    context_hi: float = 15.0
+    context_floor: float = 0.2
+    width_lo: float = 5.0  # range height: ramp 5 -> 10 ATR
+    width_hi: float = 10.0
+    mature_bars: int = 100  # age ramp 15 -> 100 bars (scaled per timeframe)
+    young_bars: int = 15
+    tests_lo: float = 5.0  # touches of either edge: ramp 5 -> 11
+    tests_hi: float = 11.0
+    sos_rv_lo: float = 0.8  # SOS bar RV: ramp 0.8 -> 1.6
+    sos_rv_hi: float = 1.6
     test_zone_w: float = 0.25  # swing lows within S + 0.25 W test support (highs within Rz - 0.25 W test resistance)
 
     # phase B details
@@ -99,13 +108,13 @@ class WyckoffParams:
     @classmethod
     def for_timeframe(cls, timeframe: str) -> WyckoffParams:
         """Defaults with the range-duration numbers scaled to the timeframe (everything else is in
-        ATR/range units already): maturity ramp 48/40/30/25/20 bars and maximum age
-        1000/800/600/450/300 bars up to 15m, 30m, 1h, 2h and beyond."""
+        ATR/range units already): the age ramp ends at 160/133/100/83/67 bars and ranges expire after
+        1000/800/600/450/300 bars, up to 15m, 30m, 1h, 2h and beyond."""
         minutes = timeframes.interval_ms(timeframe) // 60_000 if timeframes.is_interval(timeframe) else 60
-        for limit, lo, hi in ((15, 48, 1000), (30, 40, 800), (60, 30, 600), (120, 25, 450)):
+        for limit, lo, hi in ((15, 160, 1000), (30, 133, 800), (60, 100, 600), (120, 83, 450)):
             if minutes <= limit:
                 return cls(mature_bars=lo, max_range_bars=hi)
-        return cls(mature_bars=20, max_range_bars=300)
+        return cls(mature_bars=67, max_range_bars=300)
 
     def fingerprint(self) -> str:
         """16 hex chars over every parameter (changes whenever any number changes)."""

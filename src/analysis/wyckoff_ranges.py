@@ -223,13 +223,18 @@ class SideTracker:
 
     # ------------------------------------------------------------------ range bookkeeping
     def _strength(self, r: Range) -> float:
-        p = self.p
-        return 0.5 * self._climax_mu(r) + 0.5 * ramp(r.prior_atr, p.context_lo, p.context_hi)
+        """Phase-A evidence of a range in [0, 1]: mean of its climax and context memberships."""
+        return 0.5 * self._climax_mu(r) + 0.5 * self._context_mu(r)
 
     def _climax_mu(self, r: Range) -> float:
         p = self.p
-        return 0.5 * ramp(r.cl_rv, p.climax_rv_lo, p.climax_rv_hi) + 0.5 * ramp(r.cl_spread, p.climax_spread_lo,
-                                                                                p.climax_spread_hi)
+        mu = 0.5 * ramp(r.cl_rv, p.climax_rv_lo, p.climax_rv_hi) + 0.5 * ramp(r.cl_spread, p.climax_spread_lo,
+                                                                              p.climax_spread_hi)
+        return max(p.climax_floor, mu)
+
+    def _context_mu(self, r: Range) -> float:
+        p = self.p
+        return max(p.context_floor, ramp(r.prior_atr, p.context_lo, p.context_hi))
 
     def _maybe_form(self, bar: Bar, out: list[RawEvent]) -> None:
         if len(self._pivots) < 3:
@@ -511,10 +516,10 @@ class SideTracker:
         return {
             "bias": ramp(self._strength(r) - other, -0.3, 0.2),
             "climax": self._climax_mu(r),
-            "range": 0.4 * band(w_atr, 2.0, 3.0, 12.0, 16.0) + 0.3 * ramp(float(r.tests), 2.0, 5.0)
-            + 0.3 * ramp(float(age), float(p.min_age_bars), float(p.mature_bars)),
+            "range": 0.4 * ramp(w_atr, p.width_lo, p.width_hi) + 0.4 * ramp(float(age), p.young_bars, p.mature_bars)
+            + 0.2 * ramp(float(r.tests), p.tests_lo, p.tests_hi),
             "supply_drying": drying,
-            "context": ramp(r.prior_atr, p.context_lo, p.context_hi),
+            "context": self._context_mu(r),
         }
 
     def _make(self, r: Range, key: str, bar: Bar, stop: float, targets: tuple[float, ...], mu: dict[str, float],
@@ -571,7 +576,7 @@ class SideTracker:
         mu = self._common(r, bar)
         mu["phase_c"] = self._phase_c_quality(r)
         mu["breakout"] = ramp((bar.c - r.Rz) / bar.atr, p.sos_break_atr, 0.8)
-        mu["effort"] = ramp(bar.rv, 0.8, 2.0)
+        mu["effort"] = ramp(bar.rv, p.sos_rv_lo, p.sos_rv_hi)
         mu["bar"] = 0.5 * ramp(bar.cp, 0.4, 0.85) + 0.5 * ramp(bar.rstar, 0.8, 2.0)
         r.sos_quality = 0.5 * mu["breakout"] + 0.5 * mu["effort"]
         stop = r.Rz - p.sos_stop_atr * bar.atr
