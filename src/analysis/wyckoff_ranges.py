@@ -541,7 +541,8 @@ class SideTracker:
         p = self.p
         mu = self._common(r, bar)
         reclaim = 1.0 if waited <= 1 else max(0.4, 1.0 - 0.6 * (waited - 1) / max(1, p.reclaim_bars - 1))
-        r.spring_geometry = band(depth / r.W, 0.0, 0.02, 0.45, 1.0) * reclaim
+        depth_mu = min(band(depth / r.W, 0.0, 0.06, 0.45, 1.0), ramp(depth / bar.atr, 0.1, 0.5))
+        r.spring_geometry = depth_mu * reclaim
         stop = r.pend_low - p.stop_buffer_atr * bar.atr
         rv = r.pend_rv
         mu["geometry"] = r.spring_geometry
