@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from backtest.synthetic import random_walk_candles
+from backtest.synthetic_textbook import make
 from backtest.synthetic_wyckoff import HELD_OUT_SEEDS, SIDES, TUNING_SEEDS, VARIANTS, generate
-from benchmarks.wyckoff_textbook import make
 from src.analysis.types import Candle, SignalCandidate
 from src.analysis.wyckoff import WyckoffAnalyzer
 from tests.wyckoff_tape import accumulation_tape

@@ -1,6 +1,7 @@
 """An INDEPENDENT textbook-schematic generator, used only to check the Wyckoff detector (never tuned on).
 
-Written before the detector rewrite of issue 12 and deliberately unlike ``backtest/synthetic*.py``:
+Written before the detector rewrite of issue 12 and deliberately unlike ``backtest/synthetic.py`` and
+``backtest/synthetic_wyckoff.py``:
 prices are built in plain percentage space around a reference price (not log bridges), the noise is
 an AR(1) process on closes with half-normal wicks (not Student-t sub-steps), volume is a gamma draw
 times a 24-hour session profile (no volume-volatility coupling), and distribution is built by the
