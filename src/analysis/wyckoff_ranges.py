@@ -223,8 +223,9 @@ class SideTracker:
 
     # ------------------------------------------------------------------ range bookkeeping
     def _strength(self, r: Range) -> float:
-        """Phase-A evidence of a range in [0, 1]: mean of its climax and context memberships."""
-        return 0.5 * self._climax_mu(r) + 0.5 * self._context_mu(r)
+        """Evidence for this reading of a range: mean of its climax and context memberships, + 0.25 once
+        phase C (spring, shakeout or phase-C LPS) has shown which way the range leans."""
+        return 0.5 * self._climax_mu(r) + 0.5 * self._context_mu(r) + (0.25 if r.c_kind else 0.0)
 
     def _climax_mu(self, r: Range) -> float:
         p = self.p
@@ -280,7 +281,7 @@ class SideTracker:
             self._down_leg(r, c.pivot)
         else:
             out.append(self._event(r, "sc" if climax else "tr", bar, b.pivot.i, b.pivot.t_ms, S, (
-                ("rv", b.cl_rv), ("range_atr", b.cl_spread_atr), ("prior_move_atr", prior), ("w_atr", W / atr))))
+                ("rv", low.cl_rv), ("range_atr", low.cl_spread_atr), ("prior_move_atr", prior), ("w_atr", W / atr))))
             self._down_leg(r, b.pivot)
         self.ranges.append(r)
         if len(self.ranges) > p.max_ranges:
