@@ -108,11 +108,11 @@ class Range:
     """One candidate trading range and its progress through phases B, C and D."""
 
     __slots__ = ("Rz", "S", "W", "absorptions", "atr_ref", "c_kind", "chain", "cl_rv", "cl_spread", "climax",
-                 "down_first", "down_last", "down_n", "down_sum", "grow", "lps_done", "lps_low", "pend_atr",
-                 "pend_i", "pend_low", "pend_low_i", "pend_low_t", "pend_rv", "phase", "prev_c", "prev_leg",
-                 "prior_atr", "sos_i", "sos_leg_high", "sos_leg_rv",
-                 "sos_leg_start", "sos_quality", "spring_geometry", "spring_i", "spring_low", "spring_rv", "start_i",
-                 "start_t", "tested", "tests", "ua_high", "ua_high_i", "ua_high_t", "ua_i")
+                 "down_first", "down_last", "down_n", "down_sum", "grow", "lps_done", "lps_low",
+                 "pend_atr", "pend_i", "pend_low", "pend_low_i", "pend_low_t", "pend_rv", "phase", "prev_c",
+                 "prev_leg", "prior_atr", "sos_i", "sos_leg_high", "sos_leg_rv", "sos_leg_start", "sos_quality",
+                 "spring_geometry", "spring_i", "spring_low", "spring_rv", "start_i", "start_t", "tested", "tests",
+                 "ua_high", "ua_high_i", "ua_high_t", "ua_i")
 
     def __init__(self, S: float, Rz: float, start_i: int, start_t: int, prior_atr: float, cl_rv: float,
                  cl_spread: float, climax: bool, close: float, atr: float) -> None:
@@ -267,8 +267,9 @@ class SideTracker:
         for old in list(self.ranges):
             m = p.nest_margin_w * old.W
             if old.S - m <= S and Rz <= old.Rz + m:
-                # the same range seen again, or a range inside it: the one with the stronger phase A stays
-                if old.phase != "B" or self._strength(r) <= self._strength(old):
+                # the same range seen again, or a swing range inside it: the old one stays unless the new one
+                # starts with a clearly stronger climax (its move from inside the old range is no trend)
+                if old.phase != "B" or self._climax_mu(r) <= self._climax_mu(old) + 0.2:
                     return
                 self.ranges.remove(old)
         if c.pivot.kind < 0:
