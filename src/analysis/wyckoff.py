@@ -99,6 +99,7 @@ class WyckoffAnalyzer:
         self._atr = WilderATR(p.atr_period)
         self._vol = RollingMedian(p.volume_window)
         self._sides = (SideTracker(p), SideTracker(p))
+        self._sides[0].other, self._sides[1].other = self._sides[1], self._sides[0]
         self._i = 0
         self._recent: deque[AnalysisEvent] = deque(maxlen=8)
         self.skipped = 0  # candles with non-finite or non-positive prices (never analysed)
@@ -134,12 +135,14 @@ class WyckoffAnalyzer:
         bars = (Bar(i, t, lo, lh, ll, lc, atr_prev, rv, rstar, cp),
                 Bar(i, t, -lo, -ll, -lh, -lc, atr_prev, rv, rstar, 1.0 - cp))
         out = AnalyzerOutput()
-        snaps = [t.snapshot() for t in self._sides]
-        opposite = (tuple((-hi, -lo, st) for lo, hi, st in snaps[1]), tuple((-hi, -lo, st) for lo, hi, st in snaps[0]))
-        for side, (tracker, bar) in enumerate(zip(self._sides, bars, strict=True)):
+        acc, dist = self._sides
+        found = (acc.update(bars[0]), dist.update(bars[1]))
+        for side, raws in enumerate(found):
+            if not raws:
+                continue
             seen: set[tuple[str, int]] = set()
             best: dict[str, RawEvent] = {}
-            for raw in tracker.update(bar, opposite[side]):
+            for raw in raws:
                 if raw.setup is not None:
                     # several ranges may see one setup: propose the best-scored one (ties: the older range)
                     kept = best.get(raw.setup.key)
@@ -154,6 +157,10 @@ class WyckoffAnalyzer:
                 self._emit(out, side, raw)
                 if raw.setup is not None:
                     out.candidates.append(self._to_candidate(side, raw, candle))
+        if acc.dirty:
+            acc.publish()
+        if dist.dirty:
+            dist.publish()
         return out
 
     def _emit(self, out: AnalyzerOutput, side: int, raw: RawEvent) -> None:

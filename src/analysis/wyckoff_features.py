@@ -16,24 +16,28 @@ from collections import deque
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
 class Bar:
     """One closed candle in oriented log space, with the features the rules need.
 
     ``atr`` is the ATR (log units) of the previous bar; ``rv`` the relative volume; ``rstar`` the
-    bar range over ``atr``; ``cp`` the oriented close position (0 = at the oriented low).
+    bar range over ``atr``; ``cp`` the oriented close position (0 = at the oriented low). A plain
+    slotted class (not a frozen dataclass): two are built per candle, so construction cost matters.
     """
 
-    i: int
-    t_ms: int
-    o: float
-    h: float
-    low: float
-    c: float
-    atr: float
-    rv: float
-    rstar: float
-    cp: float
+    __slots__ = ("atr", "c", "cp", "h", "i", "low", "o", "rstar", "rv", "t_ms")
+
+    def __init__(self, i: int, t_ms: int, o: float, h: float, low: float, c: float, atr: float, rv: float,
+                 rstar: float, cp: float) -> None:
+        self.i = i
+        self.t_ms = t_ms
+        self.o = o
+        self.h = h
+        self.low = low
+        self.c = c
+        self.atr = atr
+        self.rv = rv
+        self.rstar = rstar
+        self.cp = cp
 
 
 class RollingMedian:

@@ -28,6 +28,7 @@ class WyckoffParams:
     warmup_bars: int = 50  # no event before this many candles were seen
     swing_k_atr: float = 1.25  # degree-1 zigzag: a pivot is confirmed by a 1.25 ATR reversal
     context_bars: int = 40  # prior move into a range: from the extreme of the 40 bars before its first pivot
+    evidence_lag_bars: int = 150  # a range's first pivot more than 150 bars before its third carries no evidence
 
     # range formation from three alternating swing pivots (gates)
     max_ranges: int = 3  # candidate ranges alive per side; the weakest is dropped beyond this

@@ -52,7 +52,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from src.analysis.wyckoff_features import Bar, Pivot, RollingMin, Swings
+from src.analysis.wyckoff_features import Bar, Pivot, Swings
 from src.analysis.wyckoff_params import WyckoffParams
 from src.analysis.wyckoff_scoring import band, ramp, score
 
@@ -108,11 +108,11 @@ class Range:
     """One candidate trading range and its progress through phases B, C and D."""
 
     __slots__ = ("Rz", "S", "W", "absorptions", "atr_ref", "c_kind", "chain", "cl_rv", "cl_spread", "climax",
-                 "down_first", "down_last", "down_n", "down_sum", "grow", "lps_done", "lps_low",
-                 "pend_atr", "pend_i", "pend_low", "pend_low_i", "pend_low_t", "pend_rv", "phase", "prev_c",
-                 "prev_leg", "prior_atr", "sos_i", "sos_leg_high", "sos_leg_rv", "sos_leg_start", "sos_quality",
-                 "spring_geometry", "spring_i", "spring_low", "spring_rv", "start_i", "start_t", "tested", "tests",
-                 "ua_high", "ua_high_i", "ua_high_t", "ua_i")
+                 "down_first", "down_last", "down_n", "down_sum", "grow", "lps_done", "lps_low", "pend_atr",
+                 "pend_i", "pend_low", "pend_low_i", "pend_low_t", "pend_rv", "phase", "prev_c", "prev_leg",
+                 "prior_atr", "sos_i", "sos_leg_high", "sos_leg_rv", "sos_leg_start", "sos_quality",
+                 "spring_geometry", "spring_i", "spring_low", "spring_rv", "start_i", "start_t", "strength",
+                 "tested", "tests", "ua_high", "ua_high_i", "ua_high_t", "ua_i")
 
     def __init__(self, S: float, Rz: float, start_i: int, start_t: int, prior_atr: float, cl_rv: float,
                  cl_spread: float, climax: bool, close: float, atr: float) -> None:
@@ -120,6 +120,7 @@ class Range:
         self.start_i, self.start_t = start_i, start_t
         self.prior_atr, self.cl_rv, self.cl_spread, self.climax = prior_atr, cl_rv, cl_spread, climax
         self.phase = "B"
+        self.strength = 0.0  # cached SideTracker._strength (refreshed when the evidence changes)
         self.prev_c = close
         self.atr_ref = atr
         self.grow = False
@@ -153,67 +154,57 @@ class SideTracker:
         self.p = p
         self.swings = Swings(p.swing_k_atr)
         self.ranges: list[Range] = []
-        self._pivots: deque[PivotInfo] = deque(maxlen=3)
+        self._pivots: deque[Pivot] = deque(maxlen=3)
         self._last_high: Pivot | None = None
-        self._ctx_low = RollingMin(p.context_bars)  # lows of the previous bars
-        self._ctx_neg_high = RollingMin(p.context_bars)  # negated highs of the previous bars
-        self._recent: deque[Bar] = deque(maxlen=3)
-        # evidence of the open leg's extreme: (bar index, prior move ATR, cluster RV, cluster spread ATR)
-        self._ext_ev: tuple[int, float, float, float] = (-1, 0.0, 0.0, 0.0)
-        self._opposite: tuple[tuple[float, float, float], ...] = ()
+        # recent bars, enough to read a pivot's climax cluster and the context window before it
+        self._bars: deque[Bar] = deque(maxlen=p.context_bars + p.evidence_lag_bars + 2)
+        self.other: SideTracker | None = None  # the opposite side (its ranges are read mirrored)
+        self.published: tuple[tuple[float, float, float], ...] = ()
+        self.dirty = False
 
     # ------------------------------------------------------------------ per bar
-    def snapshot(self) -> tuple[tuple[float, float, float], ...]:
-        """(S, Rz, strength) of every live range, for the opposite side's bias evidence."""
-        return tuple((r.S, r.Rz, self._strength(r)) for r in self.ranges)
+    def publish(self) -> None:
+        """Expose (S, Rz, strength) of every live range to the other side; called (when ``dirty``) once both
+        sides have seen the candle, so each reads the other's ranges as of the previous candle (mirror-symmetric)."""
+        self.published = tuple((r.S, r.Rz, r.strength) for r in self.ranges)
+        self.dirty = False
 
-    def update(self, bar: Bar, opposite: tuple[tuple[float, float, float], ...] = ()) -> list[RawEvent]:
-        """Advance on one closed oriented bar; returns the events it recognised.
-
-        ``opposite`` holds the other side's live ranges as of the previous bar, already turned into
-        this side's oriented space, as (low, high, strength): a range both sides see is read in the
-        direction whose phase A evidence (climax, prior move) is stronger.
-        """
+    def update(self, bar: Bar) -> list[RawEvent]:
+        """Advance on one closed oriented bar; returns the events it recognised."""
         p = self.p
-        self._opposite = opposite
-        ev = self._ext_ev
-        if ev[0] == bar.i - 1 and bar.rv > ev[2]:  # the bar after an extreme belongs to its climax cluster
-            ev = self._ext_ev = (ev[0], ev[1], bar.rv, ev[3])
-        self._recent.append(bar)
+        self._bars.append(bar)
         pivot = self.swings.update(bar)
-        info: PivotInfo | None = None
-        if pivot is not None:
-            known = ev[0] == pivot.i  # the evidence was taken when this pivot's bar was the leg's extreme
-            info = PivotInfo(pivot, ev[1], ev[2], ev[3]) if known else PivotInfo(pivot, 0.0, 0.0, 0.0)
-        if self.swings.extreme_i == bar.i and bar.atr > 0:
-            self._ext_ev = self._extreme_evidence(bar)
-        self._ctx_low.push(bar.low)
-        self._ctx_neg_high.push(-bar.h)
         out: list[RawEvent] = []
         if bar.i >= p.warmup_bars and bar.atr > 0:
-            for r in list(self.ranges):
-                self._step(r, bar, info, out)
-            if info is not None:
-                self._pivots.append(info)
+            if self.ranges:
+                for r in tuple(self.ranges):
+                    self._step(r, bar, pivot, out)
+            if pivot is not None:
+                self._pivots.append(pivot)
                 self._maybe_form(bar, out)
-        elif info is not None:
-            self._pivots.append(info)
+        elif pivot is not None:
+            self._pivots.append(pivot)
         if pivot is not None and pivot.kind > 0:
             self._last_high = pivot
         return out
 
-    def _extreme_evidence(self, bar: Bar) -> tuple[int, float, float, float]:
-        atr = bar.atr
-        cl_rv = max(b.rv for b in self._recent)
-        if self.swings.direction < 0:
-            before = self._ctx_neg_high.value
-            prior = (-before - bar.low) / atr if before is not None else 0.0
-            spread = (max(b.h for b in self._recent) - bar.low) / atr
+    def _evidence(self, pivot: Pivot, now: Bar) -> PivotInfo:
+        """Climax and context around a pivot's extreme bar (zeros if it lies beyond the bar buffer)."""
+        bars = self._bars
+        k = len(bars) - 1 - (now.i - pivot.i)
+        if k < 0 or bars[k].atr <= 0:
+            return PivotInfo(pivot, 0.0, 0.0, 0.0)
+        ext = bars[k]
+        cluster = [bars[j] for j in range(max(0, k - 2), min(len(bars), k + 2))]
+        before = [bars[j] for j in range(max(0, k - self.p.context_bars), k)]
+        cl_rv = max(b.rv for b in cluster)
+        if pivot.kind < 0:
+            spread = max(b.h for b in cluster if b.i <= ext.i) - ext.low
+            prior = max(b.h for b in before) - ext.low if before else 0.0
         else:
-            before = self._ctx_low.value
-            prior = (bar.h - before) / atr if before is not None else 0.0
-            spread = (bar.h - min(b.low for b in self._recent)) / atr
-        return (bar.i, max(0.0, prior), cl_rv, spread)
+            spread = ext.h - min(b.low for b in cluster if b.i <= ext.i)
+            prior = ext.h - min(b.low for b in before) if before else 0.0
+        return PivotInfo(pivot, max(0.0, prior) / ext.atr, cl_rv, spread / ext.atr)
 
     def best(self) -> Range | None:
         """The most advanced live range (phase, then climax evidence, then the oldest)."""
@@ -226,6 +217,10 @@ class SideTracker:
         """Evidence for this reading of a range: mean of its climax and context memberships, + 0.25 once
         phase C (spring, shakeout or phase-C LPS) has shown which way the range leans."""
         return 0.5 * self._climax_mu(r) + 0.5 * self._context_mu(r) + (0.25 if r.c_kind else 0.0)
+
+    def _restrength(self, r: Range) -> None:
+        r.strength = self._strength(r)
+        self.dirty = True
 
     def _climax_mu(self, r: Range) -> float:
         p = self.p
@@ -241,24 +236,27 @@ class SideTracker:
         if len(self._pivots) < 3:
             return
         p = self.p
-        a, b, c = self._pivots
+        pa, pb, pc = self._pivots
         atr = bar.atr
-        if c.pivot.kind < 0:  # low - high - low
-            S, Rz = a.pivot.price, b.pivot.price
+        if pc.kind < 0:  # low - high - low
+            S, Rz = pa.price, pb.price
             W = Rz - S
-            if not (S - p.retest_under_atr * atr <= c.pivot.price <= S + p.retest_inside_w * W):
+            if not (S - p.retest_under_atr * atr <= pc.price <= S + p.retest_inside_w * W):
                 return
-            low, top = a, b
         else:  # high - low - high
-            Rz, S = a.pivot.price, b.pivot.price
+            Rz, S = pa.price, pb.price
             W = Rz - S
-            if not (Rz - p.retest_inside_w * W <= c.pivot.price <= Rz + p.retest_under_atr * atr):
+            if not (Rz - p.retest_inside_w * W <= pc.price <= Rz + p.retest_under_atr * atr):
                 return
+        if not (p.min_width_atr * atr <= W <= p.max_width_atr * atr):
+            return
+        a, b, c = self._evidence(pa, bar), self._evidence(pb, bar), PivotInfo(pc, 0.0, 0.0, 0.0)
+        if c.pivot.kind < 0:
+            low, top = a, b
+        else:
             low, top = b, a
             if low.prior_atr > top.prior_atr:
                 return  # a lower high, the climax low and the automatic rally: the low-high-low triple will form it
-        if not (p.min_width_atr * atr <= W <= p.max_width_atr * atr):
-            return
         # the support low's climax evidence; context = the decline into it or the advance into the top
         climax = low.cl_rv >= 2.0 and low.cl_spread_atr >= 1.5
         first = a
@@ -272,6 +270,7 @@ class SideTracker:
                 if old.phase != "B" or self._climax_mu(r) <= self._climax_mu(old) + 0.2:
                     return
                 self.ranges.remove(old)
+                self.dirty = True
         if c.pivot.kind < 0:
             sc_key = "sc" if climax else "tr"
             out.append(self._event(r, sc_key, bar, a.pivot.i, a.pivot.t_ms, S, (
@@ -284,6 +283,7 @@ class SideTracker:
             out.append(self._event(r, "sc" if climax else "tr", bar, b.pivot.i, b.pivot.t_ms, S, (
                 ("rv", low.cl_rv), ("range_atr", low.cl_spread_atr), ("prior_move_atr", prior), ("w_atr", W / atr))))
             self._down_leg(r, b.pivot)
+        self._restrength(r)
         self.ranges.append(r)
         if len(self.ranges) > p.max_ranges:
             weakest = min(self.ranges, key=lambda x: (_PHASE_RANK[x.phase], self._strength(x), x.start_i))
@@ -300,15 +300,24 @@ class SideTracker:
     def _end(self, r: Range, key: str, bar: Bar, out: list[RawEvent], reason: str) -> None:
         out.append(self._event(r, key, bar, bar.i, bar.t_ms, bar.c, (("reason_code", _REASON_CODES[reason]),)))
         self.ranges.remove(r)
+        self.dirty = True
 
-    def _step(self, r: Range, bar: Bar, info: PivotInfo | None, out: list[RawEvent]) -> None:
-        if bar.i - r.start_i > self.p.max_range_bars:
+    def _step(self, r: Range, bar: Bar, pivot: Pivot | None, out: list[RawEvent]) -> None:
+        p = self.p
+        if bar.i - r.start_i > p.max_range_bars:
             self._end(r, "expired", bar, out, "timeout")
             return
+        if pivot is None and r.phase != "D" and r.pend_i < 0 and r.ua_i < 0:
+            # fast path for the common bar that stays inside the range: nothing can happen (same as _range)
+            atr = bar.atr
+            if (bar.low >= r.S - p.spring_min_atr * atr and bar.h <= r.Rz + p.ua_atr * atr and bar.c <= r.Rz
+                    and (r.phase == "B" or r.c_kind == "lpsc" or bar.low >= r.spring_low - p.test_fail_atr * atr)):
+                r.prev_c = bar.c
+                return
         if r.phase == "D":
-            self._phase_d(r, bar, info.pivot if info is not None else None, out)
+            self._phase_d(r, bar, pivot, out)
         else:
-            self._range(r, bar, info.pivot if info is not None else None, out)
+            self._range(r, bar, pivot, out)
 
     # ------------------------------------------------------------------ phases B and C
     def _down_leg(self, r: Range, pivot: Pivot) -> None:
@@ -338,6 +347,7 @@ class SideTracker:
             # the spring did not hold: report it, and judge this deeper dip as a new probe of the same range
             out.append(self._event(r, "failed", bar, bar.i, bar.t_ms, bar.low, (("reason_code", 6.0),)))
             r.phase, r.c_kind, r.tested = "B", "", False
+            self._restrength(r)
         if (r.phase == "B" or r.c_kind == "lpsc") and self._probe_support(r, bar, mature, out):
             return
         if pivot is None:
@@ -347,6 +357,7 @@ class SideTracker:
             if r.grow and pivot.price > r.Rz and pivot.price - r.S <= p.max_width_atr * bar.atr:
                 r.Rz = pivot.price  # the rally after the first test was not over: the top moves up
                 r.W = r.Rz - r.S
+                self.dirty = True
                 r.grow = False
             elif pivot.price >= r.Rz - p.test_zone_w * r.W:
                 r.tests += 1
@@ -361,6 +372,7 @@ class SideTracker:
                     and hi is not None and hi.i > r.start_i and hi.price >= r.S + p.lpsc_prior_high_w * r.W):
                 r.phase = "C"
                 r.c_kind = "lpsc"
+                self._restrength(r)
                 r.spring_low, r.spring_i, r.spring_rv = pivot.price, pivot.i, pivot.leg_mean_rv
                 out.append(self._event(r, "lpsc", bar, pivot.i, pivot.t_ms, pivot.price, (
                     ("leg_rv", pivot.leg_mean_rv), ("height_w", (pivot.price - r.S) / r.W))))
@@ -423,6 +435,7 @@ class SideTracker:
             key = "shakeout" if deep else "spring"
             r.phase = "C"
             r.c_kind = key
+            self._restrength(r)
             r.spring_low, r.spring_i, r.spring_rv = r.pend_low, r.pend_low_i, r.pend_rv
             setup = self._spring_setup(r, bar, depth, waited)
             out.append(self._event(r, key, bar, r.pend_low_i, r.pend_low_t, r.pend_low, (
@@ -511,12 +524,13 @@ class SideTracker:
         drying = ramp(r.down_last / r.down_first, 1.3, 0.8) if r.down_n >= 2 and r.down_first > 0 else 0.5
         age = bar.i - r.start_i
         other = 0.0
-        for lo, hi, strength in self._opposite:
+        for neg_hi, neg_lo, strength in self.other.published if self.other is not None else ():
+            lo, hi = -neg_lo, -neg_hi  # the other side's oriented (S, Rz), mirrored into this side's space
             overlap = min(hi, r.Rz) - max(lo, r.S)
             if overlap > 0.5 * min(hi - lo, r.W):
                 other = max(other, strength)
         return {
-            "bias": ramp(self._strength(r) - other, -0.3, 0.2),
+            "bias": ramp(r.strength - other, -0.3, 0.2),
             "climax": self._climax_mu(r),
             "range": 0.4 * ramp(w_atr, p.width_lo, p.width_hi) + 0.4 * ramp(float(age), p.young_bars, p.mature_bars)
             + 0.2 * ramp(float(r.tests), p.tests_lo, p.tests_hi),
