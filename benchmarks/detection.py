@@ -266,9 +266,11 @@ def null_rates(series: int, bars: int, root: Path) -> None:
                     if score >= thr:
                         counts[(thr, group)] += 1
                         counts[(thr, "all")] += 1
-        return "; ".join(f"raw >= {thr}: all {1000 * counts[(thr, 'all')] / total:.2f} (spring/utad "
-                         f"{1000 * counts[(thr, 'spring/utad')] / total:.2f}, sos/sow {1000 * counts[(thr, 'sos/sow')] / total:.2f})"
-                         for thr in THRESHOLDS)
+        def per_k(thr: float, group: str) -> str:
+            return f"{1000 * counts[(thr, group)] / total:.2f}"
+
+        return "; ".join(f"raw >= {thr}: all {per_k(thr, 'all')} (spring/utad {per_k(thr, 'spring/utad')}, "
+                         f"sos/sow {per_k(thr, 'sos/sow')})" for thr in THRESHOLDS)
 
     print("random walks:            " + rate(random_walk_candles(90_000 + k, bars) for k in range(series)))
     paths = [root / "klines" / f for f in ("BTCUSDT-1h-2019-2025H1.csv", "ETHUSDT-1h-2019-2025H1.csv")]

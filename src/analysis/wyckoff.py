@@ -41,7 +41,7 @@ import math
 from collections import deque
 
 from src.analysis.engine import AnalyzerOutput
-from src.analysis.indicators import WilderATR, close_position
+from src.analysis.indicators import WilderATR
 from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Direction, SignalCandidate, ms_to_iso
 from src.analysis.wyckoff_features import Bar, RollingMedian
 from src.analysis.wyckoff_params import WyckoffParams
@@ -103,6 +103,7 @@ class WyckoffAnalyzer:
         self._i = 0
         self._recent: deque[AnalysisEvent] = deque(maxlen=8)
         self.skipped = 0  # candles with non-finite or non-positive prices (never analysed)
+        self._chain_memo: dict[tuple[int, str, int, float], str] = {}
 
     def params_fingerprint(self) -> str:
         """Every parameter and every evidence weight (a re-weighted score is a different signal)."""
@@ -129,7 +130,8 @@ class WyckoffAnalyzer:
             rv = 1.0 if vol == 0 else 10.0
         self._vol.push(vol)
         rstar = (lh - ll) / atr_prev if atr_prev > 0 else 0.0
-        cp = close_position(lh, ll, lc)
+        spread = lh - ll
+        cp = min(1.0, max(0.0, (lc - ll) / spread)) if spread > 0 else 0.5  # close_position, inlined (hot path)
         i, t = self._i, candle.open_time_ms
         self._i += 1
         bars = (Bar(i, t, lo, lh, ll, lc, atr_prev, rv, rstar, cp),
@@ -195,14 +197,25 @@ class WyckoffAnalyzer:
             phase=raw.phase, details=tuple(details),
         )
 
+    def _chain_text(self, side: int, key: str, t_ms: int, x: float) -> str:
+        """One event of a candidate's chain as text, e.g. "SC 2024-08-05 00:00 at 49000" (memoised: the
+        candidates of one range repeat the same chain, and formatting dates is slow)."""
+        memo = self._chain_memo
+        text = memo.get((side, key, t_ms, x))
+        if text is None:
+            if len(memo) > 4096:
+                memo.clear()
+            text = f"{label(EVENT_TYPES[key][side])} {ms_to_iso(t_ms)[:16].replace('T', ' ')} at {_fmt(self._px(side, x))}"
+            memo[(side, key, t_ms, x)] = text
+        return text
+
     def _to_candidate(self, side: int, raw: RawEvent, candle: Candle) -> SignalCandidate:
         setup = raw.setup
         assert setup is not None
         direction: Direction = "LONG" if side == 0 else "SHORT"
         pattern = PATTERNS[setup.key][side]
         sup, res = self._range_px(side, *raw.range_levels) if raw.range_levels is not None else (0.0, 0.0)
-        chain = [f"{label(EVENT_TYPES[k][side])} {ms_to_iso(t)[:16].replace('T', ' ')} at {_fmt(self._px(side, x))}"
-                 for k, t, x in raw.chain]
+        chain = [self._chain_text(side, k, t, x) for k, t, x in raw.chain]
         stop = self._px(side, setup.stop)
         targets = tuple(self._px(side, x) for x in setup.targets)
         evidence = ", ".join(f"{k} {v:.2f}" for k, v in setup.memberships)

@@ -219,9 +219,11 @@ class Swings:
             self._tail = _Acc()
 
     def _extend(self, bar: Bar, price: float) -> None:
-        self._leg.merge(self._tail)
+        tail = self._tail
+        if tail.n:  # bars since the old extreme join the leg (the common trending bar has none: no new object)
+            self._leg.merge(tail)
+            self._tail = _Acc()
         self._leg.add(bar)
-        self._tail = _Acc()
         self._ext, self._ext_i, self._ext_t = price, bar.i, bar.t_ms
 
     def _reverse(self, bar: Bar, price: float, kind: int) -> Pivot:
