@@ -154,7 +154,7 @@ class SideTracker:
         self.p = p
         self.swings = Swings(p.swing_k_atr)
         self.ranges: list[Range] = []
-        self._pivots: deque[Pivot] = deque(maxlen=3)
+        self._pivots: deque[Pivot] = deque(maxlen=5)
         self._last_high: Pivot | None = None
         # recent bars, enough to read a pivot's climax cluster and the context window before it
         self._bars: deque[Bar] = deque(maxlen=p.context_bars + p.evidence_lag_bars + 2)
@@ -236,7 +236,18 @@ class SideTracker:
         if len(self._pivots) < 3:
             return
         p = self.p
-        pa, pb, pc = self._pivots
+        piv = self._pivots
+        pc = piv[-1]
+        # the first edge is the most extreme of the last two same-side pivots, the middle one the most extreme
+        # opposite pivot after it: a minor swing inside the automatic rally does not hide the climax low
+        same = [x for x in list(piv)[:-1] if x.kind == pc.kind][-2:]
+        pa = min(same, key=lambda x: x.price * -pc.kind) if same else None
+        if pa is None:
+            return
+        between = [x for x in piv if x.kind != pc.kind and pa.i < x.i < pc.i]
+        if not between:
+            return
+        pb = max(between, key=lambda x: x.price * -pc.kind)
         atr = bar.atr
         if pc.kind < 0:  # low - high - low
             S, Rz = pa.price, pb.price
