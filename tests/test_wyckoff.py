@@ -229,12 +229,12 @@ def test_failed_accumulations_rarely_give_a_confident_long_signal():
 def test_random_walks_rarely_clear_the_threshold():
     bars = 0
     confident = 0
-    for seed in range(4):
-        candles = generate("random_walk", 500 + seed, length=3000).candles
+    for seed in range(8):
+        candles = generate("random_walk", 500 + seed, length=5000).candles
         bars += len(candles)
         _, cands, _, _ = run(candles)
         confident += sum(c.raw_score >= 0.65 for c in cands)
-    assert confident * 1000 / bars < 1.0
+    assert confident * 1000 / bars < 1.25  # benchmarks/detection.py measures it on 100,000 bars
 
 
 def test_heavy_short_down_leg_in_phase_b_is_reported_as_absorption():
@@ -253,7 +253,7 @@ def test_ordinary_phase_b_legs_show_no_effort_without_result():
 
 
 def test_range_duration_numbers_scale_with_the_timeframe():
-    assert (WyckoffParams.for_timeframe("15m").mature_bars, WyckoffParams.for_timeframe("15m").max_range_bars) == (160, 1000)
+    assert (WyckoffParams.for_timeframe("15m").mature_bars, WyckoffParams.for_timeframe("15m").max_range_bars) == (192, 1000)
     assert WyckoffParams.for_timeframe("1h") == WyckoffParams()
     assert WyckoffParams.for_timeframe("4h").max_range_bars == 300 == WyckoffParams.for_timeframe("1d").max_range_bars
-    assert WyckoffAnalyzer("X", "5m").params.mature_bars == 160
+    assert WyckoffAnalyzer("X", "5m").params.mature_bars == 192

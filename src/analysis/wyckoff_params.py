@@ -41,22 +41,25 @@ class WyckoffParams:
     max_range_bars: int = 600  # a range older than 600 bars expires (scaled per timeframe)
 
     # evidence ramps for the range (0 -> 1), each floored so a missing phase-A feature only lowers the score
-    climax_rv_lo: float = 2.25  # max RV of the bars around the support low: ramp 2.25 -> 4.5
-    climax_rv_hi: float = 4.5
-    climax_spread_lo: float = 1.75  # their high - low: ramp 1.75 -> 3.5 ATR
+    climax_rv_lo: float = 2.5  # max RV of the bars around the support low: ramp 2.5 -> 5
+    climax_rv_hi: float = 5.0
+    climax_spread_lo: float = 1.5  # their high - low: ramp 1.5 -> 3.5 ATR
     climax_spread_hi: float = 3.5
-    climax_floor: float = 0.2
+    climax_floor: float = 0.25
     context_lo: float = 5.0  # prior move into the range: ramp 5 -> 15 ATR
     context_hi: float = 15.0
-    context_floor: float = 0.2
+    context_floor: float = 0.23
     width_lo: float = 5.0  # range height: ramp 5 -> 10 ATR
     width_hi: float = 10.0
-    mature_bars: int = 100  # age ramp 15 -> 100 bars (scaled per timeframe)
+    mature_bars: int = 120  # age ramp 15 -> 120 bars (scaled per timeframe)
     young_bars: int = 15
     tests_lo: float = 5.0  # touches of either edge: ramp 5 -> 11
     tests_hi: float = 11.0
-    sos_rv_lo: float = 0.8  # SOS bar RV: ramp 0.8 -> 1.6
-    sos_rv_hi: float = 1.6
+    sos_rv_lo: float = 0.7  # SOS bar RV: ramp 0.7 -> 1.9
+    sos_rv_hi: float = 1.9
+    range_w_width: float = 0.45  # range membership = 0.45 width + 0.30 age + 0.25 touches
+    range_w_age: float = 0.30
+    range_w_tests: float = 0.25
     test_zone_w: float = 0.25  # swing lows within S + 0.25 W test support (highs within Rz - 0.25 W test resistance)
 
     # phase B details
@@ -109,13 +112,13 @@ class WyckoffParams:
     @classmethod
     def for_timeframe(cls, timeframe: str) -> WyckoffParams:
         """Defaults with the range-duration numbers scaled to the timeframe (everything else is in
-        ATR/range units already): the age ramp ends at 160/133/100/83/67 bars and ranges expire after
+        ATR/range units already): the age ramp ends at 192/160/120/100/80 bars and ranges expire after
         1000/800/600/450/300 bars, up to 15m, 30m, 1h, 2h and beyond."""
         minutes = timeframes.interval_ms(timeframe) // 60_000 if timeframes.is_interval(timeframe) else 60
-        for limit, lo, hi in ((15, 160, 1000), (30, 133, 800), (60, 100, 600), (120, 83, 450)):
+        for limit, lo, hi in ((15, 192, 1000), (30, 160, 800), (60, 120, 600), (120, 100, 450)):
             if minutes <= limit:
                 return cls(mature_bars=lo, max_range_bars=hi)
-        return cls(mature_bars=67, max_range_bars=300)
+        return cls(mature_bars=80, max_range_bars=300)
 
     def fingerprint(self) -> str:
         """16 hex chars over every parameter (changes whenever any number changes)."""

@@ -543,8 +543,9 @@ class SideTracker:
         return {
             "bias": ramp(r.strength - other, -0.3, 0.2),
             "climax": self._climax_mu(r),
-            "range": 0.4 * ramp(w_atr, p.width_lo, p.width_hi) + 0.4 * ramp(float(age), p.young_bars, p.mature_bars)
-            + 0.2 * ramp(float(r.tests), p.tests_lo, p.tests_hi),
+            "range": p.range_w_width * ramp(w_atr, p.width_lo, p.width_hi)
+            + p.range_w_age * ramp(float(age), p.young_bars, p.mature_bars)
+            + p.range_w_tests * ramp(float(r.tests), p.tests_lo, p.tests_hi),
             "supply_drying": drying,
             "context": self._context_mu(r),
         }

@@ -18,12 +18,12 @@ WEIGHTS: dict[str, tuple[tuple[str, float], ...]] = {
         ("effort", 0.055), ("bar", 0.07), ("room", 0.13), ("bias", 0.09),
     ),
     "test": (
-        ("climax", 0.15), ("context", 0.12), ("range", 0.18), ("spring", 0.12),
-        ("geometry", 0.12), ("effort", 0.15), ("room", 0.08), ("bias", 0.08),
+        ("climax", 0.17), ("context", 0.15), ("range", 0.22), ("spring", 0.10),
+        ("geometry", 0.10), ("effort", 0.12), ("room", 0.06), ("bias", 0.08),
     ),
     "sos": (
-        ("climax", 0.19), ("context", 0.19), ("range", 0.21), ("phase_c", 0.10),
-        ("breakout", 0.08), ("effort", 0.10), ("bar", 0.05), ("bias", 0.08),
+        ("climax", 0.17), ("context", 0.17), ("range", 0.19), ("phase_c", 0.17),
+        ("breakout", 0.07), ("effort", 0.09), ("bar", 0.05), ("bias", 0.09),
     ),
     "lps": (
         ("climax", 0.15), ("context", 0.15), ("range", 0.18), ("phase_c", 0.10), ("sos", 0.10),
