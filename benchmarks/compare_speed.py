@@ -4,7 +4,8 @@
 
 A shared machine's load changes from minute to minute, so two runs of ``analysis_speed.py`` made at different
 times are not comparable. This script alternates the two checkouts round by round (each in a fresh
-interpreter, best of 3 passes after a warm-up) on the same candles of the real kline files (READS REAL DATA:
+interpreter, best of 3 passes after a warm-up, timed in process CPU time so other processes' load
+matters less) on the same candles of the real kline files (READS REAL DATA:
 ``--data-dir`` or $WYELI_DATA_DIR or ../shared/data; says so and exits 0 without them) and prints candles/s
 for the Wyckoff analyzer alone and for the full stack (``build_analyzers``), each through ``AnalysisEngine``,
 and the ratio of the medians (this checkout / baseline).
@@ -34,11 +35,11 @@ best = 0.0
 for k in range(4):
     analyzers = [a for a in build_analyzers(sym, tf, settings) if only == "all" or a.name == only]
     engine = AnalysisEngine(sym, tf, analyzers, settings)
-    t = time.perf_counter()
+    t = time.process_time()
     for c in candles:
         engine.on_candle(c)
     if k:
-        best = max(best, len(candles) / (time.perf_counter() - t))
+        best = max(best, len(candles) / (time.process_time() - t))
 print(best)
 """
 

@@ -104,6 +104,7 @@ class WyckoffAnalyzer:
         self._recent: deque[AnalysisEvent] = deque(maxlen=8)
         self.skipped = 0  # candles with non-finite or non-positive prices (never analysed)
         self._chain_memo: dict[tuple[int, str, int, float], str] = {}
+        self._levels_memo: dict[tuple[int, tuple[float, float]], list[tuple[str, str]]] = {}
 
     def params_fingerprint(self) -> str:
         """Every parameter and every evidence weight (a re-weighted score is a different signal)."""
@@ -184,8 +185,7 @@ class WyckoffAnalyzer:
         etype = EVENT_TYPES[raw.key][side]
         details: list[tuple[str, str]] = [("side", SIDES[side])]
         if raw.range_levels is not None:
-            sup, res = self._range_px(side, *raw.range_levels)
-            details += [("support", _fmt(sup)), ("resistance", _fmt(res))]
+            details += self._levels_text(side, raw.range_levels)
         for k, v in raw.details:
             if k == "reason_code":
                 details.append(("reason", _REASONS.get(v, "?")))
@@ -196,6 +196,17 @@ class WyckoffAnalyzer:
             candle_time_ms=raw.event_t, recognised_ms=raw.recog_t, price=self._px(side, raw.price),
             phase=raw.phase, details=tuple(details),
         )
+
+    def _levels_text(self, side: int, levels: tuple[float, float]) -> list[tuple[str, str]]:
+        """("support", ...), ("resistance", ...) of an oriented (S, Rz), memoised (a range's events repeat them)."""
+        memo = self._levels_memo
+        text = memo.get((side, levels))
+        if text is None:
+            if len(memo) > 4096:
+                memo.clear()
+            sup, res = self._range_px(side, *levels)
+            text = memo[(side, levels)] = [("support", _fmt(sup)), ("resistance", _fmt(res))]
+        return text
 
     def _chain_text(self, side: int, key: str, t_ms: int, x: float) -> str:
         """One event of a candidate's chain as text, e.g. "SC 2024-08-05 00:00 at 49000" (memoised: the

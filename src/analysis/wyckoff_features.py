@@ -97,13 +97,14 @@ class RollingMin:
         return self._i >= self.n
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pivot:
     """A confirmed swing extreme in oriented space and the leg that ended at it.
 
     ``kind`` is +1 for a swing high, -1 for a swing low. Leg statistics cover the bars after the
     previous pivot up to and including this one: bar count, mean and max RV, mean bar range/ATR.
-    ``confirmed_i`` is the bar whose close confirmed it (>= ``i``).
+    ``confirmed_i`` is the bar whose close confirmed it (>= ``i``). Not frozen (one per swing on the hot
+    path); treat it as immutable.
     """
 
     kind: int

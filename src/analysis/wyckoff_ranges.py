@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 
 from src.analysis.wyckoff_features import Bar, Pivot, Swings
 from src.analysis.wyckoff_params import WyckoffParams
@@ -61,9 +62,10 @@ _REASON_CODES = {"breakdown": 1.0, "timeout": 2.0, "no_sos": 4.0, "spring_failed
 _PHASE_RANK = {"B": 0, "C": 1, "D": 2}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Setup:
-    """A tradeable event in oriented log space (stop below entry, targets above it)."""
+    """A tradeable event in oriented log space (stop below entry, targets above it). Not frozen (built on the
+    hot path; frozen dataclasses pay for every field); treat it as immutable."""
 
     key: str  # spring | test | sos | lps
     entry: float
@@ -74,7 +76,7 @@ class Setup:
     features: tuple[tuple[str, float], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawEvent:
     """One recognised event: ``event_*`` is the bar it refers to, ``recog_*`` the bar that proved it."""
 
@@ -92,7 +94,7 @@ class RawEvent:
     range_t: int = 0  # open time of the range's first pivot (the structure key)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PivotInfo:
     """A confirmed pivot with the evidence around its extreme bar: the move into it (ATR, from the
     opposite extreme of the previous ``context_bars`` bars), and the max RV / spread (ATR) of the
@@ -161,8 +163,13 @@ class SideTracker:
         self.other: SideTracker | None = None  # the opposite side (its ranges are read mirrored)
         self.published: tuple[tuple[float, float, float], ...] = ()
         self.dirty = False
+        self._youngest_expiry = -1  # the first bar index at which some live range may expire (fast-path bound)
 
     # ------------------------------------------------------------------ per bar
+    def _ranges_changed(self) -> None:
+        self.dirty = True
+        self._youngest_expiry = min((r.start_i for r in self.ranges), default=0) + self.p.max_range_bars
+
     def publish(self) -> None:
         """Expose (S, Rz, strength) of every live range to the other side; called (when ``dirty``) once both
         sides have seen the candle, so each reads the other's ranges as of the previous candle (mirror-symmetric)."""
@@ -177,7 +184,17 @@ class SideTracker:
         out: list[RawEvent] = []
         if bar.i >= p.warmup_bars and bar.atr > 0:
             if self.ranges:
+                # fast path for the common bar that stays inside a range in phase B/C: nothing can happen there
+                # (the same tests _range would make), so skip the call
+                low, high, close = bar.low, bar.h, bar.c
+                low_buf, high_buf = p.spring_min_atr * bar.atr, p.ua_atr * bar.atr
+                quiet = pivot is None and bar.i <= self._youngest_expiry
                 for r in tuple(self.ranges):
+                    if (quiet and close <= r.Rz and high <= r.Rz + high_buf and low >= r.S - low_buf and r.pend_i < 0
+                            and r.ua_i < 0 and r.phase != "D"
+                            and (r.phase == "B" or r.c_kind == "lpsc" or low >= r.spring_low - p.test_fail_atr * bar.atr)):
+                        r.prev_c = close
+                        continue
                     self._step(r, bar, pivot, out)
             if pivot is not None:
                 self._pivots.append(pivot)
@@ -195,14 +212,14 @@ class SideTracker:
         if k < 0 or bars[k].atr <= 0:
             return PivotInfo(pivot, 0.0, 0.0, 0.0)
         ext = bars[k]
-        cluster = [bars[j] for j in range(max(0, k - 2), min(len(bars), k + 2))]
-        before = [bars[j] for j in range(max(0, k - self.p.context_bars), k)]
-        cl_rv = max(b.rv for b in cluster)
+        lo = max(0, k - 2)
+        cl_rv = max(b.rv for b in islice(bars, lo, min(len(bars), k + 2)))
+        before = list(islice(bars, max(0, k - self.p.context_bars), k))
         if pivot.kind < 0:
-            spread = max(b.h for b in cluster if b.i <= ext.i) - ext.low
+            spread = max(b.h for b in islice(bars, lo, k + 1)) - ext.low
             prior = max(b.h for b in before) - ext.low if before else 0.0
         else:
-            spread = ext.h - min(b.low for b in cluster if b.i <= ext.i)
+            spread = ext.h - min(b.low for b in islice(bars, lo, k + 1))
             prior = ext.h - min(b.low for b in before) if before else 0.0
         return PivotInfo(pivot, max(0.0, prior) / ext.atr, cl_rv, spread / ext.atr)
 
@@ -233,23 +250,26 @@ class SideTracker:
         return max(p.context_floor, ramp(r.prior_atr, p.context_lo, p.context_hi))
 
     def _maybe_form(self, bar: Bar, out: list[RawEvent]) -> None:
-        if len(self._pivots) < 3:
+        piv = self._pivots
+        if len(piv) < 3:
             return
         p = self.p
-        piv = self._pivots
         pc = piv[-1]
-        # the first edge is the most extreme of the last two same-side pivots, the middle one the most extreme
-        # opposite pivot after it: a minor swing inside the automatic rally does not hide the climax low
-        same = [x for x in list(piv)[:-1] if x.kind == pc.kind][-2:]
-        pa = min(same, key=lambda x: x.price * -pc.kind) if same else None
-        if pa is None:
-            return
-        between = [x for x in piv if x.kind != pc.kind and pa.i < x.i < pc.i]
-        if not between:
-            return
-        pb = max(between, key=lambda x: x.price * -pc.kind)
+        kind = pc.kind
+        # the first edge is the more extreme of the last two same-side pivots (pivots alternate, so they sit
+        # 2 and 4 places back), the middle one the most extreme opposite pivot after it: a minor swing inside
+        # the automatic rally does not hide the climax low
+        pa = piv[-3]
+        pb = piv[-2]
+        if len(piv) == 5:
+            older = piv[-5]
+            if (older.price <= pa.price) if kind < 0 else (older.price >= pa.price):  # ties: the older one
+                pa = older
+                mid = piv[-4]
+                if (mid.price >= pb.price) if kind < 0 else (mid.price <= pb.price):
+                    pb = mid
         atr = bar.atr
-        if pc.kind < 0:  # low - high - low
+        if kind < 0:  # low - high - low
             S, Rz = pa.price, pb.price
             W = Rz - S
             if not (S - p.retest_under_atr * atr <= pc.price <= S + p.retest_inside_w * W):
@@ -261,27 +281,28 @@ class SideTracker:
                 return
         if not (p.min_width_atr * atr <= W <= p.max_width_atr * atr):
             return
-        a, b, c = self._evidence(pa, bar), self._evidence(pb, bar), PivotInfo(pc, 0.0, 0.0, 0.0)
-        if c.pivot.kind < 0:
-            low, top = a, b
-        else:
-            low, top = b, a
-            if low.prior_atr > top.prior_atr:
-                return  # a lower high, the climax low and the automatic rally: the low-high-low triple will form it
+        nested = [old for old in self.ranges if old.S - p.nest_margin_w * old.W <= S and Rz <= old.Rz + p.nest_margin_w * old.W]
+        if any(old.phase != "B" for old in nested):
+            return  # the same range seen again (or a swing inside it) while that range is already in phase C or D
+        low_pivot = pa if kind < 0 else pb
+        low = self._evidence(low_pivot, bar)
+        if nested:
+            # a swing range inside a live one replaces it only with a clearly stronger climax (its move from
+            # inside the old range is no trend)
+            mu = max(p.climax_floor, 0.5 * ramp(low.cl_rv, p.climax_rv_lo, p.climax_rv_hi)
+                     + 0.5 * ramp(low.cl_spread_atr, p.climax_spread_lo, p.climax_spread_hi))
+            if any(mu <= self._climax_mu(old) + 0.2 for old in nested):
+                return
+        top = self._evidence(pb if kind < 0 else pa, bar)
+        if kind > 0 and low.prior_atr > top.prior_atr:
+            return  # a lower high, the climax low and the automatic rally: the low-high-low triple will form it
+        for old in nested:
+            self.ranges.remove(old)
+        a, b, c = (low, top, PivotInfo(pc, 0.0, 0.0, 0.0)) if kind < 0 else (top, low, PivotInfo(pc, 0.0, 0.0, 0.0))
         # the support low's climax evidence; context = the decline into it or the advance into the top
         climax = low.cl_rv >= 2.0 and low.cl_spread_atr >= 1.5
-        first = a
         prior = max(low.prior_atr, top.prior_atr) if top.pivot.i < low.pivot.i else low.prior_atr
-        r = Range(S, Rz, first.pivot.i, first.pivot.t_ms, prior, low.cl_rv, low.cl_spread_atr, climax, bar.c, atr)
-        for old in list(self.ranges):
-            m = p.nest_margin_w * old.W
-            if old.S - m <= S and Rz <= old.Rz + m:
-                # the same range seen again, or a swing range inside it: the old one stays unless the new one
-                # starts with a clearly stronger climax (its move from inside the old range is no trend)
-                if old.phase != "B" or self._climax_mu(r) <= self._climax_mu(old) + 0.2:
-                    return
-                self.ranges.remove(old)
-                self.dirty = True
+        r = Range(S, Rz, a.pivot.i, a.pivot.t_ms, prior, low.cl_rv, low.cl_spread_atr, climax, bar.c, atr)
         if c.pivot.kind < 0:
             sc_key = "sc" if climax else "tr"
             out.append(self._event(r, sc_key, bar, a.pivot.i, a.pivot.t_ms, S, (
@@ -299,6 +320,7 @@ class SideTracker:
         if len(self.ranges) > p.max_ranges:
             weakest = min(self.ranges, key=lambda x: (_PHASE_RANK[x.phase], self._strength(x), x.start_i))
             self.ranges.remove(weakest)
+        self._ranges_changed()
 
     def _event(self, r: Range, key: str, bar: Bar, event_i: int, event_t: int, price: float,
                details: tuple[tuple[str, float], ...] = (), setup: Setup | None = None) -> RawEvent:
@@ -311,20 +333,13 @@ class SideTracker:
     def _end(self, r: Range, key: str, bar: Bar, out: list[RawEvent], reason: str) -> None:
         out.append(self._event(r, key, bar, bar.i, bar.t_ms, bar.c, (("reason_code", _REASON_CODES[reason]),)))
         self.ranges.remove(r)
-        self.dirty = True
+        self._ranges_changed()
 
     def _step(self, r: Range, bar: Bar, pivot: Pivot | None, out: list[RawEvent]) -> None:
         p = self.p
         if bar.i - r.start_i > p.max_range_bars:
             self._end(r, "expired", bar, out, "timeout")
             return
-        if pivot is None and r.phase != "D" and r.pend_i < 0 and r.ua_i < 0:
-            # fast path for the common bar that stays inside the range: nothing can happen (same as _range)
-            atr = bar.atr
-            if (bar.low >= r.S - p.spring_min_atr * atr and bar.h <= r.Rz + p.ua_atr * atr and bar.c <= r.Rz
-                    and (r.phase == "B" or r.c_kind == "lpsc" or bar.low >= r.spring_low - p.test_fail_atr * atr)):
-                r.prev_c = bar.c
-                return
         if r.phase == "D":
             self._phase_d(r, bar, pivot, out)
         else:
