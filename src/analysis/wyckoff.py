@@ -43,7 +43,7 @@ from collections import deque
 from src.analysis.engine import AnalyzerOutput
 from src.analysis.indicators import WilderATR
 from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Direction, SignalCandidate, ms_to_iso
-from src.analysis.wyckoff_features import Bar, RollingMedian
+from src.analysis.wyckoff_features import Bar, RollingMedian, Swings, mirrored
 from src.analysis.wyckoff_params import WyckoffParams
 from src.analysis.wyckoff_ranges import RawEvent, SideTracker
 from src.analysis.wyckoff_scoring import WEIGHTS
@@ -98,6 +98,7 @@ class WyckoffAnalyzer:
         p = self.params
         self._atr = WilderATR(p.atr_period)
         self._vol = RollingMedian(p.volume_window)
+        self._swings = Swings(p.swing_k_atr)  # one zigzag (accumulation orientation); mirrored for distribution
         self._sides = (SideTracker(p), SideTracker(p))
         self._sides[0].other, self._sides[1].other = self._sides[1], self._sides[0]
         self._i = 0
@@ -139,7 +140,8 @@ class WyckoffAnalyzer:
                 Bar(i, t, -lo, -ll, -lh, -lc, atr_prev, rv, rstar, 1.0 - cp))
         out = AnalyzerOutput()
         acc, dist = self._sides
-        found = (acc.update(bars[0]), dist.update(bars[1]))
+        pivot = self._swings.update(bars[0])
+        found = (acc.update(bars[0], pivot), dist.update(bars[1], mirrored(pivot) if pivot is not None else None))
         for side, raws in enumerate(found):
             if not raws:
                 continue

@@ -119,6 +119,16 @@ class Pivot:
     leg_mean_rstar: float
 
 
+def mirrored(p: Pivot) -> Pivot:
+    """The same pivot seen in the mirrored orientation (negated log prices): a swing high becomes a swing low.
+
+    The zigzag is exactly symmetric under negation (the same strict comparisons, the same k x ATR), so the
+    distribution side reuses the accumulation side's swings instead of running a second zigzag.
+    """
+    return Pivot(-p.kind, p.i, p.t_ms, -p.price, p.confirmed_i, -p.leg_start_price, p.leg_bars, p.leg_mean_rv,
+                 p.leg_max_rv, p.leg_mean_rstar)
+
+
 class _Acc:
     """Running sums of bar features over a stretch of bars (O(1) merge)."""
 

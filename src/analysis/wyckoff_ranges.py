@@ -53,7 +53,7 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 
-from src.analysis.wyckoff_features import Bar, Pivot, Swings
+from src.analysis.wyckoff_features import Bar, Pivot
 from src.analysis.wyckoff_params import WyckoffParams
 from src.analysis.wyckoff_scoring import band, ramp, score
 
@@ -154,7 +154,6 @@ class SideTracker:
 
     def __init__(self, p: WyckoffParams) -> None:
         self.p = p
-        self.swings = Swings(p.swing_k_atr)
         self.ranges: list[Range] = []
         self._pivots: deque[Pivot] = deque(maxlen=5)
         self._last_high: Pivot | None = None
@@ -176,11 +175,11 @@ class SideTracker:
         self.published = tuple((r.S, r.Rz, r.strength) for r in self.ranges)
         self.dirty = False
 
-    def update(self, bar: Bar) -> list[RawEvent]:
-        """Advance on one closed oriented bar; returns the events it recognised."""
+    def update(self, bar: Bar, pivot: Pivot | None) -> list[RawEvent]:
+        """Advance on one closed oriented bar and the swing pivot it confirmed (if any, in this side's
+        orientation); returns the events it recognised."""
         p = self.p
         self._bars.append(bar)
-        pivot = self.swings.update(bar)
         out: list[RawEvent] = []
         if bar.i >= p.warmup_bars and bar.atr > 0:
             if self.ranges:
