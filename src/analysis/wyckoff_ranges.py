@@ -89,7 +89,7 @@ class RawEvent:
     phase: str
     details: tuple[tuple[str, float], ...] = ()
     setup: Setup | None = None
-    chain: tuple[tuple[str, int, float], ...] = ()  # (key, t_ms, oriented price) of the range so far
+    chain: tuple[tuple[str, int, float], ...] = ()  # (key, t_ms, oriented price) of the range so far (setups only)
     range_levels: tuple[float, float] | None = None  # oriented (S, Rz)
     range_t: int = 0  # open time of the range's first pivot (the structure key)
 
@@ -187,12 +187,14 @@ class SideTracker:
                 # (the same tests _range would make), so skip the call
                 low, high, close = bar.low, bar.h, bar.c
                 low_buf, high_buf = p.spring_min_atr * bar.atr, p.ua_atr * bar.atr
-                quiet = pivot is None and bar.i <= self._youngest_expiry
+                quiet = bar.i <= self._youngest_expiry
                 for r in tuple(self.ranges):
                     if (quiet and close <= r.Rz and high <= r.Rz + high_buf and low >= r.S - low_buf and r.pend_i < 0
                             and r.ua_i < 0 and r.phase != "D"
                             and (r.phase == "B" or r.c_kind == "lpsc" or low >= r.spring_low - p.test_fail_atr * bar.atr)):
-                        r.prev_c = close
+                        r.prev_c = close  # no bar-level rule can fire; only a new swing needs judging
+                        if pivot is not None:
+                            self._range_swing(r, bar, pivot, out)
                         continue
                     self._step(r, bar, pivot, out)
             if pivot is not None:
@@ -326,8 +328,9 @@ class SideTracker:
         if key not in INFORMATIONAL:
             r.chain.append((key, event_t, price))
         phase = "E" if key == "markup" else ("A" if key in ("sc", "ar", "tr") else r.phase)
-        return RawEvent(key, event_i, event_t, bar.i, bar.t_ms, price, phase, details, setup, tuple(r.chain),
-                        (r.S, r.Rz), r.start_t)
+        chain = tuple(r.chain) if setup is not None else ()  # only a candidate's reasons list the chain
+        return RawEvent(key, event_i, event_t, bar.i, bar.t_ms, price, phase, details, setup, chain, (r.S, r.Rz),
+                        r.start_t)
 
     def _end(self, r: Range, key: str, bar: Bar, out: list[RawEvent], reason: str) -> None:
         out.append(self._event(r, key, bar, bar.i, bar.t_ms, bar.c, (("reason_code", _REASON_CODES[reason]),)))
@@ -375,8 +378,13 @@ class SideTracker:
             self._restrength(r)
         if (r.phase == "B" or r.c_kind == "lpsc") and self._probe_support(r, bar, mature, out):
             return
-        if pivot is None:
-            return
+        if pivot is not None:
+            self._range_swing(r, bar, pivot, out)
+
+    def _range_swing(self, r: Range, bar: Bar, pivot: Pivot, out: list[RawEvent]) -> None:
+        """Swing-level rules of phases B and C (a pivot was confirmed on this bar)."""
+        p = self.p
+        mature = bar.i - r.start_i >= p.min_age_bars
         self._effort_vs_result(r, bar, pivot, out)
         if pivot.kind > 0:
             if r.grow and pivot.price > r.Rz and pivot.price - r.S <= p.max_width_atr * bar.atr:
