@@ -1,11 +1,10 @@
 """Streaming building blocks of the Wyckoff analyzer, each O(1) or O(log n) per closed candle.
 
 - :class:`RollingMedian`: median of the last n values (sorted list + bisect; n <= a few hundred).
-- :class:`RollingMin`: minimum of a sliding window with a monotonic deque (Lemire 2006).
 - :class:`Swings`: a degree-1 zigzag on oriented log prices with Weis-wave leg statistics.
 
 The analyzer works on *oriented* bars: log prices for the accumulation side, negated log prices
-for the distribution side, so one state machine serves both and mirror symmetry holds by
+for the distribution side, so one set of rules serves both and mirror symmetry holds by
 construction. In oriented space "low" is always the support side.
 """
 
@@ -67,34 +66,6 @@ class RollingMedian:
             del self._sorted[bisect.bisect_left(self._sorted, old)]
         self._fifo.append(x)
         bisect.insort(self._sorted, x)
-
-
-class RollingMin:
-    """Minimum over the last ``n`` pushed values (monotonic deque of (index, value))."""
-
-    __slots__ = ("_dq", "_i", "n")
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self._dq: deque[tuple[int, float]] = deque()
-        self._i = 0
-
-    def push(self, x: float) -> None:
-        dq = self._dq
-        while dq and dq[-1][1] >= x:
-            dq.pop()
-        dq.append((self._i, x))
-        self._i += 1
-        while dq[0][0] <= self._i - 1 - self.n:
-            dq.popleft()
-
-    @property
-    def value(self) -> float | None:
-        return self._dq[0][1] if self._dq else None
-
-    @property
-    def full(self) -> bool:
-        return self._i >= self.n
 
 
 @dataclass(slots=True)
