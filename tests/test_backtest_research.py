@@ -75,7 +75,7 @@ def write(tmp: Path, name: str, candles: list[Candle]) -> str:
 @pytest.fixture(scope="module")
 def gbm_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     d = tmp_path_factory.mktemp("research")
-    return [write(d, f"{sym}-1h-gbm.csv", planted_candles(2500, seed, edge=0.0, symbol=sym))
+    return [write(d, f"{sym}-1h-gbm.csv", planted_candles(3600, seed, edge=0.0, symbol=sym))
             for sym, seed in (("BTCUSDT", 1), ("ETHUSDT", 2))]
 
 
@@ -94,7 +94,7 @@ def study_of(files: list[str], tf: str = "1h", reps: int = 20, boot: int = 400, 
 
 
 def test_a_planted_edge_is_found_and_driftless_data_shows_none(tmp_path, gbm_files):
-    planted = [write(tmp_path, f"{s}-1h-edge.csv", planted_candles(2500, seed, edge=0.3, symbol=s))
+    planted = [write(tmp_path, f"{s}-1h-edge.csv", planted_candles(3600, seed, edge=0.3, symbol=s))
                for s, seed in (("BTCUSDT", 5), ("ETHUSDT", 6))]
     edge, _ = study_of(planted)
     e = edge.find(ALL, "1h")
@@ -302,7 +302,7 @@ def test_progress_is_shown_on_a_terminal_in_one_process_and_in_a_pool(gbm_files,
 
 
 def test_a_study_without_events_still_writes_a_report_that_says_so(tmp_path, capsys):
-    f = write(tmp_path, "BTCUSDT-1h-short.csv", random_walk(300, timeframe="1h", vol=0.01))
+    f = write(tmp_path, "BTCUSDT-1h-short.csv", random_walk(60, timeframe="1h", vol=0.01))
     out = tmp_path / "r"
     assert main(["--data", f, "--timeframe", "1h", "--patterns", "wyckoff_test", "--out-dir", str(out), *FAST]) == 0
     assert "nothing can be concluded" in (out / "report.md").read_text()

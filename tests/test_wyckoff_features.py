@@ -9,7 +9,7 @@ import statistics
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from src.analysis.wyckoff_features import Bar, RollingMedian, RollingMin, Swings
+from src.analysis.wyckoff_features import Bar, RollingMedian, Swings
 from src.analysis.wyckoff_scoring import WEIGHTS, band, ramp, score
 
 values = st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=120)
@@ -22,16 +22,6 @@ def test_rolling_median_equals_the_median_of_the_last_n_values(xs, n):
     for k, x in enumerate(xs):
         rm.push(x)
         assert rm.median == statistics.median(xs[max(0, k - n + 1): k + 1])
-
-
-@settings(max_examples=60, deadline=None)
-@given(values, st.integers(min_value=1, max_value=20))
-def test_rolling_min_equals_the_minimum_of_the_last_n_values(xs, n):
-    rmin = RollingMin(n)
-    for k, x in enumerate(xs):
-        rmin.push(x)
-        assert rmin.value == min(xs[max(0, k - n + 1): k + 1])
-        assert rmin.full == (k + 1 >= n)
 
 
 def _bars(closes: list[float], atr: float = 1.0) -> list[Bar]:

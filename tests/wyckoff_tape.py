@@ -47,19 +47,20 @@ class Tape:
 
 
 def accumulation_tape(*, spring: str = "reclaimed", sos_volume: float = 3500.0, sos_fails: bool = False,
-                      absorb: bool = False) -> Tape:
+                      absorb: bool = False, climax_volume: float = 4500.0) -> Tape:
     """Markdown -> SC -> AR -> ST -> phase B -> spring -> test -> SOS -> BU -> markup, around 78-86.
 
     ``spring``: "reclaimed" (close back above support on the same bar), "lost" (no reclaim: it
     keeps falling) or "none" (no spring at all). ``sos_volume`` sets the breakout bar's volume;
     ``sos_fails`` drops price back into the range right after the breakout. ``absorb`` makes the
     second phase-B down-leg heavy (1400) but short (1.9 instead of 4.3 price units): effort without result.
+    ``climax_volume`` sets the selling climax's volume (1000 = an ordinary bar: no climax at all).
     """
     t = Tape(100.0)
     t.quiet(60)
     t.walk(84.0, 30)
-    t.bar(84.0, 84.2, 78.0, 78.6, 4500).mark("sc")  # selling climax: 6 wide, RV 4.5, closes low
-    t.bar(78.6, 81.8, 78.4, 81.5, 2200)  # closes above the climax midpoint: SC confirmed
+    t.bar(84.0, 84.2, 78.0, 78.6, climax_volume).mark("sc")  # selling climax: 6 wide, RV 4.5, closes low
+    t.bar(78.6, 81.8, 78.4, 81.5, 2200 if climax_volume > 1000 else 1000)  # closes above the climax midpoint
     t.walk(85.6, 5, 1300)
     t.bar(85.6, 86.3, 85.2, 85.5, 1200).mark("ar")  # AR high 86.3
     t.walk(79.0, 8, 700)

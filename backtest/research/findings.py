@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from backtest.research.study import ALL, MIN_TEST_EVENTS, SIGNIFICANCE, Cell, Study
+from backtest.research.study import ALL, MIN_TEST_EVENTS, MIN_TEST_WEEKS, SIGNIFICANCE, Cell, Study
 from src.analysis.types import ms_to_iso
 
 DSR_BAR = 0.95
@@ -48,7 +48,8 @@ def findings(study: Study, thresholds: int = 1) -> list[str]:
     )
     tested = [c for c in study.cells if c.tested]
     if not tested:
-        out.append(f"No cell has the {MIN_TEST_EVENTS} events a test needs: nothing can be concluded from this data.")
+        out.append(f"No cell has the {MIN_TEST_EVENTS} events over {MIN_TEST_WEEKS} weeks a test needs: nothing can be "
+                   "concluded from this data.")
         return out
     beats = [c for c in tested if c.holm_p < SIGNIFICANCE]
     if beats:

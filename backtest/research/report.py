@@ -17,7 +17,7 @@ from backtest.research import findings as fd
 from backtest.research.measure import VOL_MIN_HISTORY, VOL_WINDOW
 from backtest.research.run import ResearchJob
 from backtest.research.stats import Estimate
-from backtest.research.study import ALL, MIN_TEST_EVENTS, Band, Cell, Study
+from backtest.research.study import ALL, MIN_TEST_EVENTS, MIN_TEST_WEEKS, Band, Cell, Study
 from src.analysis import timeframes
 from src.analysis.types import ms_to_iso
 
@@ -199,9 +199,11 @@ def _method(study: Study, job: ResearchJob) -> list[str]:
         f"confirming candle, h = 1..{p.horizon_candles}.",
         f"- Inference: {study.bootstrap_reps} block-bootstrap replications resampling whole ISO weeks (Monday "
         f"00:00 UTC) from the {study.weeks} weeks the data covers; the same weeks for every symbol, timeframe and "
-        "pattern. 95 % percentile intervals; one-sided p for 'difference > 0' by the centred bootstrap.",
+        "pattern; each cell's spread widened by sqrt(G / (G - 1)) for its G weeks (small-sample correction). 95 % "
+        "percentile intervals; one-sided p for 'difference > 0' by the centred bootstrap.",
         f"- Multiple testing: Holm and Benjamini-Hochberg over the {study.family} cells with at least "
-        f"{MIN_TEST_EVENTS} events (pattern x timeframe cells and pooled rows, at every threshold).",
+        f"{MIN_TEST_EVENTS} events in at least {MIN_TEST_WEEKS} distinct weeks (pattern x timeframe cells and pooled "
+        "rows, at every threshold).",
         f"- Deflated Sharpe ratio (Bailey & Lopez de Prado 2014) of each cell's per-trade net R: {study.trials} trials "
         f"counted (every cell with an event at every threshold, pooled rows included, plus {job.extra_trials} declared "
         f"with --extra-trials); variance of Sharpe ratios across tested cells {_num(study.sr_variance, False, 4)}; "
@@ -258,6 +260,7 @@ def summary_dict(study: Study, job: ResearchJob, files: list[list[str]]) -> dict
             "decluster_bars": job.decluster_bars, "patterns": sorted(job.patterns), "random_twins": job.twin_reps,
             "bootstrap_reps": job.bootstrap_reps, "seed": job.seed, "min_scores": list(job.thresholds),
             "extra_trials": job.extra_trials, "vol_window": VOL_WINDOW, "min_test_events": MIN_TEST_EVENTS,
+            "min_test_weeks": MIN_TEST_WEEKS,
         },
         "streams": [
             {"symbol": s.symbol, "timeframe": s.timeframe, "files": f, "candles": s.candles,

@@ -11,14 +11,18 @@ tried (``min_score``: events with raw score >= it). Per cell, with one shared we
   excess path event - twins;
 - the per-trade Sharpe ratio of net R with its deflated Sharpe ratio.
 
-The test family (Holm and BH) is every cell with at least ``MIN_TEST_EVENTS`` events (pooled rows
-included: each is a claim the report could make). The deflated Sharpe counts as trials every cell with
+The test family (Holm and BH) is every cell with at least ``MIN_TEST_EVENTS`` events spread over at least
+``MIN_TEST_WEEKS`` distinct weeks (pooled rows included: each is a claim the report could make): the week is
+the bootstrap's resampling unit, and a bootstrap over a handful of clusters is too narrow to test with.
+Every bootstrap spread is also widened by sqrt(G / (G - 1)) for the G weeks a cell's events fall in (the
+usual small-sample correction of a cluster bootstrap, which otherwise understates the variance by that
+factor squared). The deflated Sharpe counts as trials every cell with
 an event at every threshold tried, plus ``extra_trials`` tried elsewhere; the variance of Sharpe
 ratios across trials comes from the tested cells (smaller ones are too noisy to describe the spread).
 
 With a split date, every cell is also measured on its events before and after the date (a stability
 check, outside the test family): the Spearman correlation of the differences from random across the
-pattern x timeframe cells tested in both periods says whether the older data ranks the patterns the
+pattern x timeframe cells with ``MIN_TEST_EVENTS`` events in both periods says whether the older data ranks the patterns the
 way the newer data does.
 """
 
@@ -49,6 +53,7 @@ from backtest.research.stats import (
 from src.analysis import timeframes
 
 MIN_TEST_EVENTS = 20
+MIN_TEST_WEEKS = 20
 ALL = "all"
 SIGNIFICANCE = 0.05
 
@@ -167,12 +172,26 @@ def _band(values: FloatArray, boot: FloatArray) -> Band:
     return Band(tuple(values.mean(axis=0).tolist()), tuple(lo.tolist()), tuple(hi.tolist()))
 
 
+def _widened(values: FloatArray, boot: FloatArray, clusters: int) -> FloatArray:
+    """Bootstrap means spread around the sample mean by sqrt(G / (G - 1)) more (module docstring)."""
+    if clusters < 2 or values.size == 0:
+        return boot
+    centre = values.mean(axis=0)
+    out: FloatArray = centre + (boot - centre) * math.sqrt(clusters / (clusters - 1))
+    return out
+
+
 def _cell(pool: _Pool, mask: np.ndarray, boot: WeekBootstrap, pattern: str, timeframe: str, min_score: float) -> Cell:
     idx = np.flatnonzero(mask)
     pos = pool.pos[idx]
+    g = int(np.unique(pos).size)
+
+    def means(values: FloatArray) -> FloatArray:
+        return _widened(values, boot.means(pos, values), g)
+
     r, tr = pool.r[idx], pool.twin_r[idx]
     diff = r - tr
-    b_r, b_tr, b_diff = boot.means(pos, r), boot.means(pos, tr), boot.means(pos, diff)
+    b_r, b_tr, b_diff = means(r), means(tr), means(diff)
     path, tpath = pool.path[idx], pool.twin_path[idx]
     d = estimate(diff, b_diff)
     return Cell(
@@ -180,7 +199,7 @@ def _cell(pool: _Pool, mask: np.ndarray, boot: WeekBootstrap, pattern: str, time
         timeframe=timeframe,
         min_score=min_score,
         n=int(idx.size),
-        weeks=int(np.unique(pos).size),
+        weeks=g,
         symbols=int(np.unique(pool.symbol[idx]).size),
         net_r=estimate(r, b_r),
         random_r=estimate(tr, b_tr),
@@ -191,11 +210,11 @@ def _cell(pool: _Pool, mask: np.ndarray, boot: WeekBootstrap, pattern: str, time
         cost_atr=float(np.median(pool.cost_atr[idx])),
         p_beats=p_greater(d.mean, b_diff),
         p_worse=p_less(d.mean, b_diff),
-        tested=idx.size >= MIN_TEST_EVENTS,
+        tested=idx.size >= MIN_TEST_EVENTS and g >= MIN_TEST_WEEKS,
         sharpe=sharpe_stats(r),
-        path=_band(path, boot.means(pos, path)),
-        random_path=_band(tpath, boot.means(pos, tpath)),
-        excess_path=_band(path - tpath, boot.means(pos, path - tpath)),
+        path=_band(path, means(path)),
+        random_path=_band(tpath, means(tpath)),
+        excess_path=_band(path - tpath, means(path - tpath)),
     )
 
 
@@ -289,7 +308,9 @@ def _add_stability(study: Study, pool: _Pool, boot: WeekBootstrap, split_ms: int
         if (m & early).any() and (m & ~early).any():
             pairs.append((_cell(pool, m & early, boot, c.pattern, c.timeframe, min_score),
                           _cell(pool, m & ~early, boot, c.pattern, c.timeframe, min_score)))
-    both = [(a, b) for a, b in pairs if a.tested and b.tested and a.pattern != ALL and a.timeframe != ALL]
+    # a diagnostic, not a test: cells with enough events on both sides (the week count only guards the tests)
+    both = [(a, b) for a, b in pairs
+            if min(a.n, b.n) >= MIN_TEST_EVENTS and a.pattern != ALL and a.timeframe != ALL]
     study.split_ms = split_ms
     study.stability = pairs
     study.stability_cells = len(both)

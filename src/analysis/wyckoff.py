@@ -4,10 +4,14 @@ Per closed candle (amortised O(1)):
 
 1. Features on log prices: Wilder ATR(14) of the previous bar, RV = volume / median of the
    previous 50 volumes, bar range / ATR, close position.
-2. Two copies of one state machine (:mod:`src.analysis.wyckoff_fsm`): the accumulation tracker
-   sees log prices, the distribution tracker sees negated log prices. Distribution is therefore
-   the exact mirror of accumulation (BC <-> SC, UTAD <-> spring, SOW <-> SOS, LPSY <-> LPS) and
-   every rule is stated once, in the FSM docstring, with its numbers.
+2. Two copies of one candidate-range tracker (:mod:`src.analysis.wyckoff_ranges`): the accumulation
+   tracker sees log prices, the distribution tracker sees negated log prices. Distribution is
+   therefore the exact mirror of accumulation (BC <-> SC, UTAD <-> spring, SOW <-> SOS, LPSY <-> LPS)
+   and every rule is stated once, in that module's docstring, with its numbers. Each tracker keeps up
+   to 3 candidate ranges alive; when several ranges see the same setup on one candle, only the best
+   scored candidate is proposed (one per pattern, side and candle), and each candidate names its range
+   in ``structure`` (``wyckoff:<side>:<open time of the range's first pivot>``), the same for every
+   candidate of that range.
 3. Tradeable events become :class:`SignalCandidate` objects timestamped on the confirming candle:
 
    ============================  ==========  ===========================================
@@ -37,11 +41,11 @@ import math
 from collections import deque
 
 from src.analysis.engine import AnalyzerOutput
-from src.analysis.indicators import WilderATR, close_position
+from src.analysis.indicators import WilderATR
 from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Direction, SignalCandidate, ms_to_iso
-from src.analysis.wyckoff_features import Bar, RollingMedian
-from src.analysis.wyckoff_fsm import RawEvent, Setup, SideTracker, St
+from src.analysis.wyckoff_features import Bar, RollingMedian, Swings, mirrored
 from src.analysis.wyckoff_params import WyckoffParams
+from src.analysis.wyckoff_ranges import RawEvent, SideTracker
 from src.analysis.wyckoff_scoring import WEIGHTS
 
 SIDES = ("accumulation", "distribution")
@@ -52,7 +56,7 @@ EVENT_TYPES: dict[str, tuple[str, str]] = {
     "test": ("test", "utad_test"), "lpsc": ("lps_c", "lpsy_c"), "sos": ("sos", "sow"),
     "failed_sos": ("failed_sos", "failed_sow"), "bu": ("bu", "lpsy"), "lps": ("lps", "lpsy"),
     "markup": ("markup", "markdown"), "failed": ("failed", "failed"), "expired": ("expired", "expired"),
-    "reanchor": ("reanchor", "reanchor"), "absorption": ("absorption", "absorption"),
+    "reanchor": ("reanchor", "reanchor"), "absorption": ("absorption", "absorption"), "tr": ("tr", "tr"),
     "no_follow_through": ("no_follow_through", "no_follow_through"),
 }
 # setup key -> (LONG pattern, SHORT pattern)
@@ -68,6 +72,7 @@ LABELS: dict[str, str] = {
     "lpsy_c": "LPSY (phase C)", "st_b": "ST in phase B", "failed_sos": "failed SOS", "failed_sow": "failed SOW",
     "msow": "minor SOW", "markup": "markup", "markdown": "markdown", "failed": "failed", "expired": "expired",
     "reanchor": "re-anchor", "absorption": "absorption", "no_follow_through": "no follow-through",
+    "tr": "TR (range from swings)",
 }
 _REASONS = {1.0: "breakdown", 2.0: "timeout", 3.0: "v_reversal", 4.0: "left range without SOS", 5.0: "range too wide",
             6.0: "spring failed", 7.0: "LPS failed", 8.0: "no automatic rally", 9.0: "ST too deep", 10.0: "markup"}
@@ -93,10 +98,14 @@ class WyckoffAnalyzer:
         p = self.params
         self._atr = WilderATR(p.atr_period)
         self._vol = RollingMedian(p.volume_window)
+        self._swings = Swings(p.swing_k_atr)  # one zigzag (accumulation orientation); mirrored for distribution
         self._sides = (SideTracker(p), SideTracker(p))
+        self._sides[0].other, self._sides[1].other = self._sides[1], self._sides[0]
         self._i = 0
         self._recent: deque[AnalysisEvent] = deque(maxlen=8)
         self.skipped = 0  # candles with non-finite or non-positive prices (never analysed)
+        self._chain_memo: dict[tuple[int, str, int, float], str] = {}
+        self._levels_memo: dict[tuple[int, tuple[float, float]], list[tuple[str, str]]] = {}
 
     def params_fingerprint(self) -> str:
         """Every parameter and every evidence weight (a re-weighted score is a different signal)."""
@@ -123,20 +132,46 @@ class WyckoffAnalyzer:
             rv = 1.0 if vol == 0 else 10.0
         self._vol.push(vol)
         rstar = (lh - ll) / atr_prev if atr_prev > 0 else 0.0
-        cp = close_position(lh, ll, lc)
+        spread = lh - ll
+        cp = min(1.0, max(0.0, (lc - ll) / spread)) if spread > 0 else 0.5  # close_position, inlined (hot path)
         i, t = self._i, candle.open_time_ms
         self._i += 1
         bars = (Bar(i, t, lo, lh, ll, lc, atr_prev, rv, rstar, cp),
                 Bar(i, t, -lo, -ll, -lh, -lc, atr_prev, rv, rstar, 1.0 - cp))
         out = AnalyzerOutput()
-        for side, (tracker, bar) in enumerate(zip(self._sides, bars, strict=True)):
-            for raw in tracker.update(bar):
-                event = self._to_event(side, tracker, raw)
-                out.events.append(event)
-                self._recent.append(event)
+        acc, dist = self._sides
+        pivot = self._swings.update(bars[0])
+        found = (acc.update(bars[0], pivot), dist.update(bars[1], mirrored(pivot) if pivot is not None else None))
+        for side, raws in enumerate(found):
+            if not raws:
+                continue
+            seen: set[tuple[str, int]] = set()
+            best: dict[str, RawEvent] = {}
+            for raw in raws:
                 if raw.setup is not None:
-                    out.candidates.append(self._to_candidate(side, tracker, raw, raw.setup, candle))
+                    # several ranges may see one setup: propose the best-scored one (ties: the older range)
+                    kept = best.get(raw.setup.key)
+                    if kept is None or kept.setup is None or raw.setup.raw_score > kept.setup.raw_score:
+                        best[raw.setup.key] = raw
+                    continue
+                if (raw.key, raw.event_i) in seen:
+                    continue  # the same event seen by two ranges is reported once
+                seen.add((raw.key, raw.event_i))
+                self._emit(out, side, raw)
+            for raw in best.values():
+                self._emit(out, side, raw)
+                if raw.setup is not None:
+                    out.candidates.append(self._to_candidate(side, raw, candle))
+        if acc.dirty:
+            acc.publish()
+        if dist.dirty:
+            dist.publish()
         return out
+
+    def _emit(self, out: AnalyzerOutput, side: int, raw: RawEvent) -> None:
+        event = self._to_event(side, raw)
+        out.events.append(event)
+        self._recent.append(event)
 
     # ------------------------------------------------------------------ conversion to real prices
     @staticmethod
@@ -148,16 +183,11 @@ class WyckoffAnalyzer:
         a, b = self._px(side, s_or), self._px(side, rz_or)
         return (a, b) if side == 0 else (b, a)
 
-    def _levels(self, side: int, tracker: SideTracker) -> tuple[float, float]:
-        """(support, resistance) of ``tracker``'s current range in real prices."""
-        return self._range_px(side, tracker.S, tracker.Rz)
-
-    def _to_event(self, side: int, tracker: SideTracker, raw: RawEvent) -> AnalysisEvent:
+    def _to_event(self, side: int, raw: RawEvent) -> AnalysisEvent:
         etype = EVENT_TYPES[raw.key][side]
         details: list[tuple[str, str]] = [("side", SIDES[side])]
         if raw.range_levels is not None:
-            sup, res = self._range_px(side, *raw.range_levels)
-            details += [("support", _fmt(sup)), ("resistance", _fmt(res))]
+            details += self._levels_text(side, raw.range_levels)
         for k, v in raw.details:
             if k == "reason_code":
                 details.append(("reason", _REASONS.get(v, "?")))
@@ -169,12 +199,36 @@ class WyckoffAnalyzer:
             phase=raw.phase, details=tuple(details),
         )
 
-    def _to_candidate(self, side: int, tracker: SideTracker, raw: RawEvent, setup: Setup, candle: Candle) -> SignalCandidate:
+    def _levels_text(self, side: int, levels: tuple[float, float]) -> list[tuple[str, str]]:
+        """("support", ...), ("resistance", ...) of an oriented (S, Rz), memoised (a range's events repeat them)."""
+        memo = self._levels_memo
+        text = memo.get((side, levels))
+        if text is None:
+            if len(memo) > 4096:
+                memo.clear()
+            sup, res = self._range_px(side, *levels)
+            text = memo[(side, levels)] = [("support", _fmt(sup)), ("resistance", _fmt(res))]
+        return text
+
+    def _chain_text(self, side: int, key: str, t_ms: int, x: float) -> str:
+        """One event of a candidate's chain as text, e.g. "SC 2024-08-05 00:00 at 49000" (memoised: the
+        candidates of one range repeat the same chain, and formatting dates is slow)."""
+        memo = self._chain_memo
+        text = memo.get((side, key, t_ms, x))
+        if text is None:
+            if len(memo) > 4096:
+                memo.clear()
+            text = f"{label(EVENT_TYPES[key][side])} {ms_to_iso(t_ms)[:16].replace('T', ' ')} at {_fmt(self._px(side, x))}"
+            memo[(side, key, t_ms, x)] = text
+        return text
+
+    def _to_candidate(self, side: int, raw: RawEvent, candle: Candle) -> SignalCandidate:
+        setup = raw.setup
+        assert setup is not None
         direction: Direction = "LONG" if side == 0 else "SHORT"
         pattern = PATTERNS[setup.key][side]
-        sup, res = self._levels(side, tracker)
-        chain = [f"{label(EVENT_TYPES[k][side])} {ms_to_iso(t)[:16].replace('T', ' ')} at {_fmt(self._px(side, x))}"
-                 for k, t, x in raw.chain]
+        sup, res = self._range_px(side, *raw.range_levels) if raw.range_levels is not None else (0.0, 0.0)
+        chain = [self._chain_text(side, k, t, x) for k, t, x in raw.chain]
         stop = self._px(side, setup.stop)
         targets = tuple(self._px(side, x) for x in setup.targets)
         evidence = ", ".join(f"{k} {v:.2f}" for k, v in setup.memberships)
@@ -188,29 +242,28 @@ class WyckoffAnalyzer:
             analyzer=self.name, pattern=pattern, direction=direction, raw_score=round(setup.raw_score, 6),
             entry=candle.close, stop_loss=stop, take_profits=targets, reasons=reasons,
             features=tuple((k, round(v, 6)) for k, v in setup.features),
-            structure=f"wyckoff:{SIDES[side]}:{tracker.cl_low_t}",
+            structure=f"wyckoff:{SIDES[side]}:{raw.range_t}",
         )
 
     # ------------------------------------------------------------------ snapshot
     def state(self) -> AnalyzerState:
-        order = {"": 0, "A": 1, "B": 2, "C": 3, "D": 4}
-        best = max((0, 1), key=lambda s: (order[self._sides[s].phase], -s))
-        tracker = self._sides[best]
+        order = {"B": 1, "C": 2, "D": 3}
+        bests = [t.best() for t in self._sides]
         lines = tuple(
             f"{label(e.type)} ({e.phase or '-'}) {ms_to_iso(e.candle_time_ms)[:16].replace('T', ' ')} at {_fmt(e.price)}"
             for e in list(self._recent)[-6:]
         )
         levels: list[tuple[str, float]] = []
-        for s, tr in enumerate(self._sides):
-            if tr.state in (St.IDLE, St.SC_PENDING, St.AWAIT_AR):
-                continue
-            sup, res = self._levels(s, tr)
-            levels += [(f"{SIDES[s]} support", sup), (f"{SIDES[s]} resistance", res)]
-        if tracker.phase == "":
-            summary = "No Wyckoff range in progress"
-        elif tracker.state in (St.SC_PENDING, St.AWAIT_AR):
-            summary = f"{SIDES[best].capitalize()}?, phase A (climax at {_fmt(self._px(best, tracker.cl_low))})"
-        else:
-            sup, res = self._levels(best, tracker)
-            summary = f"{SIDES[best].capitalize()}, phase {tracker.phase} (range {_fmt(sup)} - {_fmt(res)})"
+        for s, r in enumerate(bests):
+            if r is not None:
+                sup, res = self._range_px(s, r.S, r.Rz)
+                levels += [(f"{SIDES[s]} support", sup), (f"{SIDES[s]} resistance", res)]
+        live = [(order[r.phase], -s, s) for s, r in enumerate(bests) if r is not None]
+        if not live:
+            return AnalyzerState(analyzer=self.name, summary="No Wyckoff range in progress", lines=lines, levels=())
+        s = max(live)[2]
+        r = bests[s]
+        assert r is not None
+        sup, res = self._range_px(s, r.S, r.Rz)
+        summary = f"{SIDES[s].capitalize()}, phase {r.phase} (range {_fmt(sup)} - {_fmt(res)})"
         return AnalyzerState(analyzer=self.name, summary=summary, lines=lines, levels=tuple(levels))

@@ -1,11 +1,10 @@
 """Streaming building blocks of the Wyckoff analyzer, each O(1) or O(log n) per closed candle.
 
 - :class:`RollingMedian`: median of the last n values (sorted list + bisect; n <= a few hundred).
-- :class:`RollingMin`: minimum of a sliding window with a monotonic deque (Lemire 2006).
 - :class:`Swings`: a degree-1 zigzag on oriented log prices with Weis-wave leg statistics.
 
 The analyzer works on *oriented* bars: log prices for the accumulation side, negated log prices
-for the distribution side, so one state machine serves both and mirror symmetry holds by
+for the distribution side, so one set of rules serves both and mirror symmetry holds by
 construction. In oriented space "low" is always the support side.
 """
 
@@ -16,24 +15,28 @@ from collections import deque
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
 class Bar:
     """One closed candle in oriented log space, with the features the rules need.
 
     ``atr`` is the ATR (log units) of the previous bar; ``rv`` the relative volume; ``rstar`` the
-    bar range over ``atr``; ``cp`` the oriented close position (0 = at the oriented low).
+    bar range over ``atr``; ``cp`` the oriented close position (0 = at the oriented low). A plain
+    slotted class (not a frozen dataclass): two are built per candle, so construction cost matters.
     """
 
-    i: int
-    t_ms: int
-    o: float
-    h: float
-    low: float
-    c: float
-    atr: float
-    rv: float
-    rstar: float
-    cp: float
+    __slots__ = ("atr", "c", "cp", "h", "i", "low", "o", "rstar", "rv", "t_ms")
+
+    def __init__(self, i: int, t_ms: int, o: float, h: float, low: float, c: float, atr: float, rv: float,
+                 rstar: float, cp: float) -> None:
+        self.i = i
+        self.t_ms = t_ms
+        self.o = o
+        self.h = h
+        self.low = low
+        self.c = c
+        self.atr = atr
+        self.rv = rv
+        self.rstar = rstar
+        self.cp = cp
 
 
 class RollingMedian:
@@ -65,41 +68,14 @@ class RollingMedian:
         bisect.insort(self._sorted, x)
 
 
-class RollingMin:
-    """Minimum over the last ``n`` pushed values (monotonic deque of (index, value))."""
-
-    __slots__ = ("_dq", "_i", "n")
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self._dq: deque[tuple[int, float]] = deque()
-        self._i = 0
-
-    def push(self, x: float) -> None:
-        dq = self._dq
-        while dq and dq[-1][1] >= x:
-            dq.pop()
-        dq.append((self._i, x))
-        self._i += 1
-        while dq[0][0] <= self._i - 1 - self.n:
-            dq.popleft()
-
-    @property
-    def value(self) -> float | None:
-        return self._dq[0][1] if self._dq else None
-
-    @property
-    def full(self) -> bool:
-        return self._i >= self.n
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pivot:
     """A confirmed swing extreme in oriented space and the leg that ended at it.
 
     ``kind`` is +1 for a swing high, -1 for a swing low. Leg statistics cover the bars after the
     previous pivot up to and including this one: bar count, mean and max RV, mean bar range/ATR.
-    ``confirmed_i`` is the bar whose close confirmed it (>= ``i``).
+    ``confirmed_i`` is the bar whose close confirmed it (>= ``i``). Not frozen (one per swing on the hot
+    path); treat it as immutable.
     """
 
     kind: int
@@ -112,6 +88,16 @@ class Pivot:
     leg_mean_rv: float
     leg_max_rv: float
     leg_mean_rstar: float
+
+
+def mirrored(p: Pivot) -> Pivot:
+    """The same pivot seen in the mirrored orientation (negated log prices): a swing high becomes a swing low.
+
+    The zigzag is exactly symmetric under negation (the same strict comparisons, the same k x ATR), so the
+    distribution side reuses the accumulation side's swings instead of running a second zigzag.
+    """
+    return Pivot(-p.kind, p.i, p.t_ms, -p.price, p.confirmed_i, -p.leg_start_price, p.leg_bars, p.leg_mean_rv,
+                 p.leg_max_rv, p.leg_mean_rstar)
 
 
 class _Acc:
@@ -175,6 +161,11 @@ class Swings:
     def extreme(self) -> float:
         return self._ext
 
+    @property
+    def extreme_i(self) -> int:
+        """Bar index of the open leg's extreme (-1 before the first swing)."""
+        return self._ext_i if self._dir != 0 else -1
+
     def update(self, bar: Bar) -> Pivot | None:
         thr = self.k * bar.atr
         if self._dir == 0:
@@ -210,9 +201,11 @@ class Swings:
             self._tail = _Acc()
 
     def _extend(self, bar: Bar, price: float) -> None:
-        self._leg.merge(self._tail)
+        tail = self._tail
+        if tail.n:  # bars since the old extreme join the leg (the common trending bar has none: no new object)
+            self._leg.merge(tail)
+            self._tail = _Acc()
         self._leg.add(bar)
-        self._tail = _Acc()
         self._ext, self._ext_i, self._ext_t = price, bar.i, bar.t_ms
 
     def _reverse(self, bar: Bar, price: float, kind: int) -> Pivot:

@@ -14,20 +14,20 @@ import math
 # (evidence name, weight) per tradeable setup; every row sums to 1.
 WEIGHTS: dict[str, tuple[tuple[str, float], ...]] = {
     "spring": (
-        ("climax", 0.15), ("range", 0.10), ("supply_drying", 0.15), ("geometry", 0.15),
-        ("effort", 0.15), ("bar", 0.10), ("context", 0.10), ("room", 0.10),
+        ("climax", 0.165), ("context", 0.135), ("range", 0.22), ("geometry", 0.135),
+        ("effort", 0.055), ("bar", 0.07), ("room", 0.13), ("bias", 0.09),
     ),
     "test": (
-        ("climax", 0.10), ("range", 0.10), ("supply_drying", 0.10), ("spring", 0.15),
-        ("geometry", 0.15), ("effort", 0.20), ("context", 0.10), ("room", 0.10),
+        ("climax", 0.17), ("context", 0.15), ("range", 0.22), ("spring", 0.10),
+        ("geometry", 0.10), ("effort", 0.12), ("room", 0.06), ("bias", 0.08),
     ),
     "sos": (
-        ("climax", 0.10), ("range", 0.10), ("supply_drying", 0.10), ("phase_c", 0.20),
-        ("breakout", 0.15), ("effort", 0.15), ("bar", 0.10), ("context", 0.10),
+        ("climax", 0.17), ("context", 0.17), ("range", 0.19), ("phase_c", 0.17),
+        ("breakout", 0.07), ("effort", 0.09), ("bar", 0.05), ("bias", 0.09),
     ),
     "lps": (
-        ("climax", 0.10), ("range", 0.10), ("phase_c", 0.15), ("sos", 0.15),
-        ("depth", 0.15), ("effort", 0.20), ("room", 0.15),
+        ("climax", 0.15), ("context", 0.15), ("range", 0.18), ("phase_c", 0.10), ("sos", 0.10),
+        ("depth", 0.10), ("effort", 0.12), ("room", 0.05), ("bias", 0.05),
     ),
 }
 FLOOR = 0.01
