@@ -205,7 +205,8 @@ def test_market_embed_shows_states_levels_and_last_signal() -> None:
     assert "Last close" in fields and "wyckoff levels" in fields
     assert "P(win) 52 %" in fields["Last trade call"]
     listed = fields["Latest candidates (every kind)"].splitlines()
-    assert "wave3 LONG · **gated**: another candidate of the same structure on the same candle was kept · P(win) 46 %" in listed[0]
+    assert ("wave3 LONG · **gated**: another candidate of the same structure on the same candle was kept · P(win) 46 %"
+            in listed[0])
     assert "abc LONG · **WATCH**: the evidence does not show a positive expected R after fees" in listed[1]
     assert "spring LONG · **TRADE** · P(win) 52 %" in listed[2]
     assert d["image"]["url"] == "attachment://c.png"

@@ -24,14 +24,20 @@ pytestmark = pytest.mark.postgres
 
 SCHEMA_SQL = (MIGRATIONS_DIR / "001_create_schema.sql").read_text()
 KINDS_SQL = (MIGRATIONS_DIR / "002_signal_kinds_and_evidence.sql").read_text()
-ALL_NAMES = ["001_create_schema", "002_signal_kinds_and_evidence"]
+COMMUNITY_SQL = (MIGRATIONS_DIR / "005_discord_community.sql").read_text()
+ALL_NAMES = ["001_create_schema", "002_signal_kinds_and_evidence", "005_discord_community"]
 OPTIONAL_READ_SQL = (MIGRATIONS_DIR / "optional_public_read.sql").read_text()
 TABLES = {"schema_migrations", "symbols", "candles", "signals", "signal_deliveries", "signal_performance",
-          "stream_quality", "orders", "positions", "audit_log"}
+          "stream_quality", "orders", "positions", "audit_log", "signal_follow_ups", "follow_up_deliveries",
+          "discord_subscriptions", "discord_mutes"}
 VIEWS = {"v_recent_signals", "v_signal_stats", "v_win_rate", "v_reliability", "v_data_quality"}
 FUNCTIONS = ("wyeli_pending_deliveries(text, integer)", "wyeli_open_signals()", "wyeli_last_signal_times()",
              "wyeli_pattern_stats()", "wyeli_pending_deliveries_by_kind(text, text[], integer)", "wyeli_last_emitted()",
-             "wyeli_recent_structures(bigint)", "wyeli_live_track(text[], text, text, text)")
+             "wyeli_recent_structures(bigint)", "wyeli_live_track(text[], text, text, text)",
+             "wyeli_pending_follow_ups(text, integer)", "wyeli_open_tp2_watches()",
+             "wyeli_pending_deliveries_since(text, text[], bigint, integer)",
+             "wyeli_signal_history(text[], text, text, text, text, integer, integer)",
+             "wyeli_live_track_since(text[], text, text, text, bigint)")
 
 
 @pytest.fixture
@@ -83,17 +89,20 @@ async def test_migrations_apply_to_an_empty_schema_and_are_recorded(conn) -> Non
 async def test_reapplying_the_newest_file_changes_nothing(conn) -> None:
     await apply_migrations(conn)
     before = await catalog(conn)
-    await conn.execute(KINDS_SQL)  # the newest file itself, twice more, as in the SQL editor
+    await conn.execute(KINDS_SQL)  # the newer files themselves, twice more, as in the SQL editor
     await conn.execute(KINDS_SQL)
+    await conn.execute(COMMUNITY_SQL)
+    await conn.execute(COMMUNITY_SQL)
     assert await apply_migrations(conn) == []
     assert await catalog(conn) == before
-    assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
+    assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 3
 
 
 async def test_files_pasted_by_hand_in_order_give_the_runners_schema(conn, postgres_url) -> None:
     await conn.execute(SCHEMA_SQL)
     await conn.execute(SCHEMA_SQL)  # 001 twice (before 002) is harmless too
     await conn.execute(KINDS_SQL)
+    await conn.execute(COMMUNITY_SQL)
     pasted = await catalog(conn)
     schema = new_schema_name()
     other = await asyncpg.connect(postgres_url, server_settings={"search_path": schema})
@@ -111,7 +120,7 @@ async def test_files_pasted_by_hand_in_order_give_the_runners_schema(conn, postg
 async def test_schema_pasted_by_hand_is_recognised_and_its_checksum_filled_in(conn) -> None:
     await conn.execute(SCHEMA_SQL)
     assert await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1") is None
-    assert await apply_migrations(conn) == ["002_signal_kinds_and_evidence"]
+    assert await apply_migrations(conn) == ["002_signal_kinds_and_evidence", "005_discord_community"]
     assert await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1") == discover()[0].checksum
 
 
@@ -132,7 +141,7 @@ async def test_migration_002_keeps_the_rows_of_a_001_database_as_posted_trade_ca
         "INSERT INTO signal_performance (signal_id, symbol_name, timeframe, pattern, direction, outcome, entry_time, "
         "entry_price, exit_time, exit_price, r_multiple, mfe, mae, confidence, resolved_at) VALUES ('a1', 'BTCUSDT', '1h', "
         "'spring', 'LONG', 'WIN', now(), 100, now(), 103, 1.4, 1.5, 0.2, 0.8, now())")
-    assert await apply_migrations(conn) == ["002_signal_kinds_and_evidence"]
+    assert await apply_migrations(conn) == ["002_signal_kinds_and_evidence", "005_discord_community"]
     row = await conn.fetchrow("SELECT kind, gate_reason, structure_id, p_win, evidence FROM signals WHERE id = 'a1'")
     assert tuple(row) == ("trade", "", "", None, None)
     assert await conn.fetchval("SELECT r_multiple FROM v_recent_signals WHERE id = 'a1'") == 1.4
@@ -218,6 +227,7 @@ async def test_anon_cannot_write_any_table_and_reads_nothing_without_the_optiona
             await conn.execute(f"GRANT USAGE ON SCHEMA {await conn.fetchval('SELECT current_schema()')} TO {role}")
         await conn.execute(SCHEMA_SQL)
         await conn.execute(KINDS_SQL)
+        await conn.execute(COMMUNITY_SQL)
         for table in TABLES:
             for priv in ("INSERT", "UPDATE", "DELETE"):
                 assert not await conn.fetchval("SELECT has_table_privilege('anon', $1, $2)", table, priv), (table, priv)
@@ -333,7 +343,7 @@ def test_migrate_command_applies_then_reports_up_to_date(monkeypatch, capsys, tm
     env = ["--env-file", str(tmp_path / "none.env")]
     try:
         assert storage_cli.main(["migrate", "--dry-run", *env]) == 0
-        assert f"2 pending migration(s): {', '.join(ALL_NAMES)}" in capsys.readouterr().out
+        assert f"3 pending migration(s): {', '.join(ALL_NAMES)}" in capsys.readouterr().out
         assert storage_cli.main(["migrate", *env]) == 0
         assert f"applied {', '.join(ALL_NAMES)}" in capsys.readouterr().out
         assert storage_cli.main(["migrate", *env]) == 0

@@ -212,10 +212,17 @@ async def test_recent_signals_by_kind_use_an_in_filter(fake, rest_store) -> None
 
 async def test_a_schema_without_migration_002_is_reported_with_the_file_to_paste(fake) -> None:
     del fake.tables["schema_migrations"][(2,)]
+    del fake.tables["schema_migrations"][(5,)]
     store = make_store(fake)
-    with pytest.raises(StoreError, match=r"version 1.*002_signal_kinds_and_evidence\.sql") as info:
+    with pytest.raises(StoreError, match=r"version 1.*002_signal_kinds_and_evidence\.sql, then .*005_discord_community") as info:
         await store.open()
     assert not isinstance(info.value, StoreUnavailable)
+
+
+async def test_a_file_skipped_between_pasted_ones_is_reported_too(fake) -> None:
+    del fake.tables["schema_migrations"][(2,)]  # 005 pasted, 002 forgotten
+    with pytest.raises(StoreError, match=r"version 5\); paste src/storage/migrations/002_signal_kinds_and_evidence\.sql "):
+        await make_store(fake).open()
 
 
 # ---------------------------------------------------------------------------- paging past the row cap
