@@ -584,7 +584,7 @@ class StoreContract:
         loss = make_outcome(rows[2], "LOSS", -1.0)
         await store.save_outcome(win)
         await store.save_outcome(loss)
-        emitted = ("trade", "watch")
+        emitted: tuple[SignalKind, ...] = ("trade", "watch")
         got = await store.signal_history(kinds=emitted)
         assert got == [(rows[4], None), (rows[2], loss), (rows[1], None), (rows[0], win)]
         assert await store.signal_history(kinds=emitted, offset=1, limit=2) == [(rows[2], loss), (rows[1], None)]
@@ -595,7 +595,7 @@ class StoreContract:
         assert await store.signal_history(kinds=emitted, outcome="WIN") == [(rows[0], win)]
         assert await store.signal_history(kinds=emitted, outcome="OPEN") == [(rows[4], None), (rows[1], None)]
         assert await store.signal_history(kinds=emitted, outcome="EXPIRED") == []
-        assert await store.signal_history(kinds=("gated",)) == [(rows[3], None)]
+        assert await store.signal_history(kinds=GATED) == [(rows[3], None)]
         assert await store.signal_history(kinds=()) == []
 
     async def test_pending_deliveries_since_leave_out_old_signals_unless_attempted_here(self, store: Store) -> None:
