@@ -20,6 +20,12 @@ from typing import Literal, Protocol, runtime_checkable
 
 import structlog
 
+from src.analysis.follow_ups import FOLLOW_UP_EVENTS as FOLLOW_UP_EVENTS
+from src.analysis.follow_ups import FOLLOW_UP_ORDER as FOLLOW_UP_ORDER
+from src.analysis.follow_ups import POSTED_FOLLOW_UP_EVENTS as POSTED_FOLLOW_UP_EVENTS
+from src.analysis.follow_ups import FollowUp as FollowUp
+from src.analysis.follow_ups import FollowUpEvent as FollowUpEvent
+from src.analysis.follow_ups import follow_up_sort_key as follow_up_sort_key
 from src.analysis.types import SIGNAL_KINDS, Candle, Evidence, InvalidCandle, Signal, SignalKind
 
 Outcome = Literal["WIN", "LOSS", "EXPIRED"]
@@ -329,18 +335,9 @@ class QualityStore(Protocol):
 
 
 # ---------------------------------------------------------------------------- Discord community (issue 14)
-FollowUpEvent = Literal["tp1", "tp2", "stopped", "expired", "invalidated", "tp2_missed"]
-FOLLOW_UP_EVENTS: tuple[FollowUpEvent, ...] = ("tp1", "tp2", "stopped", "expired", "invalidated", "tp2_missed")
-POSTED_FOLLOW_UP_EVENTS: tuple[FollowUpEvent, ...] = ("tp1", "tp2", "stopped", "expired", "invalidated")
-# order of events on one candle (a TP2 reached on the TP1 candle comes after TP1)
-FOLLOW_UP_ORDER: dict[str, int] = {"invalidated": 0, "stopped": 1, "tp1": 2, "expired": 3, "tp2": 4, "tp2_missed": 5}
+# (the follow-up types live with their rules in src/analysis/follow_ups.py and are re-exported here)
 HistoryOutcome = Literal["WIN", "LOSS", "EXPIRED", "OPEN"]
 HISTORY_OUTCOMES: tuple[HistoryOutcome, ...] = ("WIN", "LOSS", "EXPIRED", "OPEN")
-
-
-def follow_up_sort_key(f: FollowUp) -> tuple[int, str, int]:
-    """The order follow-ups happened in: event time, signal id, then :data:`FOLLOW_UP_ORDER`."""
-    return (f.event_time_ms, f.signal_id, FOLLOW_UP_ORDER[f.event])
 
 
 def follow_up_event(value: object, signal_id: str) -> FollowUpEvent:
@@ -349,23 +346,6 @@ def follow_up_event(value: object, signal_id: str) -> FollowUpEvent:
         if value == event:
             return event
     raise StoreError(f"signal {signal_id} has an invalid follow-up event {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class FollowUp:
-    """What happened to a signal after it was posted (see src/analysis/follow_ups.py for the rules).
-
-    ``event_time_ms`` is the open time of the candle it happened on; ``price`` the exit (or TP2) price;
-    ``r_multiple`` the trade's net R after fees (for 'tp2': what holding to TP2 would have made, net);
-    ``bars`` candles since entry (the entry candle is 1); ``entry_price`` the entry fill."""
-
-    signal_id: str
-    event: FollowUpEvent
-    event_time_ms: int
-    price: float
-    r_multiple: float
-    bars: int
-    entry_price: float
 
 
 @dataclass(frozen=True, slots=True)
