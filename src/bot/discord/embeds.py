@@ -22,8 +22,18 @@ from datetime import UTC, datetime
 import discord
 
 from src.analysis import timeframes
+from src.analysis.follow_ups import FollowUp
 from src.analysis.types import Signal, iso_to_ms, ms_to_iso
 from src.bot.analysis_api import TrackRecordView
+from src.bot.discord.wording import (
+    EVENT_COLOURS,
+    EVENT_TITLES,
+    candle_close_ms,
+    fmt_time,
+    follow_up_sentence,
+    pattern_words,
+)
+from src.bot.discord.wording import fmt_r as fmt_r_words
 from src.bot.evidence_text import (
     KIND_SHORT,
     backtest_record_text,
@@ -173,7 +183,10 @@ def signal_colour(signal: Signal) -> int:
     return COLOUR_LONG if signal.direction == "LONG" else COLOUR_SHORT
 
 
-def signal_embed(signal: Signal, *, image_filename: str | None = None) -> discord.Embed:
+STATUS_FIELD = "Status"
+
+
+def signal_embed(signal: Signal, *, image_filename: str | None = None, status: str | None = None) -> discord.Embed:
     """The posted signal: title (kind, symbol, timeframe, pattern, direction), colour (grey for a watch note),
     why a watch note is not a trade call, the reasons, the evidence (P(win), E[R] with its interval), entry /
     stop / targets, risk-reward to TP1, the pattern's track record, footer with id, analyzer version and close."""
@@ -196,6 +209,8 @@ def signal_embed(signal: Signal, *, image_filename: str | None = None) -> discor
     backtest, live = track_record_lines(signal.evidence)
     _add_field(embed, truncate(f"Track record · {signal.pattern} {signal.timeframe}", FIELD_NAME_MAX),
                f"{backtest}\n{live}", inline=False)
+    if status is not None:  # the line follow-ups edit (issue 14)
+        _add_field(embed, STATUS_FIELD, status, inline=False)
     embed.set_footer(text=signal_footer(signal))
     if image_filename:
         embed.set_image(url=f"attachment://{image_filename}")
@@ -480,3 +495,59 @@ def _lines_within(lines: Sequence[str], limit: int) -> str:
         out.append(line)
         used += len(line) + 1
     return truncate("\n".join(out), limit)
+
+
+# ---------------------------------------------------------------------------------------------- follow-ups (issue 14)
+FOLLOW_UP_RE = re.compile(r"\bfollow-up ([a-z0-9_]+) of ([0-9a-f]{24})\b")
+
+
+def follow_up_footer(f: FollowUp, close_text: str) -> str:
+    """'follow-up tp1 of <signal id> · candle close ...': the marker the outbox finds again after a crash (it never
+    matches :data:`FOOTER_ID_RE`, which marks the signal itself)."""
+    return truncate(f"follow-up {f.event} of {f.signal_id} · candle close {close_text}", FOOTER_MAX)
+
+
+def follow_up_embed(signal: Signal, f: FollowUp, *, offset_minutes: int = 0) -> discord.Embed:
+    """A follow-up: what happened (title, colour), the result in R after fees and the price, when (the candle close)."""
+    price = fmt_price(f.price)
+    title = f"{EVENT_TITLES.get(f.event, f.event)} · {signal.symbol} {signal.timeframe} · {pattern_words(signal.pattern)} " \
+            f"{signal.direction}"
+    close_ms = candle_close_ms(signal.timeframe, f.event_time_ms)
+    kind = "trade call" if signal.kind == "trade" else "watch note (not a trade call)"
+    embed = discord.Embed(title=truncate(title, TITLE_MAX), colour=EVENT_COLOURS.get(f.event, COLOUR_INFO),
+                          description=truncate(follow_up_sentence(signal, f, price), DESCRIPTION_MAX),
+                          timestamp=_ts(close_ms))
+    posted = fmt_time(candle_close_ms(signal.timeframe, signal.candle_time_ms), offset_minutes)
+    _add_field(embed, "Signal", f"{kind} of {posted}: entry {fmt_price(signal.entry)}, stop {fmt_price(signal.stop_loss)}, "
+                                f"{targets_inline(signal)}", inline=False)
+    _add_field(embed, "When", fmt_time(close_ms, offset_minutes))
+    embed.set_footer(text=follow_up_footer(f, fmt_time(close_ms)))
+    return fit_total([embed])[0]
+
+
+def targets_inline(signal: Signal) -> str:
+    return ", ".join(f"TP{i} {fmt_price(tp)}" for i, tp in enumerate(signal.take_profits[:6], 1)) or "no targets"
+
+
+def follow_up_content(signal: Signal, f: FollowUp) -> str:
+    return truncate(f"↪ **{EVENT_TITLES.get(f.event, f.event)}** {signal.symbol} {signal.timeframe} {signal.pattern} "
+                    f"{signal.direction}: {fmt_r_words(f.r_multiple)}", CONTENT_MAX)
+
+
+def with_status(embeds: Sequence[discord.Embed], signal_id: str, status: str) -> list[discord.Embed] | None:
+    """Copies of ``embeds`` (an original message's) with the status field of ``signal_id``'s embed set to ``status``;
+    None when no embed carries that signal's footer id."""
+    out: list[discord.Embed] = []
+    found = False
+    for e in embeds:
+        copy = e.copy()
+        if signal_id in FOOTER_ID_RE.findall(copy.footer.text or "") and not FOLLOW_UP_RE.search(copy.footer.text or ""):
+            found = True
+            index = next((i for i, f in enumerate(copy.fields) if f.name == STATUS_FIELD), None)
+            if index is None:
+                _add_field(copy, STATUS_FIELD, status, inline=False)
+            else:
+                copy.set_field_at(index, name=STATUS_FIELD, value=truncate(status, FIELD_VALUE_MAX), inline=False)
+        out.append(copy)
+    return fit_total(out) if found else None
+

@@ -30,6 +30,7 @@ from src.bot.discord.embeds import (
     valid_list,
 )
 from src.bot.discord.messages import NO_MENTIONS
+from src.bot.discord.subscriptions import SubscriptionBook
 from src.bot.status import MarketViewProvider, StatusProvider
 from src.storage.base import OutcomeStore, SignalStore, StoreError
 
@@ -70,6 +71,8 @@ class CommandDeps:
     guild_id: int | None = None
     track_records: Callable[[], Sequence[TrackRecordView]] | None = None  # the evidence model's cells, live folded in
     tracked_reasons: Collection[str] = TRACKED_GATE_REASONS
+    book: SubscriptionBook | None = None  # >watch / >mute (None: no bot channel to subscribe)
+    utc_offset_minutes: int = 0  # DISPLAY_UTC_OFFSET
 
 
 def symbol_choices(symbols: Sequence[str], current: str) -> list[app_commands.Choice[str]]:
