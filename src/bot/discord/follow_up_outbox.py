@@ -119,7 +119,7 @@ class FollowUpQueue:
             if key in found:
                 await self._record(p, "sent", message_id=found[key], attempts=attempts, error=None)
                 self.stats.recovered += 1
-                log.info("discord_follow_up_recovered", destination=self.destination, signal_id=key[0], event=key[1])
+                log.info("discord_follow_up_recovered", destination=self.destination, signal_id=key[0], follow_up=key[1])
                 await self._edit(p)
                 return 0
         if self.max_age_s > 0 and self._now_ms() - self.due_ms(p) > self.max_age_s * 1000:
@@ -148,7 +148,7 @@ class FollowUpQueue:
             if is_rejection(exc):
                 await self._record(p, "skipped", message_id=None, attempts=attempts + 1, error=f"rejected: {error}")
                 self.stats.rejected += 1
-                log.error("discord_follow_up_rejected", destination=self.destination, signal_id=key[0], event=key[1],
+                log.error("discord_follow_up_rejected", destination=self.destination, signal_id=key[0], follow_up=key[1],
                           error=error)
                 return 0
             await self._record(p, "failed", message_id=None, attempts=attempts + 1, error=error, at_ms=started)
@@ -157,7 +157,7 @@ class FollowUpQueue:
         await self._record(p, "sent", message_id=message_id, attempts=attempts + 1, error=None)
         self.stats.follow_ups += 1
         self.stats.last_sent_at_ms = self._now_ms()
-        log.info("discord_follow_up_posted", destination=self.destination, signal_id=key[0], event=key[1],
+        log.info("discord_follow_up_posted", destination=self.destination, signal_id=key[0], follow_up=key[1],
                  message_id=message_id)
         await self._edit(p)
         return 1
