@@ -17,6 +17,7 @@ import structlog
 from discord.ext import commands
 
 from src.bot.discord.cogs.signals import CommandDeps, SignalsCog
+from src.bot.discord.cogs.subscriptions import SubscriptionsCog
 from src.bot.discord.messages import NO_MENTIONS
 
 log = structlog.get_logger(__name__)
@@ -44,6 +45,7 @@ class WyEliBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.add_cog(SignalsCog(self, self.deps))
+        await self.add_cog(SubscriptionsCog(self, self.deps))
 
     async def on_ready(self) -> None:
         self.ready_event.set()

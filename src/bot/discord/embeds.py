@@ -29,6 +29,7 @@ from src.bot.discord.wording import (
     EVENT_COLOURS,
     EVENT_TITLES,
     candle_close_ms,
+    close_time_text,
     fmt_time,
     follow_up_sentence,
     pattern_words,
@@ -47,7 +48,7 @@ from src.bot.evidence_text import (
     why_not_a_trade_call,
 )
 from src.bot.status import MarketView, StatusSnapshot
-from src.storage.base import LiveTrack
+from src.storage.base import LiveTrack, Mute, SignalOutcome, Subscription
 
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096
@@ -408,11 +409,12 @@ def signals_embed(signals: Sequence[Signal], *, symbol: str | None = None) -> di
 
 
 def stats_embed(records: Sequence[TrackRecordView], live: Sequence[LiveTrack], *, symbol: str | None = None,
-                timeframe: str | None = None, pattern: str | None = None) -> discord.Embed:
-    """``>stats [SYMBOL] [TF] [PATTERN]``: per pattern and timeframe the evidence the embeds show (out-of-sample
+                timeframe: str | None = None, pattern: str | None = None, period: str = "") -> discord.Embed:
+    """``>stats [SYMBOL] [TF] [PATTERN] [PERIOD]``: per pattern and timeframe the evidence the embeds show (out-of-sample
     backtest n, mean net R, 95 % CI; the current P(win) and E[R] with its interval) and the live record from the
-    store (every tracked candidate, and the trade calls alone), narrowed by the filters."""
-    scope = " ".join(x for x in (symbol, timeframe, pattern) if x)
+    store (every tracked candidate, and the trade calls alone), narrowed by the filters; ``period`` (e.g. '30d')
+    narrows the live record to candidates of that many days or weeks back (the backtest record is the model's)."""
+    scope = " ".join(x for x in (symbol, timeframe, pattern, f"live: last {period}" if period else "") if x)
     embed = discord.Embed(title=f"Track record per pattern · {scope}" if scope else "Track record per pattern",
                           colour=COLOUR_INFO)
     cells = {(r.pattern, r.timeframe): r for r in records
@@ -465,8 +467,15 @@ def help_embed(symbols: Sequence[str], timeframes: Sequence[str], *, all_symbols
         "`>status` — uptime, streams, reconnects, signals, storage, trading\n"
         "`>signal SYMBOL [TF]` — current Wyckoff/Elliott analysis, the last trade call or watch note and the latest "
         "candidates (gated ones with their reason), with a chart (e.g. `>signal BTC`, `>signal ethusdt 4h`)\n"
-        "`>signals [SYMBOL]` — the most recent trade calls and watch notes\n"
-        "`>stats [SYMBOL] [TF] [PATTERN]` — each pattern's track record: out-of-sample backtest and live, net R after fees\n"
+        "`>signals [SYMBOL] [TF] [PATTERN] [win|loss|expired|open] [page N]` — trade calls and watch notes with their "
+        "results, 10 a page (◀ ▶ buttons)\n"
+        "`>stats [SYMBOL] [TF] [PATTERN] [30d]` — each pattern's track record: out-of-sample backtest and live (over the "
+        "period given), net R after fees\n"
+        "`>watch SYMBOL [TF] [dm]` / `>unwatch [SYMBOL] [TF] [dm]` — post a market's trade calls and their results in "
+        "this channel (Manage Channels needed) or in your DMs\n"
+        "`>mute [SYMBOL] [TF] DURATION [dm]` / `>unmute` — hold a market (or everything) back for a while, e.g. "
+        "`>mute ETH 4h 12h`\n"
+        "`>subscriptions [dm]` — what this channel (or your DMs) gets and what is muted\n"
         "`>help` — this message\n"
         "`>sync [guild|global]` — owners only: publish the slash commands"
     )
@@ -550,4 +559,59 @@ def with_status(embeds: Sequence[discord.Embed], signal_id: str, status: str) ->
                 copy.set_field_at(index, name=STATUS_FIELD, value=truncate(status, FIELD_VALUE_MAX), inline=False)
         out.append(copy)
     return fit_total(out) if found else None
+
+
+# ---------------------------------------------------------------------------------------------- history (issue 14)
+OUTCOME_TEXT = {"WIN": "TP1 hit", "LOSS": "stopped", "EXPIRED": "expired"}
+
+
+def history_line(s: Signal, outcome: SignalOutcome | None, offset_minutes: int = 0) -> str:
+    """One signal of ``>signals``: when (candle close), market, pattern, kind, evidence, entry/stop, result so far."""
+    icon = ("🟢" if s.direction == "LONG" else "🔴") if s.kind == "trade" else "👁"
+    when = close_time_text(s.timeframe, s.candle_time_ms, offset_minutes, short=True) if timeframes.is_interval(
+        s.timeframe) else s.generated_at[:16]
+    ev = s.evidence
+    evidence = f"P(win) {fmt_prob(ev.p_win)}, E[R] {fmt_r(ev.expected_r)}" if ev is not None else "no evidence"
+    result = "open" if outcome is None else f"{OUTCOME_TEXT.get(outcome.outcome, outcome.outcome)} {fmt_r(outcome.r_multiple)}"
+    return (f"{icon} `{when}` **{s.symbol} {s.timeframe}** {pattern_words(s.pattern)} {s.direction} · "
+            f"{KIND_SHORT.get(s.kind, s.kind)} · {evidence} · entry {fmt_price(s.entry)} stop {fmt_price(s.stop_loss)} · "
+            f"**{result}**")
+
+
+def history_embed(rows: Sequence[tuple[Signal, SignalOutcome | None]], *, filters: str = "", page: int = 1,
+                  has_next: bool = False, offset_minutes: int = 0) -> discord.Embed:
+    """``>signals``: one page of trade calls and watch notes, newest first, with their results so far."""
+    title = "Trade calls and watch notes" + (f" · {filters}" if filters else "")
+    embed = discord.Embed(title=truncate(title, TITLE_MAX), colour=COLOUR_INFO)
+    if not rows:
+        embed.description = ("Nothing on this page." if page > 1 else
+                             "No trade calls or watch notes match." if filters else "No trade calls or watch notes stored yet.")
+    else:
+        embed.description = _lines_within([history_line(s, o, offset_minutes) for s, o in rows], DESCRIPTION_MAX)
+    more = " · more: the ▶ button or `page N`" if has_next else ""
+    embed.set_footer(text=truncate(f"page {page}{more} · newest first · times are candle closes · TRADE = trade call, "
+                                   "WATCH = watch note (not a trade call) · results are net R after fees", FOOTER_MAX))
+    return embed
+
+
+# ---------------------------------------------------------------------------------------------- subscriptions (issue 14)
+def _market(symbol: str, timeframe: str) -> str:
+    return f"{symbol or 'everything'} {timeframe or 'every timeframe'}"
+
+
+def subscriptions_embed(where: str, subs: Sequence[Subscription], mutes: Sequence[Mute], *, now_ms: int,
+                        offset_minutes: int = 0, routed: str = "") -> discord.Embed:
+    """``>subscriptions``: what ``where`` (this channel, or your DMs) gets and what is muted there."""
+    embed = discord.Embed(title=truncate(f"Subscriptions · {where}", TITLE_MAX), colour=COLOUR_INFO)
+    watched = [f"• {_market(x.symbol, x.timeframe)}" for x in subs]
+    active = [m for m in mutes if m.until_ms > now_ms]
+    muted = [f"• {_market(m.symbol, m.timeframe)} until {fmt_time(m.until_ms, offset_minutes)}" for m in active]
+    _add_field(embed, "Watched here", _lines_within(watched, FIELD_VALUE_MAX) if watched else
+               "nothing (`>watch BTC 1h` adds a market)", inline=False)
+    if routed:
+        _add_field(embed, "Also routed here by the configuration", routed, inline=False)
+    _add_field(embed, "Muted", _lines_within(muted, FIELD_VALUE_MAX) if muted else "nothing muted", inline=False)
+    embed.set_footer(text="Trade calls (and watch notes, as WATCH_NOTES says) of the watched markets are posted here, "
+                          "followed by their results. >unwatch, >mute, >unmute change it.")
+    return embed
 

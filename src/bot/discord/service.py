@@ -112,6 +112,7 @@ class DiscordService:
             track_records=track_records,
             book=self.book if config.discord_token else None,
             utc_offset_minutes=config.display_utc_offset_minutes,
+            routed_here=self._routed_here,
         )
         self.routes = SignalRoutes.from_config(config)
         # the longest configured interval: how long before (now - max age) a signal's candle may have opened
@@ -127,6 +128,11 @@ class DiscordService:
         self._bot_task: asyncio.Task[None] | None = None
         self._sender_tasks: dict[str, asyncio.Task[None]] = {}
         self._started = False
+
+    def _routed_here(self, destination: str) -> list[str]:
+        """The configured routes posting to ``destination`` (for ``>subscriptions``)."""
+        return [f"route {s.target.name}" for s in self.senders
+                if s.destination == destination and s.target.route is not None]
 
     def _sender_for(self, dest: Destination) -> OutboxSender | None:
         poster: ChannelPoster | WebhookPoster

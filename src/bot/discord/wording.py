@@ -27,6 +27,7 @@ _PATTERN_WORDS = {
     "wyckoff_lpsy": "Wyckoff last point of supply (LPSY)", "elliott_wave3": "Elliott wave 3 entry",
     "elliott_wave5": "Elliott wave 5 entry", "elliott_abc": "Elliott end of an A-B-C correction",
 }
+KNOWN_PATTERNS: tuple[str, ...] = tuple(_PATTERN_WORDS)
 EVENT_TITLES = {
     "tp1": "🎯 TP1 hit", "tp2": "🎯 TP2 reached", "stopped": "🛑 Stopped out", "invalidated": "⚠️ Invalidated before entry",
     "expired": "⌛ Expired",
