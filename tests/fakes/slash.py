@@ -86,7 +86,7 @@ async def invoke_slash(bot: commands.Bot, name: str, options: dict[str, str] | N
         "app_permissions": str(discord.Permissions.all().value), "attachment_size_limit": 10485760, "locale": "en-US",
         "guild_locale": "en-US", "entitlements": [],
     }
-    interaction: discord.Interaction[Any] = discord.Interaction(data=payload, state=bot._connection)
+    interaction: discord.Interaction[Any] = discord.Interaction(data=payload, state=bot._connection)  # type: ignore[arg-type]
     replies = SlashReplies()
     # the cached slots behind ``interaction.response`` / ``interaction.followup``
     setattr(interaction, "_cs_response", _Response(replies))  # noqa: B010
