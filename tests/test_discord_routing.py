@@ -241,7 +241,7 @@ async def test_a_follow_up_replies_to_the_original_once_and_edits_its_status_lin
     assert reply.embeds[0].title is not None and reply.embeds[0].title.startswith("🎯 TP1 hit · BTCUSDT 1h")
     assert "+1.46 R" in str(reply.embeds[0].description) and "103.00" in str(reply.embeds[0].description)
     # the candle of the event opened 3 h after the signal's (22:00): it closed at 02:00
-    assert channel.edits == [(original, sig.id, "🎯 TP1 hit +1.46 R at 103.000 (11-15 02:00 UTC)")]
+    assert channel.edits == [(original, sig.id, "🎯 TP1 hit +1.46 R at 103.000, 11-15 02:00 UTC")]
     d = await store.get_follow_up_delivery(sig.id, "tp1", "discord:42")
     assert d is not None and d.status == "sent" and d.message_id == replies[0][0]
 

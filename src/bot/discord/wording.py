@@ -140,5 +140,5 @@ def status_line(signal: Signal, history: Sequence[FollowUp], prices: Sequence[st
             continue
         when = close_time_text(signal.timeframe, f.event_time_ms, offset_minutes, short=True)
         title = EVENT_TITLES.get(f.event, f.event)
-        parts.append(f"{title} {fmt_r(f.r_multiple)} at {px} ({when})")
-    return " · ".join(parts) if parts else "open: results will be posted as replies"
+        parts.append(f"{title} {fmt_r(f.r_multiple)} at {px}, {when}")
+    return "\n".join(parts) if parts else "open: results will be posted as replies"
