@@ -33,6 +33,7 @@ from src.bot.discord.wording import (
     fmt_time,
     follow_up_sentence,
     pattern_words,
+    reason_words,
 )
 from src.bot.discord.wording import fmt_r as fmt_r_words
 from src.bot.evidence_text import (
@@ -147,16 +148,38 @@ def chart_filename(signal_id: str) -> str:
 
 
 def signal_title(signal: Signal) -> str:
-    """'🟢 TRADE CALL · BTCUSDT 1h · wyckoff_spring · LONG'; a watch note says it is not a trade call first."""
+    """'🟢 TRADE CALL · BTCUSDT 1h · Wyckoff spring · LONG'; a watch note says it is not a trade call first."""
     icon = ("🟢" if signal.direction == "LONG" else "🔴") if signal.kind == "trade" else "👁"
     head = f"{icon} {kind_label(signal.kind)} · "
-    rest = f"{signal.symbol} {signal.timeframe} · {signal.pattern} · {signal.direction}"
+    rest = f"{signal.symbol} {signal.timeframe} · {pattern_words(signal.pattern)} · {signal.direction}"
     return head + truncate(rest, TITLE_MAX - len(head))
 
 
-def signal_footer(signal: Signal) -> str:
+def signal_close_text(signal: Signal, offset_minutes: int = 0) -> str:
+    """The signal candle's close in the one time convention ('2024-05-03 14:00 UTC (16:00 UTC+2)')."""
+    if timeframes.is_interval(signal.timeframe):
+        return close_time_text(signal.timeframe, signal.candle_time_ms, offset_minutes)
+    return truncate(signal.generated_at, 40)
+
+
+def signal_footer(signal: Signal, offset_minutes: int = 0) -> str:
+    """'id <signal id> · <pattern> · <analyzer version> · candle close ...': the id first (the outbox finds posted
+    signals by it), then the pattern's name as ``>stats`` knows it."""
     version = truncate(signal.analyzer_version or "wyeli", 64)
-    return truncate(f"id {signal.id} · {version} · candle close {truncate(signal.generated_at, 40)}", FOOTER_MAX)
+    return truncate(f"id {signal.id} · {truncate(signal.pattern, 60)} · {version} · candle close "
+                    f"{signal_close_text(signal, offset_minutes)}", FOOTER_MAX)
+
+
+def reason_lines(signal: Signal, offset_minutes: int = 0) -> list[str]:
+    """The analyzers' reasons in trader words and the one time convention (:func:`reason_words`); the Wyckoff score
+    memberships read as a checklist."""
+    out = []
+    for r in signal.reasons:
+        text = reason_words(r, signal.timeframe, offset_minutes)
+        if text.startswith("Evidence: "):  # the analyzer's criteria (0..1), not the evidence model's estimate
+            text = "Checklist (1 = textbook): " + text.removeprefix("Evidence: ")
+        out.append(text)
+    return out
 
 
 def targets_text(signal: Signal) -> str:
@@ -187,13 +210,15 @@ def signal_colour(signal: Signal) -> int:
 STATUS_FIELD = "Status"
 
 
-def signal_embed(signal: Signal, *, image_filename: str | None = None, status: str | None = None) -> discord.Embed:
+def signal_embed(signal: Signal, *, image_filename: str | None = None, status: str | None = None,
+                 offset_minutes: int = 0) -> discord.Embed:
     """The posted signal: title (kind, symbol, timeframe, pattern, direction), colour (grey for a watch note),
-    why a watch note is not a trade call, the reasons, the evidence (P(win), E[R] with its interval), entry /
-    stop / targets, risk-reward to TP1, the pattern's track record, footer with id, analyzer version and close."""
+    why a watch note is not a trade call, the reasons (trader words, candle-close times), the evidence (P(win), E[R]
+    with its interval), entry / stop / targets, risk-reward to TP1, the pattern's track record, the status line
+    follow-ups edit, footer with id, pattern, analyzer version and close."""
     why = why_not_a_trade_call(signal)
     head = f"**Not a trade call:** {why}\n" if why else ""
-    body = _bullets(signal.reasons, DESCRIPTION_MAX - len(head)) if signal.reasons else ""
+    body = _bullets(reason_lines(signal, offset_minutes), DESCRIPTION_MAX - len(head)) if signal.reasons else ""
     embed = discord.Embed(
         title=signal_title(signal),
         colour=signal_colour(signal),
@@ -212,7 +237,7 @@ def signal_embed(signal: Signal, *, image_filename: str | None = None, status: s
                f"{backtest}\n{live}", inline=False)
     if status is not None:  # the line follow-ups edit (issue 14)
         _add_field(embed, STATUS_FIELD, status, inline=False)
-    embed.set_footer(text=signal_footer(signal))
+    embed.set_footer(text=signal_footer(signal, offset_minutes))
     if image_filename:
         embed.set_image(url=f"attachment://{image_filename}")
     return fit_total([embed])[0]

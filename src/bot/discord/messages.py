@@ -16,9 +16,10 @@ from typing import Any
 import discord
 import structlog
 
+from src.analysis import timeframes
 from src.analysis.follow_ups import FollowUp
 from src.analysis.types import AnalyzerState, Candle, Signal
-from src.bot.discord.charts import ChartRenderer, spec_for_signal
+from src.bot.discord.charts import MAX_CANDLES, ChartRenderer, spec_for_signal, structure_window_start
 from src.bot.discord.embeds import (
     CONTENT_MAX,
     EMBEDS_PER_MESSAGE,
@@ -28,10 +29,12 @@ from src.bot.discord.embeds import (
     fmt_price,
     follow_up_content,
     follow_up_embed,
+    signal_close_text,
     signal_embed,
     truncate,
 )
-from src.bot.discord.wording import status_line
+from src.bot.discord.structure import structure_of
+from src.bot.discord.wording import pattern_words, status_line
 from src.bot.evidence_text import evidence_line
 from src.bot.status import MarketView
 from src.storage.base import CandleStore, PendingFollowUp, StoreError
@@ -110,15 +113,15 @@ def message_content(signals: Sequence[Signal]) -> str:
     if len(signals) == 1:
         s = signals[0]
         kind = "**TRADE CALL**" if s.kind == "trade" else "**WATCH NOTE** (not a trade call)"
-        return truncate(f"{kind} {s.symbol} {s.timeframe} {s.pattern} {s.direction} · {evidence_line(s.evidence)}",
-                        CONTENT_MAX)
+        return truncate(f"{kind} {s.symbol} {s.timeframe} {pattern_words(s.pattern)} {s.direction} · "
+                        f"{evidence_line(s.evidence)}", CONTENT_MAX)
     trades = sum(1 for s in signals if s.kind == "trade")
     counts = ", ".join(x for x in (f"{trades} trade call{'s' * (trades != 1)}" if trades else "",
                                    f"{len(signals) - trades} watch note{'s' * (len(signals) - trades != 1)}"
                                    if len(signals) - trades else "") if x)
-    names = ", ".join(f"{s.symbol} {s.timeframe} {s.pattern} ({'trade call' if s.kind == 'trade' else 'watch note'})"
-                      for s in signals)
-    return truncate(f"**{counts}** on the {signals[0].generated_at} close: {names}", CONTENT_MAX)
+    names = ", ".join(f"{s.symbol} {s.timeframe} {pattern_words(s.pattern)} "
+                      f"({'trade call' if s.kind == 'trade' else 'watch note'})" for s in signals)
+    return truncate(f"**{counts}** on the {signal_close_text(signals[0])} close: {names}", CONTENT_MAX)
 
 
 class ViewCache:
@@ -162,24 +165,26 @@ class MessageBuilder:
         return status_line(signal, history, [fmt_price(f.price) for f in history], self.utc_offset_minutes)
 
     async def _chart_inputs(self, signal: Signal) -> tuple[Sequence[Candle], Sequence[AnalyzerState]]:
-        """Candles up to the signal candle, and the analyzers' states when they describe that very candle.
-
-        The live view is used when it ends exactly at the signal candle (a live close). A view taken later
-        (replay and catch-up analyse many candles per batch) keeps its candles only if it still holds at least
-        ``MIN_VIEW_CANDLES`` up to the signal, and never its states (levels and pivots of a later moment);
-        otherwise candles come from the store."""
+        """Candles up to the signal candle, from before the start of its structure (the whole Wyckoff range, the whole
+        count; at least ``chart_candles``), from the batch's live view when it covers them, else from the store. The
+        chart draws the structure read from the signal itself, so it is the same live, after a restart and in a
+        replay; the analyzers' states are not used."""
+        start = structure_window_start(signal, structure_of(signal))
+        interval = timeframes.interval_ms(signal.timeframe) if timeframes.is_interval(signal.timeframe) else 0
+        first = start if start is not None else signal.candle_time_ms - (self.chart_candles - 1) * interval
+        first = max(first, signal.candle_time_ms - (MAX_CANDLES - 1) * interval)
         view = self.views.get(signal.id)
         if view is not None and view.candles:
-            upto = [c for c in view.candles if c.open_time_ms <= signal.candle_time_ms]
-            if view.candles[-1].open_time_ms == signal.candle_time_ms:
-                return upto, view.states
-            if len(upto) >= MIN_VIEW_CANDLES or self.candles is None:
+            upto = [c for c in view.candles if first <= c.open_time_ms <= signal.candle_time_ms]
+            if upto and upto[0].open_time_ms <= first and upto[-1].open_time_ms == signal.candle_time_ms:
+                return upto, ()
+            if self.candles is None and len(upto) >= MIN_VIEW_CANDLES:
                 return upto, ()
         if self.candles is None:
             return (), ()
         try:
-            candles = await self.candles.load_candles(signal.symbol, signal.timeframe, end_ms=signal.candle_time_ms,
-                                                      limit=self.chart_candles)
+            candles = await self.candles.load_candles(signal.symbol, signal.timeframe, start_ms=first,
+                                                      end_ms=signal.candle_time_ms, limit=MAX_CANDLES)
         except StoreError as exc:
             log.warning("chart_candles_unavailable", signal_id=signal.id, error=str(exc)[:200])
             return (), ()
@@ -194,9 +199,10 @@ class MessageBuilder:
             if charts and self.renderer is not None:
                 candles, states = await self._chart_inputs(s)
                 if candles:
-                    png = await self.renderer.render(spec_for_signal(s, candles, states))
+                    png = await self.renderer.render(spec_for_signal(s, candles, states,
+                                                                     offset_minutes=self.utc_offset_minutes))
             name = chart_filename(s.id)
-            embeds.append(signal_embed(s, image_filename=name if png else None,
+            embeds.append(signal_embed(s, image_filename=name if png else None, offset_minutes=self.utc_offset_minutes,
                                        status=status_line(s, (), (), self.utc_offset_minutes) if status else None))
             if png:
                 files.append((name, png))

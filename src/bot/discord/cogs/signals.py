@@ -155,7 +155,7 @@ class SignalsCog(commands.Cog, name="WyEli"):
             raise UserError(f"No data for {sym} {tf} yet (still warming up, or not a listed symbol).")
         png = None
         if self.deps.renderer is not None and view.candles:
-            png = await self.deps.renderer.render(spec_for_view(view))
+            png = await self.deps.renderer.render(spec_for_view(view, offset_minutes=self.deps.utc_offset_minutes))
         if png:
             name = f"{sym}_{tf}.png"
             await self._reply(ctx, embed=market_embed(view, image_filename=name),
