@@ -388,3 +388,54 @@ def test_property_a_route_passes_a_signal_exactly_when_every_filter_does(
     want = ((not syms or symbol in syms) and (not tfs or timeframe in tfs) and (min_r is None or er >= min_r))
     assert (route_matches(route, sig) == "") == want
 
+
+
+# ---------------------------------------------------------------------------- notices: alarms and trading
+def snapshot(*, store_ok: bool = True, stale: tuple[str, ...] = (), spool: int = 0) -> Any:
+    from src.bot.status import StatusSnapshot, StreamStatus
+
+    streams = tuple(StreamStatus(s, "1h", T0, T0, s not in stale) for s in ("BTCUSDT", "ETHUSDT"))
+    return StatusSnapshot(started_at_ms=T0, now_ms=T0, mode="live", warmed_up=True, streams=streams, connections=(),
+                          signals_total=0, signals_by_symbol=(), last_signal_at=None, store_backend="postgres:db",
+                          store_healthy=store_ok, spool_depth=spool, cache="off", trading="off", discord="on")
+
+
+def test_the_alarm_watcher_reports_changes_only() -> None:
+    from src.bot.discord.notices import AlarmWatcher
+
+    async def status() -> Any:
+        return snapshot()
+
+    w = AlarmWatcher(status, lambda n: None, clock=lambda: NOW_S)
+    assert w.check(snapshot()) == []  # healthy at start: nothing to say
+    down = w.check(snapshot(store_ok=False, stale=("ETHUSDT",), spool=3))
+    assert [n.title for n in down] == ["Database unreachable", "1 stream(s) without new candles"]
+    assert "ETHUSDT 1h" in down[1].text
+    assert w.check(snapshot(store_ok=False, stale=("ETHUSDT",), spool=3)) == []  # no change, no alarm
+    assert [n.title for n in w.check(snapshot(store_ok=False, stale=("ETHUSDT",), spool=9))] == [
+        "Writes are piling up in the spool"]
+    back = w.check(snapshot())
+    assert [(n.title, n.ok) for n in back] == [("Database reachable again", True), ("Every stream is fresh again", True)]
+
+
+async def test_notices_go_to_the_destinations_that_take_their_kind_with_their_mode(store: SqliteStore) -> None:
+    from src.bot.discord.notices import QUEUE_LIMIT, Notice
+
+    channel = Channel()
+    alarms = sender(store, Poster(channel), dest(mention_roles=(9,)))
+    quiet = sender(store, Poster(Channel(), "discord:43"), dest(key="discord:43", kinds=frozenset({"trade"})))
+    silent = sender(store, Poster(channel, "discord:44"), dest(
+        key="discord:44", notifications={**dict.fromkeys(ROUTE_KINDS, "on"), "trading": "silent"}))
+    alarm = Notice("alarm", "Database unreachable", "postgres does not answer", T0)
+    fill = Notice("trading", "Filled: BTCUSDT LONG", "entry 100 x 1", T0)
+    assert alarms.notify(alarm) and not quiet.notify(alarm)
+    assert silent.notify(fill)
+    await settle(alarms)
+    await settle(silent)
+    posted = list(channel.messages.values())
+    assert [str(m.embeds[0].title) for m in posted] == ["Database unreachable", "Filled: BTCUSDT LONG"]
+    assert posted[0].mention_roles == (9,) and not posted[0].silent and posted[1].silent
+    assert alarms.stats.notices == 1
+    for i in range(QUEUE_LIMIT + 5):
+        alarms.notify(Notice("alarm", f"a{i}", "x", T0))
+    assert len(alarms.notices) == QUEUE_LIMIT and alarms.notices.dropped == 5

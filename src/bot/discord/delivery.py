@@ -59,6 +59,7 @@ class OutboxStats:
     pending: int = 0  # waiting at the end of the last pass
     not_routed: int = 0  # signals / follow-ups this destination does not post (filters, mutes, notifications off)
     follow_ups: int = 0  # follow-ups posted
+    notices: int = 0  # alarms and trading notices posted
     edits_failed: int = 0  # status-line edits of an original that failed (the next follow-up rewrites the line)
     last_error: str | None = None
     last_sent_at_ms: int | None = None

@@ -57,7 +57,8 @@ from src.bot.discord.delivery import Poster as Poster
 from src.bot.discord.delivery import describe_error as describe_error
 from src.bot.discord.destinations import Destination, signal_verdict
 from src.bot.discord.follow_up_outbox import FollowUpQueue
-from src.bot.discord.messages import MessageBuilder, group_signals
+from src.bot.discord.messages import MessageBuilder, OutgoingMessage, group_signals
+from src.bot.discord.notices import Notice, NoticeQueue
 from src.bot.discord.subscriptions import SubscriptionBook
 from src.config.discord_routes import RouteKind, RouteSpec
 from src.storage.base import TRADE_CALLS_ONLY, Delivery, DeliveryStatus, FollowUpStore, OutboxStore, StoreError
@@ -135,6 +136,7 @@ class OutboxSender:
         # rows this process wrote, for a store that does not show them yet (see the module docstring)
         self._settled: OrderedDict[str, Delivery] = OrderedDict()
         self._attempts: dict[str, Delivery] = {}
+        self.notices = NoticeQueue()
         self.follow_ups: FollowUpQueue | None = None
         if target.posts_follow_ups and isinstance(poster, FollowUpPoster) and isinstance(store, FollowUpStore):
             self.follow_ups = FollowUpQueue(store, poster, builder, target, stats=self.stats, max_age_s=max_age_s,
@@ -200,6 +202,43 @@ class OutboxSender:
             closed_ms = signal.candle_time_ms  # a malformed timestamp must not block the queue
         return self._now_ms() - closed_ms > self.max_age_s * 1000
 
+    def notify(self, notice: Notice) -> bool:
+        """Queue ``notice`` when this destination takes its kind (and DISCORD_NOTIFICATIONS does not turn it off);
+        True if queued. The next pass posts it first."""
+        if notice.kind not in self.target.kinds:
+            return False
+        mode = self.target.notifications.get(notice.kind, "on")
+        if mode == "off":
+            return False
+        self.notices.put(notice, silent=mode == "silent")
+        self.wake()
+        return True
+
+    async def _post_notices(self) -> int:
+        posted = 0
+        while (item := self.notices.peek()) is not None:
+            notice, silent = item
+            message = OutgoingMessage((), None, (notice.embed(),), silent=silent).with_mentions(
+                self.target.mention_roles if notice.kind == "alarm" else ())
+            try:
+                await self.poster.post(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = describe_error(exc)
+                self.stats.last_error = error
+                if _is_rejection(exc):
+                    self.notices.pop()
+                    self.stats.rejected += 1
+                    log.error("discord_notice_rejected", destination=self.destination, error=error)
+                    continue
+                self.stats.failed += 1
+                raise DeliveryFailed(error) from exc
+            self.notices.pop()
+            self.stats.notices += 1
+            posted += 1
+        return posted
+
     async def _pending_follow_ups(self) -> list[Any]:
         return await self.follow_ups.pending() if self.follow_ups is not None else []
 
@@ -213,7 +252,7 @@ class OutboxSender:
             # keep the pending count honest for >status and metrics while the destination is down
             self.stats.pending = len(await self._unsettled()) + len(await self._pending_follow_ups())
             return 0
-        posted = 0
+        posted = await self._post_notices()
         for _page in range(10_000):  # bounded: each page settles at least one signal or follow-up, or returns
             self._wake.clear()  # a publish() from now on triggers another pass
             pending = await self._unsettled()

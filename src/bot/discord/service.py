@@ -34,6 +34,7 @@ from src.bot.discord.cogs.signals import CommandDeps
 from src.bot.discord.delivery import OutboxStats
 from src.bot.discord.destinations import Destination, configured_destinations, subscription_destination
 from src.bot.discord.messages import MessageBuilder, ViewCache
+from src.bot.discord.notices import AlarmWatcher, Notice
 from src.bot.discord.outbox import OutboxSender
 from src.bot.discord.posters import ChannelPoster, DMPoster, WebhookPoster
 from src.bot.discord.preview import DiscordPreview
@@ -127,6 +128,8 @@ class DiscordService:
         self._bot: WyEliBot | None = None
         self._bot_task: asyncio.Task[None] | None = None
         self._sender_tasks: dict[str, asyncio.Task[None]] = {}
+        self._status_provider = status_provider
+        self._alarm_task: asyncio.Task[None] | None = None
         self._started = False
 
     def _routed_here(self, destination: str) -> list[str]:
@@ -185,6 +188,9 @@ class DiscordService:
             self._sync_destinations()
         for sender in self.senders:
             self._start_sender(sender)
+        if self._status_provider is not None and any("alarm" in s.target.kinds for s in self.senders):
+            watcher = AlarmWatcher(self._status_provider, self.notify, clock=self.clock)
+            self._alarm_task = asyncio.create_task(watcher.run(), name="discord-alarms")
         log.info("discord_service_started", bot=bool(self.config.discord_token), follow_ups=self.config.discord_follow_ups,
                  destinations=[f"{s.target.name} ({_shown(s.destination)})" for s in self.senders])
 
@@ -222,6 +228,11 @@ class DiscordService:
         for sender in self.senders:
             sender.wake()
 
+    def notify(self, notice: Notice) -> int:
+        """Queue an ``alarm`` or ``trading`` notice on every destination that takes its kind; returns how many. (The
+        trading module calls this with its fills.)"""
+        return sum(sender.notify(notice) for sender in self.senders)
+
     def follow_up_recorded(self, signal: Signal, follow_up: FollowUp) -> None:
         """A follow-up was stored: wake the senders (those that posted the signal reply to it)."""
         for sender in self.senders:
@@ -230,6 +241,10 @@ class DiscordService:
     async def stop(self) -> None:
         """Flush what is in flight (up to ``flush_timeout_s``), then close the bot, the webhooks' sessions and the
         chart worker. Idempotent."""
+        if self._alarm_task is not None:
+            self._alarm_task.cancel()
+            await asyncio.gather(self._alarm_task, return_exceptions=True)
+            self._alarm_task = None
         for sender in self.senders:
             await sender.stop(self._sender_tasks.get(sender.destination), flush_timeout_s=self.flush_timeout_s)
         self._sender_tasks.clear()
