@@ -85,7 +85,7 @@ def test_notification_modes_default_to_on_and_accept_silent_and_off():
 
 def test_follow_up_mode_and_display_offset_are_validated():
     c = Config.from_env({"DISCORD_FOLLOW_UPS": "THREAD", "DISPLAY_UTC_OFFSET": "+05:30"}).validate()
-    assert (c.discord_follow_ups, c.display_utc_offset_minutes) == ("thread", 330)
+    assert (c.discord_follow_ups, c.display_utc_offset) == ("thread", 330)
     c = Config.from_env({"DISCORD_FOLLOW_UPS": "sometimes", "DISPLAY_UTC_OFFSET": "+15"})
     assert any("DISCORD_FOLLOW_UPS='sometimes'" in p for p in c.problems)
     assert any("DISPLAY_UTC_OFFSET='+15'" in p for p in c.problems)

@@ -314,7 +314,7 @@ def test_invite_url_has_the_scopes_and_permissions_wyeli_needs() -> None:
 
     url = invite_url(123456789012345678)
     assert "client_id=123456789012345678" in url and "scope=bot+applications.commands" in url
-    assert "permissions=117760" in url
+    assert "permissions=309237763072" in url
     token_head = "MTIzNDU2Nzg5MDEyMzQ1Njc4"  # base64("123456789012345678")
     assert app_id_from_token(f"{token_head}.GaBcDe.{'x' * 38}") == 123456789012345678
     assert app_id_from_token("not a token") is None

@@ -95,7 +95,7 @@ class Config:
     discord_routes: tuple[RouteSpec, ...] = ()
     discord_notifications: dict[RouteKind, NotifyMode] = field(default_factory=lambda: dict.fromkeys(ROUTE_KINDS, "on"))
     discord_follow_ups: FollowUpMode = "reply"
-    display_utc_offset_minutes: int = 0
+    display_utc_offset: int = 0  # minutes east of UTC (DISPLAY_UTC_OFFSET=+02:00 -> 120)
     # binance
     binance_ws_url: str = "wss://fstream.binance.com/market"
     binance_rest_url: str = "https://fapi.binance.com"
@@ -460,7 +460,7 @@ class _Reader:
             if minutes is None:
                 self.bad("DISPLAY_UTC_OFFSET", offset, "an offset from UTC like +02:00, -5 or +5:30 (-12 to +14 hours)")
             else:
-                c.display_utc_offset_minutes = minutes
+                c.display_utc_offset = minutes
         if c.discord_token and c.discord_signals_channel_id is None and not any(r.channel_id for r in c.discord_routes):
             self.problems.append(
                 "DISCORD_SIGNALS_CHANNEL_ID is unset: expected the id of the channel for signals when DISCORD_TOKEN is set "

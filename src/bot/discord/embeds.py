@@ -131,7 +131,7 @@ def _bullets(lines: Iterable[str], limit: int) -> str:
     out: list[str] = []
     used = 0
     for i, item in enumerate(items):
-        line = "• " + truncate(item, 300)
+        line = "• " + truncate(item, 700)
         rest = len(items) - i - 1
         note = f"\n… {rest} more" if rest else ""
         if used + len(line) + 1 + len(note) > limit:

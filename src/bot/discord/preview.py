@@ -159,7 +159,7 @@ class DiscordPreview:
         self.views = ViewCache()
         # candles: the store, for signals whose batch view no longer covers them (replay analyses in batches)
         self.builder = MessageBuilder(self.renderer, candles=store, views=self.views,
-                                      utc_offset_minutes=config.display_utc_offset_minutes)
+                                      utc_offset_minutes=config.display_utc_offset)
         destinations = configured_destinations(config) or [_default_destination(config)]
         used: set[str] = set()
         self.senders: list[OutboxSender] = []

@@ -98,7 +98,7 @@ class DiscordService:
         self.renderer = renderer or ChartRenderer()
         self.views = ViewCache()
         self.builder = MessageBuilder(self.renderer, candles=store, views=self.views,
-                                      utc_offset_minutes=config.display_utc_offset_minutes)
+                                      utc_offset_minutes=config.display_utc_offset)
         self.flush_timeout_s = flush_timeout_s
         self.book = SubscriptionBook(store, clock=clock, on_change=self._subscriptions_changed)
         self.deps = CommandDeps(
@@ -112,7 +112,7 @@ class DiscordService:
             guild_id=config.discord_guild_id,
             track_records=track_records,
             book=self.book if config.discord_token else None,
-            utc_offset_minutes=config.display_utc_offset_minutes,
+            utc_offset_minutes=config.display_utc_offset,
             routed_here=self._routed_here,
         )
         self.routes = SignalRoutes.from_config(config)

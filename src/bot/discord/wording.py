@@ -80,7 +80,8 @@ def close_time_text(timeframe: str, open_ms: int, offset_minutes: int = 0, *, sh
 
 def reason_words(text: str, timeframe: str, offset_minutes: int = 0) -> str:
     """An analyzer's reason line for a trader: candle open times become that candle's close in the one time
-    convention, '(degree 4.5, score 0.71)' becomes '(swings of 4.5 ATR or more)'; everything else is kept."""
+    convention (short: month-day, the year is in the footer), '(degree 4.5, score 0.71)' becomes '(swings of 4.5 ATR or
+    more)'; everything else is kept."""
 
     def at_close(m: re.Match[str]) -> str:
         try:
@@ -88,12 +89,18 @@ def reason_words(text: str, timeframe: str, offset_minutes: int = 0) -> str:
         except ValueError:
             return m.group(0)
         try:
-            return close_time_text(timeframe, int(dt.timestamp() * 1000), offset_minutes)
+            return close_time_text(timeframe, int(dt.timestamp() * 1000), offset_minutes, short=True)
         except ValueError:  # an unknown timeframe: leave the time as it was written
             return m.group(0)
 
-    text = _DEGREE_RE.sub(lambda m: f"(swings of {float(m.group(1)):g} ATR or more)", text)
+    text = _DEGREE_RE.sub(lambda m: f"(swings of {_swing(float(m.group(1)))} or more)", text)
     return _ISO_RE.sub(at_close, text)
+
+
+def _swing(degree: float) -> str:
+    """The Elliott analyzer's degree threshold: ATR multiples (the default, 2 to 6.75), or a fraction of the price
+    in its 'pct' mode (below 1)."""
+    return f"{degree * 100:g} %" if degree < 1 else f"{degree:g} ATR"
 
 
 def fmt_r(value: float) -> str:
