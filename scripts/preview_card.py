@@ -4,7 +4,7 @@
     .venv/bin/python scripts/preview_card.py PREVIEW_DIR/signals 0009-follow_up-stopped-<id>.json docs/img/follow-up.png
 
 The card shows what the payload holds: the content line, each embed's colour bar, title, description, fields,
-footer, and the chart attached to it (scaled). Emoji are drawn as text (the plotting font has none). A tool for the
+footer, and the chart attached to it (scaled). Emoji are left out (the plotting font has none). A tool for the
 documentation: the bot never needs it.
 """
 
@@ -27,8 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 BG, CARD, FG, DIM, TITLE = "#313338", "#2b2d31", "#dbdee1", "#949ba4", "#f2f3f5"
-EMOJI = {"🟢": "[LONG]", "🔴": "[SHORT]", "👁": "[WATCH]", "🎯": "[TARGET]", "🛑": "[STOP]", "⚠️": "[!]", "⌛": "[TIME]",
-         "↪": "->", "−": "-", "—": "-", "…": "..."}
+EMOJI = {"🟢 ": "", "🔴 ": "", "👁 ": "", "🎯 ": "", "🛑 ": "", "⚠️ ": "", "⌛ ": "", "↪ ": "", "−": "-", "—": "-",
+         "…": "..."}
 WIDTH_PX = 900
 DPI = 100
 
@@ -84,6 +84,12 @@ def card(payload: dict[str, Any], chart: Path | None, out: Path) -> None:
         y -= line_px
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI, facecolor=BG)
+    # a palette of 96 colours keeps the picture small enough for a README (Pillow comes with matplotlib)
+    from PIL import Image
+
+    with Image.open(out) as img:
+        small = img.convert("RGB").quantize(colors=96)
+    small.save(out, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:

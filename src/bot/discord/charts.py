@@ -329,6 +329,8 @@ def _draw_points(ax: Any, spec: ChartSpec, candles: list[Candle], index: dict[in
     """The structure's points: a wave count connected by a line, Wyckoff events as markers, each labelled above a
     high or below a low (inside the plot: the y range leaves room for them)."""
     px, py = [], []
+    placed: list[tuple[int, bool]] = []  # (x, above) of the labels so far: close ones are stacked, not overprinted
+    near = max(3, len(candles) // 30)
     for t, price, text in spec.pivots:
         if t not in index or not _finite(price) or not (lo * 0.5 <= price <= hi * 1.5):
             continue
@@ -338,7 +340,10 @@ def _draw_points(ax: Any, spec: ChartSpec, candles: list[Candle], index: dict[in
         px.append(i)
         py.append(price)
         shown.append(price)
-        ax.annotate(text[:12], xy=(i, price), xytext=(0, 7 if above else -9), textcoords="offset points",
+        stack = sum(1 for x, side in placed if side == above and abs(x - i) <= near)
+        placed.append((i, above))
+        offset = (7 + 11 * stack) if above else -(9 + 11 * stack)
+        ax.annotate(text[:16], xy=(i, price), xytext=(0, offset), textcoords="offset points",
                     color="#ffca28", fontsize=8, ha="center", va="bottom" if above else "top", fontweight="bold")
         if not spec.connect_pivots:
             ax.plot([i], [price], marker="v" if above else "^", color="#ffca28", markersize=5, linestyle="none")

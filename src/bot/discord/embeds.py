@@ -233,7 +233,7 @@ def signal_embed(signal: Signal, *, image_filename: str | None = None, status: s
     _add_field(embed, "Risk / reward to TP1", f"1 : {rr:.2f}" if rr is not None and math.isfinite(rr) else "n/a")
     _add_field(embed, "Targets", targets_text(signal), inline=False)
     backtest, live = track_record_lines(signal.evidence)
-    _add_field(embed, truncate(f"Track record · {signal.pattern} {signal.timeframe}", FIELD_NAME_MAX),
+    _add_field(embed, truncate(f"Track record · {pattern_words(signal.pattern)} {signal.timeframe}", FIELD_NAME_MAX),
                f"{backtest}\n{live}", inline=False)
     if status is not None:  # the line follow-ups edit (issue 14)
         _add_field(embed, STATUS_FIELD, status, inline=False)
@@ -564,8 +564,8 @@ def targets_inline(signal: Signal) -> str:
 
 
 def follow_up_content(signal: Signal, f: FollowUp) -> str:
-    return truncate(f"↪ **{EVENT_TITLES.get(f.event, f.event)}** {signal.symbol} {signal.timeframe} {signal.pattern} "
-                    f"{signal.direction}: {fmt_r_words(f.r_multiple)}", CONTENT_MAX)
+    return truncate(f"↪ **{EVENT_TITLES.get(f.event, f.event)}** {signal.symbol} {signal.timeframe} "
+                    f"{pattern_words(signal.pattern)} {signal.direction}: {fmt_r_words(f.r_multiple)}", CONTENT_MAX)
 
 
 def with_status(embeds: Sequence[discord.Embed], signal_id: str, status: str) -> list[discord.Embed] | None:
