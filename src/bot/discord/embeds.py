@@ -23,7 +23,7 @@ import discord
 
 from src.analysis import timeframes
 from src.analysis.follow_ups import FollowUp
-from src.analysis.types import Signal, iso_to_ms, ms_to_iso
+from src.analysis.types import Signal, iso_to_ms
 from src.bot.analysis_api import TrackRecordView
 from src.bot.discord.wording import (
     EVENT_COLOURS,
@@ -348,7 +348,7 @@ def status_text(snap: StatusSnapshot) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- >signal
-def market_embed(view: MarketView, *, image_filename: str | None = None) -> discord.Embed:
+def market_embed(view: MarketView, *, image_filename: str | None = None, offset_minutes: int = 0) -> discord.Embed:
     """``>signal SYMBOL TF``: the analyzers' current state (even below the threshold), the last close and
     the latest signal of the market."""
     last = view.candles[-1] if view.candles else None
@@ -364,7 +364,7 @@ def market_embed(view: MarketView, *, image_filename: str | None = None) -> disc
     if last is not None:
         embed.timestamp = _ts(last.close_time_ms + 1)
         change = (last.close - last.open) / last.open * 100 if last.open else float("nan")
-        closed_at = ms_to_iso(last.close_time_ms + 1)
+        closed_at = fmt_time(last.close_time_ms + 1, offset_minutes)
         _add_field(embed, "Last close", f"{fmt_price(last.close)} ({fmt_pct(change)} this candle)\n{closed_at}")
     for st in view.states:
         if st.levels:
@@ -381,13 +381,14 @@ def market_embed(view: MarketView, *, image_filename: str | None = None) -> disc
         _add_field(
             embed,
             f"Last {'trade call' if sig.kind == 'trade' else 'watch note (not a trade call)'}",
-            f"{sig.pattern} {sig.direction} at {sig.generated_at}\n{evidence_line(sig.evidence)}\n"
+            f"{pattern_words(sig.pattern)} {sig.direction}, candle close {signal_close_text(sig, offset_minutes)}\n"
+            f"{evidence_line(sig.evidence)}\n"
             f"entry {fmt_price(sig.entry)} · stop {fmt_price(sig.stop_loss)} · "
             f"R:R to TP1 {'n/a' if rr is None else f'1 : {rr:.2f}'}\n{targets_text(sig)}",
             inline=False,
         )
     if view.candidates:
-        _add_field(embed, "Latest candidates (every kind)", candidates_text(view.candidates), inline=False)
+        _add_field(embed, "Latest candidates (every kind)", candidates_text(view.candidates, offset_minutes), inline=False)
     embed.set_footer(text="Analysis runs on closed candles only. Gated candidates are stored and graded, never posted; "
                           "their reason is shown above.")
     if image_filename:
@@ -395,9 +396,10 @@ def market_embed(view: MarketView, *, image_filename: str | None = None) -> disc
     return fit_total([embed])[0]
 
 
-def candidate_line(s: Signal) -> str:
-    """One candidate: time, pattern, direction, kind, the gate's reason in words, the evidence."""
-    when = s.generated_at[:16].replace("T", " ")
+def candidate_line(s: Signal, offset_minutes: int = 0) -> str:
+    """One candidate: time (the candle close), pattern, direction, kind, the gate's reason in words, the evidence."""
+    when = (close_time_text(s.timeframe, s.candle_time_ms, offset_minutes, short=True)
+            if timeframes.is_interval(s.timeframe) else s.generated_at[:16].replace("T", " "))
     reason = gate_reason_text(s.gate_reason)
     head = f"`{when}` {s.pattern} {s.direction} · **{KIND_SHORT.get(s.kind, s.kind)}**"
     if s.kind != "trade" and reason:
@@ -407,32 +409,11 @@ def candidate_line(s: Signal) -> str:
     return head + tail
 
 
-def candidates_text(candidates: Sequence[Signal]) -> str:
-    return _lines_within([candidate_line(s) for s in candidates], FIELD_VALUE_MAX)
+def candidates_text(candidates: Sequence[Signal], offset_minutes: int = 0) -> str:
+    return _lines_within([candidate_line(s, offset_minutes) for s in candidates], FIELD_VALUE_MAX)
 
 
 # ---------------------------------------------------------------------------------------------- lists
-def signals_embed(signals: Sequence[Signal], *, symbol: str | None = None) -> discord.Embed:
-    """``>signals [SYMBOL]``: the newest trade calls and watch notes, one line each with the evidence."""
-    title = f"Recent trade calls and watch notes · {symbol}" if symbol else "Recent trade calls and watch notes"
-    embed = discord.Embed(title=title, colour=COLOUR_INFO)
-    if not signals:
-        embed.description = ("No trade calls or watch notes stored yet." if not symbol
-                             else f"No trade calls or watch notes stored for {symbol} yet.")
-        return embed
-    lines = []
-    for s in signals:
-        icon = ("🟢" if s.direction == "LONG" else "🔴") if s.kind == "trade" else "👁"
-        lines.append(
-            f"{icon} `{s.generated_at[:16].replace('T', ' ')}` **{s.symbol} {s.timeframe}** {s.pattern} {s.direction} "
-            f"· {KIND_SHORT.get(s.kind, s.kind)} · {evidence_line(s.evidence) if s.evidence else 'no evidence'} "
-            f"· entry {fmt_price(s.entry)} stop {fmt_price(s.stop_loss)}"
-        )
-    embed.description = _lines_within(lines, DESCRIPTION_MAX)
-    embed.set_footer(text="TRADE = trade call; WATCH = watch note, not a trade call. P(win) = P(net R > 0 after fees).")
-    return embed
-
-
 def stats_embed(records: Sequence[TrackRecordView], live: Sequence[LiveTrack], *, symbol: str | None = None,
                 timeframe: str | None = None, pattern: str | None = None, period: str = "") -> discord.Embed:
     """``>stats [SYMBOL] [TF] [PATTERN] [PERIOD]``: per pattern and timeframe the evidence the embeds show (out-of-sample

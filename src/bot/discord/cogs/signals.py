@@ -158,10 +158,11 @@ class SignalsCog(commands.Cog, name="WyEli"):
             png = await self.deps.renderer.render(spec_for_view(view, offset_minutes=self.deps.utc_offset_minutes))
         if png:
             name = f"{sym}_{tf}.png"
-            await self._reply(ctx, embed=market_embed(view, image_filename=name),
+            await self._reply(ctx, embed=market_embed(view, image_filename=name,
+                                                      offset_minutes=self.deps.utc_offset_minutes),
                               file=discord.File(io.BytesIO(png), filename=name))
         else:
-            await self._reply(ctx, embed=market_embed(view))
+            await self._reply(ctx, embed=market_embed(view, offset_minutes=self.deps.utc_offset_minutes))
 
     @signal.autocomplete("symbol")
     async def _symbol_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
