@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -32,7 +33,18 @@ from hypothesis import strategies as st
 
 from src.analysis.timeframes import interval_ms
 from src.analysis.types import SIGNAL_KINDS, Candle, Evidence, Signal, SignalKind, ms_to_iso, signal_id
-from src.storage.base import Delivery, GateSeed, LiveTrack, SignalOutcome, Store, StreamQuality
+from src.storage.base import (
+    Delivery,
+    FollowUp,
+    FollowUpDelivery,
+    GateSeed,
+    LiveTrack,
+    Mute,
+    SignalOutcome,
+    Store,
+    StreamQuality,
+    Subscription,
+)
 
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % 3_600_000)  # an hour boundary (2023-11-14T22:00Z)
 MIN = 60_000
@@ -81,6 +93,13 @@ def make_outcome(sig: Signal, outcome: str, r: float) -> SignalOutcome:
         exit_price=sig.entry + r * sig.risk, r_multiple=r, mfe_r=max(r, 0.0) + 0.5, mae_r=0.25, fees=0.08, bars_held=3,
         confidence=sig.confidence, resolved_at_ms=sig.candle_time_ms + 7_200_000,
     )
+
+
+def make_follow_up(sig: Signal, event: str = "tp1", *, bars: int = 3, r: float = 1.4, at: int | None = None) -> FollowUp:
+    """A follow-up of ``sig`` on the ``bars``-th candle after it (1h candles unless ``at`` is given)."""
+    return FollowUp(signal_id=sig.id, event=event, event_time_ms=sig.candle_time_ms + bars * 3_600_000 if at is None  # type: ignore[arg-type]
+                    else at, price=sig.take_profits[0] if sig.take_profits else sig.entry, r_multiple=r, bars=bars,
+                    entry_price=sig.entry)
 
 
 def delivery(sig: Signal, destination: str, status: str, *, attempts: int = 1, message_id: str | None = None,
@@ -507,6 +526,174 @@ class StoreContract:
 
     async def test_live_track_of_empty_store_is_empty(self, store: Store) -> None:
         assert await store.live_track({""}) == []
+
+
+    # ------------------------------------------------------------------ follow-ups (issue 14)
+    async def test_save_follow_up_reports_new_then_existing_and_keeps_the_first_row(self, store: Store) -> None:
+        s = make_signal()
+        await store.save_signal(s)
+        first = make_follow_up(s, "tp1", r=1.4)
+        assert await store.save_follow_up(first) is True
+        changed = replace(first, event_time_ms=first.event_time_ms + 1, price=1.0, r_multiple=9.0, bars=9)
+        assert await store.save_follow_up(changed) is False
+        assert await store.follow_ups(s.id) == [first]
+        assert await store.follow_ups("0" * 24) == []
+
+    async def test_follow_ups_come_back_in_the_order_they_happened(self, store: Store) -> None:
+        s = make_signal()
+        await store.save_signal(s)
+        tp2 = make_follow_up(s, "tp2", bars=3, r=2.9)
+        tp1 = make_follow_up(s, "tp1", bars=3, r=1.4)  # the same candle: TP1 first
+        missed = make_follow_up(s, "tp2_missed", bars=9, r=0.0)
+        for f in (missed, tp2, tp1):
+            await store.save_follow_up(f)
+        assert await store.follow_ups(s.id) == [tp1, tp2, missed]
+
+    async def test_open_tp2_watches_are_tp1_signals_with_a_second_target_until_tp2_or_missed(self, store: Store) -> None:
+        h = 3_600_000
+        a, b, c, d = (make_signal(candle_time_ms=T0 + i * h, pattern=f"p{i}") for i in range(4))
+        one_target = Signal.from_dict({**make_signal(candle_time_ms=T0 + 5 * h, pattern="p5").to_dict(),
+                                       "take_profits": [103.0]})
+        for sig in (a, b, c, d, one_target):
+            await store.save_signal(sig)
+        for sig in (a, b, c, one_target):
+            await store.save_follow_up(make_follow_up(sig, "tp1"))
+        await store.save_follow_up(make_follow_up(b, "tp2", bars=5))
+        await store.save_follow_up(make_follow_up(c, "tp2_missed", bars=9))
+        await store.save_follow_up(make_follow_up(d, "stopped", r=-1.0))
+        assert await store.open_tp2_watches() == [(a, make_follow_up(a, "tp1"))]
+
+    async def test_pending_follow_ups_need_the_original_posted_there_and_exclude_settled_ones(self, store: Store) -> None:
+        h = 3_600_000
+        a = make_signal(candle_time_ms=T0, pattern="a")
+        b = make_signal(candle_time_ms=T0 + h, pattern="b")
+        c = make_signal(candle_time_ms=T0 + 2 * h, pattern="c")
+        for sig in (a, b, c):
+            await store.save_signal(sig)
+        await store.record_delivery(delivery(a, "discord:1", "sent", message_id="m-a"))
+        await store.record_delivery(delivery(b, "discord:1", "sent", message_id="m-b"))
+        await store.record_delivery(delivery(c, "discord:1", "failed", error="HTTP 503"))  # never posted: no follow-up
+        await store.record_delivery(delivery(b, "discord:2", "skipped"))
+        fa1 = make_follow_up(a, "tp1", bars=4)
+        fa2 = make_follow_up(a, "tp2", bars=4)
+        fam = make_follow_up(a, "tp2_missed", bars=6)  # internal: never posted
+        fb = make_follow_up(b, "stopped", bars=1, r=-1.0)  # b's candle is 1 h later: same event time as fa1
+        fc = make_follow_up(c, "expired", bars=48, r=0.2)
+        for f in (fc, fam, fa2, fb, fa1):
+            await store.save_follow_up(f)
+        pending = await store.pending_follow_ups("discord:1")
+        got = [(p.follow_up, p.signal, p.original_message_id) for p in pending]
+        first = sorted([(fa1, a, "m-a"), (fa2, a, "m-a"), (fb, b, "m-b")],
+                       key=lambda t: (t[0].event_time_ms, t[0].signal_id, ("stopped", "tp1", "tp2").index(t[0].event)))
+        assert got == first
+        assert await store.pending_follow_ups("discord:2") == []
+        assert [p.follow_up for p in await store.pending_follow_ups("discord:1", limit=1)] == [first[0][0]]
+        await store.record_follow_up_delivery(FollowUpDelivery(a.id, "tp1", "discord:1", "sent", "m-x", 1, None, T0))
+        await store.record_follow_up_delivery(FollowUpDelivery(b.id, "stopped", "discord:1", "skipped", None, 0,
+                                                               "muted", T0))
+        await store.record_follow_up_delivery(FollowUpDelivery(a.id, "tp2", "discord:1", "failed", None, 1, "503", T0))
+        assert [p.follow_up for p in await store.pending_follow_ups("discord:1")] == [fa2]
+
+    async def test_follow_up_delivery_upserts_and_reads_back(self, store: Store) -> None:
+        s = make_signal()
+        await store.save_signal(s)
+        await store.save_follow_up(make_follow_up(s, "tp1"))
+        assert await store.get_follow_up_delivery(s.id, "tp1", "discord:1") is None
+        pending = FollowUpDelivery(s.id, "tp1", "discord:1", "pending", None, 1, "in flight", T0 + 5)
+        await store.record_follow_up_delivery(pending)
+        assert await store.get_follow_up_delivery(s.id, "tp1", "discord:1") == pending
+        sent = FollowUpDelivery(s.id, "tp1", "discord:1", "sent", "1234567890123456789", 1, None, T0 + 9)
+        await store.record_follow_up_delivery(sent)
+        assert await store.get_follow_up_delivery(s.id, "tp1", "discord:1") == sent
+        assert await store.get_follow_up_delivery(s.id, "tp1", "webhook") is None
+
+    # ------------------------------------------------------------------ subscriptions and mutes (issue 14)
+    async def test_subscriptions_are_added_once_listed_in_order_and_deleted_by_key(self, store: Store) -> None:
+        subs = [Subscription("discord:100", "BTCUSDT", "1h", "7", T0), Subscription("discord:100", "BTCUSDT", "4h", "7", T0),
+                Subscription("discord:100", "ETHUSDT", "", "8", T0 + 1), Subscription("dm:55", "BTCUSDT", "1h", "55", T0)]
+        for sub in reversed(subs):
+            assert await store.save_subscription(sub) is True
+        assert await store.save_subscription(Subscription("discord:100", "BTCUSDT", "1h", "9", T0 + 9)) is False
+        assert await store.subscriptions() == sorted(subs, key=lambda x: (x.destination, x.symbol, x.timeframe))
+        assert await store.subscriptions("dm:55") == [subs[3]]
+        assert await store.delete_subscriptions("discord:100", symbol="BTCUSDT", timeframe="1h") == 1
+        assert await store.delete_subscriptions("discord:100", symbol="BTCUSDT", timeframe="1h") == 0
+        assert await store.delete_subscriptions("discord:100", symbol="ETHUSDT") == 1
+        assert await store.subscriptions("discord:100") == [subs[1]]
+        assert await store.delete_subscriptions("discord:100") == 1
+        assert await store.subscriptions() == [subs[3]]
+
+    async def test_mutes_replace_the_same_key_and_are_deleted_by_key(self, store: Store) -> None:
+        a = Mute("discord:100", "ETHUSDT", "4h", T0 + 12 * 3_600_000, "7", T0)
+        b = Mute("discord:100", "", "", T0 + 3_600_000, "7", T0)
+        await store.save_mute(a)
+        await store.save_mute(b)
+        longer = Mute("discord:100", "ETHUSDT", "4h", T0 + 48 * 3_600_000, "8", T0 + 5)
+        await store.save_mute(longer)
+        assert await store.mutes() == [b, longer]
+        assert await store.mutes("dm:1") == []
+        assert await store.delete_mutes("discord:100", symbol="ETHUSDT") == 1
+        assert await store.mutes("discord:100") == [b]
+        assert await store.delete_mutes("discord:100") == 1
+        assert await store.mutes() == []
+
+    # ------------------------------------------------------------------ history and windows (issue 14)
+    async def test_signal_history_pages_newest_first_with_filters_and_outcomes(self, store: Store) -> None:
+        h = 3_600_000
+        rows = [
+            make_signal("BTCUSDT", "1h", T0, "wyckoff_spring", kind="trade"),
+            make_signal("BTCUSDT", "1h", T0 + h, "elliott_wave3", kind="watch", gate_reason="no_edge"),
+            make_signal("ETHUSDT", "4h", T0 + 2 * h, "wyckoff_spring", kind="trade"),
+            make_signal("BTCUSDT", "1h", T0 + 3 * h, "wyckoff_utad", "SHORT", kind="gated", gate_reason="cooldown"),
+            make_signal("BTCUSDT", "4h", T0 + 4 * h, "wyckoff_sos", kind="trade"),
+        ]
+        for sig in rows:
+            await store.save_signal(sig)
+        win = make_outcome(rows[0], "WIN", 1.5)
+        loss = make_outcome(rows[2], "LOSS", -1.0)
+        await store.save_outcome(win)
+        await store.save_outcome(loss)
+        emitted: tuple[SignalKind, ...] = ("trade", "watch")
+        got = await store.signal_history(kinds=emitted)
+        assert got == [(rows[4], None), (rows[2], loss), (rows[1], None), (rows[0], win)]
+        assert await store.signal_history(kinds=emitted, offset=1, limit=2) == [(rows[2], loss), (rows[1], None)]
+        assert await store.signal_history(kinds=emitted, offset=4) == []
+        assert await store.signal_history(kinds=emitted, pattern="spring") == [(rows[2], loss), (rows[0], win)]
+        assert await store.signal_history(kinds=emitted, symbol="BTCUSDT", timeframe="1h") == [(rows[1], None),
+                                                                                                (rows[0], win)]
+        assert await store.signal_history(kinds=emitted, outcome="WIN") == [(rows[0], win)]
+        assert await store.signal_history(kinds=emitted, outcome="OPEN") == [(rows[4], None), (rows[1], None)]
+        assert await store.signal_history(kinds=emitted, outcome="EXPIRED") == []
+        assert await store.signal_history(kinds=GATED) == [(rows[3], None)]
+        assert await store.signal_history(kinds=()) == []
+
+    async def test_pending_deliveries_since_leave_out_old_signals_unless_attempted_here(self, store: Store) -> None:
+        h = 3_600_000
+        old = make_signal(candle_time_ms=T0, pattern="old")
+        tried = make_signal(candle_time_ms=T0 + h, pattern="tried")
+        new = make_signal(candle_time_ms=T0 + 5 * h, pattern="new")
+        for sig in (old, tried, new):
+            await store.save_signal(sig)
+        await store.record_delivery(delivery(tried, "discord:1", "failed", error="timeout"))
+        await store.record_delivery(delivery(old, "discord:2", "failed", error="timeout"))  # another destination
+        assert await store.pending_deliveries("discord:1", since_ms=T0 + 5 * h) == [tried, new]
+        assert await store.pending_deliveries("discord:1", since_ms=T0 + 6 * h) == [tried]
+        assert await store.pending_deliveries("discord:1", since_ms=0) == [old, tried, new]
+        assert await store.pending_deliveries("discord:3", since_ms=T0 + 5 * h, kinds=WATCH) == []
+
+    async def test_live_track_since_counts_only_candidates_from_then_on(self, store: Store) -> None:
+        h = 3_600_000
+        ev = make_evidence()
+        a = make_signal(candle_time_ms=T0, evidence=ev)
+        b = make_signal(candle_time_ms=T0 + 10 * h, evidence=ev)
+        for sig in (a, b):
+            await store.save_signal(sig)
+        await store.save_outcome(make_outcome(a, "LOSS", -1.0))
+        await store.save_outcome(make_outcome(b, "WIN", 2.0))
+        cells = {t.population: t for t in await store.live_track({""}, since_ms=T0 + h)}
+        assert (cells["trade"].candidates, cells["trade"].graded, cells["trade"].sum_r) == (1, 1, 2.0)
+        assert {t.population: t.graded for t in await store.live_track({""})} == {"trade": 2, "tracked": 2}
+        assert await store.live_track({""}, since_ms=T0 + 11 * h) == []
 
     # ------------------------------------------------------------------ stream quality
     async def test_stream_quality_round_trips_and_upserts_per_stream(self, store: Store) -> None:

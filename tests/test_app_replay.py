@@ -18,6 +18,7 @@ from src.bot.app import App, RunOptions, replay_database_path
 from src.config import Config
 from src.market.klines_csv import write_klines_csv
 from src.storage.sqlite_store import SqliteStore
+from tests.discord_limits import payload_problems
 
 HOUR = 3_600_000
 
@@ -92,14 +93,33 @@ async def test_replay_stores_every_candidate_the_backtest_finds_and_previews_the
     assert await stored_candles.load_candles("BTCUSDT", "1h") == candles
     await stored_candles.close()
 
-    assert {p.stem for p in preview.glob("*.json")} == {s.id for s in posted}  # gated ones are never previewed
-    for s in posted:
-        payload = json.loads((preview / f"{s.id}.json").read_text())
-        assert payload["embeds"] and "BTCUSDT" in payload["embeds"][0]["title"]
-        assert "onfidence" not in json.dumps(payload)
-        png = Image.open(io.BytesIO((preview / f"{s.id}.png").read_bytes()))
-        png.verify()
-        assert png.size[0] >= 600 and png.size[1] >= 300
+    # no Discord configured: the preview is what the signals channel would get, follow-ups included, in candle order
+    channel = preview / "signals"
+    sequence = [json.loads(line) for line in (channel / "messages.jsonl").read_text().splitlines()]
+    signal_entries = [e for e in sequence if e["type"] == "signal"]
+    assert {sid for e in signal_entries for sid in e["signal_ids"]} == {s.id for s in posted}  # never a gated one
+    assert [e["at"] for e in sequence] == sorted(e["at"] for e in sequence)
+    follow_ups = [e for e in sequence if e["type"] == "follow_up"]
+    store = SqliteStore(db)
+    await store.open()
+    recorded = [f for s in posted for f in await store.follow_ups(s.id) if f.event != "tp2_missed"]
+    await store.close()
+    assert recorded, "the schematics resolve some signals"
+    assert sorted((e["signal_ids"][0], e["event"]) for e in follow_ups) == sorted((f.signal_id, f.event) for f in recorded)
+    by_id = {e["message_id"]: e for e in signal_entries}
+    for e in follow_ups:
+        assert e["signal_ids"][0] in by_id[e["reply_to"]]["signal_ids"]  # a reply to the message of its own signal
+    for e in sequence:
+        payload = json.loads((channel / e["file"]).read_text())
+        assert payload_problems(payload) == [] and "onfidence" not in json.dumps(payload)
+        for chart in e["charts"]:
+            png = Image.open(io.BytesIO((channel / chart).read_bytes()))
+            png.verify()
+            assert png.size[0] >= 600 and png.size[1] >= 300
+    assert all(e["charts"] for e in signal_entries)
+    assert "REPLAY 100.0 %" in printed and "follow-up(s) in 1 destination(s)" in printed
+    page = (channel / "index.html").read_text()
+    assert page.count("class='msg'") == len(signal_entries) and page.count("class='msg reply'") == len(follow_ups)
 
 
 async def test_each_replay_gets_its_own_database_and_posts_the_same_signals_again(tmp_path: Path, capsys):

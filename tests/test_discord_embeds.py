@@ -24,7 +24,7 @@ from src.bot.status import ConnectionStatus, MarketView, StatusSnapshot, StreamS
 from src.storage.base import LiveTrack
 from tests.candlegen import random_walk
 from tests.fakes.evidence import FakeTrackRecord
-from tests.storage_contract import T0, evidences, make_evidence, make_signal
+from tests.storage_contract import T0, evidences, make_evidence, make_outcome, make_signal
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 TFS = ("15m", "1h", "4h")
@@ -239,15 +239,18 @@ def test_stats_embed_shows_the_model_cells_and_the_live_record_per_pattern_and_t
     assert "onfidence" not in json.dumps(E.stats_embed(records, live).to_dict())
 
 
-def test_signals_embed_lists_kinds_and_evidence_within_limits() -> None:
-    assert "No trade calls or watch notes stored for ETHUSDT" in (E.signals_embed([], symbol="ETHUSDT").description or "")
-    rows = [make_signal(candle_time_ms=T0, evidence=make_evidence(p_win=0.61, expected_r=0.2)),
-            make_signal(candle_time_ms=T0 + 3_600_000, kind="watch", gate_reason="no_edge")]
-    d = E.signals_embed(rows).description or ""
-    assert "· TRADE · P(win) 61 % · E[R] +0.20 R [+0.00, +0.40] (80 %)" in d
-    assert "👁" in d and "· WATCH · no evidence" in d
-    many = [make_signal(candle_time_ms=T0 + i * 3_600_000, evidence=make_evidence()) for i in range(200)]
-    assert_within_limits([E.signals_embed(many)])
+def test_history_embed_lists_kinds_evidence_and_results_within_limits() -> None:
+    assert "No trade calls or watch notes match" in (E.history_embed([], filters="ETHUSDT").description or "")
+    assert "Nothing on this page" in (E.history_embed([], page=3).description or "")
+    win = make_signal(candle_time_ms=T0, evidence=make_evidence(p_win=0.61, expected_r=0.2))
+    rows = [(win, make_outcome(win, "WIN", 1.46)),
+            (make_signal(candle_time_ms=T0 + 3_600_000, kind="watch", gate_reason="no_edge"), None)]
+    lines = (E.history_embed(rows, offset_minutes=60).description or "").splitlines()
+    assert "`11-14 23:00 UTC (00:00 UTC+1)`" in lines[0] or "`11-14 23:00 UTC (11-15 00:00 UTC+1)`" in lines[0]
+    assert "· TRADE · P(win) 61 %, E[R] +0.20 R ·" in lines[0] and "**TP1 hit +1.46 R**" in lines[0]
+    assert "👁" in lines[1] and "· WATCH · no evidence" in lines[1] and "**open**" in lines[1]
+    many = [(make_signal(candle_time_ms=T0 + i * 3_600_000, evidence=make_evidence()), None) for i in range(200)]
+    assert_within_limits([E.history_embed(many, filters="x" * 300, page=9999, has_next=True)])
 
 
 def test_grouping_keeps_order_and_caps_ten_per_message() -> None:
@@ -314,7 +317,7 @@ def test_invite_url_has_the_scopes_and_permissions_wyeli_needs() -> None:
 
     url = invite_url(123456789012345678)
     assert "client_id=123456789012345678" in url and "scope=bot+applications.commands" in url
-    assert "permissions=117760" in url
+    assert "permissions=309237763072" in url
     token_head = "MTIzNDU2Nzg5MDEyMzQ1Njc4"  # base64("123456789012345678")
     assert app_id_from_token(f"{token_head}.GaBcDe.{'x' * 38}") == 123456789012345678
     assert app_id_from_token("not a token") is None

@@ -553,11 +553,11 @@ class LaggingStore:
         self.held.append(delivery)
 
     async def pending_deliveries(self, destination: str, *, kinds: Sequence[SignalKind] = ("trade",),
-                                 limit: int = 50) -> list[Signal]:
+                                 limit: int = 50, since_ms: int | None = None) -> list[Signal]:
         self.reads += 1
         if self.reads > 200:
             raise Crash("the sender spins on a store that has not caught up")
-        return await self.inner.pending_deliveries(destination, kinds=kinds, limit=limit)
+        return await self.inner.pending_deliveries(destination, kinds=kinds, limit=limit, since_ms=since_ms)
 
     async def catch_up(self) -> None:
         for d in self.held:

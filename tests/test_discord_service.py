@@ -4,7 +4,6 @@ channel poster against dpytest's fake Discord."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +20,6 @@ from src.bot.discord.embeds import signal_embed
 from src.bot.discord.messages import MessageBuilder, OutgoingMessage
 from src.bot.discord.outbox import IN_FLIGHT, OutboxSender
 from src.bot.discord.posters import ChannelPoster
-from src.bot.discord.preview import DiscordPreviewSink
 from src.bot.discord.service import DISABLED_TEXT, DiscordService, build_discord_service, discord_status_text
 from src.bot.sinks import SignalBatch
 from src.bot.status import MarketView
@@ -94,24 +92,6 @@ async def test_without_token_or_webhook_there_is_no_service_and_status_says_how_
     await svc.stop()  # stopping a service that never started is fine
 
 
-async def test_preview_sink_writes_payload_json_and_chart_png(tmp_path: Path) -> None:
-    out = tmp_path / "preview"
-    sink = DiscordPreviewSink(out, renderer=ChartRenderer(use_processes=False))
-    sigs = (make_signal(candle_time_ms=T0 + 59 * HOUR), make_signal(candle_time_ms=T0 + 59 * HOUR, pattern="sos"))
-    try:
-        await sink.publish(SignalBatch(sigs, (view_for(sigs[0].candle_time_ms),), historical=True))
-    finally:
-        await sink.close()
-        sink.renderer.close()
-    for s in sigs:
-        payload = json.loads((out / f"{s.id}.json").read_text())
-        assert set(payload) == {"content", "embeds"} and "BTCUSDT 1h" in payload["content"]
-        assert payload["embeds"][0]["footer"]["text"].startswith(f"id {s.id}")
-        assert payload["embeds"][0]["image"]["url"] == f"attachment://{s.id}.png"
-        assert (out / f"{s.id}.png").read_bytes().startswith(b"\x89PNG")
-    assert sink.written == 2 and sink.failed == 0
-
-
 class FakeClient:
     """Stands for a WyEliBot in the start-up supervisor: ``start`` raises what the script says."""
 
@@ -170,26 +150,6 @@ async def test_channel_poster_posts_and_finds_its_own_earlier_post_by_footer_id(
 async def test_channel_poster_is_not_ready_for_an_unknown_channel(dp_bot: WyEliBot) -> None:
     assert not await ChannelPoster(lambda: dp_bot, 4242).ready()
     assert not await ChannelPoster(lambda: None, 1).ready()
-
-
-async def test_preview_chart_comes_from_the_store_when_the_batch_view_moved_past_the_signal(
-        tmp_path: Path, store: SqliteStore) -> None:
-    candles = random_walk(300, timeframe="1h", start_ms=T0)
-    await store.upsert_candles(candles)
-    sig = make_signal(candle_time_ms=candles[100].open_time_ms)
-    later_view = MarketView("BTCUSDT", "1h", tuple(candles[-150:]), view_for(candles[-1].open_time_ms).states, None)
-    with_store = DiscordPreviewSink(tmp_path / "a", renderer=ChartRenderer(use_processes=False), candles=store)
-    without = DiscordPreviewSink(tmp_path / "b", renderer=ChartRenderer(use_processes=False))
-    try:
-        await with_store.publish(SignalBatch((sig,), (later_view,), historical=True))
-        await without.publish(SignalBatch((sig,), (later_view,), historical=True))
-    finally:
-        for sink in (with_store, without):
-            sink.renderer.close()
-    assert (tmp_path / "a" / f"{sig.id}.png").is_file()
-    # no store and a view that no longer shows the signal candle: the message goes without a chart
-    assert not (tmp_path / "b" / f"{sig.id}.png").exists()
-    assert "image" not in json.loads((tmp_path / "b" / f"{sig.id}.json").read_text())["embeds"][0]
 
 
 async def test_a_malformed_webhook_url_disables_only_the_webhook(store: SqliteStore) -> None:

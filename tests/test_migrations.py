@@ -26,13 +26,17 @@ SCHEMA_SQL = (MIGRATIONS_DIR / "001_create_schema.sql").read_text()
 KINDS_SQL = (MIGRATIONS_DIR / "002_signal_kinds_and_evidence.sql").read_text()
 OPTIONAL_READ_SQL = (MIGRATIONS_DIR / "optional_public_read.sql").read_text()
 TABLES = {"schema_migrations", "symbols", "candles", "signals", "signal_deliveries", "signal_performance",
-          "stream_quality", "orders", "positions", "audit_log", "trading_state",
-          "analysis_watermarks"}
+          "stream_quality", "orders", "positions", "audit_log", "trading_state", "analysis_watermarks",
+          "signal_follow_ups", "follow_up_deliveries", "discord_subscriptions", "discord_mutes"}
 VIEWS = {"v_recent_signals", "v_signal_stats", "v_win_rate", "v_reliability", "v_data_quality", "v_trading_daily"}
 FUNCTIONS = ("wyeli_pending_deliveries(text, integer)", "wyeli_open_signals()", "wyeli_last_signal_times()",
              "wyeli_pattern_stats()", "wyeli_pending_deliveries_by_kind(text, text[], integer)", "wyeli_last_emitted()",
              "wyeli_recent_structures(bigint)", "wyeli_live_track(text[], text, text, text, timestamptz)",
-             "wyeli_commit_analysis(json, json)", "wyeli_drop_candles_after(text, text, timestamptz)")
+             "wyeli_commit_analysis(json, json)", "wyeli_drop_candles_after(text, text, timestamptz)",
+             "wyeli_pending_follow_ups(text, integer)", "wyeli_open_tp2_watches()",
+             "wyeli_pending_deliveries_since(text, text[], bigint, integer)",
+             "wyeli_signal_history(text[], text, text, text, text, integer, integer)",
+             "wyeli_live_track_since(text[], text, text, text, bigint, timestamptz)")
 
 MIGRATION_NAMES = [m.name for m in discover()]
 ALL_SQL = [m.sql for m in discover()]  # every numbered file, in order, as pasted into the SQL editor

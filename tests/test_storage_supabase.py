@@ -212,11 +212,19 @@ async def test_recent_signals_by_kind_use_an_in_filter(fake, rest_store) -> None
 
 async def test_a_schema_without_migration_002_is_reported_with_the_file_to_paste(fake) -> None:
     del fake.tables["schema_migrations"][(2,)]
+    del fake.tables["schema_migrations"][(5,)]
     store = make_store(fake)
-    missing_002 = r"schema is incomplete; paste these files .* in order: 002_signal_kinds_and_evidence\.sql$"
-    with pytest.raises(StoreError, match=missing_002) as info:
+    missing = (r"schema is incomplete; paste these files .* in order: "
+               r"002_signal_kinds_and_evidence\.sql, 005_discord_community\.sql$")
+    with pytest.raises(StoreError, match=missing) as info:
         await store.open()
     assert not isinstance(info.value, StoreUnavailable)
+
+
+async def test_a_file_skipped_between_pasted_ones_is_reported_too(fake) -> None:
+    del fake.tables["schema_migrations"][(2,)]  # 005 pasted, 002 forgotten
+    with pytest.raises(StoreError, match=r"in order: 002_signal_kinds_and_evidence\.sql$"):
+        await make_store(fake).open()
 
 
 # ---------------------------------------------------------------------------- paging past the row cap

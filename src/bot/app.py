@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import structlog
 
 from src.analysis import timeframes as tf_mod
-from src.analysis.types import Candle, Signal
+from src.analysis.types import Candle, Signal, ms_to_iso
 from src.bot import analysis_api
 from src.bot.analysis_api import EvidenceModelView, ModelError
 from src.bot.console import ConsoleSink, format_status
@@ -154,6 +154,8 @@ class App:
         self.discord: Any = None
         self.cache: Any = None
         self.tracker: Any = None
+        self.tp2: Any = None
+        self._follow_up_listeners: list[Any] = []
         self.keeper: TrackRecordKeeper | None = None
         self.evidence: EvidenceModelView | None = None
         self.replay_db: Path | None = None  # the replay's own database (None: live, or --replay-into-store)
@@ -296,6 +298,7 @@ class App:
             preview_dir=self.options.discord_preview, live=self.mode == "live", track_records=self._track_records,
         )
         sinks: list[SignalSink] = [KindFilter(ConsoleSink(), self.routes.console), *discord_sinks]
+        self._follow_up_listeners = [s for s in discord_sinks if hasattr(s, "follow_up_recorded")]
         if self.cache is not None:
             sinks.append(CacheSink(self.cache))
         if self.trading is not None:
@@ -323,17 +326,27 @@ class App:
         return True
 
     def _build_observers(self) -> list[Any]:
+        from src.bot.follow_ups import Tp2Tracker
         from src.bot.outcome_tracker import OutcomeTracker
 
         assert self.store is not None
         self.tracker = OutcomeTracker(self.store, horizon_candles=self.config.outcome_horizon_candles,
-                                      commission=self.config.backtest_commission)
-        observers: list[Any] = [ClosedCandleCounter(self.metrics), self.tracker]
+                                      commission=self.config.backtest_commission, on_follow_up=self._follow_up_recorded)
+        # follow-ups (issue 14): the TP2 watcher runs after the outcome tracker, on the same candles
+        self.tp2 = Tp2Tracker(self.store, self.tracker.params, on_follow_up=self._follow_up_recorded)
+        observers: list[Any] = [ClosedCandleCounter(self.metrics), self.tracker, self.tp2]
         if self.trading is not None:
             observers.extend(self.trading.observers())
         if self.cache is not None:
             observers.append(_CacheCandles(self.cache))
         return observers
+
+    def _follow_up_recorded(self, signal: Signal, follow_up: Any) -> None:
+        """A follow-up was stored: the TP2 watcher and every Discord-side listener (service, preview) hear of it."""
+        if self.tp2 is not None:
+            self.tp2.follow_up_recorded(signal, follow_up)
+        for listener in self._follow_up_listeners:
+            listener.follow_up_recorded(signal, follow_up)
 
     def _on_signal(self, signal: Signal) -> None:
         self.metrics.signal_emitted(signal.pattern, signal.kind)
@@ -395,7 +408,7 @@ class App:
         self.notifier.ready("replaying")
         pipeline = self.pipeline
         fed = await replay_files(files, _Intake(pipeline, self.activity), speed=self.options.speed,
-                                 stop=self.shutdown.event)
+                                 stop=self.shutdown.event, on_progress=self._replay_progress)
         st = pipeline.stats
         store_name = self.store.name if self.store is not None else "?"
         where = str(self.replay_db) if self.replay_db is not None else f"the configured store ({store_name})"
@@ -405,6 +418,19 @@ class App:
                  trade_calls=st.trade_calls, watch_notes=st.watch_notes, gated=st.gated, database=where,
                  interrupted=self.shutdown.event.is_set())
         return 0
+
+    def _replay_progress(self, fed: int, total: int, last_close_ms: int) -> None:
+        """One progress line (replay_files calls it every few seconds): candles, market time, signals and, with
+        --discord-preview, the messages written so far."""
+        st = self.pipeline.stats if self.pipeline is not None else None
+        pct = 100.0 * fed / total if total else 100.0
+        line = (f"REPLAY {pct:5.1f} % ({fed:,}/{total:,} candles, up to {ms_to_iso(last_close_ms)[:16]}Z)"
+                + (f": {st.trade_calls} trade calls, {st.watch_notes} watch notes" if st is not None else ""))
+        for listener in self._follow_up_listeners:
+            progress = getattr(listener, "progress", None)
+            if progress is not None:
+                line += f"; {progress()}"
+        print(line, flush=True)
 
     # ------------------------------------------------------------------ live
     async def _run_live(self) -> int:

@@ -30,6 +30,10 @@ outcome once the store has it (the track record keeper folds the live record int
   once and counted in ``stats.invalid``.
 - ``SignalOutcome.fees`` holds the fees in R (commission on both sides' notional / planned risk),
   so ``r_multiple = gross R - fees``.
+- Follow-ups (issue 14): a resolved trade call or watch note also gets its terminal follow-up (tp1, stopped,
+  invalidated or expired; src/analysis/follow_ups.py), saved BEFORE the outcome, so a crash between the two
+  grades the signal again and writes the same follow-up (an idempotent upsert) instead of losing it.
+  ``on_follow_up`` is told once both are stored (the Discord outbox and the TP2 watcher listen).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Protocol
 import structlog
 
 from src.analysis import timeframes
+from src.analysis.follow_ups import FollowUp, terminal_follow_up
 from src.analysis.outcomes import InvalidSignalGeometry, OutcomeParams, Resolution, TradeFollower
 from src.analysis.types import Candle, Signal
 from src.storage.base import CandleStore, OutcomeStore, SignalOutcome, StoreError
@@ -53,6 +58,8 @@ log = structlog.get_logger(__name__)
 
 class TrackerStore(CandleStore, OutcomeStore, Protocol):
     """What the tracker needs from the store."""
+
+    async def save_follow_up(self, follow_up: FollowUp) -> bool: ...
 
 
 def to_signal_outcome(signal: Signal, r: Resolution) -> SignalOutcome:
@@ -102,9 +109,13 @@ class OutcomeTracker:
         retry_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         on_resolved: Callable[[SignalOutcome], None] | None = None,
+        on_follow_up: Callable[[Signal, FollowUp], None] | None = None,
     ) -> None:
         self.store = store
         self._on_resolved = on_resolved
+        self._on_follow_up = on_follow_up
+        # terminal follow-ups of resolved trade calls / watch notes, saved BEFORE their outcome (issue 14)
+        self._unsaved_follow_ups: dict[str, tuple[Signal, FollowUp]] = {}
         self.resync_s = resync_s
         self.retry_s = retry_s
         self._clock = clock
@@ -248,6 +259,8 @@ class OutcomeTracker:
         self._unfollow(sig)
         self._stats.resolved += 1
         self._unsaved[sig.id] = to_signal_outcome(sig, r)
+        if sig.kind != "gated":  # gated candidates were never posted: nothing to follow up
+            self._unsaved_follow_ups[sig.id] = (sig, terminal_follow_up(sig, r))
         log.info("signal resolved", signal_id=sig.id, symbol=sig.symbol, timeframe=sig.timeframe, kind=sig.kind,
                  pattern=sig.pattern, outcome=r.outcome, r=round(r.r_multiple, 3), bars=r.bars_held)
         await self._flush()
@@ -255,12 +268,20 @@ class OutcomeTracker:
     async def _flush(self) -> None:
         for sid in list(self._unsaved):
             outcome = self._unsaved[sid]
+            pending = self._unsaved_follow_ups.get(sid)
             try:
+                # the follow-up first: a crash before the outcome is written re-grades the signal (same candles, same
+                # follow-up, an idempotent upsert); the other way round the follow-up would be lost
+                if pending is not None:
+                    await self.store.save_follow_up(pending[1])
                 await self.store.save_outcome(outcome)
             except StoreError as exc:
                 self._stats.save_failures += 1
                 log.warning("outcome save failed; will retry", signal_id=sid, error=str(exc))
                 return
             del self._unsaved[sid]
+            self._unsaved_follow_ups.pop(sid, None)
             if self._on_resolved is not None:
                 self._on_resolved(outcome)
+            if pending is not None and self._on_follow_up is not None:
+                self._on_follow_up(*pending)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import structlog
@@ -42,10 +43,13 @@ def merged(files: Sequence[KlineFile]) -> Iterator[Candle]:
 
 
 async def replay_files(
-    files: Sequence[KlineFile], sink: CandleSink, *, speed: float | None = None, stop: asyncio.Event | None = None
+    files: Sequence[KlineFile], sink: CandleSink, *, speed: float | None = None, stop: asyncio.Event | None = None,
+    on_progress: Callable[[int, int, int], None] | None = None, progress_every_s: float = 5.0,
 ) -> int:
-    """Feed every candle to ``sink``; returns how many were fed (fewer if ``stop`` was set)."""
+    """Feed every candle to ``sink``; returns how many were fed (fewer if ``stop`` was set). ``on_progress(fed,
+    total, close ms of the last candle fed)`` is called at most every ``progress_every_s`` seconds and at the end."""
     total = sum(len(f.candles) for f in files)
+    progress = _Progress(on_progress, total, progress_every_s)
     log.info("replay starting", files=[str(f.path) for f in files], candles=total, speed=speed or "max")
     fed = 0
     chunk: list[Candle] = []
@@ -58,6 +62,7 @@ async def replay_files(
             if len(chunk) >= CHUNK:
                 await sink.on_candles(chunk, "replay")
                 fed += len(chunk)
+                progress.tick(fed, chunk[-1].close_time_ms + 1)
                 chunk = []
                 await asyncio.sleep(0)
             continue
@@ -73,8 +78,32 @@ async def replay_files(
         prev_close = candle.close_time_ms
         await sink.on_candles([candle], "replay")
         fed += 1
+        progress.tick(fed, candle.close_time_ms + 1)
     if chunk and not (stop is not None and stop.is_set()):
         await sink.on_candles(chunk, "replay")
         fed += len(chunk)
+        progress.last_close_ms = chunk[-1].close_time_ms + 1
+    progress.done(fed)
     log.info("replay finished", candles=fed, of=total)
     return fed
+
+
+class _Progress:
+    """Calls ``report`` at most every ``every_s`` seconds of wall time (and once at the end)."""
+
+    def __init__(self, report: Callable[[int, int, int], None] | None, total: int, every_s: float) -> None:
+        self.report = report
+        self.total = total
+        self.every_s = every_s
+        self.last_at = time.monotonic()
+        self.last_close_ms = 0
+
+    def tick(self, fed: int, close_ms: int) -> None:
+        self.last_close_ms = close_ms
+        if self.report is not None and time.monotonic() - self.last_at >= self.every_s:
+            self.last_at = time.monotonic()
+            self.report(fed, self.total, close_ms)
+
+    def done(self, fed: int) -> None:
+        if self.report is not None:
+            self.report(fed, self.total, self.last_close_ms)

@@ -22,6 +22,17 @@ from urllib.parse import urlsplit
 
 from src.analysis import timeframes
 from src.analysis.engine import AnalysisSettings
+from src.config.discord_routes import (
+    FOLLOW_UP_MODES,
+    ROUTE_KINDS,
+    FollowUpMode,
+    NotifyMode,
+    RouteKind,
+    RouteSpec,
+    parse_notifications,
+    parse_routes,
+    parse_utc_offset,
+)
 
 T = TypeVar("T")
 
@@ -104,6 +115,11 @@ class Config:
     discord_webhook_url: str | None = None
     discord_owner_ids: tuple[int, ...] = ()
     signal_max_age_seconds: int = 3600
+    # discord for a community (issue 14): routes, notification modes, follow-ups, the display offset
+    discord_routes: tuple[RouteSpec, ...] = ()
+    discord_notifications: dict[RouteKind, NotifyMode] = field(default_factory=lambda: dict.fromkeys(ROUTE_KINDS, "on"))
+    discord_follow_ups: FollowUpMode = "reply"
+    display_utc_offset: int = 0  # minutes east of UTC (DISPLAY_UTC_OFFSET=+02:00 -> 120)
     # binance
     binance_ws_url: str = "wss://fstream.binance.com/market"
     binance_rest_url: str = "https://fapi.binance.com"
@@ -281,7 +297,7 @@ class Config:
 
     def secret_values(self) -> list[str]:
         """The raw secret strings, for the log masking processor."""
-        vals = [getattr(self, name) for name in SECRET_FIELDS]
+        vals = [getattr(self, name) for name in SECRET_FIELDS] + [r.webhook_url for r in self.discord_routes]
         return [v for v in vals if isinstance(v, str) and len(v) >= 6]
 
     def describe(self) -> list[tuple[str, str]]:
@@ -295,6 +311,10 @@ class Config:
                 value = "ALL"
             if f.name in SECRET_FIELDS:
                 shown = mask_secret(value)
+            elif f.name == "discord_routes":
+                shown = " | ".join(r.describe() for r in self.discord_routes)  # webhook tokens masked
+            elif f.name == "discord_notifications":
+                shown = ",".join(f"{k}={v}" for k, v in self.discord_notifications.items())
             elif isinstance(value, tuple):
                 shown = ",".join(str(v) for v in value)
             elif value is None:
@@ -381,10 +401,6 @@ class _Reader:
             except ValueError:
                 self.bad("DISCORD_OWNER_IDS", owners, "comma-separated Discord user ids")
         c.signal_max_age_seconds = self.int_("SIGNAL_MAX_AGE_SECONDS", c.signal_max_age_seconds, 0)
-        if c.discord_token and c.discord_signals_channel_id is None:
-            self.problems.append(
-                "DISCORD_SIGNALS_CHANNEL_ID is unset: expected the id of the channel for signals when DISCORD_TOKEN is set"
-            )
 
         c.binance_ws_url = self.ws_url(self.raw("BINANCE_WS_URL") or c.binance_ws_url)
         c.binance_rest_url = (self.url("BINANCE_REST_URL", ("https", "http")) or c.binance_rest_url).rstrip("/")
@@ -393,6 +409,7 @@ class _Reader:
         c.binance_testnet = self.bool_("BINANCE_TESTNET", c.binance_testnet)
         c.symbols, c.symbols_all = self.symbols(self.raw("SYMBOLS"))
         c.timeframes = self.timeframes(self.raw("TIMEFRAMES"))
+        self.discord_community(c)
         c.warmup_candles = self.int_("WARMUP_CANDLES", c.warmup_candles, 0, 5000)
         c.candle_window = self.int_("CANDLE_WINDOW", c.candle_window, 50, 10000)
 
@@ -557,6 +574,46 @@ class _Reader:
         except ValueError:
             self.bad(name, value, "comma-separated Discord ids (numbers)")
             return ()
+
+    def discord_community(self, c: Config) -> None:
+        """DISCORD_ROUTES, DISCORD_NOTIFICATIONS, DISCORD_FOLLOW_UPS and DISPLAY_UTC_OFFSET (issue 14; syntax in
+        src/config/discord_routes.py), and the channel a bot token needs somewhere to post."""
+        routes_text = self.raw("DISCORD_ROUTES")
+        if routes_text is not None:
+            routes, problems, warnings = parse_routes(routes_text, symbols=c.symbols, symbols_all=c.symbols_all,
+                                                      configured_timeframes=c.timeframes)
+            c.discord_routes = tuple(routes)
+            self.problems += problems
+            self.warnings += warnings
+            legacy = {f"discord:{x}" for x in (c.discord_signals_channel_id, c.discord_watch_channel_id) if x}
+            for r in routes:
+                if r.channel_id is not None and not c.discord_token:
+                    self.problems.append(f"DISCORD_ROUTES route '{r.name}': channel= needs DISCORD_TOKEN (the bot posts "
+                                         "there); use webhook= to post without a bot")
+                if r.destination in legacy:
+                    self.problems.append(f"DISCORD_ROUTES route '{r.name}': channel {r.channel_id} is already "
+                                         "DISCORD_SIGNALS_CHANNEL_ID or DISCORD_WATCH_CHANNEL_ID; one channel, one route")
+        notifications = self.raw("DISCORD_NOTIFICATIONS")
+        if notifications is not None:
+            c.discord_notifications, problems = parse_notifications(notifications)
+            self.problems += problems
+        mode = (self.raw("DISCORD_FOLLOW_UPS") or c.discord_follow_ups).lower()
+        if mode not in FOLLOW_UP_MODES:
+            self.bad("DISCORD_FOLLOW_UPS", mode, "one of reply (a reply to the signal), thread (in a thread on it), off")
+        else:
+            c.discord_follow_ups = FOLLOW_UP_MODES[FOLLOW_UP_MODES.index(mode)]
+        offset = self.raw("DISPLAY_UTC_OFFSET")
+        if offset is not None:
+            minutes = parse_utc_offset(offset)
+            if minutes is None:
+                self.bad("DISPLAY_UTC_OFFSET", offset, "an offset from UTC like +02:00, -5 or +5:30 (-12 to +14 hours)")
+            else:
+                c.display_utc_offset = minutes
+        if c.discord_token and c.discord_signals_channel_id is None and not any(r.channel_id for r in c.discord_routes):
+            self.problems.append(
+                "DISCORD_SIGNALS_CHANNEL_ID is unset: expected the id of the channel for signals when DISCORD_TOKEN is set "
+                "(or a channel route in DISCORD_ROUTES)"
+            )
 
     def url(self, name: str, schemes: tuple[str, ...], secret: bool = False) -> str | None:
         value = self.raw(name)

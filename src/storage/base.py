@@ -21,6 +21,12 @@ from typing import Literal, Protocol, runtime_checkable
 
 import structlog
 
+from src.analysis.follow_ups import FOLLOW_UP_EVENTS as FOLLOW_UP_EVENTS
+from src.analysis.follow_ups import FOLLOW_UP_ORDER as FOLLOW_UP_ORDER
+from src.analysis.follow_ups import POSTED_FOLLOW_UP_EVENTS as POSTED_FOLLOW_UP_EVENTS
+from src.analysis.follow_ups import FollowUp as FollowUp
+from src.analysis.follow_ups import FollowUpEvent as FollowUpEvent
+from src.analysis.follow_ups import follow_up_sort_key as follow_up_sort_key
 from src.analysis.types import SIGNAL_KINDS, Candle, Evidence, InvalidCandle, Signal, SignalKind
 
 Outcome = Literal["WIN", "LOSS", "EXPIRED"]
@@ -370,10 +376,13 @@ class AnalysisStore(Protocol):
 @runtime_checkable
 class OutboxStore(Protocol):
     async def pending_deliveries(
-        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
+        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50,
+        since_ms: int | None = None,
     ) -> list[Signal]:
         """Signals of ``kinds`` with no 'sent' or 'skipped' delivery to ``destination``, oldest first (candle
-        time, id). Gated candidates are never returned, whatever ``kinds`` says."""
+        time, id). Gated candidates are never returned, whatever ``kinds`` says. With ``since_ms``, signals whose
+        candle opened earlier are left out unless ``destination`` has a delivery row for them already (an attempt
+        that may have reached Discord is still settled)."""
 
     async def record_delivery(self, delivery: Delivery) -> None:
         """Upsert the delivery row for (signal_id, destination)."""
@@ -392,13 +401,14 @@ class OutcomeStore(Protocol):
 
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None, resolved_before_ms: int | None = None,
+        pattern: str | None = None, since_ms: int | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]:
         """The live track record per (pattern, timeframe, population), ordered by those, in ONE query; cells
         without candidates are absent. ``tracked`` = candidates with an evidence assessment (p_win set) whose
-        gate_reason is in ``tracked_reasons``. Optional filters narrow it to one symbol / timeframe / pattern;
-        ``resolved_before_ms`` counts only outcomes resolved (candle close) before that time, so the record
-        as of a candle time is the same whenever it is read."""
+        gate_reason is in ``tracked_reasons``. Optional filters narrow it to one symbol / timeframe / pattern,
+        ``since_ms`` to candidates whose candle opened at or after it, and ``resolved_before_ms`` counts only
+        outcomes resolved (candle close) before that time, so the record as of a candle time is the same
+        whenever it is read."""
 
 
 @runtime_checkable
@@ -408,8 +418,127 @@ class QualityStore(Protocol):
     async def stream_quality(self) -> list[StreamQuality]: ...
 
 
+# ---------------------------------------------------------------------------- Discord community (issue 14)
+# (the follow-up types live with their rules in src/analysis/follow_ups.py and are re-exported here)
+HistoryOutcome = Literal["WIN", "LOSS", "EXPIRED", "OPEN"]
+HISTORY_OUTCOMES: tuple[HistoryOutcome, ...] = ("WIN", "LOSS", "EXPIRED", "OPEN")
+
+
+def follow_up_event(value: object, signal_id: str) -> FollowUpEvent:
+    """A stored follow-up event name, checked."""
+    for event in FOLLOW_UP_EVENTS:
+        if value == event:
+            return event
+    raise StoreError(f"signal {signal_id} has an invalid follow-up event {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpDelivery:
+    """Delivery state of one follow-up to one destination (keyed by signal id + event + destination)."""
+
+    signal_id: str
+    event: FollowUpEvent
+    destination: str
+    status: DeliveryStatus
+    message_id: str | None
+    attempts: int
+    last_error: str | None
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFollowUp:
+    """A follow-up ``destination`` still has to post, with its signal and the original message's id there."""
+
+    follow_up: FollowUp
+    signal: Signal
+    original_message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """``>watch``: ``destination`` ('discord:<channel id>' or 'dm:<user id>') gets ``symbol`` on ``timeframe``
+    ('' = every timeframe). ``created_by`` is the Discord user id who asked."""
+
+    destination: str
+    symbol: str
+    timeframe: str
+    created_by: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    """``>mute``: nothing of ``symbol`` ('' = every symbol) on ``timeframe`` ('' = every) is posted to
+    ``destination`` before ``until_ms``."""
+
+    destination: str
+    symbol: str
+    timeframe: str
+    until_ms: int
+    created_by: str
+    created_at_ms: int
+
+
 @runtime_checkable
-class Store(CandleStore, SignalStore, AnalysisStore, OutboxStore, OutcomeStore, QualityStore, Protocol):
+class FollowUpStore(Protocol):
+    async def save_follow_up(self, follow_up: FollowUp) -> bool:
+        """Store a follow-up; True if new, False if (signal_id, event) existed (the stored row is kept)."""
+
+    async def follow_ups(self, signal_id: str) -> list[FollowUp]:
+        """The signal's follow-ups in the order they happened."""
+
+    async def open_tp2_watches(self) -> list[tuple[Signal, FollowUp]]:
+        """Signals with two or more targets whose 'tp1' follow-up exists and no 'tp2' / 'tp2_missed' yet, with
+        that 'tp1' follow-up, oldest first."""
+
+    async def pending_follow_ups(self, destination: str, *, limit: int = 50) -> list[PendingFollowUp]:
+        """Follow-ups (never 'tp2_missed') whose signal was posted to ``destination`` ('sent' with a message id)
+        and that have no 'sent'/'skipped' follow-up delivery there; oldest event first (event time, signal id,
+        :data:`FOLLOW_UP_ORDER`)."""
+
+    async def record_follow_up_delivery(self, delivery: FollowUpDelivery) -> None:
+        """Upsert the row for (signal_id, event, destination)."""
+
+    async def get_follow_up_delivery(self, signal_id: str, event: FollowUpEvent, destination: str) -> FollowUpDelivery | None: ...
+
+
+@runtime_checkable
+class SubscriptionStore(Protocol):
+    async def save_subscription(self, subscription: Subscription) -> bool:
+        """Add a subscription; True if new (an existing one is kept as it was)."""
+
+    async def delete_subscriptions(self, destination: str, *, symbol: str | None = None,
+                                   timeframe: str | None = None) -> int:
+        """Remove the destination's subscriptions (None = any symbol / any timeframe); returns how many."""
+
+    async def subscriptions(self, destination: str | None = None) -> list[Subscription]:
+        """Every subscription (of one destination), ordered by destination, symbol, timeframe."""
+
+    async def save_mute(self, mute: Mute) -> None:
+        """Add or replace the mute for (destination, symbol, timeframe)."""
+
+    async def delete_mutes(self, destination: str, *, symbol: str | None = None, timeframe: str | None = None) -> int:
+        """Remove the destination's mutes (None = any symbol / any timeframe); returns how many."""
+
+    async def mutes(self, destination: str | None = None) -> list[Mute]:
+        """Every mute (of one destination), expired ones included, ordered by destination, symbol, timeframe."""
+
+
+@runtime_checkable
+class HistoryStore(Protocol):
+    async def signal_history(
+        self, *, kinds: Collection[SignalKind], symbol: str | None = None, timeframe: str | None = None,
+        pattern: str | None = None, outcome: HistoryOutcome | None = None, offset: int = 0, limit: int = 10,
+    ) -> list[tuple[Signal, SignalOutcome | None]]:
+        """Signals of ``kinds``, newest first (candle time, id), each with its outcome (None while open), filtered:
+        ``pattern`` is a substring of the pattern name; ``outcome`` 'OPEN' = no outcome yet. ``offset``/``limit``
+        page through them."""
+
+
+@runtime_checkable
+class Store(CandleStore, SignalStore, AnalysisStore, OutboxStore, OutcomeStore, QualityStore, FollowUpStore,
+            SubscriptionStore, HistoryStore, Protocol):
     """A complete backend. ``name`` is what logs and ``>status`` show (e.g. 'sqlite:./data/wyeli.db')."""
 
     name: str

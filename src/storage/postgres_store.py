@@ -42,16 +42,25 @@ from src.analysis.types import Candle, Signal, SignalKind, iso_to_ms, ms_to_iso
 from src.storage.base import (
     TRADE_CALLS_ONLY,
     Delivery,
+    FollowUp,
+    FollowUpDelivery,
+    FollowUpEvent,
     GateSeed,
+    HistoryOutcome,
     LiveTrack,
+    Mute,
+    PendingFollowUp,
     RejectingCandleWriter,
     SignalOutcome,
     StoreError,
     StoreUnavailable,
     StreamQuality,
+    Subscription,
     evidence_columns,
     evidence_dict,
     evidence_from,
+    follow_up_event,
+    follow_up_sort_key,
     population,
     signal_kind,
 )
@@ -176,6 +185,20 @@ _OUTCOME_COLS = (
 )
 
 
+_SIGNAL_WIDTH = _SIGNAL_COLS.count(",") + 1  # columns of a signal row; columns read after them start here
+_HISTORY_OUTCOME_COLS = (
+    f"p.signal_id, p.symbol_name, p.timeframe, p.pattern, p.direction, p.outcome, {_ms('p.entry_time')}, p.entry_price, "
+    f"{_ms('p.exit_time')}, p.exit_price, p.r_multiple, p.mfe, p.mae, p.fees, p.bars_held, p.confidence, "
+    f"{_ms('p.resolved_at')}"
+)
+_FOLLOW_UP_COLS = f"f.signal_id, f.event, {_ms('f.event_time')}, f.price, f.r_multiple, f.bars, f.entry_price"
+
+
+def _row_follow_up(r: Sequence[Any] | asyncpg.Record) -> FollowUp:
+    return FollowUp(signal_id=r[0], event=follow_up_event(r[1], r[0]), event_time_ms=int(r[2]), price=r[3],
+                    r_multiple=r[4], bars=r[5], entry_price=r[6])
+
+
 def _row_candle(r: asyncpg.Record) -> Candle:
     return Candle(
         symbol=r[0], timeframe=r[1], open_time_ms=r[2], close_time_ms=r[3], open=r[4], high=r[5], low=r[6], close=r[7],
@@ -203,7 +226,7 @@ def _feature(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def _row_outcome(r: asyncpg.Record) -> SignalOutcome:
+def _row_outcome(r: Sequence[Any] | asyncpg.Record) -> SignalOutcome:
     return SignalOutcome(
         signal_id=r[0], symbol=r[1], timeframe=r[2], pattern=r[3], direction=r[4], outcome=r[5], entry_time_ms=r[6],
         entry_price=r[7], exit_time_ms=r[8], exit_price=r[9], r_multiple=r[10], mfe_r=r[11], mae_r=r[12], fees=r[13],
@@ -534,18 +557,23 @@ class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
 
     # ------------------------------------------------------------------ outbox
     async def pending_deliveries(
-        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
+        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50,
+        since_ms: int | None = None,
     ) -> list[Signal]:
         wanted = [k for k in kinds if k != "gated"]  # gated candidates are never delivered
         if not wanted:
             return []
+        since = "" if since_ms is None else (
+            f"AND (s.candle_time >= {_ts('$4::bigint')} OR EXISTS (SELECT 1 FROM signal_deliveries a "
+            "WHERE a.signal_id = s.id AND a.destination = $1)) ")
         sql = (
-            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE s.kind = ANY($3::text[]) AND NOT EXISTS ("
+            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE s.kind = ANY($3::text[]) {since}AND NOT EXISTS ("
             "SELECT 1 FROM signal_deliveries d WHERE d.signal_id = s.id AND d.destination = $1 "
             "AND d.status IN ('sent', 'skipped')) ORDER BY s.candle_time ASC, s.id ASC LIMIT $2"
         )
+        args: list[Any] = [destination, max(0, limit), wanted] + ([] if since_ms is None else [since_ms])
         async with self._conn("pending_deliveries") as conn:
-            rows = await conn.fetch(sql, destination, max(0, limit), wanted)
+            rows = await conn.fetch(sql, *args)
         return [_row_signal(r) for r in rows]
 
     async def record_delivery(self, delivery: Delivery) -> None:
@@ -606,11 +634,16 @@ class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
 
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None, resolved_before_ms: int | None = None,
+        pattern: str | None = None, since_ms: int | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]:
         async with self._conn("live_track") as conn:
-            rows = await conn.fetch(f"SELECT * FROM wyeli_live_track($1::text[], $2, $3, $4, {_ts('$5::bigint')})",
-                                    sorted(set(tracked_reasons)), symbol, timeframe, pattern, resolved_before_ms)
+            if since_ms is None:
+                rows = await conn.fetch(f"SELECT * FROM wyeli_live_track($1::text[], $2, $3, $4, {_ts('$5::bigint')})",
+                                        sorted(set(tracked_reasons)), symbol, timeframe, pattern, resolved_before_ms)
+            else:
+                rows = await conn.fetch(
+                    f"SELECT * FROM wyeli_live_track_since($1::text[], $2, $3, $4, $5::bigint, {_ts('$6::bigint')})",
+                    sorted(set(tracked_reasons)), symbol, timeframe, pattern, since_ms, resolved_before_ms)
         return [
             LiveTrack(pattern=r[0], timeframe=r[1], population=population(r[2]), candidates=int(r[3]),
                       graded=int(r[4]), sum_r=float(r[5]), sum_r2=float(r[6]), wins=int(r[7]))
@@ -645,3 +678,139 @@ class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
         async with self._conn("stream_quality") as conn:
             rows = await conn.fetch(sql)
         return [_row_quality(r) for r in rows]
+
+
+    # ------------------------------------------------------------------ follow-ups (issue 14)
+    async def save_follow_up(self, follow_up: FollowUp) -> bool:
+        f = follow_up
+        sql = (
+            "INSERT INTO signal_follow_ups (signal_id, event, event_time, price, r_multiple, bars, entry_price) "
+            f"VALUES ($1, $2, {_ts('$3::bigint')}, $4, $5, $6, $7) ON CONFLICT (signal_id, event) DO NOTHING RETURNING 1"
+        )
+        async with self._conn("save_follow_up") as conn:
+            new = await conn.fetchval(sql, f.signal_id, f.event, f.event_time_ms, f.price, f.r_multiple, f.bars,
+                                      f.entry_price)
+        return new is not None
+
+    async def follow_ups(self, signal_id: str) -> list[FollowUp]:
+        async with self._conn("follow_ups") as conn:
+            rows = await conn.fetch(f"SELECT {_FOLLOW_UP_COLS} FROM signal_follow_ups f WHERE f.signal_id = $1", signal_id)
+        return sorted((_row_follow_up(r) for r in rows), key=follow_up_sort_key)
+
+    async def open_tp2_watches(self) -> list[tuple[Signal, FollowUp]]:
+        sql = (
+            f"SELECT {_SIGNAL_COLS}, {_FOLLOW_UP_COLS} FROM signals s JOIN signal_follow_ups f ON f.signal_id = s.id "
+            "AND f.event = 'tp1' WHERE cardinality(s.take_profits) >= 2 AND NOT EXISTS (SELECT 1 FROM signal_follow_ups g "
+            "WHERE g.signal_id = s.id AND g.event IN ('tp2', 'tp2_missed')) ORDER BY s.candle_time, s.id"
+        )
+        async with self._conn("open_tp2_watches") as conn:
+            rows = await conn.fetch(sql)
+        return [(_row_signal(r), _row_follow_up(tuple(r)[_SIGNAL_WIDTH:])) for r in rows]
+
+    async def pending_follow_ups(self, destination: str, *, limit: int = 50) -> list[PendingFollowUp]:
+        sql = (
+            f"SELECT {_SIGNAL_COLS}, {_FOLLOW_UP_COLS}, d.message_id FROM signal_follow_ups f "
+            "JOIN signals s ON s.id = f.signal_id "
+            "JOIN signal_deliveries d ON d.signal_id = f.signal_id AND d.destination = $1 AND d.status = 'sent' "
+            "AND d.message_id IS NOT NULL "
+            "WHERE f.event <> 'tp2_missed' AND NOT EXISTS (SELECT 1 FROM follow_up_deliveries x WHERE "
+            "x.signal_id = f.signal_id AND x.event = f.event AND x.destination = $1 AND x.status IN ('sent', 'skipped')) "
+            "ORDER BY f.event_time, f.signal_id, "
+            "array_position(ARRAY['invalidated', 'stopped', 'tp1', 'expired', 'tp2'], f.event) LIMIT $2"
+        )
+        async with self._conn("pending_follow_ups") as conn:
+            rows = await conn.fetch(sql, destination, max(0, limit))
+        return [PendingFollowUp(_row_follow_up(tuple(r)[_SIGNAL_WIDTH:]), _row_signal(r), str(r[_SIGNAL_WIDTH + 7]))
+                for r in rows]
+
+    async def record_follow_up_delivery(self, delivery: FollowUpDelivery) -> None:
+        d = delivery
+        sql = (
+            "INSERT INTO follow_up_deliveries (signal_id, event, destination, status, message_id, attempts, last_error, "
+            f"updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, {_ts('$8::bigint')}) "
+            "ON CONFLICT (signal_id, event, destination) DO UPDATE SET status = EXCLUDED.status, "
+            "message_id = EXCLUDED.message_id, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, "
+            "updated_at = EXCLUDED.updated_at"
+        )
+        async with self._conn("record_follow_up_delivery") as conn:
+            await conn.execute(sql, d.signal_id, d.event, d.destination, d.status, d.message_id, d.attempts, d.last_error,
+                               d.updated_at_ms)
+
+    async def get_follow_up_delivery(self, signal_id: str, event: FollowUpEvent, destination: str) -> FollowUpDelivery | None:
+        sql = (
+            f"SELECT signal_id, event, destination, status, message_id, attempts, last_error, {_ms('updated_at')} "
+            "FROM follow_up_deliveries WHERE signal_id = $1 AND event = $2 AND destination = $3"
+        )
+        async with self._conn("get_follow_up_delivery") as conn:
+            r = await conn.fetchrow(sql, signal_id, event, destination)
+        if r is None:
+            return None
+        return FollowUpDelivery(r[0], follow_up_event(r[1], r[0]), r[2], r[3], r[4], r[5], r[6], r[7])
+
+    # ------------------------------------------------------------------ subscriptions and mutes (issue 14)
+    async def save_subscription(self, subscription: Subscription) -> bool:
+        s = subscription
+        sql = (
+            "INSERT INTO discord_subscriptions (destination, symbol, timeframe, created_by, created_at) "
+            f"VALUES ($1, $2, $3, $4, {_ts('$5::bigint')}) ON CONFLICT (destination, symbol, timeframe) DO NOTHING RETURNING 1"
+        )
+        async with self._conn("save_subscription") as conn:
+            new = await conn.fetchval(sql, s.destination, s.symbol, s.timeframe, s.created_by, s.created_at_ms)
+        return new is not None
+
+    async def delete_subscriptions(self, destination: str, *, symbol: str | None = None,
+                                   timeframe: str | None = None) -> int:
+        return await self._delete_keyed("discord_subscriptions", destination, symbol, timeframe)
+
+    async def subscriptions(self, destination: str | None = None) -> list[Subscription]:
+        sql = (f"SELECT destination, symbol, timeframe, created_by, {_ms('created_at')} FROM discord_subscriptions "
+               "WHERE ($1::text IS NULL OR destination = $1) ORDER BY destination, symbol, timeframe")
+        async with self._conn("subscriptions") as conn:
+            rows = await conn.fetch(sql, destination)
+        return [Subscription(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+
+    async def save_mute(self, mute: Mute) -> None:
+        m = mute
+        sql = (
+            "INSERT INTO discord_mutes (destination, symbol, timeframe, until, created_by, created_at) "
+            f"VALUES ($1, $2, $3, {_ts('$4::bigint')}, $5, {_ts('$6::bigint')}) ON CONFLICT (destination, symbol, timeframe) "
+            "DO UPDATE SET until = EXCLUDED.until, created_by = EXCLUDED.created_by, created_at = EXCLUDED.created_at"
+        )
+        async with self._conn("save_mute") as conn:
+            await conn.execute(sql, m.destination, m.symbol, m.timeframe, m.until_ms, m.created_by, m.created_at_ms)
+
+    async def delete_mutes(self, destination: str, *, symbol: str | None = None, timeframe: str | None = None) -> int:
+        return await self._delete_keyed("discord_mutes", destination, symbol, timeframe)
+
+    async def mutes(self, destination: str | None = None) -> list[Mute]:
+        sql = (f"SELECT destination, symbol, timeframe, {_ms('until')}, created_by, {_ms('created_at')} FROM discord_mutes "
+               "WHERE ($1::text IS NULL OR destination = $1) ORDER BY destination, symbol, timeframe")
+        async with self._conn("mutes") as conn:
+            rows = await conn.fetch(sql, destination)
+        return [Mute(r[0], r[1], r[2], int(r[3]), r[4], int(r[5])) for r in rows]
+
+    async def _delete_keyed(self, table: str, destination: str, symbol: str | None, timeframe: str | None) -> int:
+        sql = (f"DELETE FROM {table} WHERE destination = $1 AND ($2::text IS NULL OR symbol = $2) "
+               "AND ($3::text IS NULL OR timeframe = $3)")
+        async with self._conn(f"delete from {table}") as conn:
+            status = await conn.execute(sql, destination, symbol, timeframe)
+        return int(status.split()[-1])
+
+    # ------------------------------------------------------------------ history (issue 14)
+    async def signal_history(
+        self, *, kinds: Collection[SignalKind], symbol: str | None = None, timeframe: str | None = None,
+        pattern: str | None = None, outcome: HistoryOutcome | None = None, offset: int = 0, limit: int = 10,
+    ) -> list[tuple[Signal, SignalOutcome | None]]:
+        if not kinds:
+            return []
+        sql = (
+            f"SELECT {_SIGNAL_COLS}, {_HISTORY_OUTCOME_COLS} FROM signals s LEFT JOIN signal_performance p ON p.signal_id = s.id "
+            "WHERE s.kind = ANY($1::text[]) AND ($2::text IS NULL OR s.symbol = $2) AND ($3::text IS NULL OR s.timeframe = $3) "
+            "AND ($4::text IS NULL OR strpos(s.pattern, $4) > 0) "
+            "AND ($5::text IS NULL OR ($5 = 'OPEN' AND p.signal_id IS NULL) OR p.outcome = $5) "
+            "ORDER BY s.candle_time DESC, s.id DESC OFFSET $6 LIMIT $7"
+        )
+        async with self._conn("signal_history") as conn:
+            rows = await conn.fetch(sql, list(kinds), symbol, timeframe, pattern, outcome, max(0, offset), max(0, limit))
+        return [(_row_signal(r), None if r[_SIGNAL_WIDTH] is None else _row_outcome(tuple(r)[_SIGNAL_WIDTH:]))
+                for r in rows]

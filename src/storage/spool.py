@@ -1,7 +1,8 @@
 """The outage spool: a Store wrapper that keeps the bot writing while a network store is down (SPEC 6, 12).
 
 Rules:
-- Writes (candles, signals, analysis commits, deliveries, outcomes, stream quality) go to the primary store. When it
+- Writes (candles, signals, analysis commits, deliveries, outcomes, stream quality, follow-ups and their
+  deliveries, trading records) go to the primary store. When it
   raises :class:`StoreUnavailable`, does not answer within ``write_timeout`` (5 s), or could not be
   opened (within ``open_timeout``, 20 s: a black-holed network must not hold up the start), the write
   is appended to a local SQLite
@@ -39,13 +40,20 @@ from src.analysis.types import Candle, Signal, SignalKind
 from src.storage.base import (
     TRADE_CALLS_ONLY,
     Delivery,
+    FollowUp,
+    FollowUpDelivery,
+    FollowUpEvent,
     GateSeed,
+    HistoryOutcome,
     LiveTrack,
+    Mute,
+    PendingFollowUp,
     SignalOutcome,
     Store,
     StoreError,
     StoreUnavailable,
     StreamQuality,
+    Subscription,
 )
 from src.storage.spool_trading import TRADING_OPS, SpoolTradingMixin
 from src.storage.sqlite_store import SqliteThread, transaction
@@ -415,6 +423,10 @@ class SpoolStore(SpoolTradingMixin):
             await self.primary.save_outcome(SignalOutcome(**orjson.loads(group[0].payload)))
         elif op in TRADING_OPS:
             await self._apply_trading(op, group[0].payload)
+        elif op == "follow_up":
+            await self.primary.save_follow_up(FollowUp(**orjson.loads(group[0].payload)))
+        elif op == "follow_up_delivery":
+            await self.primary.record_follow_up_delivery(FollowUpDelivery(**orjson.loads(group[0].payload)))
         else:
             raise StoreError(f"unknown spool operation {op!r}")
 
@@ -503,9 +515,10 @@ class SpoolStore(SpoolTradingMixin):
         return await self.primary.gate_seed(structure_window_ms=structure_window_ms)
 
     async def pending_deliveries(
-        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
+        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50,
+        since_ms: int | None = None,
     ) -> list[Signal]:
-        return await self.primary.pending_deliveries(destination, kinds=kinds, limit=limit)
+        return await self.primary.pending_deliveries(destination, kinds=kinds, limit=limit, since_ms=since_ms)
 
     async def get_delivery(self, signal_id: str, destination: str) -> Delivery | None:
         return await self.primary.get_delivery(signal_id, destination)
@@ -518,13 +531,63 @@ class SpoolStore(SpoolTradingMixin):
 
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None, resolved_before_ms: int | None = None,
+        pattern: str | None = None, since_ms: int | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]:
         return await self.primary.live_track(tracked_reasons, symbol=symbol, timeframe=timeframe, pattern=pattern,
-                                             resolved_before_ms=resolved_before_ms)
+                                             since_ms=since_ms, resolved_before_ms=resolved_before_ms)
 
     async def stream_quality(self) -> list[StreamQuality]:
         return await self.primary.stream_quality()
+
+    # ------------------------------------------------------------------ Discord community (issue 14)
+    # follow-ups and their deliveries are spooled like the other writes; subscriptions and mutes are user commands
+    # that go to the primary only (a command answers "the database is not reachable" rather than pretend)
+    async def save_follow_up(self, follow_up: FollowUp) -> bool:
+        return await self._write("follow_up", lambda: orjson.dumps(asdict(follow_up)),
+                                 lambda: self.primary.save_follow_up(follow_up), True)
+
+    async def record_follow_up_delivery(self, delivery: FollowUpDelivery) -> None:
+        await self._write("follow_up_delivery", lambda: orjson.dumps(asdict(delivery)),
+                          lambda: self.primary.record_follow_up_delivery(delivery), None)
+
+    async def follow_ups(self, signal_id: str) -> list[FollowUp]:
+        return await self.primary.follow_ups(signal_id)
+
+    async def open_tp2_watches(self) -> list[tuple[Signal, FollowUp]]:
+        return await self.primary.open_tp2_watches()
+
+    async def pending_follow_ups(self, destination: str, *, limit: int = 50) -> list[PendingFollowUp]:
+        return await self.primary.pending_follow_ups(destination, limit=limit)
+
+    async def get_follow_up_delivery(self, signal_id: str, event: FollowUpEvent, destination: str) -> FollowUpDelivery | None:
+        return await self.primary.get_follow_up_delivery(signal_id, event, destination)
+
+    async def save_subscription(self, subscription: Subscription) -> bool:
+        return await self.primary.save_subscription(subscription)
+
+    async def delete_subscriptions(self, destination: str, *, symbol: str | None = None,
+                                   timeframe: str | None = None) -> int:
+        return await self.primary.delete_subscriptions(destination, symbol=symbol, timeframe=timeframe)
+
+    async def subscriptions(self, destination: str | None = None) -> list[Subscription]:
+        return await self.primary.subscriptions(destination)
+
+    async def save_mute(self, mute: Mute) -> None:
+        await self.primary.save_mute(mute)
+
+    async def delete_mutes(self, destination: str, *, symbol: str | None = None, timeframe: str | None = None) -> int:
+        return await self.primary.delete_mutes(destination, symbol=symbol, timeframe=timeframe)
+
+    async def mutes(self, destination: str | None = None) -> list[Mute]:
+        return await self.primary.mutes(destination)
+
+    async def signal_history(
+        self, *, kinds: Collection[SignalKind], symbol: str | None = None, timeframe: str | None = None,
+        pattern: str | None = None, outcome: HistoryOutcome | None = None, offset: int = 0, limit: int = 10,
+    ) -> list[tuple[Signal, SignalOutcome | None]]:
+        return await self.primary.signal_history(kinds=kinds, symbol=symbol, timeframe=timeframe, pattern=pattern,
+                                                 outcome=outcome, offset=offset, limit=limit)
+
 
 
 def _groups(entries: list[_Entry]) -> list[list[_Entry]]:

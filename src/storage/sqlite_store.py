@@ -42,15 +42,24 @@ from src.analysis.types import Candle, InvalidCandle, Signal, SignalKind
 from src.storage.base import (
     TRADE_CALLS_ONLY,
     Delivery,
+    FollowUp,
+    FollowUpDelivery,
+    FollowUpEvent,
     GateSeed,
+    HistoryOutcome,
     LiveTrack,
+    Mute,
+    PendingFollowUp,
     SignalOutcome,
     StoreError,
     StoreUnavailable,
     StreamQuality,
+    Subscription,
     evidence_columns,
     evidence_dict,
     evidence_from,
+    follow_up_event,
+    follow_up_sort_key,
     plainly_valid,
     population,
     signal_kind,
@@ -364,6 +373,16 @@ def _marks(values: Collection[str]) -> str:
     return ",".join("?" * len(values))
 
 
+_FOLLOW_UP_COLS = "signal_id, event, event_time, price, r_multiple, bars, entry_price"
+_S_SIGNAL_COLS = ", ".join(f"s.{c.strip()}" for c in _SIGNAL_COLS.split(","))  # for queries that join other tables
+_EVENT_RANK_SQL = ("CASE f.event WHEN 'invalidated' THEN 0 WHEN 'stopped' THEN 1 WHEN 'tp1' THEN 2 WHEN 'expired' THEN 3 "
+                   "WHEN 'tp2' THEN 4 ELSE 5 END")
+
+
+def _row_follow_up(r: Sequence[Any]) -> FollowUp:
+    return FollowUp(signal_id=r[0], event=follow_up_event(r[1], r[0]), event_time_ms=r[2], price=r[3], r_multiple=r[4],
+                    bars=r[5], entry_price=r[6])
+
 
 class SqliteStore(SqliteTradingMixin):
     """The Store protocol on one SQLite file (see the module docstring for the rules); the TradingStore
@@ -606,17 +625,22 @@ class SqliteStore(SqliteTradingMixin):
 
     # ------------------------------------------------------------------ outbox
     async def pending_deliveries(
-        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
+        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50,
+        since_ms: int | None = None,
     ) -> list[Signal]:
         wanted = [k for k in kinds if k != "gated"]  # gated candidates are never delivered
         if not wanted:
             return []
+        since = "" if since_ms is None else (
+            "AND (candle_time >= ? OR EXISTS (SELECT 1 FROM signal_deliveries a WHERE a.signal_id = s.id "
+            "AND a.destination = ?)) ")
         sql = (
-            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE kind IN ({_marks(wanted)}) AND NOT EXISTS ("
+            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE kind IN ({_marks(wanted)}) {since}AND NOT EXISTS ("
             "SELECT 1 FROM signal_deliveries d WHERE d.signal_id = s.id AND d.destination = ? "
             "AND d.status IN ('sent', 'skipped')) ORDER BY candle_time ASC, id ASC LIMIT ?"
         )
-        args = (*wanted, destination, max(0, limit))
+        window: tuple[Any, ...] = () if since_ms is None else (since_ms, destination)
+        args = (*wanted, *window, destination, max(0, limit))
         return await self._db.run(lambda conn: [_row_signal(r) for r in conn.execute(sql, args)], "pending_deliveries")
 
     async def record_delivery(self, delivery: Delivery) -> None:
@@ -669,7 +693,7 @@ class SqliteStore(SqliteTradingMixin):
 
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None, resolved_before_ms: int | None = None,
+        pattern: str | None = None, since_ms: int | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]:
         reasons = sorted(set(tracked_reasons))
         tracked = f"(s.p_win IS NOT NULL AND s.gate_reason IN ({_marks(reasons)}))" if reasons else "0"
@@ -679,6 +703,9 @@ class SqliteStore(SqliteTradingMixin):
             if value is not None:
                 where.append(f"s.{column} = ?")
                 args.append(value)
+        if since_ms is not None:
+            where.append("s.candle_time >= ?")
+            args.append(since_ms)
         clause = f"AND {' AND '.join(where)}" if where else ""
         resolved = "" if resolved_before_ms is None else f"AND p.resolved_at < {int(resolved_before_ms)}"
         sql = (
@@ -719,3 +746,153 @@ class SqliteStore(SqliteTradingMixin):
     async def stream_quality(self) -> list[StreamQuality]:
         sql = f"SELECT {_QUALITY_COLS} FROM stream_quality ORDER BY symbol, timeframe"
         return await self._db.run(lambda conn: [_row_quality(r) for r in conn.execute(sql)], "stream_quality")
+
+
+    # ------------------------------------------------------------------ follow-ups (issue 14)
+    async def save_follow_up(self, follow_up: FollowUp) -> bool:
+        f = follow_up
+        row = (f.signal_id, f.event, f.event_time_ms, f.price, f.r_multiple, f.bars, f.entry_price, _now_ms())
+        sql = (f"INSERT INTO signal_follow_ups ({_FOLLOW_UP_COLS}, created_at) VALUES (?,?,?,?,?,?,?,?) "
+               "ON CONFLICT (signal_id, event) DO NOTHING")
+        return await self._db.run(lambda conn: write(conn, sql, [row]) == 1, "save_follow_up")
+
+    async def follow_ups(self, signal_id: str) -> list[FollowUp]:
+        sql = f"SELECT {_FOLLOW_UP_COLS} FROM signal_follow_ups WHERE signal_id = ?"
+        rows = await self._db.run(lambda conn: [_row_follow_up(r) for r in conn.execute(sql, (signal_id,))], "follow_ups")
+        return sorted(rows, key=follow_up_sort_key)
+
+    async def open_tp2_watches(self) -> list[tuple[Signal, FollowUp]]:
+        cols = ", ".join(f"f.{c.strip()}" for c in _FOLLOW_UP_COLS.split(","))
+        sql = (
+            f"SELECT {_S_SIGNAL_COLS}, {cols} FROM signals s JOIN signal_follow_ups f ON f.signal_id = s.id "
+            "AND f.event = 'tp1' WHERE json_array_length(s.take_profits) >= 2 AND NOT EXISTS (SELECT 1 FROM "
+            "signal_follow_ups g WHERE g.signal_id = s.id AND g.event IN ('tp2', 'tp2_missed')) "
+            "ORDER BY s.candle_time ASC, s.id ASC"
+        )
+        n = _SIGNAL_COLS.count(",") + 1
+
+        def q(conn: sqlite3.Connection) -> list[tuple[Signal, FollowUp]]:
+            return [(_row_signal(r[:n]), _row_follow_up(r[n:])) for r in conn.execute(sql)]
+
+        return await self._db.run(q, "open_tp2_watches")
+
+    async def pending_follow_ups(self, destination: str, *, limit: int = 50) -> list[PendingFollowUp]:
+        cols = ", ".join(f"f.{c.strip()}" for c in _FOLLOW_UP_COLS.split(","))
+        sql = (
+            f"SELECT {_S_SIGNAL_COLS}, {cols}, d.message_id FROM signal_follow_ups f "
+            "JOIN signals s ON s.id = f.signal_id "
+            "JOIN signal_deliveries d ON d.signal_id = f.signal_id AND d.destination = ? AND d.status = 'sent' "
+            "AND d.message_id IS NOT NULL "
+            "WHERE f.event <> 'tp2_missed' AND NOT EXISTS (SELECT 1 FROM follow_up_deliveries x WHERE "
+            "x.signal_id = f.signal_id AND x.event = f.event AND x.destination = ? AND x.status IN ('sent', 'skipped')) "
+            f"ORDER BY f.event_time ASC, f.signal_id ASC, {_EVENT_RANK_SQL} LIMIT ?"
+        )
+        n = _SIGNAL_COLS.count(",") + 1
+        m = n + _FOLLOW_UP_COLS.count(",") + 1
+
+        def q(conn: sqlite3.Connection) -> list[PendingFollowUp]:
+            return [PendingFollowUp(_row_follow_up(r[n:m]), _row_signal(r[:n]), str(r[m]))
+                    for r in conn.execute(sql, (destination, destination, max(0, limit)))]
+
+        return await self._db.run(q, "pending_follow_ups")
+
+    async def record_follow_up_delivery(self, delivery: FollowUpDelivery) -> None:
+        d = delivery
+        row = (d.signal_id, d.event, d.destination, d.status, d.message_id, d.attempts, d.last_error, d.updated_at_ms)
+        sql = (
+            "INSERT INTO follow_up_deliveries (signal_id, event, destination, status, message_id, attempts, last_error, "
+            "updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (signal_id, event, destination) DO UPDATE SET "
+            "status=excluded.status, message_id=excluded.message_id, attempts=excluded.attempts, "
+            "last_error=excluded.last_error, updated_at=excluded.updated_at"
+        )
+        await self._db.run(lambda conn: write(conn, sql, [row]), "record_follow_up_delivery")
+
+    async def get_follow_up_delivery(self, signal_id: str, event: FollowUpEvent, destination: str) -> FollowUpDelivery | None:
+        sql = (
+            "SELECT signal_id, event, destination, status, message_id, attempts, last_error, updated_at "
+            "FROM follow_up_deliveries WHERE signal_id = ? AND event = ? AND destination = ?"
+        )
+
+        def q(conn: sqlite3.Connection) -> FollowUpDelivery | None:
+            r = conn.execute(sql, (signal_id, event, destination)).fetchone()
+            return None if r is None else FollowUpDelivery(r[0], follow_up_event(r[1], r[0]), r[2], r[3], r[4], r[5],
+                                                            r[6], r[7])
+
+        return await self._db.run(q, "get_follow_up_delivery")
+
+    # ------------------------------------------------------------------ subscriptions and mutes (issue 14)
+    async def save_subscription(self, subscription: Subscription) -> bool:
+        s = subscription
+        sql = ("INSERT INTO discord_subscriptions (destination, symbol, timeframe, created_by, created_at) "
+               "VALUES (?,?,?,?,?) ON CONFLICT (destination, symbol, timeframe) DO NOTHING")
+        row = (s.destination, s.symbol, s.timeframe, s.created_by, s.created_at_ms)
+        return await self._db.run(lambda conn: write(conn, sql, [row]) == 1, "save_subscription")
+
+    async def delete_subscriptions(self, destination: str, *, symbol: str | None = None,
+                                   timeframe: str | None = None) -> int:
+        return await self._delete_keyed("discord_subscriptions", destination, symbol, timeframe)
+
+    async def subscriptions(self, destination: str | None = None) -> list[Subscription]:
+        where, args = ("WHERE destination = ?", (destination,)) if destination is not None else ("", ())
+        sql = ("SELECT destination, symbol, timeframe, created_by, created_at FROM discord_subscriptions "
+               f"{where} ORDER BY destination, symbol, timeframe")
+        return await self._db.run(lambda conn: [Subscription(*r) for r in conn.execute(sql, args)], "subscriptions")
+
+    async def save_mute(self, mute: Mute) -> None:
+        m = mute
+        sql = ("INSERT INTO discord_mutes (destination, symbol, timeframe, until, created_by, created_at) "
+               "VALUES (?,?,?,?,?,?) ON CONFLICT (destination, symbol, timeframe) DO UPDATE SET until=excluded.until, "
+               "created_by=excluded.created_by, created_at=excluded.created_at")
+        row = (m.destination, m.symbol, m.timeframe, m.until_ms, m.created_by, m.created_at_ms)
+        await self._db.run(lambda conn: write(conn, sql, [row]), "save_mute")
+
+    async def delete_mutes(self, destination: str, *, symbol: str | None = None, timeframe: str | None = None) -> int:
+        return await self._delete_keyed("discord_mutes", destination, symbol, timeframe)
+
+    async def mutes(self, destination: str | None = None) -> list[Mute]:
+        where, args = ("WHERE destination = ?", (destination,)) if destination is not None else ("", ())
+        sql = ("SELECT destination, symbol, timeframe, until, created_by, created_at FROM discord_mutes "
+               f"{where} ORDER BY destination, symbol, timeframe")
+        return await self._db.run(lambda conn: [Mute(*r) for r in conn.execute(sql, args)], "mutes")
+
+    async def _delete_keyed(self, table: str, destination: str, symbol: str | None, timeframe: str | None) -> int:
+        where = ["destination = ?"]
+        args: list[Any] = [destination]
+        for column, value in (("symbol", symbol), ("timeframe", timeframe)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = f"DELETE FROM {table} WHERE {' AND '.join(where)}"
+        return await self._db.run(lambda conn: write(conn, sql, [args]), f"delete from {table}")
+
+    # ------------------------------------------------------------------ history (issue 14)
+    async def signal_history(
+        self, *, kinds: Collection[SignalKind], symbol: str | None = None, timeframe: str | None = None,
+        pattern: str | None = None, outcome: HistoryOutcome | None = None, offset: int = 0, limit: int = 10,
+    ) -> list[tuple[Signal, SignalOutcome | None]]:
+        if not kinds:
+            return []
+        where = [f"s.kind IN ({_marks(kinds)})"]
+        args: list[Any] = list(kinds)
+        for column, value in (("symbol", symbol), ("timeframe", timeframe)):
+            if value is not None:
+                where.append(f"s.{column} = ?")
+                args.append(value)
+        if pattern is not None:
+            where.append("instr(s.pattern, ?) > 0")
+            args.append(pattern)
+        if outcome == "OPEN":
+            where.append("p.signal_id IS NULL")
+        elif outcome is not None:
+            where.append("p.outcome = ?")
+            args.append(outcome)
+        outcome_cols = ", ".join(f"p.{c.strip()}" for c in _OUTCOME_COLS.split(","))
+        sql = (f"SELECT {_S_SIGNAL_COLS}, {outcome_cols} FROM signals s LEFT JOIN signal_performance p ON p.signal_id = s.id "
+               f"WHERE {' AND '.join(where)} ORDER BY s.candle_time DESC, s.id DESC LIMIT ? OFFSET ?")
+        args += [max(0, limit), max(0, offset)]
+        n = _SIGNAL_COLS.count(",") + 1
+
+        def q(conn: sqlite3.Connection) -> list[tuple[Signal, SignalOutcome | None]]:
+            return [(_row_signal(r[:n]), None if r[n] is None else _row_outcome(r[n:])) for r in conn.execute(sql, args)]
+
+        return await self._db.run(q, "signal_history")

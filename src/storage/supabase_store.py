@@ -26,9 +26,10 @@ Rules:
   lists by offset, until an empty page, so a lower server cap never truncates a result;
 - queries PostgREST cannot express as filters (anti-joins, aggregates) are SQL functions called
   through ``/rpc``: ``wyeli_open_signals`` (001), ``wyeli_pending_deliveries_by_kind``, ``wyeli_last_emitted``,
-  ``wyeli_recent_structures`` and ``wyeli_live_track`` (002); and so is what must be one transaction
-  (``wyeli_commit_analysis``: a batch's candidates with the streams' "analysed up to" watermarks;
-  ``wyeli_drop_candles_after``; migration 003);
+  ``wyeli_recent_structures`` and ``wyeli_live_track`` (002), ``wyeli_pending_follow_ups``,
+  ``wyeli_open_tp2_watches``, ``wyeli_pending_deliveries_since``, ``wyeli_signal_history`` and
+  ``wyeli_live_track_since`` (005); and so is what must be one transaction (``wyeli_commit_analysis``: a
+  batch's candidates with the streams' "analysed up to" watermarks; ``wyeli_drop_candles_after``; migration 003);
 - times: timestamptz columns carry ISO-8601 text; conversion to and from epoch ms is exact.
 """
 
@@ -58,16 +59,25 @@ from src.analysis.types import Candle, Signal, SignalKind, iso_to_ms, ms_to_iso
 from src.storage.base import (
     TRADE_CALLS_ONLY,
     Delivery,
+    FollowUp,
+    FollowUpDelivery,
+    FollowUpEvent,
     GateSeed,
+    HistoryOutcome,
     LiveTrack,
+    Mute,
+    PendingFollowUp,
     RejectingCandleWriter,
     SignalOutcome,
     StoreError,
     StoreUnavailable,
     StreamQuality,
+    Subscription,
     evidence_columns,
     evidence_dict,
     evidence_from,
+    follow_up_event,
+    follow_up_sort_key,
     population,
     signal_kind,
 )
@@ -262,6 +272,33 @@ def row_quality(r: dict[str, Any]) -> StreamQuality:
     )
 
 
+_FOLLOW_UP_COLS = "signal_id,event,event_time,price,r_multiple,bars,entry_price"
+_FOLLOW_UP_DELIVERY_COLS = "signal_id,event,destination,status,message_id,attempts,last_error,updated_at"
+
+
+def follow_up_row(f: FollowUp) -> dict[str, Any]:
+    return {"signal_id": f.signal_id, "event": f.event, "event_time": ms_to_ts(f.event_time_ms), "price": f.price,
+            "r_multiple": f.r_multiple, "bars": f.bars, "entry_price": f.entry_price}
+
+
+def row_follow_up(r: dict[str, Any]) -> FollowUp:
+    return FollowUp(signal_id=r["signal_id"], event=follow_up_event(r["event"], r["signal_id"]),
+                    event_time_ms=ts_to_ms(r["event_time"]), price=float(r["price"]), r_multiple=float(r["r_multiple"]),
+                    bars=int(r["bars"]), entry_price=float(r["entry_price"]))
+
+
+def follow_up_delivery_row(d: FollowUpDelivery) -> dict[str, Any]:
+    return {"signal_id": d.signal_id, "event": d.event, "destination": d.destination, "status": d.status,
+            "message_id": d.message_id, "attempts": d.attempts, "last_error": d.last_error,
+            "updated_at": ms_to_ts(d.updated_at_ms)}
+
+
+def row_follow_up_delivery(r: dict[str, Any]) -> FollowUpDelivery:
+    return FollowUpDelivery(signal_id=r["signal_id"], event=follow_up_event(r["event"], r["signal_id"]),
+                            destination=r["destination"], status=r["status"], message_id=r["message_id"],
+                            attempts=int(r["attempts"]), last_error=r["last_error"], updated_at_ms=ts_to_ms(r["updated_at"]))
+
+
 def is_transient(exc: BaseException, status: int) -> bool:
     """True when retrying may succeed: network errors, timeouts, 408/425/429/5xx, or a transient SQLSTATE."""
     if isinstance(exc, httpx.TransportError | TimeoutError | OSError):
@@ -339,8 +376,9 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
             # The client is published only once the schema check passed: a concurrent call must never get a
             # half-opened client that a failed (or timed-out) open then closes under it.
             try:
+                # every recorded version, not just the newest: numbered files can be pasted out of order
                 res = await self._call("check schema", lambda c: c.table("schema_migrations").select("version")
-                                       .order("version", desc=True).execute(), client=client)
+                                       .order("version", desc=True).limit(1000).execute(), client=client)
             except BaseException:
                 await http.aclose()
                 raise
@@ -607,15 +645,21 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
 
     # ------------------------------------------------------------------ outbox
     async def pending_deliveries(
-        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
+        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50,
+        since_ms: int | None = None,
     ) -> list[Signal]:
         wanted = max(0, limit)
         kind_list = sorted({k for k in kinds if k != "gated"})  # gated candidates are never delivered
         if wanted == 0 or not kind_list:
             return []
-        rows = await self._pages("pending deliveries", lambda c, off, n: c.rpc(
-            "wyeli_pending_deliveries_by_kind", {"p_destination": destination, "p_kinds": kind_list, "p_limit": wanted})
-            .order("candle_time").order("id").range(off, off + n - 1).execute())
+        if since_ms is None:
+            fn, args = "wyeli_pending_deliveries_by_kind", {"p_destination": destination, "p_kinds": kind_list,
+                                                           "p_limit": wanted}
+        else:
+            fn, args = "wyeli_pending_deliveries_since", {"p_destination": destination, "p_kinds": kind_list,
+                                                         "p_since_ms": since_ms, "p_limit": wanted}
+        rows = await self._pages("pending deliveries", lambda c, off, n: c.rpc(fn, args)
+                                 .order("candle_time").order("id").range(off, off + n - 1).execute())
         return [row_signal(r) for r in rows[:wanted]]
 
     async def record_delivery(self, delivery: Delivery) -> None:
@@ -642,12 +686,15 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
 
     async def live_track(
         self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
-        pattern: str | None = None, resolved_before_ms: int | None = None,
+        pattern: str | None = None, since_ms: int | None = None, resolved_before_ms: int | None = None,
     ) -> list[LiveTrack]:
-        args = {"p_tracked": sorted(set(tracked_reasons)), "p_symbol": symbol, "p_timeframe": timeframe,
-                "p_pattern": pattern,
-                "p_resolved_before": None if resolved_before_ms is None else ms_to_ts(resolved_before_ms)}
-        rows = await self._pages("live track", lambda c, off, n: c.rpc("wyeli_live_track", args)
+        args: dict[str, Any] = {"p_tracked": sorted(set(tracked_reasons)), "p_symbol": symbol, "p_timeframe": timeframe,
+                                "p_pattern": pattern,
+                                "p_resolved_before": None if resolved_before_ms is None else ms_to_ts(resolved_before_ms)}
+        fn = "wyeli_live_track"
+        if since_ms is not None:
+            fn, args["p_since_ms"] = "wyeli_live_track_since", since_ms
+        rows = await self._pages("live track", lambda c, off, n: c.rpc(fn, args)
                                  .order("pattern").order("timeframe").order("population").range(off, off + n - 1).execute())
         return [
             LiveTrack(pattern=r["pattern"], timeframe=r["timeframe"], population=population(r["population"]),
@@ -668,6 +715,147 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
         rows = await self._pages("stream quality", lambda c, off, n: c.table("stream_quality").select(_QUALITY_COLS)
                                  .order("symbol").order("timeframe").range(off, off + n - 1).execute())
         return [row_quality(r) for r in rows]
+
+    # ------------------------------------------------------------------ follow-ups (issue 14)
+    async def save_follow_up(self, follow_up: FollowUp) -> bool:
+        row = follow_up_row(follow_up)
+        inserted = await self._call("save follow-up", lambda c: c.table("signal_follow_ups").upsert(
+            [row], on_conflict="signal_id,event", returning=ReturnMethod.representation, ignore_duplicates=True).execute())
+        return bool(inserted)
+
+    async def follow_ups(self, signal_id: str) -> list[FollowUp]:
+        rows = await self._pages("follow-ups", lambda c, off, n: c.table("signal_follow_ups").select(_FOLLOW_UP_COLS)
+                                 .eq("signal_id", signal_id).order("event_time").order("event")
+                                 .range(off, off + n - 1).execute())
+        return sorted((row_follow_up(r) for r in rows), key=follow_up_sort_key)
+
+    async def open_tp2_watches(self) -> list[tuple[Signal, FollowUp]]:
+        rows = await self._pages("open tp2 watches", lambda c, off, n: c.rpc("wyeli_open_tp2_watches", {})
+                                 .order("candle_time").order("id").range(off, off + n - 1).execute())
+        signals = [row_signal(r) for r in rows]
+        tp1 = {f.signal_id: f for f in await self._follow_ups_of([s.id for s in signals], event="tp1")}
+        return [(s, tp1[s.id]) for s in signals if s.id in tp1]
+
+    async def _follow_ups_of(self, signal_ids: Sequence[str], *, event: str) -> list[FollowUp]:
+        rows = await self._rows_in("follow-ups", "signal_follow_ups", _FOLLOW_UP_COLS, "signal_id", signal_ids,
+                                   ("event", event))
+        return [row_follow_up(r) for r in rows]
+
+    async def _rows_in(self, what: str, table: str, columns: str, key: str, values: Sequence[str],
+                       eq: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+        """Rows whose ``key`` is one of ``values`` (100 per request: keeps the query string short)."""
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(values), 100):
+            chunk = list(values[i:i + 100])
+
+            def page(c: AsyncClient, off: int, n: int, chunk: list[str] = chunk) -> Awaitable[Any]:
+                q = c.table(table).select(columns).in_(key, chunk)
+                if eq is not None:
+                    q = q.eq(eq[0], eq[1])
+                return q.order(key).range(off, off + n - 1).execute()
+
+            out += await self._pages(what, page)
+        return out
+
+    async def pending_follow_ups(self, destination: str, *, limit: int = 50) -> list[PendingFollowUp]:
+        wanted = max(0, limit)
+        if wanted == 0:
+            return []
+        rows = await self._pages("pending follow-ups", lambda c, off, n: c.rpc(
+            "wyeli_pending_follow_ups", {"p_destination": destination, "p_limit": wanted})
+            .range(off, off + n - 1).execute())
+        rows = rows[:wanted]
+        signals = {s.id: s for s in await self._signals_by_id(sorted({str(r["signal_id"]) for r in rows}))}
+        return [PendingFollowUp(row_follow_up(r), signals[r["signal_id"]], str(r["original_message_id"]))
+                for r in rows if r["signal_id"] in signals]
+
+    async def _signals_by_id(self, ids: Sequence[str]) -> list[Signal]:
+        return [row_signal(r) for r in await self._rows_in("signals by id", "signals", _SIGNAL_COLS, "id", ids)]
+
+    async def record_follow_up_delivery(self, delivery: FollowUpDelivery) -> None:
+        await self._upsert("record follow-up delivery", "follow_up_deliveries", [follow_up_delivery_row(delivery)],
+                           "signal_id,event,destination")
+
+    async def get_follow_up_delivery(self, signal_id: str, event: FollowUpEvent, destination: str) -> FollowUpDelivery | None:
+        rows = await self._call("get follow-up delivery", lambda c: c.table("follow_up_deliveries")
+                                .select(_FOLLOW_UP_DELIVERY_COLS).eq("signal_id", signal_id).eq("event", event)
+                                .eq("destination", destination).limit(1).execute())
+        return row_follow_up_delivery(rows[0]) if rows else None
+
+    # ------------------------------------------------------------------ subscriptions and mutes (issue 14)
+    async def save_subscription(self, subscription: Subscription) -> bool:
+        s = subscription
+        row = {"destination": s.destination, "symbol": s.symbol, "timeframe": s.timeframe, "created_by": s.created_by,
+               "created_at": ms_to_ts(s.created_at_ms)}
+        inserted = await self._call("save subscription", lambda c: c.table("discord_subscriptions").upsert(
+            [row], on_conflict="destination,symbol,timeframe", returning=ReturnMethod.representation,
+            ignore_duplicates=True).execute())
+        return bool(inserted)
+
+    async def delete_subscriptions(self, destination: str, *, symbol: str | None = None,
+                                   timeframe: str | None = None) -> int:
+        return await self._delete_keyed("discord_subscriptions", destination, symbol, timeframe)
+
+    async def subscriptions(self, destination: str | None = None) -> list[Subscription]:
+        def page(c: AsyncClient, off: int, n: int) -> Awaitable[Any]:
+            q = c.table("discord_subscriptions").select("destination,symbol,timeframe,created_by,created_at")
+            if destination is not None:
+                q = q.eq("destination", destination)
+            return q.order("destination").order("symbol").order("timeframe").range(off, off + n - 1).execute()
+
+        rows = await self._pages("subscriptions", page)
+        return [Subscription(r["destination"], r["symbol"], r["timeframe"], r["created_by"], ts_to_ms(r["created_at"]))
+                for r in rows]
+
+    async def save_mute(self, mute: Mute) -> None:
+        m = mute
+        row = {"destination": m.destination, "symbol": m.symbol, "timeframe": m.timeframe, "until": ms_to_ts(m.until_ms),
+               "created_by": m.created_by, "created_at": ms_to_ts(m.created_at_ms)}
+        await self._upsert("save mute", "discord_mutes", [row], "destination,symbol,timeframe")
+
+    async def delete_mutes(self, destination: str, *, symbol: str | None = None, timeframe: str | None = None) -> int:
+        return await self._delete_keyed("discord_mutes", destination, symbol, timeframe)
+
+    async def mutes(self, destination: str | None = None) -> list[Mute]:
+        def page(c: AsyncClient, off: int, n: int) -> Awaitable[Any]:
+            q = c.table("discord_mutes").select("destination,symbol,timeframe,until,created_by,created_at")
+            if destination is not None:
+                q = q.eq("destination", destination)
+            return q.order("destination").order("symbol").order("timeframe").range(off, off + n - 1).execute()
+
+        rows = await self._pages("mutes", page)
+        return [Mute(r["destination"], r["symbol"], r["timeframe"], ts_to_ms(r["until"]), r["created_by"],
+                     ts_to_ms(r["created_at"])) for r in rows]
+
+    async def _delete_keyed(self, table: str, destination: str, symbol: str | None, timeframe: str | None) -> int:
+        def request(c: AsyncClient) -> Awaitable[Any]:
+            q = c.table(table).delete(count=CountMethod.exact, returning=ReturnMethod.minimal).eq("destination", destination)
+            if symbol is not None:
+                q = q.eq("symbol", symbol)
+            if timeframe is not None:
+                q = q.eq("timeframe", timeframe)
+            return q.execute()
+
+        return await self._count_call(f"delete from {table}", request)
+
+    # ------------------------------------------------------------------ history (issue 14)
+    async def signal_history(
+        self, *, kinds: Collection[SignalKind], symbol: str | None = None, timeframe: str | None = None,
+        pattern: str | None = None, outcome: HistoryOutcome | None = None, offset: int = 0, limit: int = 10,
+    ) -> list[tuple[Signal, SignalOutcome | None]]:
+        wanted = max(0, limit)
+        if not kinds or wanted == 0:
+            return []
+        args = {"p_kinds": sorted(set(kinds)), "p_symbol": symbol, "p_timeframe": timeframe, "p_pattern": pattern,
+                "p_outcome": outcome, "p_offset": max(0, offset), "p_limit": wanted}
+        rows = await self._pages("signal history", lambda c, off, n: c.rpc("wyeli_signal_history", args)
+                                 .range(off, off + n - 1).execute())
+        signals = [row_signal(r) for r in rows[:wanted]]
+        found = await self._rows_in("signal history outcomes", "signal_performance", _OUTCOME_COLS, "signal_id",
+                                    [s.id for s in signals])
+        outcomes = {r["signal_id"]: row_outcome(r) for r in found}
+        return [(s, outcomes.get(s.id)) for s in signals]
+
 
 
 def _upsert_request(table: str, rows: list[dict[str, Any]], on_conflict: str, c: AsyncClient) -> Awaitable[Any]:

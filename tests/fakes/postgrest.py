@@ -8,8 +8,9 @@ It implements what the bot's Supabase store uses, the way PostgREST does it:
   written (for ignore-duplicates only the inserted ones);
 - ``DELETE /rest/v1/<table>?<filters>`` with ``Prefer: count=exact`` -> 204 and ``Content-Range: */N``;
 - ``POST /rest/v1/rpc/<fn>`` for the ``wyeli_*`` SQL functions of 001_create_schema.sql,
-  002_signal_kinds_and_evidence.sql and 003_analysis_watermarks.sql (``wyeli_commit_analysis`` is
-  all-or-nothing, like its one transaction; scalar results come back as a bare JSON value, as PostgREST does);
+  002_signal_kinds_and_evidence.sql, 003_analysis_watermarks.sql (``wyeli_commit_analysis`` is
+  all-or-nothing, like its one transaction; scalar results come back as a bare JSON value, as PostgREST does)
+  and 005_discord_community.sql;
 - timestamptz values come back in Postgres's JSON form (``2023-11-14T22:00:00.123+00:00``).
 
 Every request must carry ``apikey: <key>`` and ``Authorization: Bearer <key>`` and name the schema
@@ -90,6 +91,37 @@ TABLES: dict[str, dict[str, Any]] = {
         "checks": {"direction": ("LONG", "SHORT"), "outcome": ("WIN", "LOSS", "EXPIRED")},
         "fk": {"signal_id": ("signals", "id")},
     },
+    # migration 005
+    "signal_follow_ups": {
+        "columns": {"signal_id": "text", "event": "text", "event_time": "ts", "price": "float", "r_multiple": "float",
+                    "bars": "int", "entry_price": "float", "created_at": "ts"},
+        "key": ("signal_id", "event"),
+        "not_null": {"signal_id", "event", "event_time", "price", "r_multiple", "bars", "entry_price", "created_at"},
+        "defaults": {"bars": 0, "created_at": "now"},
+        "checks": {"event": ("tp1", "tp2", "stopped", "expired", "invalidated", "tp2_missed")},
+        "fk": {"signal_id": ("signals", "id")},
+    },
+    "follow_up_deliveries": {
+        "columns": {"signal_id": "text", "event": "text", "destination": "text", "status": "text", "message_id": "text",
+                    "attempts": "int", "last_error": "text", "updated_at": "ts"},
+        "key": ("signal_id", "event", "destination"),
+        "not_null": {"signal_id", "event", "destination", "status", "attempts", "updated_at"},
+        "defaults": {"attempts": 0, "updated_at": "now"}, "checks": {"status": ("pending", "sent", "skipped", "failed")},
+        "fk": {"signal_id": ("signals", "id")},
+    },
+    "discord_subscriptions": {
+        "columns": {"destination": "text", "symbol": "text", "timeframe": "text", "created_by": "text", "created_at": "ts"},
+        "key": ("destination", "symbol", "timeframe"), "not_null": {"destination", "symbol", "timeframe", "created_by",
+                                                                     "created_at"},
+        "defaults": {"timeframe": "", "created_by": "", "created_at": "now"},
+    },
+    "discord_mutes": {
+        "columns": {"destination": "text", "symbol": "text", "timeframe": "text", "until": "ts", "created_by": "text",
+                    "created_at": "ts"},
+        "key": ("destination", "symbol", "timeframe"), "not_null": {"destination", "symbol", "timeframe", "until",
+                                                                     "created_by", "created_at"},
+        "defaults": {"symbol": "", "timeframe": "", "created_by": "", "created_at": "now"},
+    },
     "stream_quality": {
         "columns": {"symbol": "text", "timeframe": "text", "last_candle_time": "ts", "gaps_backfilled": "int",
                     "candles_backfilled": "int", "stalls": "int", "reconnects": "int", "updated_at": "ts"},
@@ -166,7 +198,14 @@ RPC_ARGS = {
     "wyeli_live_track": {"p_tracked", "p_symbol", "p_timeframe", "p_pattern", "p_resolved_before"},
     "wyeli_commit_analysis": {"p_signals", "p_watermarks"},  # migration 003
     "wyeli_drop_candles_after": {"p_symbol", "p_timeframe", "p_after"},
+    # 005
+    "wyeli_pending_follow_ups": {"p_destination", "p_limit"},
+    "wyeli_open_tp2_watches": set(),
+    "wyeli_pending_deliveries_since": {"p_destination", "p_kinds", "p_since_ms", "p_limit"},
+    "wyeli_signal_history": {"p_kinds", "p_symbol", "p_timeframe", "p_pattern", "p_outcome", "p_offset", "p_limit"},
+    "wyeli_live_track_since": {"p_tracked", "p_symbol", "p_timeframe", "p_pattern", "p_since_ms", "p_resolved_before"},
 }
+EVENT_RANK = {"invalidated": 0, "stopped": 1, "tp1": 2, "expired": 3, "tp2": 4, "tp2_missed": 5}
 EMITTED = ("trade", "watch")
 
 
@@ -560,6 +599,9 @@ class FakePostgrest:
         perf = self.tables["signal_performance"]
         if fn in ("wyeli_pending_deliveries_by_kind", "wyeli_last_emitted", "wyeli_recent_structures", "wyeli_live_track"):
             rows, known = self._rpc_002(fn, args, signals, perf)
+        elif fn in ("wyeli_pending_follow_ups", "wyeli_open_tp2_watches", "wyeli_pending_deliveries_since",
+                    "wyeli_signal_history", "wyeli_live_track_since"):
+            rows, known = self._rpc_005(fn, args, signals, perf)
         elif fn == "wyeli_pending_deliveries":
             done = {r["signal_id"] for r in self.tables["signal_deliveries"].values()
                     if r["destination"] == args["p_destination"] and r["status"] in ("sent", "skipped")}
@@ -649,6 +691,56 @@ class FakePostgrest:
                     c["wins"] += p["r_multiple"] > 0
         return [cells[k] for k in sorted(cells)], {"pattern", "timeframe", "population", "candidates", "graded", "sum_r",
                                                    "sum_r2", "wins"}
+
+    def _rpc_005(self, fn: str, args: dict[str, Any], signals: list[dict[str, Any]],
+                 perf: dict[tuple[Any, ...], dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
+        """The functions of 005_discord_community.sql, as that file defines them."""
+        signal_cols = set(TABLES["signals"]["columns"])
+        follow_ups = self.tables["signal_follow_ups"]
+        if fn == "wyeli_pending_follow_ups":
+            sent = {r["signal_id"]: r["message_id"] for r in self.tables["signal_deliveries"].values()
+                    if r["destination"] == args["p_destination"] and r["status"] == "sent" and r["message_id"] is not None}
+            done = {(r["signal_id"], r["event"]) for r in self.tables["follow_up_deliveries"].values()
+                    if r["destination"] == args["p_destination"] and r["status"] in ("sent", "skipped")}
+            rows = [{**{k: f[k] for k in ("signal_id", "event", "event_time", "price", "r_multiple", "bars", "entry_price")},
+                     "original_message_id": sent[f["signal_id"]]}
+                    for f in follow_ups.values()
+                    if f["event"] != "tp2_missed" and f["signal_id"] in sent and (f["signal_id"], f["event"]) not in done]
+            rows.sort(key=lambda r: (r["event_time"], r["signal_id"], EVENT_RANK[r["event"]]))
+            return rows[: max(int(args["p_limit"]), 0)], {"signal_id", "event", "event_time", "price", "r_multiple", "bars",
+                                                            "entry_price", "original_message_id"}
+        if fn == "wyeli_open_tp2_watches":
+            events: dict[str, set[str]] = {}
+            for f in follow_ups.values():
+                events.setdefault(f["signal_id"], set()).add(f["event"])
+            rows = [s for s in signals if len(s["take_profits"]) >= 2 and "tp1" in events.get(s["id"], set())
+                    and not events[s["id"]] & {"tp2", "tp2_missed"}]
+            return rows, signal_cols
+        if fn == "wyeli_pending_deliveries_since":
+            deliveries = [r for r in self.tables["signal_deliveries"].values() if r["destination"] == args["p_destination"]]
+            attempted = {r["signal_id"] for r in deliveries}
+            done = {r["signal_id"] for r in deliveries if r["status"] in ("sent", "skipped")}
+            since = datetime.fromtimestamp(int(args["p_since_ms"]) / 1000, tz=UTC)
+            kinds = set(args["p_kinds"]) - {"gated"}
+            rows = [s for s in signals if s["kind"] in kinds and s["id"] not in done
+                    and (s["candle_time"] >= since or s["id"] in attempted)]
+            return rows[: max(int(args["p_limit"]), 0)], signal_cols
+        if fn == "wyeli_signal_history":
+            def keep(s: dict[str, Any]) -> bool:
+                p = perf.get((s["id"],))
+                outcome = args["p_outcome"]
+                return (s["kind"] in args["p_kinds"]
+                        and all(args[f"p_{c}"] is None or s[c] == args[f"p_{c}"] for c in ("symbol", "timeframe"))
+                        and (args["p_pattern"] is None or args["p_pattern"] in s["pattern"])
+                        and (outcome is None or (outcome == "OPEN" and p is None)
+                             or (p is not None and p["outcome"] == outcome)))
+
+            rows = sorted((s for s in signals if keep(s)), key=lambda s: (s["candle_time"], s["id"]), reverse=True)
+            start = max(int(args["p_offset"]), 0)
+            return rows[start:start + max(int(args["p_limit"]), 0)], signal_cols
+        since = datetime.fromtimestamp(int(args["p_since_ms"]) / 1000, tz=UTC)
+        recent = [s for s in signals if s["candle_time"] >= since]
+        return self._rpc_002("wyeli_live_track", {k: v for k, v in args.items() if k != "p_since_ms"}, recent, perf)
 
 
 def _scalar(value: Any) -> web.Response:

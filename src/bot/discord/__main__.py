@@ -16,7 +16,7 @@ import discord
 from src.config import Config
 
 PERMISSIONS = discord.Permissions(view_channel=True, send_messages=True, embed_links=True, attach_files=True,
-                                  read_message_history=True)
+                                  read_message_history=True, create_public_threads=True, send_messages_in_threads=True)
 SCOPES = ("bot", "applications.commands")
 
 
@@ -32,7 +32,8 @@ def app_id_from_token(token: str) -> int | None:
 
 def invite_url(app_id: int) -> str:
     """OAuth2 URL: scopes bot + applications.commands; View Channel, Send Messages, Embed Links,
-    Attach Files, Read Message History (permissions integer 117760)."""
+    Attach Files, Read Message History, Create Public Threads and Send Messages in Threads (for follow-ups in
+    threads; permissions integer 309237763072)."""
     return discord.utils.oauth_url(app_id, permissions=PERMISSIONS, scopes=SCOPES)
 
 

@@ -17,6 +17,7 @@ import structlog
 from discord.ext import commands
 
 from src.bot.discord.cogs.signals import CommandDeps, SignalsCog
+from src.bot.discord.cogs.subscriptions import SubscriptionsCog
 from src.bot.discord.cogs.trading import TradingAdmins, TradingCog
 from src.bot.discord.messages import NO_MENTIONS
 
@@ -49,6 +50,7 @@ class WyEliBot(commands.Bot):
         await self.add_cog(SignalsCog(self, self.deps))
         if self.trading is not None:
             await self.add_cog(TradingCog(self, self.trading, self.trading_admins))
+        await self.add_cog(SubscriptionsCog(self, self.deps))
 
     async def on_ready(self) -> None:
         self.ready_event.set()

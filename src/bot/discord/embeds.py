@@ -22,8 +22,20 @@ from datetime import UTC, datetime
 import discord
 
 from src.analysis import timeframes
-from src.analysis.types import Signal, iso_to_ms, ms_to_iso
+from src.analysis.follow_ups import FollowUp
+from src.analysis.types import Signal, iso_to_ms
 from src.bot.analysis_api import TrackRecordView
+from src.bot.discord.wording import (
+    EVENT_COLOURS,
+    EVENT_TITLES,
+    candle_close_ms,
+    close_time_text,
+    fmt_time,
+    follow_up_sentence,
+    pattern_words,
+    reason_words,
+)
+from src.bot.discord.wording import fmt_r as fmt_r_words
 from src.bot.evidence_text import (
     KIND_SHORT,
     backtest_record_text,
@@ -37,7 +49,7 @@ from src.bot.evidence_text import (
     why_not_a_trade_call,
 )
 from src.bot.status import MarketView, StatusSnapshot
-from src.storage.base import LiveTrack
+from src.storage.base import LiveTrack, Mute, SignalOutcome, Subscription
 
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096
@@ -119,7 +131,7 @@ def _bullets(lines: Iterable[str], limit: int) -> str:
     out: list[str] = []
     used = 0
     for i, item in enumerate(items):
-        line = "• " + truncate(item, 300)
+        line = "• " + truncate(item, 700)
         rest = len(items) - i - 1
         note = f"\n… {rest} more" if rest else ""
         if used + len(line) + 1 + len(note) > limit:
@@ -136,16 +148,38 @@ def chart_filename(signal_id: str) -> str:
 
 
 def signal_title(signal: Signal) -> str:
-    """'🟢 TRADE CALL · BTCUSDT 1h · wyckoff_spring · LONG'; a watch note says it is not a trade call first."""
+    """'🟢 TRADE CALL · BTCUSDT 1h · Wyckoff spring · LONG'; a watch note says it is not a trade call first."""
     icon = ("🟢" if signal.direction == "LONG" else "🔴") if signal.kind == "trade" else "👁"
     head = f"{icon} {kind_label(signal.kind)} · "
-    rest = f"{signal.symbol} {signal.timeframe} · {signal.pattern} · {signal.direction}"
+    rest = f"{signal.symbol} {signal.timeframe} · {pattern_words(signal.pattern)} · {signal.direction}"
     return head + truncate(rest, TITLE_MAX - len(head))
 
 
-def signal_footer(signal: Signal) -> str:
+def signal_close_text(signal: Signal, offset_minutes: int = 0) -> str:
+    """The signal candle's close in the one time convention ('2024-05-03 14:00 UTC (16:00 UTC+2)')."""
+    if timeframes.is_interval(signal.timeframe):
+        return close_time_text(signal.timeframe, signal.candle_time_ms, offset_minutes)
+    return truncate(signal.generated_at, 40)
+
+
+def signal_footer(signal: Signal, offset_minutes: int = 0) -> str:
+    """'id <signal id> · <pattern> · <analyzer version> · candle close ...': the id first (the outbox finds posted
+    signals by it), then the pattern's name as ``>stats`` knows it."""
     version = truncate(signal.analyzer_version or "wyeli", 64)
-    return truncate(f"id {signal.id} · {version} · candle close {truncate(signal.generated_at, 40)}", FOOTER_MAX)
+    return truncate(f"id {signal.id} · {truncate(signal.pattern, 60)} · {version} · candle close "
+                    f"{signal_close_text(signal, offset_minutes)}", FOOTER_MAX)
+
+
+def reason_lines(signal: Signal, offset_minutes: int = 0) -> list[str]:
+    """The analyzers' reasons in trader words and the one time convention (:func:`reason_words`); the Wyckoff score
+    memberships read as a checklist."""
+    out = []
+    for r in signal.reasons:
+        text = reason_words(r, signal.timeframe, offset_minutes)
+        if text.startswith("Evidence: "):  # the analyzer's criteria (0..1), not the evidence model's estimate
+            text = "Checklist (1 = textbook): " + text.removeprefix("Evidence: ")
+        out.append(text)
+    return out
 
 
 def targets_text(signal: Signal) -> str:
@@ -173,13 +207,18 @@ def signal_colour(signal: Signal) -> int:
     return COLOUR_LONG if signal.direction == "LONG" else COLOUR_SHORT
 
 
-def signal_embed(signal: Signal, *, image_filename: str | None = None) -> discord.Embed:
+STATUS_FIELD = "Status"
+
+
+def signal_embed(signal: Signal, *, image_filename: str | None = None, status: str | None = None,
+                 offset_minutes: int = 0) -> discord.Embed:
     """The posted signal: title (kind, symbol, timeframe, pattern, direction), colour (grey for a watch note),
-    why a watch note is not a trade call, the reasons, the evidence (P(win), E[R] with its interval), entry /
-    stop / targets, risk-reward to TP1, the pattern's track record, footer with id, analyzer version and close."""
+    why a watch note is not a trade call, the reasons (trader words, candle-close times), the evidence (P(win), E[R]
+    with its interval), entry / stop / targets, risk-reward to TP1, the pattern's track record, the status line
+    follow-ups edit, footer with id, pattern, analyzer version and close."""
     why = why_not_a_trade_call(signal)
     head = f"**Not a trade call:** {why}\n" if why else ""
-    body = _bullets(signal.reasons, DESCRIPTION_MAX - len(head)) if signal.reasons else ""
+    body = _bullets(reason_lines(signal, offset_minutes), DESCRIPTION_MAX - len(head)) if signal.reasons else ""
     embed = discord.Embed(
         title=signal_title(signal),
         colour=signal_colour(signal),
@@ -194,9 +233,11 @@ def signal_embed(signal: Signal, *, image_filename: str | None = None) -> discor
     _add_field(embed, "Risk / reward to TP1", f"1 : {rr:.2f}" if rr is not None and math.isfinite(rr) else "n/a")
     _add_field(embed, "Targets", targets_text(signal), inline=False)
     backtest, live = track_record_lines(signal.evidence)
-    _add_field(embed, truncate(f"Track record · {signal.pattern} {signal.timeframe}", FIELD_NAME_MAX),
+    _add_field(embed, truncate(f"Track record · {pattern_words(signal.pattern)} {signal.timeframe}", FIELD_NAME_MAX),
                f"{backtest}\n{live}", inline=False)
-    embed.set_footer(text=signal_footer(signal))
+    if status is not None:  # the line follow-ups edit (issue 14)
+        _add_field(embed, STATUS_FIELD, status, inline=False)
+    embed.set_footer(text=signal_footer(signal, offset_minutes))
     if image_filename:
         embed.set_image(url=f"attachment://{image_filename}")
     return fit_total([embed])[0]
@@ -307,7 +348,7 @@ def status_text(snap: StatusSnapshot) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- >signal
-def market_embed(view: MarketView, *, image_filename: str | None = None) -> discord.Embed:
+def market_embed(view: MarketView, *, image_filename: str | None = None, offset_minutes: int = 0) -> discord.Embed:
     """``>signal SYMBOL TF``: the analyzers' current state (even below the threshold), the last close and
     the latest signal of the market."""
     last = view.candles[-1] if view.candles else None
@@ -323,7 +364,7 @@ def market_embed(view: MarketView, *, image_filename: str | None = None) -> disc
     if last is not None:
         embed.timestamp = _ts(last.close_time_ms + 1)
         change = (last.close - last.open) / last.open * 100 if last.open else float("nan")
-        closed_at = ms_to_iso(last.close_time_ms + 1)
+        closed_at = fmt_time(last.close_time_ms + 1, offset_minutes)
         _add_field(embed, "Last close", f"{fmt_price(last.close)} ({fmt_pct(change)} this candle)\n{closed_at}")
     for st in view.states:
         if st.levels:
@@ -340,13 +381,14 @@ def market_embed(view: MarketView, *, image_filename: str | None = None) -> disc
         _add_field(
             embed,
             f"Last {'trade call' if sig.kind == 'trade' else 'watch note (not a trade call)'}",
-            f"{sig.pattern} {sig.direction} at {sig.generated_at}\n{evidence_line(sig.evidence)}\n"
+            f"{pattern_words(sig.pattern)} {sig.direction}, candle close {signal_close_text(sig, offset_minutes)}\n"
+            f"{evidence_line(sig.evidence)}\n"
             f"entry {fmt_price(sig.entry)} · stop {fmt_price(sig.stop_loss)} · "
             f"R:R to TP1 {'n/a' if rr is None else f'1 : {rr:.2f}'}\n{targets_text(sig)}",
             inline=False,
         )
     if view.candidates:
-        _add_field(embed, "Latest candidates (every kind)", candidates_text(view.candidates), inline=False)
+        _add_field(embed, "Latest candidates (every kind)", candidates_text(view.candidates, offset_minutes), inline=False)
     embed.set_footer(text="Analysis runs on closed candles only. Gated candidates are stored and graded, never posted; "
                           "their reason is shown above.")
     if image_filename:
@@ -354,9 +396,10 @@ def market_embed(view: MarketView, *, image_filename: str | None = None) -> disc
     return fit_total([embed])[0]
 
 
-def candidate_line(s: Signal) -> str:
-    """One candidate: time, pattern, direction, kind, the gate's reason in words, the evidence."""
-    when = s.generated_at[:16].replace("T", " ")
+def candidate_line(s: Signal, offset_minutes: int = 0) -> str:
+    """One candidate: time (the candle close), pattern, direction, kind, the gate's reason in words, the evidence."""
+    when = (close_time_text(s.timeframe, s.candle_time_ms, offset_minutes, short=True)
+            if timeframes.is_interval(s.timeframe) else s.generated_at[:16].replace("T", " "))
     reason = gate_reason_text(s.gate_reason)
     head = f"`{when}` {s.pattern} {s.direction} · **{KIND_SHORT.get(s.kind, s.kind)}**"
     if s.kind != "trade" and reason:
@@ -366,38 +409,18 @@ def candidate_line(s: Signal) -> str:
     return head + tail
 
 
-def candidates_text(candidates: Sequence[Signal]) -> str:
-    return _lines_within([candidate_line(s) for s in candidates], FIELD_VALUE_MAX)
+def candidates_text(candidates: Sequence[Signal], offset_minutes: int = 0) -> str:
+    return _lines_within([candidate_line(s, offset_minutes) for s in candidates], FIELD_VALUE_MAX)
 
 
 # ---------------------------------------------------------------------------------------------- lists
-def signals_embed(signals: Sequence[Signal], *, symbol: str | None = None) -> discord.Embed:
-    """``>signals [SYMBOL]``: the newest trade calls and watch notes, one line each with the evidence."""
-    title = f"Recent trade calls and watch notes · {symbol}" if symbol else "Recent trade calls and watch notes"
-    embed = discord.Embed(title=title, colour=COLOUR_INFO)
-    if not signals:
-        embed.description = ("No trade calls or watch notes stored yet." if not symbol
-                             else f"No trade calls or watch notes stored for {symbol} yet.")
-        return embed
-    lines = []
-    for s in signals:
-        icon = ("🟢" if s.direction == "LONG" else "🔴") if s.kind == "trade" else "👁"
-        lines.append(
-            f"{icon} `{s.generated_at[:16].replace('T', ' ')}` **{s.symbol} {s.timeframe}** {s.pattern} {s.direction} "
-            f"· {KIND_SHORT.get(s.kind, s.kind)} · {evidence_line(s.evidence) if s.evidence else 'no evidence'} "
-            f"· entry {fmt_price(s.entry)} stop {fmt_price(s.stop_loss)}"
-        )
-    embed.description = _lines_within(lines, DESCRIPTION_MAX)
-    embed.set_footer(text="TRADE = trade call; WATCH = watch note, not a trade call. P(win) = P(net R > 0 after fees).")
-    return embed
-
-
 def stats_embed(records: Sequence[TrackRecordView], live: Sequence[LiveTrack], *, symbol: str | None = None,
-                timeframe: str | None = None, pattern: str | None = None) -> discord.Embed:
-    """``>stats [SYMBOL] [TF] [PATTERN]``: per pattern and timeframe the evidence the embeds show (out-of-sample
+                timeframe: str | None = None, pattern: str | None = None, period: str = "") -> discord.Embed:
+    """``>stats [SYMBOL] [TF] [PATTERN] [PERIOD]``: per pattern and timeframe the evidence the embeds show (out-of-sample
     backtest n, mean net R, 95 % CI; the current P(win) and E[R] with its interval) and the live record from the
-    store (every tracked candidate, and the trade calls alone), narrowed by the filters."""
-    scope = " ".join(x for x in (symbol, timeframe, pattern) if x)
+    store (every tracked candidate, and the trade calls alone), narrowed by the filters; ``period`` (e.g. '30d')
+    narrows the live record to candidates of that many days or weeks back (the backtest record is the model's)."""
+    scope = " ".join(x for x in (symbol, timeframe, pattern, f"live: last {period}" if period else "") if x)
     embed = discord.Embed(title=f"Track record per pattern · {scope}" if scope else "Track record per pattern",
                           colour=COLOUR_INFO)
     cells = {(r.pattern, r.timeframe): r for r in records
@@ -450,8 +473,15 @@ def help_embed(symbols: Sequence[str], timeframes: Sequence[str], *, all_symbols
         "`>status` — uptime, streams, reconnects, signals, storage, trading\n"
         "`>signal SYMBOL [TF]` — current Wyckoff/Elliott analysis, the last trade call or watch note and the latest "
         "candidates (gated ones with their reason), with a chart (e.g. `>signal BTC`, `>signal ethusdt 4h`)\n"
-        "`>signals [SYMBOL]` — the most recent trade calls and watch notes\n"
-        "`>stats [SYMBOL] [TF] [PATTERN]` — each pattern's track record: out-of-sample backtest and live, net R after fees\n"
+        "`>signals [SYMBOL] [TF] [PATTERN] [win|loss|expired|open] [page N]` — trade calls and watch notes with their "
+        "results, 10 a page (◀ ▶ buttons)\n"
+        "`>stats [SYMBOL] [TF] [PATTERN] [30d]` — each pattern's track record: out-of-sample backtest and live (over the "
+        "period given), net R after fees\n"
+        "`>watch SYMBOL [TF] [dm]` / `>unwatch [SYMBOL] [TF] [dm]` — post a market's trade calls and their results in "
+        "this channel (Manage Channels needed) or in your DMs\n"
+        "`>mute [SYMBOL] [TF] DURATION [dm]` / `>unmute` — hold a market (or everything) back for a while, e.g. "
+        "`>mute ETH 4h 12h`\n"
+        "`>subscriptions [dm]` — what this channel (or your DMs) gets and what is muted\n"
         "`>help` — this message\n"
         "`>sync [guild|global]` — owners only: publish the slash commands"
     )
@@ -480,3 +510,114 @@ def _lines_within(lines: Sequence[str], limit: int) -> str:
         out.append(line)
         used += len(line) + 1
     return truncate("\n".join(out), limit)
+
+
+# ---------------------------------------------------------------------------------------------- follow-ups (issue 14)
+FOLLOW_UP_RE = re.compile(r"\bfollow-up ([a-z0-9_]+) of ([0-9a-f]{24})\b")
+
+
+def follow_up_footer(f: FollowUp, close_text: str) -> str:
+    """'follow-up tp1 of <signal id> · candle close ...': the marker the outbox finds again after a crash (it never
+    matches :data:`FOOTER_ID_RE`, which marks the signal itself)."""
+    return truncate(f"follow-up {f.event} of {f.signal_id} · candle close {close_text}", FOOTER_MAX)
+
+
+def follow_up_embed(signal: Signal, f: FollowUp, *, offset_minutes: int = 0) -> discord.Embed:
+    """A follow-up: what happened (title, colour), the result in R after fees and the price, when (the candle close)."""
+    price = fmt_price(f.price)
+    title = f"{EVENT_TITLES.get(f.event, f.event)} · {signal.symbol} {signal.timeframe} · {pattern_words(signal.pattern)} " \
+            f"{signal.direction}"
+    close_ms = candle_close_ms(signal.timeframe, f.event_time_ms)
+    kind = "trade call" if signal.kind == "trade" else "watch note (not a trade call)"
+    embed = discord.Embed(title=truncate(title, TITLE_MAX), colour=EVENT_COLOURS.get(f.event, COLOUR_INFO),
+                          description=truncate(follow_up_sentence(signal, f, price), DESCRIPTION_MAX),
+                          timestamp=_ts(close_ms))
+    posted = fmt_time(candle_close_ms(signal.timeframe, signal.candle_time_ms), offset_minutes)
+    _add_field(embed, "Signal", f"{kind} of {posted}: entry {fmt_price(signal.entry)}, stop {fmt_price(signal.stop_loss)}, "
+                                f"{targets_inline(signal)}", inline=False)
+    _add_field(embed, "When", fmt_time(close_ms, offset_minutes))
+    embed.set_footer(text=follow_up_footer(f, fmt_time(close_ms)))
+    return fit_total([embed])[0]
+
+
+def targets_inline(signal: Signal) -> str:
+    return ", ".join(f"TP{i} {fmt_price(tp)}" for i, tp in enumerate(signal.take_profits[:6], 1)) or "no targets"
+
+
+def follow_up_content(signal: Signal, f: FollowUp) -> str:
+    return truncate(f"↪ **{EVENT_TITLES.get(f.event, f.event)}** {signal.symbol} {signal.timeframe} "
+                    f"{pattern_words(signal.pattern)} {signal.direction}: {fmt_r_words(f.r_multiple)}", CONTENT_MAX)
+
+
+def with_status(embeds: Sequence[discord.Embed], signal_id: str, status: str) -> list[discord.Embed] | None:
+    """Copies of ``embeds`` (an original message's) with the status field of ``signal_id``'s embed set to ``status``;
+    None when no embed carries that signal's footer id."""
+    out: list[discord.Embed] = []
+    found = False
+    for e in embeds:
+        copy = e.copy()
+        if signal_id in FOOTER_ID_RE.findall(copy.footer.text or "") and not FOLLOW_UP_RE.search(copy.footer.text or ""):
+            found = True
+            index = next((i for i, f in enumerate(copy.fields) if f.name == STATUS_FIELD), None)
+            if index is None:
+                _add_field(copy, STATUS_FIELD, status, inline=False)
+            else:
+                copy.set_field_at(index, name=STATUS_FIELD, value=truncate(status, FIELD_VALUE_MAX), inline=False)
+        out.append(copy)
+    return fit_total(out) if found else None
+
+
+# ---------------------------------------------------------------------------------------------- history (issue 14)
+OUTCOME_TEXT = {"WIN": "TP1 hit", "LOSS": "stopped", "EXPIRED": "expired"}
+
+
+def history_line(s: Signal, outcome: SignalOutcome | None, offset_minutes: int = 0) -> str:
+    """One signal of ``>signals``: when (candle close), market, pattern, kind, evidence, entry/stop, result so far."""
+    icon = ("🟢" if s.direction == "LONG" else "🔴") if s.kind == "trade" else "👁"
+    when = close_time_text(s.timeframe, s.candle_time_ms, offset_minutes, short=True) if timeframes.is_interval(
+        s.timeframe) else s.generated_at[:16]
+    ev = s.evidence
+    evidence = f"P(win) {fmt_prob(ev.p_win)}, E[R] {fmt_r(ev.expected_r)}" if ev is not None else "no evidence"
+    result = "open" if outcome is None else f"{OUTCOME_TEXT.get(outcome.outcome, outcome.outcome)} {fmt_r(outcome.r_multiple)}"
+    return (f"{icon} `{when}` **{s.symbol} {s.timeframe}** {pattern_words(s.pattern)} {s.direction} · "
+            f"{KIND_SHORT.get(s.kind, s.kind)} · {evidence} · entry {fmt_price(s.entry)} stop {fmt_price(s.stop_loss)} · "
+            f"**{result}**")
+
+
+def history_embed(rows: Sequence[tuple[Signal, SignalOutcome | None]], *, filters: str = "", page: int = 1,
+                  has_next: bool = False, offset_minutes: int = 0) -> discord.Embed:
+    """``>signals``: one page of trade calls and watch notes, newest first, with their results so far."""
+    title = "Trade calls and watch notes" + (f" · {filters}" if filters else "")
+    embed = discord.Embed(title=truncate(title, TITLE_MAX), colour=COLOUR_INFO)
+    if not rows:
+        embed.description = ("Nothing on this page." if page > 1 else
+                             "No trade calls or watch notes match." if filters else "No trade calls or watch notes stored yet.")
+    else:
+        embed.description = _lines_within([history_line(s, o, offset_minutes) for s, o in rows], DESCRIPTION_MAX)
+    more = " · more: the ▶ button or `page N`" if has_next else ""
+    embed.set_footer(text=truncate(f"page {page}{more} · newest first · times are candle closes · TRADE = trade call, "
+                                   "WATCH = watch note (not a trade call) · results are net R after fees", FOOTER_MAX))
+    return embed
+
+
+# ---------------------------------------------------------------------------------------------- subscriptions (issue 14)
+def _market(symbol: str, timeframe: str) -> str:
+    return f"{symbol or 'everything'} {timeframe or 'every timeframe'}"
+
+
+def subscriptions_embed(where: str, subs: Sequence[Subscription], mutes: Sequence[Mute], *, now_ms: int,
+                        offset_minutes: int = 0, routed: str = "") -> discord.Embed:
+    """``>subscriptions``: what ``where`` (this channel, or your DMs) gets and what is muted there."""
+    embed = discord.Embed(title=truncate(f"Subscriptions · {where}", TITLE_MAX), colour=COLOUR_INFO)
+    watched = [f"• {_market(x.symbol, x.timeframe)}" for x in subs]
+    active = [m for m in mutes if m.until_ms > now_ms]
+    muted = [f"• {_market(m.symbol, m.timeframe)} until {fmt_time(m.until_ms, offset_minutes)}" for m in active]
+    _add_field(embed, "Watched here", _lines_within(watched, FIELD_VALUE_MAX) if watched else
+               "nothing (`>watch BTC 1h` adds a market)", inline=False)
+    if routed:
+        _add_field(embed, "Also routed here by the configuration", routed, inline=False)
+    _add_field(embed, "Muted", _lines_within(muted, FIELD_VALUE_MAX) if muted else "nothing muted", inline=False)
+    embed.set_footer(text="Trade calls (and watch notes, as WATCH_NOTES says) of the watched markets are posted here, "
+                          "followed by their results. >unwatch, >mute, >unmute change it.")
+    return embed
+

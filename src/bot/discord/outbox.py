@@ -45,16 +45,26 @@ import contextlib
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Collection
+from dataclasses import replace
+from typing import Any
 
 import discord
 import structlog
 
 from src.analysis.types import Signal, SignalKind, iso_to_ms
+from src.bot.discord.delivery import DeliveryFailed as DeliveryFailed
+from src.bot.discord.delivery import FollowUpPoster, is_rejection
+from src.bot.discord.delivery import OutboxStats as OutboxStats
+from src.bot.discord.delivery import Poster as Poster
+from src.bot.discord.delivery import describe_error as describe_error
+from src.bot.discord.destinations import Destination, signal_verdict
+from src.bot.discord.follow_up_outbox import FollowUpQueue
 from src.bot.discord.messages import MessageBuilder, OutgoingMessage, group_signals
-from src.storage.base import TRADE_CALLS_ONLY, Delivery, DeliveryStatus, OutboxStore, StoreError
+from src.bot.discord.notices import Notice, NoticeQueue
+from src.bot.discord.subscriptions import SubscriptionBook
+from src.config.discord_routes import RouteKind, RouteSpec
+from src.storage.base import TRADE_CALLS_ONLY, Delivery, DeliveryStatus, FollowUpStore, OutboxStore, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -63,61 +73,27 @@ HISTORY_SLACK_MS = 60_000
 SETTLED_MEMORY = 10_000  # signal ids settled by this process that are remembered (a few hundred KB)
 
 
-class Poster(Protocol):
-    """One delivery destination."""
-
-    destination: str  # outbox key, e.g. "discord:123" or "webhook"
-
-    async def ready(self) -> bool:
-        """True when a post can be attempted now (connected, channel resolved)."""
-
-    async def post(self, message: OutgoingMessage) -> str:
-        """Post and return the Discord message id; raise on failure."""
-
-    async def find_posted(self, signal_ids: Sequence[str], since_ms: int) -> dict[str, str]:
-        """signal id -> message id for those of ``signal_ids`` already posted by us since ``since_ms``."""
+_is_rejection = is_rejection  # the name the tests and older code use
+_SIGNAL_ROUTE_KINDS: tuple[RouteKind, ...] = ("trade", "watch")
+_EMITTED: tuple[SignalKind, ...] = ("trade", "watch")
 
 
-@dataclass(slots=True)
-class OutboxStats:
-    """Counters for metrics and ``>status`` (per destination)."""
-
-    sent: int = 0  # signals posted (a grouped message counts each of its signals)
-    messages: int = 0
-    failed: int = 0  # failed attempts (each is retried)
-    skipped: int = 0  # too old when first seen
-    rejected: int = 0  # Discord refused the payload twice (skipped with the error)
-    recovered: int = 0  # found already posted after a crash: recorded, not re-posted
-    pending: int = 0  # waiting at the end of the last pass
-    last_error: str | None = None
-    last_sent_at_ms: int | None = None
-
-
-class DeliveryFailed(Exception):
-    """A post failed; the sender backs off and retries the same (oldest) group."""
-
-
-def _is_rejection(exc: BaseException) -> bool:
-    """Discord refused this payload (bad embed, too large): retrying the same bytes cannot succeed."""
-    return isinstance(exc, discord.HTTPException) and exc.status in (400, 413) and not isinstance(exc, discord.Forbidden)
-
-
-def describe_error(exc: BaseException) -> str:
-    """Short, secret-free error text (exception reprs of aiohttp can carry URLs with tokens)."""
-    if isinstance(exc, discord.Forbidden):
-        return f"403 Forbidden (missing permission? {exc.text[:120]})"
-    if isinstance(exc, discord.NotFound):
-        return f"404 Not Found (wrong channel id or deleted webhook? {exc.text[:120]})"
-    if isinstance(exc, discord.HTTPException):
-        return f"HTTP {exc.status}: {exc.text[:160]}"
-    return type(exc).__name__ + (f": {str(exc)[:160]}" if "http" not in str(exc).lower() else "")
+def _close_ms(signal: Signal) -> int:
+    try:
+        return iso_to_ms(signal.generated_at)
+    except ValueError:
+        return signal.candle_time_ms
 
 
 class OutboxSender:
-    """Posts pending signals of one destination in order; wakes on :meth:`wake` and polls.
+    """Posts pending signals (and follow-ups) of one destination in order; wakes on :meth:`wake` and polls.
 
     :param max_age_s: skip signals whose candle closed longer ago than this; 0 disables the limit.
-    :param kinds: the kinds this destination posts (trade calls; watch notes when routed here).
+    :param kinds: the kinds this destination posts when no ``target`` says more (every such signal, no follow-ups).
+    :param target: the destination's filters, kinds, mentions and notification modes (issue 14).
+    :param book: the ``>watch`` subscriptions and ``>mute`` mutes (for destinations that take them).
+    :param since_slack_ms: with ``max_age_s``, read only signals whose candle opened after now - max age - this
+        slack (the longest configured interval), so a new destination never pages through the whole history.
     :param clock: wall clock in epoch seconds (injected for tests).
     """
 
@@ -134,9 +110,19 @@ class OutboxSender:
         backoff_cap_s: float = 300.0,
         batch_limit: int = 50,
         kinds: Collection[SignalKind] = TRADE_CALLS_ONLY,
+        target: Destination | None = None,
+        book: SubscriptionBook | None = None,
+        since_slack_ms: int | None = None,
     ) -> None:
         self.store = store
-        self.kinds = tuple(sorted(set(kinds) - {"gated"}))
+        if target is None:  # every signal of ``kinds``, no follow-ups: the destination before routes existed
+            plain: tuple[RouteKind, ...] = tuple(k for k in _SIGNAL_ROUTE_KINDS if k in kinds)
+            target = Destination(poster.destination, poster.destination, frozenset(plain),
+                                 route=RouteSpec(poster.destination, kinds=plain), follow_up_mode="off")
+        self.target = target
+        self.book = book
+        self.since_slack_ms = since_slack_ms
+        self.kinds: tuple[SignalKind, ...] = tuple(k for k in _EMITTED if k in target.signal_kinds)
         self.poster = poster
         self.builder = builder
         self.max_age_s = max_age_s
@@ -153,6 +139,11 @@ class OutboxSender:
         # rows this process wrote, for a store that does not show them yet (see the module docstring)
         self._settled: OrderedDict[str, Delivery] = OrderedDict()
         self._attempts: dict[str, Delivery] = {}
+        self.notices = NoticeQueue()
+        self.follow_ups: FollowUpQueue | None = None
+        if target.posts_follow_ups and isinstance(poster, FollowUpPoster) and isinstance(store, FollowUpStore):
+            self.follow_ups = FollowUpQueue(store, poster, builder, target, stats=self.stats, max_age_s=max_age_s,
+                                            clock=clock, book=book, batch_limit=batch_limit)
 
     @property
     def destination(self) -> str:
@@ -189,7 +180,13 @@ class OutboxSender:
 
     async def _unsettled(self) -> list[Signal]:
         """Pending signals minus those this process already settled (their rows are written again)."""
-        pending = await self.store.pending_deliveries(self.destination, kinds=self.kinds, limit=self.batch_limit)
+        if not self.kinds:
+            return []
+        since = None
+        if self.since_slack_ms is not None and self.max_age_s > 0:
+            since = self._now_ms() - self.max_age_s * 1000 - self.since_slack_ms
+        pending = await self.store.pending_deliveries(self.destination, kinds=self.kinds, limit=self.batch_limit,
+                                                      since_ms=since)
         out: list[Signal] = []
         for s in pending:
             row = self._settled.get(s.id)
@@ -208,57 +205,123 @@ class OutboxSender:
             closed_ms = signal.candle_time_ms  # a malformed timestamp must not block the queue
         return self._now_ms() - closed_ms > self.max_age_s * 1000
 
+    def notify(self, notice: Notice) -> bool:
+        """Queue ``notice`` when this destination takes its kind (and DISCORD_NOTIFICATIONS does not turn it off);
+        True if queued. The next pass posts it first."""
+        if notice.kind not in self.target.kinds:
+            return False
+        mode = self.target.notifications.get(notice.kind, "on")
+        if mode == "off":
+            return False
+        self.notices.put(notice, silent=mode == "silent")
+        self.wake()
+        return True
+
+    async def _post_notices(self) -> int:
+        posted = 0
+        while (item := self.notices.peek()) is not None:
+            notice, silent = item
+            message = OutgoingMessage((), None, (notice.embed(),), silent=silent).with_mentions(
+                self.target.mention_roles if notice.kind == "alarm" else ())
+            try:
+                await self.poster.post(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = describe_error(exc)
+                self.stats.last_error = error
+                if _is_rejection(exc):
+                    self.notices.pop()
+                    self.stats.rejected += 1
+                    log.error("discord_notice_rejected", destination=self.destination, error=error)
+                    continue
+                self.stats.failed += 1
+                raise DeliveryFailed(error) from exc
+            self.notices.pop()
+            self.stats.notices += 1
+            posted += 1
+        return posted
+
+    async def _pending_follow_ups(self) -> list[Any]:
+        return await self.follow_ups.pending() if self.follow_ups is not None else []
+
     async def drain_once(self) -> int:
-        """One pass over the pending signals. Returns messages posted. Raises DeliveryFailed (post failed)
+        """One pass over the pending signals and follow-ups, oldest first (signals by candle close, follow-ups by
+        the close of their event's candle). Returns messages posted. Raises DeliveryFailed (post failed)
         or StoreError (store down); both mean 'back off and retry'."""
+        if self.book is not None:
+            await self.book.ensure_fresh()
         if not await self.poster.ready():
             # keep the pending count honest for >status and metrics while the destination is down
-            self.stats.pending = len(await self._unsettled())
+            self.stats.pending = len(await self._unsettled()) + len(await self._pending_follow_ups())
             return 0
-        posted = 0
-        for _page in range(10_000):  # bounded: each page settles at least one signal or returns
+        posted = await self._post_notices()
+        for _page in range(10_000):  # bounded: each page settles at least one signal or follow-up, or returns
             self._wake.clear()  # a publish() from now on triggers another pass
             pending = await self._unsettled()
-            self.stats.pending = len(pending)
-            if not pending:
+            follow_ups = await self._pending_follow_ups()
+            self.stats.pending = len(pending) + len(follow_ups)
+            if not pending and not follow_ups:
                 return posted
-            deliveries = {s.id: await self._delivery(s.id) for s in pending}
-            maybe_posted = [sid for sid, d in deliveries.items() if d is not None and d.attempts > 0]
-            found: dict[str, str] = {}
-            if maybe_posted:
-                since = min(deliveries[sid].updated_at_ms for sid in maybe_posted) - HISTORY_SLACK_MS  # type: ignore[union-attr]
-                found = await self.poster.find_posted(maybe_posted, since)
-            sendable: list[Signal] = []
-            for s in pending:
-                d = deliveries[s.id]
-                attempts = d.attempts if d else 0
-                if s.id in maybe_posted and s.id not in found and not self._too_old(s):
-                    # an earlier attempt's outcome is unknown (timed out, or the process stopped mid-POST); a
-                    # destination that cannot check (a webhook) may now show this signal twice
-                    log.warning("discord_delivery_unconfirmed_repost", destination=self.destination, signal_id=s.id,
-                                attempts=attempts, may_duplicate=not getattr(self.poster, "can_confirm", True))
-                if s.id in found:
-                    await self._record(s.id, "sent", message_id=found[s.id], attempts=attempts, error=None)
-                    self.stats.recovered += 1
-                    log.info("discord_delivery_recovered", destination=self.destination, signal_id=s.id, message_id=found[s.id])
-                elif self._too_old(s):
-                    await self._record(s.id, "skipped", message_id=None, attempts=attempts,
-                                       error=f"older than SIGNAL_MAX_AGE_SECONDS={self.max_age_s}")
-                    self.stats.skipped += 1
-                    log.info("discord_delivery_skipped_stale", destination=self.destination, signal_id=s.id,
-                             generated_at=s.generated_at)
-                else:
-                    sendable.append(s)
-            if not sendable:
-                continue  # everything in this page was settled; read the next page
-            group = group_signals(sendable)[0]
-            posted += await self._deliver(group, deliveries)
+            sendable = await self._settle_or_keep(pending) if pending else []
+            if sendable and (not follow_ups or _close_ms(sendable[0]) <= FollowUpQueue.due_ms(follow_ups[0])):
+                silent = self._silent(sendable[0])
+                group = [s for s in group_signals(sendable)[0] if self._silent(s) == silent]
+                posted += await self._deliver(group, {s.id: await self._delivery(s.id) for s in group}, silent=silent)
+            elif follow_ups:
+                assert self.follow_ups is not None
+                posted += await self.follow_ups.deliver(follow_ups[0])
             if self._stopping:
                 return posted
         return posted
 
-    async def _deliver(self, group: list[Signal], deliveries: dict[str, Delivery | None]) -> int:
-        message = await self.builder.build(group)
+    def _verdict_now(self, signal: Signal) -> Any:
+        book = self.book
+        subs = book.subscriptions(self.destination) if book is not None else []
+        mutes = book.mutes(self.destination) if book is not None else []
+        return signal_verdict(self.target, signal, subs, mutes, self._now_ms())
+
+    def _silent(self, signal: Signal) -> bool:
+        return bool(self._verdict_now(signal).silent)
+
+    async def _settle_or_keep(self, pending: list[Signal]) -> list[Signal]:
+        """Record what needs no post (found posted after a crash, too old, not routed here); return the rest."""
+        deliveries = {s.id: await self._delivery(s.id) for s in pending}
+        maybe_posted = [sid for sid, d in deliveries.items() if d is not None and d.attempts > 0]
+        found: dict[str, str] = {}
+        if maybe_posted:
+            since = min(deliveries[sid].updated_at_ms for sid in maybe_posted) - HISTORY_SLACK_MS  # type: ignore[union-attr]
+            found = await self.poster.find_posted(maybe_posted, since)
+        sendable: list[Signal] = []
+        for s in pending:
+            d = deliveries[s.id]
+            attempts = d.attempts if d else 0
+            if s.id in maybe_posted and s.id not in found and not self._too_old(s):
+                # an earlier attempt's outcome is unknown (timed out, or the process stopped mid-POST); a
+                # destination that cannot check (a webhook) may now show this signal twice
+                log.warning("discord_delivery_unconfirmed_repost", destination=self.destination, signal_id=s.id,
+                            attempts=attempts, may_duplicate=not getattr(self.poster, "can_confirm", True))
+            if s.id in found:
+                await self._record(s.id, "sent", message_id=found[s.id], attempts=attempts, error=None)
+                self.stats.recovered += 1
+                log.info("discord_delivery_recovered", destination=self.destination, signal_id=s.id, message_id=found[s.id])
+            elif self._too_old(s):
+                await self._record(s.id, "skipped", message_id=None, attempts=attempts,
+                                   error=f"older than SIGNAL_MAX_AGE_SECONDS={self.max_age_s}")
+                self.stats.skipped += 1
+                log.info("discord_delivery_skipped_stale", destination=self.destination, signal_id=s.id,
+                         generated_at=s.generated_at)
+            elif not (verdict := self._verdict_now(s)).post:
+                await self._record(s.id, "skipped", message_id=None, attempts=attempts,
+                                   error=f"not posted: {verdict.reason}"[:500])
+                self.stats.not_routed += 1
+            else:
+                sendable.append(s)
+        return sendable
+
+    async def _deliver(self, group: list[Signal], deliveries: dict[str, Delivery | None], *, silent: bool = False) -> int:
+        message = await self.builder.build(group, status=self.follow_ups is not None)
+        message = replace(message, silent=silent).with_mentions(self.target.mention_roles)
         ids = set(message.signal_ids)
         members = [s for s in group if s.id in ids]
         attempts = {s.id: (deliveries[s.id].attempts if deliveries[s.id] else 0) + 1 for s in members}  # type: ignore[union-attr]

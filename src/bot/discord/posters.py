@@ -1,19 +1,23 @@
-"""The two outbox destinations: a channel through the bot (``discord:<channel id>``) and a webhook."""
+"""The outbox destinations: a channel through the bot (``discord:<channel id>``), a user's DMs (``dm:<user id>``) and a
+webhook (``webhook`` / ``webhook:<id>``). Each posts signal messages and follow-ups, finds its own earlier posts after
+a crash (the bot only: webhooks cannot read history) and edits an original message's status line."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import discord
 import structlog
 
-from src.bot.discord.embeds import FOOTER_ID_RE
+from src.bot.discord.embeds import FOLLOW_UP_RE, FOOTER_ID_RE, with_status
 from src.bot.discord.messages import NO_MENTIONS, OutgoingMessage
 from src.config import mask_secret
+from src.config.discord_routes import FollowUpMode
 
 log = structlog.get_logger(__name__)
 
@@ -84,18 +88,10 @@ class ChannelPoster:
     async def post(self, message: OutgoingMessage) -> str:
         channel = await self._channel()
         if channel is None:
-            raise ConnectionError(f"signals channel {self.channel_id} is not reachable")
-        files = message.discord_files()
+            raise ConnectionError(f"channel {self.channel_id} is not reachable")
         # discord.py sends the nonce with enforce_nonce: Discord answers a repeat within a few minutes with the
         # message it already created instead of a second one (a retry after a timed-out POST, a quick restart)
-        nonce = delivery_nonce(message.signal_ids)
-        if files:
-            sent = await channel.send(content=message.content, embeds=list(message.embeds), files=files,
-                                      allowed_mentions=NO_MENTIONS, nonce=nonce)
-        else:
-            sent = await channel.send(content=message.content, embeds=list(message.embeds), allowed_mentions=NO_MENTIONS,
-                                      nonce=nonce)
-        return str(sent.id)
+        return str((await _send(channel, message, nonce=delivery_nonce(message.signal_ids))).id)
 
     async def find_posted(self, signal_ids: Sequence[str], since_ms: int) -> dict[str, str]:
         channel = await self._channel()
@@ -104,22 +100,162 @@ class ChannelPoster:
             raise ConnectionError("cannot read the signals channel to check for earlier posts")
         wanted = set(signal_ids)
         found: dict[str, str] = {}
+        for msg in await self._own_recent(channel, bot.user.id, since_ms):
+            for sid in _footer_ids(msg) & wanted:
+                found.setdefault(sid, str(msg.id))
+        return found
+
+    async def _own_recent(self, channel: discord.abc.Messageable, me: int, since_ms: int) -> list[discord.Message]:
+        """Our own messages in ``channel`` since ``since_ms``, newest first (at most the newest 200 messages)."""
         after = datetime.fromtimestamp(max(0, since_ms) / 1000, tz=UTC)
+        out: list[discord.Message] = []
         # newest first, stopping at the attempt's time (a plain walk back; no 'after' cursor needed)
         try:
             async for msg in channel.history(limit=HISTORY_LIMIT):
                 if msg.created_at < after:
                     break
-                if msg.author.id != bot.user.id:
-                    continue
-                for sid in _footer_ids(msg) & wanted:
-                    found.setdefault(sid, str(msg.id))
+                if msg.author.id == me:
+                    out.append(msg)
         except discord.Forbidden:
             # without Read Message History the check is impossible; blocking every signal on it would be worse
             # than the rare duplicate after a crash, so post again and say how to restore the guarantee
             log.error("discord_history_forbidden", channel_id=self.channel_id,
-                      hint="grant the bot 'Read Message History' in the signals channel to keep delivery exactly-once")
+                      hint="grant the bot 'Read Message History' in the channel to keep delivery exactly-once")
+        return out
+
+    # ------------------------------------------------------------------ follow-ups (issue 14)
+    async def post_follow_up(self, message: OutgoingMessage, original_message_id: str, mode: FollowUpMode) -> str:
+        """A reply to the original message, or a post in a thread started on it (``mode='thread'``; the thread's id
+        is the original's). Without the original (deleted) or the right to make threads it becomes a plain post."""
+        channel = await self._channel()
+        if channel is None:
+            raise ConnectionError(f"channel {self.channel_id} is not reachable")
+        if mode == "thread" and isinstance(channel, discord.TextChannel):
+            thread = await self._thread_for(channel, original_message_id, message)
+            if thread is not None:
+                return str((await _send(thread, message)).id)
+        reference = discord.MessageReference(message_id=int(original_message_id), channel_id=_channel_id(channel),
+                                             fail_if_not_exists=False)
+        return str((await _send(channel, message, reference=reference)).id)
+
+    async def _thread_for(self, channel: discord.TextChannel, original_message_id: str,
+                          message: OutgoingMessage) -> discord.Thread | None:
+        thread_id = int(original_message_id)
+        existing = channel.guild.get_thread(thread_id) if channel.guild else None
+        if existing is not None:
+            return existing
+        name = truncate_name(message)
+        try:
+            return await channel.get_partial_message(thread_id).create_thread(name=name, auto_archive_duration=10080)
+        except discord.Forbidden:
+            log.warning("discord_thread_forbidden", channel_id=self.channel_id,
+                        hint="grant the bot 'Create Public Threads' and 'Send Messages in Threads', or set "
+                             "DISCORD_FOLLOW_UPS=reply; the follow-up is posted as a reply instead")
+            return None
+        except discord.NotFound:
+            return None  # the original was deleted: a plain post it is
+        except discord.HTTPException as exc:
+            if exc.code == 160004:  # a thread already exists on that message (made by an earlier attempt)
+                try:
+                    found = await channel.guild.fetch_channel(thread_id)
+                except (discord.NotFound, discord.Forbidden):
+                    return None
+                return found if isinstance(found, discord.Thread) else None
+            raise
+
+    async def find_posted_follow_ups(self, keys: Sequence[tuple[str, str]], originals: Mapping[str, str],
+                                     since_ms: int) -> dict[tuple[str, str], str]:
+        """(signal id, event) -> message id of those follow-ups we already posted since ``since_ms`` (in the channel
+        and in the threads of their originals)."""
+        channel = await self._channel()
+        bot = self.get_bot()
+        if channel is None or bot is None or bot.user is None:
+            raise ConnectionError("cannot read the channel to check for earlier posts")
+        wanted = set(keys)
+        places: list[discord.abc.Messageable] = [channel]
+        if isinstance(channel, discord.TextChannel) and channel.guild is not None:
+            for sid in {k[0] for k in keys}:
+                thread = channel.guild.get_thread(int(originals[sid])) if sid in originals else None
+                if thread is not None:
+                    places.append(thread)
+        found: dict[tuple[str, str], str] = {}
+        for place in places:
+            for msg in await self._own_recent(place, bot.user.id, since_ms):
+                for key in _follow_up_keys(msg) & wanted:
+                    found.setdefault(key, str(msg.id))
         return found
+
+    async def edit_status(self, original_message_id: str, signal_id: str, status: str) -> bool:
+        """Set the status line of ``signal_id``'s embed in the original message; False when it cannot be found."""
+        channel = await self._channel()
+        if channel is None:
+            raise ConnectionError(f"channel {self.channel_id} is not reachable")
+        try:
+            original = await channel.fetch_message(int(original_message_id))
+        except discord.NotFound:
+            return False
+        embeds = with_status(original.embeds, signal_id, status)
+        if embeds is None:
+            return False
+        await original.edit(embeds=embeds, allowed_mentions=NO_MENTIONS)
+        return True
+
+
+class DMPoster(ChannelPoster):
+    """Posts into one user's DMs (``dm:<user id>``), for the user's own ``>watch`` list."""
+
+    def __init__(self, get_bot: Callable[[], discord.Client | None], user_id: int) -> None:
+        super().__init__(get_bot, user_id)
+        self.user_id = user_id
+        self.destination = f"dm:{user_id}"
+
+    async def _channel(self) -> discord.abc.Messageable | None:
+        bot = self.get_bot()
+        if bot is None or not bot.is_ready():
+            return None
+        user = bot.get_user(self.user_id)
+        try:
+            if user is None:
+                user = await bot.fetch_user(self.user_id)
+            return user.dm_channel or await user.create_dm()
+        except (discord.NotFound, discord.Forbidden, discord.HTTPException) as exc:
+            if not self._warned:
+                log.error("discord_dm_unavailable", user_id=self.user_id, error=type(exc).__name__)
+                self._warned = True
+            return None
+
+
+async def _send(target: discord.abc.Messageable, message: OutgoingMessage, *,
+                reference: discord.MessageReference | None = None, nonce: str | None = None) -> discord.Message:
+    files = message.discord_files()
+    extra: dict[str, Any] = {"files": files} if files else {}
+    if nonce is not None:
+        extra["nonce"] = nonce
+    if reference is not None:
+        extra["reference"] = reference
+        extra["mention_author"] = False
+    return await target.send(content=message.content, embeds=list(message.embeds), silent=message.silent,
+                             allowed_mentions=message.allowed_mentions(), **extra)
+
+
+def _channel_id(channel: discord.abc.Messageable) -> int:
+    return int(getattr(channel, "id", 0))
+
+
+def _follow_up_keys(message: discord.Message) -> set[tuple[str, str]]:
+    keys: set[tuple[str, str]] = set()
+    for e in message.embeds:
+        text = e.footer.text if e.footer else None
+        if text:
+            keys.update((sid, event) for event, sid in FOLLOW_UP_RE.findall(text))
+    return keys
+
+
+def truncate_name(message: OutgoingMessage) -> str:
+    """A thread name from the follow-up's first embed title (Discord allows 100 characters)."""
+    title = str(message.embeds[0].title) if message.embeds and message.embeds[0].title else "WyEli follow-ups"
+    head = title.split(" · ", 1)[1] if " · " in title else title
+    return (head[:88] + " · results")[:100]
 
 
 class WebhookPoster:
@@ -130,13 +266,13 @@ class WebhookPoster:
     outbox module for what that means for the guarantee.
     """
 
-    destination = "webhook"
     can_confirm = False  # no channel history and no nonce: an attempt whose outcome is unknown may be posted twice
 
-    def __init__(self, url: str, *, username: str = "WyEli") -> None:
+    def __init__(self, url: str, *, username: str = "WyEli", destination: str = "webhook") -> None:
         if not WEBHOOK_URL_RE.search(url):
             raise ValueError(f"DISCORD_WEBHOOK_URL={mask_secret(url)!r} is not a Discord webhook URL "
                              "(https://discord.com/api/webhooks/<id>/<token>)")
+        self.destination = destination
         self._url = url
         self.username = username
         self._session: aiohttp.ClientSession | None = None
@@ -163,7 +299,7 @@ class WebhookPoster:
         try:
             sent = await webhook.send(content=message.content or discord.utils.MISSING, embeds=list(message.embeds),
                                       files=message.discord_files() or discord.utils.MISSING, username=self.username,
-                                      wait=True, allowed_mentions=NO_MENTIONS)
+                                      wait=True, allowed_mentions=message.allowed_mentions(), silent=message.silent)
         except aiohttp.ClientError as exc:
             # aiohttp errors may quote the request URL, which contains the webhook token
             raise ConnectionError(mask_webhook_url(f"{type(exc).__name__}: {exc}")) from None
@@ -171,6 +307,29 @@ class WebhookPoster:
 
     async def find_posted(self, signal_ids: Sequence[str], since_ms: int) -> dict[str, str]:
         return {}
+
+    async def post_follow_up(self, message: OutgoingMessage, original_message_id: str, mode: FollowUpMode) -> str:
+        """Webhooks can neither reply nor start a thread in a text channel: a plain post (its embed names the signal)."""
+        return await self.post(message)
+
+    async def find_posted_follow_ups(self, keys: Sequence[tuple[str, str]], originals: Mapping[str, str],
+                                     since_ms: int) -> dict[tuple[str, str], str]:
+        return {}
+
+    async def edit_status(self, original_message_id: str, signal_id: str, status: str) -> bool:
+        """A webhook may edit the messages it posted."""
+        webhook = await self._get()
+        try:
+            original = await webhook.fetch_message(int(original_message_id))
+            embeds = with_status(original.embeds, signal_id, status)
+            if embeds is None:
+                return False
+            await webhook.edit_message(int(original_message_id), embeds=embeds, allowed_mentions=NO_MENTIONS)
+        except discord.NotFound:
+            return False
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(mask_webhook_url(f"{type(exc).__name__}: {exc}")) from None
+        return True
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,5 +1,6 @@
-"""The user commands, as hybrid commands (prefix ``>`` / mention, and slash): status, signal, signals,
-stats, help; plus the owner-only prefix command ``sync`` that publishes the slash commands.
+"""The user commands, as hybrid commands (prefix ``>`` / mention, and slash): status, signal, signals (paged, filtered),
+stats (filtered, with a period), help; plus the owner-only prefix command ``sync`` that publishes the slash commands.
+The subscription commands are in :mod:`src.bot.discord.cogs.subscriptions`.
 
 Every reply goes out with ``allowed_mentions=none`` (the bot's default too), and user arguments are
 sanitised before they are shown, so hostile input cannot ping anyone or break formatting.
@@ -8,6 +9,7 @@ sanitised before they are shown, so hostile input cannot ping anyone or break fo
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,19 +21,27 @@ from discord.ext import commands
 
 from src.analysis.types import SignalKind
 from src.bot.analysis_api import TRACKED_GATE_REASONS, TrackRecordView
-from src.bot.discord.arguments import parse_stats_filters, resolve_symbol, resolve_timeframe, sanitize
+from src.bot.discord.arguments import (
+    parse_history_words,
+    parse_stats_filters,
+    resolve_symbol,
+    resolve_timeframe,
+    sanitize,
+    split_period,
+)
 from src.bot.discord.charts import ChartRenderer, spec_for_view
 from src.bot.discord.embeds import (
     help_embed,
     market_embed,
-    signals_embed,
     stats_embed,
     status_embed,
     valid_list,
 )
+from src.bot.discord.history import HISTORY_USAGE, HistoryPager
 from src.bot.discord.messages import NO_MENTIONS
+from src.bot.discord.subscriptions import SubscriptionBook
 from src.bot.status import MarketViewProvider, StatusProvider
-from src.storage.base import OutcomeStore, SignalStore, StoreError
+from src.storage.base import HistoryStore, OutcomeStore, SignalStore, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +55,7 @@ SIGNAL_COOLDOWN = (2, 20.0)
 SIGNAL_CONCURRENCY = 2
 
 
-class CommandStore(SignalStore, OutcomeStore, Protocol):
+class CommandStore(SignalStore, OutcomeStore, HistoryStore, Protocol):
     """What the commands read from the store."""
 
 
@@ -70,6 +80,9 @@ class CommandDeps:
     guild_id: int | None = None
     track_records: Callable[[], Sequence[TrackRecordView]] | None = None  # the evidence model's cells, live folded in
     tracked_reasons: Collection[str] = TRACKED_GATE_REASONS
+    book: SubscriptionBook | None = None  # >watch / >mute (None: no bot channel to subscribe)
+    utc_offset_minutes: int = 0  # DISPLAY_UTC_OFFSET
+    routed_here: Callable[[str], list[str]] | None = None  # destination -> names of the routes posting there
 
 
 def symbol_choices(symbols: Sequence[str], current: str) -> list[app_commands.Choice[str]]:
@@ -142,13 +155,14 @@ class SignalsCog(commands.Cog, name="WyEli"):
             raise UserError(f"No data for {sym} {tf} yet (still warming up, or not a listed symbol).")
         png = None
         if self.deps.renderer is not None and view.candles:
-            png = await self.deps.renderer.render(spec_for_view(view))
+            png = await self.deps.renderer.render(spec_for_view(view, offset_minutes=self.deps.utc_offset_minutes))
         if png:
             name = f"{sym}_{tf}.png"
-            await self._reply(ctx, embed=market_embed(view, image_filename=name),
+            await self._reply(ctx, embed=market_embed(view, image_filename=name,
+                                                      offset_minutes=self.deps.utc_offset_minutes),
                               file=discord.File(io.BytesIO(png), filename=name))
         else:
-            await self._reply(ctx, embed=market_embed(view))
+            await self._reply(ctx, embed=market_embed(view, offset_minutes=self.deps.utc_offset_minutes))
 
     @signal.autocomplete("symbol")
     async def _symbol_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -158,36 +172,42 @@ class SignalsCog(commands.Cog, name="WyEli"):
     async def _timeframe_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return [app_commands.Choice(name=tf, value=tf) for tf in self.deps.timeframes if current.lower() in tf.lower()][:25]
 
-    @commands.hybrid_command(name="signals", description="The most recent trade calls and watch notes")  # type: ignore[arg-type]
-    @app_commands.describe(symbol="optional, e.g. BTC")
-    async def signals(self, ctx: commands.Context[commands.Bot], symbol: str | None = None) -> None:
-        sym: str | None = None
-        if symbol is not None:
-            sym = resolve_symbol(symbol, self.deps.symbols, any_symbol=self.deps.all_symbols)
-            if sym is None:
-                raise UserError(f"I don't watch `{sanitize(symbol) or 'that'}`.\n{self.usage()}")
+    @commands.hybrid_command(name="signals", description="Trade calls and watch notes with their results, page by page")  # type: ignore[arg-type]
+    @app_commands.describe(filters="any of: a symbol, a timeframe, a pattern, win/loss/expired/open, page N; e.g. eth 4h")
+    async def signals(self, ctx: commands.Context[commands.Bot], *, filters: str | None = None) -> None:
+        try:
+            query = parse_history_words(filters, self.deps.symbols, self.deps.timeframes, any_symbol=self.deps.all_symbols)
+        except ValueError as exc:
+            raise UserError(f"{exc}.\n{HISTORY_USAGE}") from None
         await ctx.defer()
-        recent = await self.deps.store.recent_signals(symbol=sym, limit=RECENT_SIGNALS, kinds=EMITTED)
-        await self._reply(ctx, embed=signals_embed(recent, symbol=sym))
+        pager = HistoryPager(self.deps.store, query, utc_offset_minutes=self.deps.utc_offset_minutes,
+                             author_id=ctx.author.id)
+        embed = await pager.page_embed(query.page)
+        await self._reply(ctx, embed=embed, view=pager.view())
 
     @commands.hybrid_command(name="stats", description="Track record per pattern: backtest and live, net R after fees")  # type: ignore[arg-type]
-    @app_commands.describe(first="optional: a symbol, timeframe or pattern, e.g. BTC", second="optional, e.g. 1h",
-                           third="optional, e.g. spring")
+    @app_commands.describe(first="optional: a symbol, timeframe, pattern or period, e.g. BTC", second="optional, e.g. 1h",
+                           third="optional, e.g. spring", fourth="optional: the live record's period, e.g. 30d or 12w")
     async def stats(self, ctx: commands.Context[commands.Bot], first: str | None = None, second: str | None = None,
-                    third: str | None = None) -> None:
+                    third: str | None = None, fourth: str | None = None) -> None:
         records = list(self.deps.track_records()) if self.deps.track_records is not None else []
+        words, period_ms, period = split_period((first, second, third, fourth), self.deps.timeframes)
         try:
             symbol, timeframe, pattern = parse_stats_filters(
-                (first, second, third), self.deps.symbols, self.deps.timeframes, [r.pattern for r in records],
+                words, self.deps.symbols, self.deps.timeframes, [r.pattern for r in records],
                 any_symbol=self.deps.all_symbols)
         except ValueError as exc:
-            raise UserError(f"{exc}.\nUsage: `>stats [SYMBOL] [TF] [PATTERN]`, e.g. `>stats BTC 1h spring`.") from None
+            raise UserError(f"{exc}.\nUsage: `>stats [SYMBOL] [TF] [PATTERN] [PERIOD]`, e.g. `>stats BTC 1h spring 30d`."
+                            ) from None
         await ctx.defer()
-        live = await self.deps.store.live_track(self.deps.tracked_reasons, symbol=symbol, timeframe=timeframe)
+        since = None if period_ms is None else int(time.time() * 1000) - period_ms
+        live = await self.deps.store.live_track(self.deps.tracked_reasons, symbol=symbol, timeframe=timeframe,
+                                                since_ms=since)
         if pattern is not None:
             records = [r for r in records if pattern in r.pattern]
             live = [t for t in live if pattern in t.pattern]
-        await self._reply(ctx, embed=stats_embed(records, live, symbol=symbol, timeframe=timeframe, pattern=pattern))
+        await self._reply(ctx, embed=stats_embed(records, live, symbol=symbol, timeframe=timeframe, pattern=pattern,
+                                                 period=period))
 
     @commands.hybrid_command(name="help", description="What WyEli can do")  # type: ignore[arg-type]
     async def help(self, ctx: commands.Context[commands.Bot]) -> None:
