@@ -215,19 +215,19 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> int:
     return len(rows)
 
 
-def _clean(obj: Any) -> Any:
-    """JSON cannot hold NaN/inf: they become null."""
+def json_clean(obj: Any) -> Any:
+    """JSON cannot hold NaN/inf: they become null (recursively through dicts, lists and tuples)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_clean(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [json_clean(v) for v in obj]
     return obj
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
-    path.write_text(json.dumps(_clean(report), indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(json_clean(report), indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def plot_equity(path: Path, curve: Sequence[tuple[int, float]], title: str) -> None:

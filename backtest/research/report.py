@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from backtest.report import json_clean
 from backtest.research import findings as fd
 from backtest.research.measure import VOL_MIN_HISTORY, VOL_WINDOW
 from backtest.research.run import ResearchJob
@@ -241,16 +242,6 @@ def cell_dict(c: Cell) -> dict[str, Any]:
     }
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def summary_dict(study: Study, job: ResearchJob, files: list[list[str]]) -> dict[str, Any]:
     p = job.params
     return {
@@ -282,7 +273,7 @@ def summary_dict(study: Study, job: ResearchJob, files: list[list[str]]) -> dict
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    path.write_text(json.dumps(_clean(summary), indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(json_clean(summary), indent=1, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def write_events(path: Path, study: Study) -> int:
@@ -298,7 +289,7 @@ def write_events(path: Path, study: Study) -> int:
                     "r_multiple": float(s.r[k]), "gross_r": float(s.gross_r[k]), "random_r": float(s.twin_r[k]),
                     "forward_atr": float(s.path[k, -1]), "random_forward_atr": float(s.twin_path[k, -1]),
                 }
-                fh.write(json.dumps(_clean(row), sort_keys=True, allow_nan=False) + "\n")
+                fh.write(json.dumps(json_clean(row), sort_keys=True, allow_nan=False) + "\n")
                 n += 1
     return n
 
