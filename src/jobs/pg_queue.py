@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import procrastinate
 import psycopg
@@ -32,7 +32,7 @@ from procrastinate.schema import SchemaManager
 from src.jobs.local_runner import worker_name
 from src.jobs.store import JobStore
 from src.jobs.supervisor import AttemptSettings, run_attempt
-from src.storage.base import StoreError
+from src.storage.base import StoreError, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +54,7 @@ def psycopg_conninfo(database_url: str) -> str:
         else:
             kept.append((key, value))
     scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
-    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(kept)))
+    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(kept, quote_via=quote)))
 
 
 async def ensure_schema(conninfo: str) -> bool:
@@ -93,8 +93,11 @@ class PgQueue:
     async def open(self) -> None:
         if self._opened:
             return
-        await ensure_schema(self.conninfo)
-        await self.app.open_async()
+        try:
+            await ensure_schema(self.conninfo)
+            await self.app.open_async()
+        except (psycopg.Error, OSError) as exc:
+            raise StoreUnavailable(f"procrastinate queue: {type(exc).__name__}: {str(exc)[:300]}") from exc
         self._opened = True
 
     async def close(self) -> None:
