@@ -122,6 +122,7 @@ class App:
         self.discord: Any = None
         self.cache: Any = None
         self.tracker: Any = None
+        self.jobs: Any = None  # src.bot.jobs_host.JobsHost (live mode): backtest jobs from Discord
         self.warmed_up = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._closers: list[ShutdownStep] = []
@@ -144,6 +145,11 @@ class App:
         files = self._load_replay_files() if self.mode == "replay" else []
         self.store = await self._open_store()
         self.cache = await self._open_cache()
+        if self.mode == "live":
+            from src.bot.jobs_host import JobsHost
+
+            self.jobs = JobsHost(cfg)
+            await self.jobs.open()
         sinks = self._build_sinks()
         self.pipeline = Pipeline(
             settings=cfg.analysis_settings(),
@@ -213,6 +219,7 @@ class App:
         discord_sinks, self.discord = build_discord_sinks(
             self.config, self.store, self.status_snapshot, self.market_view,
             preview_dir=self.options.discord_preview, live=self.mode == "live",
+            jobs=self.jobs.queue if self.jobs else None, jobs_unavailable=self.jobs.unavailable if self.jobs else "",
         )
         sinks: list[SignalSink] = [ConsoleSink(), *discord_sinks]
         if self.cache is not None:
@@ -243,6 +250,8 @@ class App:
 
             assert self.store is not None
             self._spawn(run_retention(self.store, cfg.candle_retention_days), "retention")
+        if self.jobs is not None:
+            self.jobs.start()
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -489,6 +498,8 @@ class App:
             steps.append(ShutdownStep("analysis in flight and sinks", self.pipeline.close, 6.0))
         if self.discord is not None:
             steps.append(ShutdownStep("discord", self.discord.stop, 4.0))
+        if self.jobs is not None:
+            steps.append(ShutdownStep("backtest jobs", self.jobs.stop, 4.0))
         steps.extend(self._closers)
         steps.append(ShutdownStep("background tasks", self._cancel_tasks, 1.0))
         if self.cache is not None:

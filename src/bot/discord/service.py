@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
+from discord.ext import commands
 
 from src.bot.discord.bot import WyEliBot, run_bot
 from src.bot.discord.charts import ChartRenderer
@@ -31,6 +33,9 @@ from src.bot.sinks import SignalBatch, SignalSink
 from src.bot.status import MarketViewProvider, StatusProvider
 from src.config import Config
 from src.storage.base import Store
+
+if TYPE_CHECKING:
+    from src.jobs.queue import JobQueue
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +78,8 @@ class DiscordService:
         clock: Callable[[], float] = time.time,
         poll_interval_s: float = 30.0,
         flush_timeout_s: float = 2.5,
+        jobs: JobQueue | None = None,
+        jobs_unavailable: str = "",
     ) -> None:
         self.config = config
         self.store = store
@@ -108,6 +115,10 @@ class DiscordService:
                 self.senders.append(OutboxSender(store, self._webhook, self.builder,
                                                  max_age_s=config.signal_max_age_seconds, clock=clock,
                                                  poll_interval_s=poll_interval_s))
+        # backtest jobs (src/jobs): the >backtest/>research cog and the poster of progress and results
+        self.jobs = jobs
+        self.jobs_unavailable = jobs_unavailable or "backtest jobs are not configured"
+        self._job_poster_task: asyncio.Task[None] | None = None
         self._bot: WyEliBot | None = None
         self._bot_task: asyncio.Task[None] | None = None
         self._sender_tasks: list[asyncio.Task[None]] = []
@@ -120,7 +131,14 @@ class DiscordService:
 
     def make_bot(self, message_content: bool) -> WyEliBot:
         return WyEliBot(self.deps, message_content=message_content, owner_ids=self.config.discord_owner_ids,
-                        on_ready_hook=self._on_bot_ready)
+                        on_ready_hook=self._on_bot_ready, extra_cogs=(self._jobs_cog,))
+
+    def _jobs_cog(self, bot: commands.Bot) -> commands.Cog:
+        from src.bot.discord.cogs.jobs import JobCommandDeps, JobsCog
+
+        deps = JobCommandDeps(queue=self.jobs, symbols=self.config.symbols, timeframes=self.config.timeframes,
+                              all_symbols=self.config.symbols_all, unavailable=self.jobs_unavailable)
+        return JobsCog(bot, deps)
 
     def _set_bot(self, bot: WyEliBot) -> None:
         self._bot = bot
@@ -140,6 +158,11 @@ class DiscordService:
             self._bot_task = asyncio.create_task(run_bot(token, self.make_bot, self._set_bot), name="discord-bot")
         for sender in self.senders:
             self._sender_tasks.append(asyncio.create_task(sender.run(), name=f"outbox-{sender.destination}"))
+        if self.jobs is not None and self.config.discord_token:
+            from src.bot.discord.job_posts import JobPoster
+
+            poster = JobPoster(self.jobs.store, lambda: self._bot)
+            self._job_poster_task = asyncio.create_task(poster.run(), name="job-posts")
         log.info("discord_service_started", destinations=[s.destination.replace("webhook", "webhook(masked)")
                                                           for s in self.senders],
                  bot=bool(self.config.discord_token))
@@ -159,6 +182,10 @@ class DiscordService:
         for sender, task in zip(self.senders, self._sender_tasks, strict=False):
             await sender.stop(task, flush_timeout_s=self.flush_timeout_s)
         self._sender_tasks.clear()
+        if self._job_poster_task is not None:
+            self._job_poster_task.cancel()
+            await asyncio.gather(self._job_poster_task, return_exceptions=True)
+            self._job_poster_task = None
         if self._bot is not None and not self._bot.is_closed():
             await self._bot.close()
         if self._bot_task is not None:
@@ -222,11 +249,15 @@ def build_discord_service(
     store: Store,
     status_provider: StatusProvider | None,
     market_view_provider: MarketViewProvider | None,
+    *,
+    jobs: JobQueue | None = None,
+    jobs_unavailable: str = "",
 ) -> DiscordService | None:
     """The service when DISCORD_TOKEN (+ channel) or DISCORD_WEBHOOK_URL is set, else None (console only)."""
     if not config.discord_token and not config.discord_webhook_url:
         return None
-    return DiscordService(config, store, status_provider, market_view_provider)
+    return DiscordService(config, store, status_provider, market_view_provider, jobs=jobs,
+                          jobs_unavailable=jobs_unavailable)
 
 
 def build_discord_sinks(
@@ -237,6 +268,8 @@ def build_discord_sinks(
     *,
     preview_dir: Path | None = None,
     live: bool = True,
+    jobs: JobQueue | None = None,
+    jobs_unavailable: str = "",
 ) -> tuple[list[SignalSink], DiscordService | None]:
     """Every Discord-side sink the configuration asks for: the preview sink (``--discord-preview DIR``,
     charts falling back to the store's candles) and, in live mode, the service (bot and/or webhook).
@@ -244,7 +277,8 @@ def build_discord_sinks(
     sinks: list[SignalSink] = []
     if preview_dir is not None:
         sinks.append(DiscordPreviewSink(preview_dir, candles=store))
-    service = build_discord_service(config, store, status_provider, market_view_provider) if live else None
+    service = build_discord_service(config, store, status_provider, market_view_provider, jobs=jobs,
+                                    jobs_unavailable=jobs_unavailable) if live else None
     if service is not None:
         sinks.append(service)
     return sinks, service
