@@ -18,6 +18,7 @@ import asyncio
 import io
 import time
 from collections.abc import Callable
+from typing import Any
 
 import discord
 import structlog
@@ -76,11 +77,11 @@ class JobPoster:
         for job_id in [k for k in self._shown if k not in live]:
             del self._shown[job_id]
 
-    async def _channel(self, bot: discord.Client, channel_id: int) -> discord.abc.Messageable:
-        channel = bot.get_channel(channel_id)
+    async def _channel(self, bot: discord.Client, channel_id: int) -> Any:
+        channel: Any = bot.get_channel(channel_id)
         if channel is None:
             channel = await bot.fetch_channel(channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
+        if not hasattr(channel, "send"):  # a category or forum: nowhere to post
             raise ChannelGone(f"channel {channel_id} is not a text channel")
         return channel
 
@@ -97,7 +98,7 @@ class JobPoster:
             mention = f"<@{job.requester.user_id}>" if job.requester.user_id.isdigit() else ""
             verb = {"done": "is done", "failed": "failed", "cancelled": "was cancelled"}[job.state]
             await channel.send(truncate(f"{mention} {job.request.kind} #{job.id} {verb}.".strip(), 2000),
-                               embed=result_embed(job), files=attachments, reference=ref,  # type: ignore[arg-type]
+                               embed=result_embed(job), files=attachments, reference=ref,
                                allowed_mentions=job_post_mentions(job.requester.user_id))
         except (discord.NotFound, discord.Forbidden, ChannelGone) as exc:
             log.warning("job_result_undeliverable", job_id=job.id, channel_id=job.requester.channel_id,
@@ -127,7 +128,7 @@ class JobPoster:
             return
         try:
             channel = await self._channel(bot, job.requester.channel_id)
-            if isinstance(channel, discord.TextChannel | discord.Thread | discord.DMChannel):
+            if hasattr(channel, "get_partial_message"):  # no fetch needed: one request per edit
                 await channel.get_partial_message(job.message_id).edit(content=text)
             else:
                 msg = await channel.fetch_message(job.message_id)
