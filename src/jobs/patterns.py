@@ -18,11 +18,11 @@ def short_name(pattern: str) -> str:
 
 def resolve_pattern(text: str) -> str | None:
     """The pattern meant by ``text`` (case-insensitive, with or without prefix, a plural 's' allowed), or None."""
-    clean = re.sub(r"[^a-z0-9_]", "", text.lower().replace("-", "_"))[:40]
+    clean = re.sub(r"[^a-z0-9]", "", text.lower())[:40]  # 'wave-5', 'utad_test', 'UTAD test' all match
     if not clean:
         return None
     for cand in (clean, clean.removesuffix("s"), clean.removesuffix("es")):
         for p in KNOWN_PATTERNS:
-            if cand in (p, short_name(p)):
+            if cand in (p.replace("_", ""), short_name(p).replace("_", "")):
                 return p
     return None

@@ -2,7 +2,8 @@
 
 Tokens may come in any order after the symbol: a timeframe (``1h``), a period, pattern names. Periods:
 
-- ``30d``, ``12w``, ``6m`` / ``6mo``, ``1y``: the last N days/weeks/months/years up to now;
+- ``30d``, ``12w``, ``6m`` / ``6mo``, ``1y``: the last N days/weeks/months/years up to now (a token that is
+  a Binance interval, e.g. ``1d``, ``3d``, ``1w``, is a timeframe, never a period);
 - ``2024``: that calendar year; ``2024-03``: that month; ``ytd`` (or ``thisyear``): 1 January to now;
 - ``2024-01-01..2024-06-30`` / ``2024-01..2024-06``: from the first day to the END of the last one.
 
@@ -76,6 +77,8 @@ def parse_period(text: str, now_ms: int) -> tuple[int, int] | None:
     now = datetime.fromtimestamp(now_ms / 1000, UTC)
     if t in ("ytd", "thisyear"):
         return _ms(datetime(now.year, 1, 1, tzinfo=UTC)), now_ms
+    if timeframes.is_interval(text):
+        return None  # '1d', '3d', '1w' are timeframes (see the module docstring)
     if m := _REL.match(t):
         n, unit = int(m[1]), m[2]
         if n < 1:

@@ -48,6 +48,7 @@ class JobPoster:
         self.edit_every_s = edit_every_s
         self._monotonic = monotonic
         self._shown: dict[int, tuple[str, float]] = {}
+        self._messages: dict[int, Any] = {}
         self.posted = 0
 
     async def run(self) -> None:
@@ -76,6 +77,7 @@ class JobPoster:
         live = {j.id for j in active}
         for job_id in [k for k in self._shown if k not in live]:
             del self._shown[job_id]
+            self._messages.pop(job_id, None)
 
     async def _channel(self, bot: discord.Client, channel_id: int) -> Any:
         channel: Any = bot.get_channel(channel_id)
@@ -127,11 +129,11 @@ class JobPoster:
         if job.message_id is None or job.requester.channel_id is None:
             return
         try:
-            channel = await self._channel(bot, job.requester.channel_id)
-            if hasattr(channel, "get_partial_message"):  # no fetch needed: one request per edit
-                await channel.get_partial_message(job.message_id).edit(content=text)
-            else:
+            msg = self._messages.get(job.id)
+            if msg is None:  # fetched once per job, then edited in place (one request per edit)
+                channel = await self._channel(bot, job.requester.channel_id)
                 msg = await channel.fetch_message(job.message_id)
-                await msg.edit(content=text)
+                self._messages[job.id] = msg
+            await msg.edit(content=text)
         except (discord.HTTPException, OSError, ChannelGone) as exc:  # progress edits are best effort
             log.debug("job_progress_edit_failed", job_id=job.id, error=type(exc).__name__)

@@ -37,7 +37,7 @@ BACKTEST_USAGE = ("Usage: `>backtest SYMBOL [TF] [period] [pattern...]`, e.g. `>
                   "(periods: `90d`, `6mo`, `1y`, `2024`, `2024-03`, `ytd`, `2024-01-01..2024-06-30`; default the last "
                   "365 days).\nAlso `>backtest status ID`, `>backtest cancel ID`, `>backtest queue`.")
 RESEARCH_USAGE = "Usage: `>research PATTERN [TF] [period]`, e.g. `>research spring 4h 1y` (over the configured symbols)."
-COMMAND_COOLDOWN = (3, 30.0)  # per user: submissions and status checks are cheap, but not free
+COMMAND_COOLDOWN = (5, 30.0)  # per user: submissions and status checks are cheap, but not free
 
 
 class QueueLike(Protocol):
