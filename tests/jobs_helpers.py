@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -77,22 +76,16 @@ async def finish_log_pg(dsn: str, schema: str) -> list[tuple[int, str]]:
         await conn.close()
 
 
-async def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.2) -> Any:
-    """Poll the async ``predicate`` until it returns something truthy (its value) or fail after ``timeout`` s."""
+async def wait_for(predicate: Any, limit_s: float, what: str, every: float = 0.2) -> Any:
+    """Poll the async ``predicate`` until it returns something truthy (its value) or fail after ``limit_s`` s."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + limit_s
     while True:
         value = await predicate()
         if value:
             return value
         if loop.time() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {limit_s} s waiting for {what}")
         await asyncio.sleep(every)
 
 
-async def aclosing_store(store: Any) -> AsyncIterator[Any]:
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
