@@ -18,7 +18,7 @@ TFS = ("15m", "1h", "4h")
 
 
 def ms(*args: int) -> int:
-    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc, arg-type]
 
 
 @pytest.mark.parametrize(("text", "expected"), [

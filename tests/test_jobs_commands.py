@@ -218,7 +218,7 @@ class RecordingChannel:
         self.sent.append({"content": content, **kwargs})
 
     async def fetch_message(self, message_id: int) -> Any:
-        raise discord.NotFound(_Resp(), "gone")  # type: ignore[arg-type]
+        raise discord.NotFound(_Resp(), "gone")
 
 
 class _Resp:
@@ -246,7 +246,7 @@ async def test_a_result_replies_to_the_acknowledgement_and_pings_only_the_reques
     started = await store.start(job.id, "w")
     assert started is not None
     await store.finish(job.id, started.attempt, "failed", error="no candles")
-    flaky = RecordingChannel(fail=discord.HTTPException(_Resp(), "503"))  # type: ignore[arg-type]
+    flaky = RecordingChannel(fail=discord.HTTPException(_Resp(), "503"))
     poster = JobPoster(store, lambda: FakeClient(flaky))  # type: ignore[arg-type, return-value]
     await poster.tick()
     assert poster.posted == 0 and [j.id for j in await store.to_notify()] == [job.id]  # released for the next round
