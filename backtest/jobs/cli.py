@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, help="jobs at once (default JOBS_LOCAL_WORKERS, at least 1)")
     p.add_argument("--heartbeat", type=float, default=10.0, metavar="S",
-                   help="Postgres: worker heartbeat every S seconds (default 10)")
+                   help="worker heartbeat every S seconds (default 10; a running job's own heartbeat is at most 2 s)")
     p.add_argument("--stalled-after", type=float, default=30.0, metavar="S",
                    help="a worker silent for S seconds is dead: its jobs are retried or failed (default 30)")
     p.add_argument("--recover-every", type=float, default=15.0, metavar="S",
@@ -184,7 +184,11 @@ async def _work(queue: JobQueue, concurrency: int, args: argparse.Namespace) -> 
             return
         from src.jobs.local_runner import LocalJobRunner
 
-        runner = LocalJobRunner(queue.store, slots=concurrency, stale_after_s=args.stalled_after)
+        from src.jobs.supervisor import AttemptSettings
+
+        # the row heartbeat of each attempt (every 2 s at most) is what other runners judge liveness by
+        runner = LocalJobRunner(queue.store, slots=concurrency, stale_after_s=args.stalled_after,
+                                attempt=AttemptSettings(heartbeat_s=min(2.0, args.heartbeat)))
         task = asyncio.create_task(runner.run())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

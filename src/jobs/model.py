@@ -164,8 +164,10 @@ class JobRecord:
         }
         if queue_position is not None:
             d["queue_position"] = queue_position
-        if self.error:
+        if self.error and self.state == "failed":
             d["error"] = self.error
+        elif self.error:  # an earlier attempt's end (e.g. its worker died); this one went on
+            d["retried_after"] = self.error
         if self.state == "done":
             d["summary"] = self.summary
             d["files"] = list(self.files)

@@ -168,7 +168,7 @@ class PostgresJobStore:
 
     # ------------------------------------------------------------------ runs
     _START = ("UPDATE backtest_jobs SET state = 'running', attempt = attempt + 1, worker = $2, started_at = now(), "
-              "heartbeat_at = now(), progress = 'starting', error = NULL WHERE id = $1 AND state IN ('queued', 'running') "
+              "heartbeat_at = now(), progress = 'starting' WHERE id = $1 AND state IN ('queued', 'running') "
               "RETURNING id")
 
     async def claim_next(self, worker: str) -> JobRecord | None:
@@ -201,7 +201,7 @@ class PostgresJobStore:
         async with self._conn("finish job") as conn, conn.transaction():
             status = await conn.execute(
                 "UPDATE backtest_jobs SET state = $3, finished_at = now(), heartbeat_at = now(), summary = $4::json, "
-                "error = $5, progress = '' WHERE id = $1 AND attempt = $2 AND state = 'running'",
+                "error = COALESCE($5, error), progress = '' WHERE id = $1 AND attempt = $2 AND state = 'running'",
                 job_id, attempt, state, text, None if error is None else error[:2000])
             if status != "UPDATE 1":
                 return False

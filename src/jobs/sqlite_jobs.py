@@ -167,7 +167,7 @@ class SqliteJobStore:
     def _start_sql(self, conn: sqlite3.Connection, job_id: int, worker: str, now: int) -> JobRecord | None:
         cur = conn.execute(
             "UPDATE backtest_jobs SET state = 'running', attempt = attempt + 1, worker = ?, started_at = ?, "
-            "heartbeat_at = ?, progress = 'starting', error = NULL WHERE id = ? AND state IN ('queued', 'running')",
+            "heartbeat_at = ?, progress = 'starting' WHERE id = ? AND state IN ('queued', 'running')",
             (worker, now, now, job_id))
         changed = cur.rowcount
         cur.close()
@@ -219,7 +219,7 @@ class SqliteJobStore:
         def q(conn: sqlite3.Connection) -> bool:
             def body() -> bool:
                 cur = conn.execute(
-                    "UPDATE backtest_jobs SET state = ?, finished_at = ?, heartbeat_at = ?, summary = ?, error = ?, "
+                    "UPDATE backtest_jobs SET state = ?, finished_at = ?, heartbeat_at = ?, summary = ?, error = COALESCE(?, error), "
                     "progress = '' WHERE id = ? AND attempt = ? AND state = 'running'",
                     (state, now, now, text, None if error is None else error[:2000], job_id, attempt))
                 ok = cur.rowcount == 1
