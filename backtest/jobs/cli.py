@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
+
+import structlog
 
 from backtest.inputs import InputError, parse_date
 from src.analysis import timeframes
@@ -92,7 +95,26 @@ def _line(d: dict[str, Any]) -> str:
             f"{d['from'][:10]}..{d['to'][:10]} {d['requested_by']} {d.get('progress') or d.get('error') or ''}").rstrip()
 
 
+@contextlib.contextmanager
+def logs_to_stderr() -> Iterator[None]:
+    """structlog's default prints to stdout; scripts read the job id / JSON from stdout, so logs go to stderr."""
+    if structlog.is_configured():
+        yield
+        return
+    old = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    try:
+        yield
+    finally:
+        structlog.configure(**old)
+
+
 def run(args: argparse.Namespace) -> int:
+    with logs_to_stderr():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg = Config.from_env()
     try:
         if cfg.problems:
@@ -148,6 +170,11 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    with logs_to_stderr():
+        return _run_worker(args)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
     cfg = Config.from_env()
     if cfg.problems:
         print("backtest worker: configuration problems: " + "; ".join(cfg.problems), file=sys.stderr)
@@ -183,7 +210,6 @@ async def _work(queue: JobQueue, concurrency: int, args: argparse.Namespace) -> 
                                           stalled_after_s=args.stalled_after, recover_every_s=args.recover_every)
             return
         from src.jobs.local_runner import LocalJobRunner
-
         from src.jobs.supervisor import AttemptSettings
 
         # the row heartbeat of each attempt (every 2 s at most) is what other runners judge liveness by

@@ -1,0 +1,71 @@
+"""``python -m backtest jobs submit|status|list|cancel`` on the SQLite queue: ids, one JSON object per status,
+bad input and unsupported stores exit 2 with a one-line message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backtest.cli import main
+
+
+@pytest.fixture(autouse=True)
+def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_SERVICE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "q.db"))
+    monkeypatch.chdir(tmp_path)  # no .env from the checkout
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["jobs", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_submit_prints_the_id_and_status_prints_one_json_object(capsys) -> None:
+    code, out, err = run(capsys, "submit", "--symbol", "solusdt", "--timeframe", "1h", "--from", "2024-01-01",
+                         "--to", "2025-01-01", "--pattern", "springs")
+    assert code == 0 and out == "1\n" and "position 1" in err
+    code, out, _ = run(capsys, "status", "1")
+    d = json.loads(out)
+    assert code == 0 and d["state"] == "queued" and d["queue_position"] == 1 and d["symbols"] == ["SOLUSDT"]
+    assert d["from"] == "2024-01-01T00:00:00.000Z" and d["to"] == "2025-01-01T00:00:00.000Z"
+    assert d["patterns"] == ["wyckoff_spring"] and "summary" not in d
+
+
+def test_list_and_cancel(capsys) -> None:
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        assert run(capsys, "submit", "--symbol", sym, "--timeframe", "4h")[0] == 0
+    code, out, _ = run(capsys, "cancel", "1")
+    assert code == 0 and json.loads(out)["state"] == "cancelled"
+    code, out, _ = run(capsys, "list")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("#2     queued") and lines[1].startswith("#1     cancelled")
+    code, out, _ = run(capsys, "list", "--state", "queued", "--json")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [2]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["submit", "--symbol", "BTCUSDT", "--timeframe", "7h"], "unknown interval '7h'"),
+    (["submit", "--symbol", "BTCUSDT", "--timeframe", "1h", "--from", "2024-13-01"], "--from: not an ISO date"),
+    (["submit", "--symbol", "BTCUSDT", "--timeframe", "1h", "--from", "2025-01-01", "--to", "2024-01-01"],
+     "the period must end after it starts"),
+    (["submit", "--symbol", "BTCUSDT", "--timeframe", "1h", "--pattern", "unicorn"], "--pattern: unknown 'unicorn'"),
+    (["submit", "--symbol", "BTC,ETH", "--timeframe", "1h"], "a backtest job runs one symbol"),
+    (["status", "42"], "no job #42"),
+])
+def test_bad_input_exits_2_with_one_line(capsys, args: list[str], message: str) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_supabase_rest_alone_cannot_run_the_queue(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co")
+    monkeypatch.setenv("SUPABASE_SERVICE_KEY", "secret")
+    code, _, err = run(capsys, "list")
+    assert code == 2 and "set DATABASE_URL" in err
+    assert main(["worker"]) == 2
