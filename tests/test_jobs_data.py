@@ -52,7 +52,7 @@ async def test_complete_months_are_downloaded_once_and_the_current_month_every_t
             again = await download_cached(client, tmp_path, "BTCUSDT", "1h", start, end, now_ms=now)
         assert [c.open_time_ms for c in got] == [t for t in range(start, end, 3_600_000)]
         assert got == again
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["BTCUSDT-1h-2025-12.csv"]  # January is not complete
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["BTCUSDT-1h-2025-12.csv"]  # noqa: ASYNC240 - January is not complete
         repeat = fake.rest_requests[first_requests:]
         assert repeat and all(int(q["startTime"]) >= ms(2026, 1, 1) for _, q in repeat)
 

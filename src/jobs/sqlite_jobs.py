@@ -219,8 +219,8 @@ class SqliteJobStore:
         def q(conn: sqlite3.Connection) -> bool:
             def body() -> bool:
                 cur = conn.execute(
-                    "UPDATE backtest_jobs SET state = ?, finished_at = ?, heartbeat_at = ?, summary = ?, error = COALESCE(?, error), "
-                    "progress = '' WHERE id = ? AND attempt = ? AND state = 'running'",
+                    "UPDATE backtest_jobs SET state = ?, finished_at = ?, heartbeat_at = ?, summary = ?, "
+                    "error = COALESCE(?, error), progress = '' WHERE id = ? AND attempt = ? AND state = 'running'",
                     (state, now, now, text, None if error is None else error[:2000], job_id, attempt))
                 ok = cur.rowcount == 1
                 cur.close()
