@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from src.jobs.model import JobLimits, Requester
+from src.jobs.model import JobLimits, JobRecord, Requester
 from src.jobs.sqlite_jobs import SqliteJobStore
 from src.jobs.supervisor import AttemptSettings, run_attempt
 from tests.jobs_helpers import finish_log_sqlite, install_finish_log_sqlite, request
@@ -58,7 +58,7 @@ def settings(tmp_path: Path, mode: str) -> AttemptSettings:
     return AttemptSettings(heartbeat_s=0.2, python=str(wrapper), env={"FAKE_MODE": mode})
 
 
-async def started(store: SqliteJobStore, max_attempts: int = 2):  # type: ignore[no-untyped-def]
+async def started(store: SqliteJobStore, max_attempts: int = 2) -> JobRecord:
     job = await store.submit(request(), Requester(), JobLimits(), max_attempts=max_attempts)
     claimed = await store.claim_next("test")
     assert claimed is not None and claimed.id == job.id
@@ -94,7 +94,8 @@ async def test_a_cancelled_jobs_child_is_killed_within_a_heartbeat(store, tmp_pa
     attempt = asyncio.create_task(run_attempt(store, job, settings(tmp_path, "hang")))
 
     async def progressed() -> bool:
-        return (await store.get(job.id)).progress == "backtesting"
+        rec = await store.get(job.id)
+        return rec is not None and rec.progress == "backtesting"
 
     from tests.jobs_helpers import wait_for
 

@@ -111,7 +111,7 @@ async def kill_when_running(store: Any, proc: asyncio.subprocess.Process) -> int
     async def running() -> int | None:
         for j in await store.list_jobs(states=["running"], limit=50):
             if j.worker and f":{proc.pid}:" in j.worker:
-                return j.id
+                return int(j.id)
         return None
 
     job_id = int(await wait_for(running, 60, "the worker to start a job", every=0.05))
