@@ -4,11 +4,16 @@ bad input and unsupported stores exit 2 with a one-line message."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from backtest.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -26,13 +31,23 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def test_submit_prints_the_id_and_status_prints_one_json_object(capsys) -> None:
-    code, out, err = run(capsys, "submit", "--symbol", "solusdt", "--timeframe", "1h", "--from", "2024-01-01",
-                         "--to", "2025-01-01", "--pattern", "springs")
-    assert code == 0 and out == "1\n" and "position 1" in err
-    code, out, _ = run(capsys, "status", "1")
-    d = json.loads(out)
-    assert code == 0 and d["state"] == "queued" and d["queue_position"] == 1 and d["symbols"] == ["SOLUSDT"]
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command as a script sees it: a fresh process, stdout and stderr apart."""
+    env = {**os.environ, "SQLITE_PATH": str(tmp_path / "q.db"), "PYTHONPATH": str(REPO)}
+    for name in ("DATABASE_URL", "SUPABASE_URL"):
+        env.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "backtest", "jobs", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_submit_prints_only_the_id_on_stdout_and_status_one_json_object(tmp_path: Path) -> None:
+    sub = cli(tmp_path, "submit", "--symbol", "solusdt", "--timeframe", "1h", "--from", "2024-01-01",
+              "--to", "2025-01-01", "--pattern", "springs")
+    assert sub.returncode == 0 and sub.stdout == "1\n" and "position 1" in sub.stderr
+    st = cli(tmp_path, "status", "1")
+    assert st.returncode == 0 and len(st.stdout.splitlines()) == 1
+    d = json.loads(st.stdout)
+    assert d["state"] == "queued" and d["queue_position"] == 1 and d["symbols"] == ["SOLUSDT"]
     assert d["from"] == "2024-01-01T00:00:00.000Z" and d["to"] == "2025-01-01T00:00:00.000Z"
     assert d["patterns"] == ["wyckoff_spring"] and "summary" not in d
 
@@ -41,12 +56,12 @@ def test_list_and_cancel(capsys) -> None:
     for sym in ("BTCUSDT", "ETHUSDT"):
         assert run(capsys, "submit", "--symbol", sym, "--timeframe", "4h")[0] == 0
     code, out, _ = run(capsys, "cancel", "1")
-    assert code == 0 and json.loads(out)["state"] == "cancelled"
+    assert code == 0 and json.loads(out.splitlines()[-1])["state"] == "cancelled"
     code, out, _ = run(capsys, "list")
-    lines = out.splitlines()
+    lines = [ln for ln in out.splitlines() if ln.startswith("#")]  # (another test may have sent logs to stdout)
     assert code == 0 and lines[0].startswith("#2     queued") and lines[1].startswith("#1     cancelled")
     code, out, _ = run(capsys, "list", "--state", "queued", "--json")
-    assert [json.loads(line)["id"] for line in out.splitlines()] == [2]
+    assert [json.loads(line)["id"] for line in out.splitlines() if line.startswith("{")] == [2]
 
 
 @pytest.mark.parametrize(("args", "message"), [

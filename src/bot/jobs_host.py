@@ -21,6 +21,7 @@ import structlog
 from src.config import Config
 from src.jobs.local_runner import LocalJobRunner
 from src.jobs.queue import JobQueue, LocalEngine, build_job_queue, jobs_unsupported_reason
+from src.jobs.supervisor import child_env
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +70,7 @@ class JobsHost:
         delay = 5.0
         while True:
             self._worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "backtest", "worker",
-                                                                "--concurrency", str(n))
+                                                                "--concurrency", str(n), env=child_env({}))
             log.info("job_worker_process_started", pid=self._worker.pid, concurrency=n)
             code = await self._worker.wait()
             log.warning("job_worker_process_exited", code=code, restart_in_s=delay)
