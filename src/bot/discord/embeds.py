@@ -357,6 +357,8 @@ def help_embed(symbols: Sequence[str], timeframes: Sequence[str], *, all_symbols
         "(e.g. `>signal BTC`, `>signal ethusdt 4h`)\n"
         "`>signals [SYMBOL]` — the most recent signals\n"
         "`>stats` — signals and win rate per pattern\n"
+        "`>backtest SYMBOL [TF] [period] [pattern...]` — queue a backtest (`>backtest SOL 1h 2024 spring`; "
+        "`status ID`, `cancel ID`, `queue`); `>research PATTERN [TF]` — an event study\n"
         "`>help` — this message\n"
         "`>sync [guild|global]` — owners only: publish the slash commands"
     )
