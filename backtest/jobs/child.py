@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -51,14 +52,16 @@ class Progress:
         self.out.flush()
 
 
-def exit_with_parent(poll_s: float = 0.5) -> None:
-    """A daemon thread that ends this process when the parent dies (its pid changes to a reaper's)."""
+def exit_with_parent(workdir: Path, poll_s: float = 0.5) -> None:
+    """A daemon thread that ends this process (and removes its work directory, which the dead worker can no
+    longer clean up) when the parent dies: its parent pid changes to a reaper's."""
     parent = os.getppid()
 
     def watch() -> None:
         while True:
             time.sleep(poll_s)
             if os.getppid() != parent:
+                shutil.rmtree(workdir, ignore_errors=True)
                 os._exit(3)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
@@ -179,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m backtest.jobs.child WORKDIR", file=sys.stderr)
         return 2
-    exit_with_parent()
     workdir = Path(args[0])
+    exit_with_parent(workdir)
     progress = Progress(sys.stdout)
     try:
         req = JobRequest.from_json(json.loads((workdir / "request.json").read_text(encoding="utf-8"))["request"])
