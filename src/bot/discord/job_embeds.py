@@ -63,18 +63,22 @@ def _ci(ci: Sequence[float] | None) -> str:
 
 
 def _baseline(b: dict[str, Any] | None) -> str:
+    """The random-entry comparison; '-' when report.json has none (or, after a format change, lacks a field)."""
     if not b:
         return "-"
-    return (f"{b['random_expectancy_r_mean']:+.3f} R [{b['random_expectancy_r_p5']:+.2f}, "
-            f"{b['random_expectancy_r_p95']:+.2f}]; beats {b['strategy_beats_share'] * 100:.0f}% of random runs")
+    try:
+        return (f"{b['random_expectancy_r_mean']:+.3f} R [{b['random_expectancy_r_p5']:+.2f}, "
+                f"{b['random_expectancy_r_p95']:+.2f}]; beats {b['strategy_beats_share'] * 100:.0f}% of random runs")
+    except (KeyError, TypeError, ValueError):
+        return "-"
 
 
 def _pattern_line(name: str, m: dict[str, Any]) -> str:
     n = m.get("trades") or 0
     if not n:
         return f"**{short_name(name)}**: no trades"
-    b = m.get("baseline")
-    rnd = f"; random {b['random_expectancy_r_mean']:+.2f} R" if b else ""
+    b = m.get("baseline") or {}
+    rnd = f"; random {b['random_expectancy_r_mean']:+.2f} R" if isinstance(b.get("random_expectancy_r_mean"), float) else ""
     return (f"**{short_name(name)}**: {n} trades, win {_pct(m.get('win_rate'))}, E[R] {_r(m.get('expectancy_r'))}"
             f"{_ci(m.get('expectancy_r_ci95'))}{rnd}")
 
