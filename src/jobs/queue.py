@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -35,7 +36,7 @@ class LocalEngine:
     """SQLite: the rows are the queue; a runner in this process (if any) is woken, others poll (1 s)."""
 
     def __init__(self) -> None:
-        self.wake_callbacks: list[object] = []
+        self.wake_callbacks: list[Callable[[], None]] = []
 
     async def open(self) -> None:
         return None
@@ -44,9 +45,8 @@ class LocalEngine:
         return None
 
     async def defer(self, job_id: int) -> int:
-        for cb in self.wake_callbacks:
-            if callable(cb):
-                cb()
+        for wake in self.wake_callbacks:
+            wake()
         return job_id
 
 
