@@ -24,7 +24,9 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "events": ("replay a kline file; write the analysis trail (Wyckoff events, pivots, counts) as JSONL",
                "backtest.signals_cmd", "add_events_arguments", "run_events"),
     "run": ("backtest: replay, gate, simulate trades, report", "backtest.run_cmd", "add_arguments", "run"),
-    "calibrate": ("fit the confidence calibration on history; write CALIBRATION_PATH", "backtest.calibrate_cmd",
+    "evidence": ("fit the evidence model on kline files (evidence fit) or print one (evidence show)",
+                 "backtest.evidence_cmd", "add_arguments", "run"),
+    "calibrate": ("retired: replaced by `evidence fit` (prints where the replacement is)", "backtest.calibrate_cmd",
                   "add_arguments", "run"),
     "download": ("download closed klines from Binance REST into a CSV", "backtest.download_cmd", "add_arguments", "run"),
     "research": ("event study per pattern vs matched random entries over many files", "backtest.research.cli",
@@ -59,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m backtest {name}", description=help_text)
     add_arguments(parser)
     try:
-        ns = parser.parse_args(args[1:])
+        if getattr(module, "ACCEPTS_ANY_ARGUMENTS", False):  # a retired command answers whatever it is given
+            ns, _ = parser.parse_known_args(args[1:])
+        else:
+            ns = parser.parse_args(args[1:])
     except SystemExit as exc:  # argparse: 0 for --help, 2 for a bad flag (message already printed)
         return int(exc.code or 0)
     return handler(ns)

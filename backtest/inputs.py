@@ -1,4 +1,4 @@
-"""Candle inputs shared by ``backtest run`` and ``backtest calibrate``: kline CSV files or the store.
+"""Candle inputs of ``backtest run``: kline CSV files or the store.
 
 - ``--data FILE`` (repeatable): Binance-layout CSV read by ``src.market.klines_csv.read_klines_csv``.
   The file's interval comes from its name (``BTCUSDT-1m-...``) or else is taken to be ``--timeframe``;

@@ -10,7 +10,8 @@ Definitions (R = the signal's planned entry-stop distance; see src/analysis/outc
   included) * sqrt(365) (crypto trades every day); None with fewer than 2 days or no variance;
 - exposure = share of the run's time span with at least one open position (entry open to exit
   candle close, union over streams);
-- confidence buckets: [0, 0.5), [0.5, 0.6), ... [0.9, 1.0] on the gated (calibrated) confidence;
+- confidence buckets: [0, 0.5), [0.5, 0.6), ... [0.9, 1.0] on ``Signal.confidence`` (the evidence model's
+  probability the gate compared with MIN_CONFIDENCE);
 - break_even_commission = the commission per side at which total R after fees would be 0
   (ANALYSIS-NOTES 4.4: report the break-even cost); slippage stays as configured.
 """

@@ -1,6 +1,7 @@
 """``python -m backtest run``: replay candles through the live engine and gate, simulate every signal
 with the outcome rules, size it on one account, compare with a random-entry baseline, write
-DIR/report.json, DIR/trades.jsonl (+ the same as trades.csv), DIR/signals.jsonl and DIR/equity.png,
+DIR/report.json, DIR/trades.jsonl (+ the same as trades.csv), DIR/signals.jsonl (every trade call and watch
+note), DIR/equity.png (and DIR/candidates.jsonl with ``--grade-all``),
 and print a summary.
 
 Exit status: 0 on success, 2 for bad input (options, files, dates), 1 for an unexpected failure.
@@ -8,11 +9,17 @@ See backtest/simulate.py (overlap and sizing), backtest/baseline.py (baseline) a
 backtest/report.py (metric definitions). ``--jobs N`` runs streams (files/symbols) in N processes;
 every random stream is seeded from (--seed, symbol, timeframe), so results equal ``--jobs 1``.
 ``--walk-forward N`` splits each stream's period into N consecutive equal folds and reports
-metrics and a baseline (random entries drawn inside the same fold) per fold; the analysis itself
-is streaming and fitted on nothing, so every fold is out-of-sample for it. With ``--wf-calibrate``
-the confidence calibration is refitted before each fold on the outcomes known by its start (an
-expanding window; fold 1 only trains) and MIN_CONFIDENCE gates the calibrated confidence, so the
-folds measure the calibrated gate out-of-sample (backtest/simulate.run_stream_wf_calibrated).
+metrics and a baseline (random entries drawn inside the same fold) per fold.
+
+What is traded: the gate's TRADE calls (``--kinds trade``, the default; SPEC 5a: trading acts on trade calls
+only); ``--kinds trade,watch`` also trades the watch notes (to see what they would have done). The gate
+(MIN_CONFIDENCE, TRADE_MIN_RR, WATCH_MIN_RR, WATCH_MIN_SCORE, SIGNAL_COOLDOWN_CANDLES/SECONDS) comes from the
+environment, ``--min-confidence`` overrides it; the evidence model is the shipped default or
+``--evidence-model PATH`` (a file written by ``backtest evidence fit``). NOTE: the shipped model was fitted
+on history that may overlap the period you replay; judge it out of sample with a model you fit yourself
+before that period (``evidence fit --to DATE``). ``--grade-all`` also grades EVERY candidate on its own
+(trade calls, watch notes and gated ones, ignoring position overlap) into DIR/candidates.jsonl: the signal
+row plus ``r_multiple`` (net R by the SPEC 7 rules) and the outcome.
 """
 
 from __future__ import annotations
@@ -33,11 +40,11 @@ import structlog
 from backtest import baseline as bl
 from backtest import report as rp
 from backtest.inputs import InputError, StreamSpec, add_input_arguments, load_from_store, load_spec, stream_specs
-from backtest.simulate import GradedSignal, StreamResult, atr_series, run_stream, run_stream_wf_calibrated, size_trades
-from src.analysis.calibration import CalibrationFormatError, CalibrationSet
+from backtest.simulate import GradedSignal, StreamResult, atr_series, run_stream, size_trades
 from src.analysis.engine import AnalysisSettings
-from src.analysis.outcomes import OutcomeParams
-from src.analysis.types import ms_to_iso
+from src.analysis.evidence import EvidenceFormatError, EvidenceModel, load_default_model
+from src.analysis.outcomes import OutcomeParams, Resolution
+from src.analysis.types import SIGNAL_KINDS, Signal, SignalKind, ms_to_iso
 
 log = structlog.get_logger(__name__)
 REPORT_VERSION = 1
@@ -47,12 +54,12 @@ REPORT_VERSION = 1
 class JobConfig:
     settings: AnalysisSettings
     params: OutcomeParams
-    calibration_json: str | None
+    evidence_json: str | None  # None: the shipped default model
     baseline_reps: int
     seed: int
     folds: int
-    label_candidates: bool = False
-    wf_calibrate: bool = False
+    kinds: tuple[SignalKind, ...] = ("trade",)
+    grade_all: bool = False
 
 
 @dataclass(slots=True)
@@ -84,17 +91,11 @@ def run_job(spec: StreamSpec, job: JobConfig, progress: Callable[[int], None] | 
     candles = load_spec(spec)
     folds = fold_bounds(candles[0].open_time_ms, candles[-1].close_time_ms + 1, job.folds)
     extra: dict[str, Any] = {}
-    if job.wf_calibrate:
-        res, fits = run_stream_wf_calibrated(
-            spec.symbol, spec.timeframe, candles, job.settings, job.params, folds, progress=progress
-        )
-        extra["fold_calibration"] = {f.fold: (f.train_samples, f.maps) for f in fits}
-    else:
-        calibrator = CalibrationSet.from_json(job.calibration_json) if job.calibration_json else None
-        res = run_stream(
-            spec.symbol, spec.timeframe, candles, job.settings, job.params, calibrator,
-            label_candidates=job.label_candidates, progress=progress,
-        )
+    evidence = EvidenceModel.from_json(job.evidence_json) if job.evidence_json else None
+    res = run_stream(
+        spec.symbol, spec.timeframe, candles, job.settings, job.params, evidence,
+        kinds=job.kinds, grade_all=job.grade_all, progress=progress,
+    )
     trade_fold = [_fold_of(g.resolution.entry_time_ms, folds) for g in res.graded]
     baseline = None
     if job.baseline_reps > 0:
@@ -124,20 +125,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--commission", type=float, help="fee per side as a fraction (default BACKTEST_COMMISSION, 0.0004)")
     p.add_argument("--slippage-bps", type=float, default=0.0, help="adverse slippage per fill in bps (default 0)")
     p.add_argument("--risk-per-trade", type=float, default=0.01, help="fraction of equity risked per trade")
-    p.add_argument("--min-confidence", type=float, help="gate threshold (default MIN_CONFIDENCE)")
+    p.add_argument("--min-confidence", type=float,
+                   help="P(E[net R] > 0) a trade call needs (default MIN_CONFIDENCE, 0.9)")
     p.add_argument("--horizon", type=int, help="expiry in candles (default OUTCOME_HORIZON_CANDLES, 48)")
-    p.add_argument("--calibration", type=Path, help="calibration JSON to apply (default: raw scores, as no file)")
+    p.add_argument("--evidence-model", type=Path, metavar="PATH",
+                   help="evidence model JSON from `backtest evidence fit` (default: the shipped model)")
+    p.add_argument("--kinds", default="trade", help="emitted kinds to trade: trade (default) or trade,watch")
+    p.add_argument("--grade-all", action="store_true",
+                   help="also grade every candidate on its own into DIR/candidates.jsonl (ignores position overlap)")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes over streams (default 1)")
     p.add_argument("--walk-forward", type=int, default=0, metavar="N", help="report N consecutive folds")
-    p.add_argument("--wf-calibrate", action="store_true",
-                   help="with --walk-forward N >= 2: refit the calibration before each fold on outcomes known by then "
-                        "(fold 1 only trains); MIN_CONFIDENCE then applies to calibrated confidence")
     p.add_argument("--seed", type=int, default=0, help="random baseline seed (default 0)")
     p.add_argument("--baseline-reps", type=int, default=1000, help="random baseline replications (default 1000)")
 
 
-def build_job(args: argparse.Namespace, *, label_candidates: bool = False) -> JobConfig:
+def build_job(args: argparse.Namespace) -> JobConfig:
     """Settings from the environment (Config.from_env) overridden by the command line."""
+    from dataclasses import replace
+
     from src.config import Config
 
     cfg = Config.from_env()
@@ -145,33 +150,44 @@ def build_job(args: argparse.Namespace, *, label_candidates: bool = False) -> Jo
     min_conf = base.min_confidence if getattr(args, "min_confidence", None) is None else args.min_confidence
     if not 0.0 <= min_conf <= 1.0:
         raise InputError("--min-confidence must be in [0, 1]")
-    settings = AnalysisSettings(min_conf, base.enable_wyckoff, base.enable_elliott, base.cooldown_seconds)
+    settings = replace(base, min_confidence=min_conf)
     commission = cfg.backtest_commission if getattr(args, "commission", None) is None else args.commission
     horizon = cfg.outcome_horizon_candles if getattr(args, "horizon", None) is None else args.horizon
     try:
         params = OutcomeParams(horizon, commission, getattr(args, "slippage_bps", 0.0))
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    cal_json = None
-    cal_path: Path | None = getattr(args, "calibration", None)
-    if cal_path is not None:
-        try:
-            cal_json = cal_path.read_text(encoding="utf-8")
-            CalibrationSet.from_json(cal_json)
-        except OSError as exc:
-            raise InputError(f"--calibration {cal_path}: {exc.strerror or exc}") from None
-        except CalibrationFormatError as exc:
-            raise InputError(f"--calibration {cal_path}: {exc}") from None
+    evidence_json = read_evidence_model(getattr(args, "evidence_model", None))
     reps = getattr(args, "baseline_reps", 0)
     folds = getattr(args, "walk_forward", 0)
     if reps < 0 or folds < 0:
         raise InputError("--baseline-reps and --walk-forward must be >= 0")
-    wf_cal = bool(getattr(args, "wf_calibrate", False))
-    if wf_cal and folds < 2:
-        raise InputError("--wf-calibrate needs --walk-forward N with N >= 2")
-    if wf_cal and cal_json is not None:
-        raise InputError("--wf-calibrate fits its own calibrations: drop --calibration")
-    return JobConfig(settings, params, cal_json, reps, getattr(args, "seed", 0), folds, label_candidates, wf_cal)
+    return JobConfig(settings, params, evidence_json, reps, getattr(args, "seed", 0), folds,
+                     parse_kinds(getattr(args, "kinds", "trade")), bool(getattr(args, "grade_all", False)))
+
+
+def parse_kinds(text: str) -> tuple[SignalKind, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in SIGNAL_KINDS or k == "gated"]
+    if not kinds or bad:
+        raise InputError(f"--kinds: expected trade or trade,watch, got {text!r}")
+    return kinds  # type: ignore[return-value]
+
+
+def read_evidence_model(path: Path | None) -> str | None:
+    """The model file's text after validating it (None: the shipped default, validated too)."""
+    try:
+        if path is None:
+            load_default_model()
+            return None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"--evidence-model {path}: {exc.strerror or exc}") from None
+        EvidenceModel.from_json(text)
+        return text
+    except EvidenceFormatError as exc:
+        raise InputError(f"--evidence-model {path or 'default'}: {exc}") from None
 
 
 def run_all(
@@ -234,6 +250,8 @@ def build_report(outs: list[StreamOutput], job: JobConfig, initial_balance: floa
         account.equity_curve.append((end_ms - 1, account.final_equity))
     summary = rp.account_metrics(account, start_ms, end_ms)
     summary["signals"] = sum(len(o.result.signals) for o in outs)
+    summary["trade_calls"] = sum(1 for o in outs for x in o.result.emitted if x.kind == "trade")
+    summary["watch_notes"] = sum(1 for o in outs for x in o.result.emitted if x.kind == "watch")
     summary["skipped_overlap"] = sum(len(o.result.skipped_overlap) for o in outs)
     summary["unresolved"] = sum(o.result.unresolved for o in outs)
     summary["invalid_geometry"] = sum(o.result.invalid_geometry for o in outs)
@@ -263,18 +281,20 @@ def build_report(outs: list[StreamOutput], job: JobConfig, initial_balance: floa
             m["end"] = max(b[1] for b in bounds) - 1
             m["pnl"] = sum(t.pnl for t in fold_trades)
             m["baseline"] = _baseline_for(fold_pairs)
-            if job.wf_calibrate:
-                fitted = [o.extra.get("fold_calibration", {}).get(k + 1) for o in outs]
-                m["calibration_train_samples"] = sum(f[0] for f in fitted if f) if k > 0 else None
-                m["calibration_maps"] = sum(f[1] for f in fitted if f) if k > 0 else None
-                m["training_only"] = k == 0
             walk.append(m)
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         **summary,
         "params": {
             "min_confidence": job.settings.min_confidence,
+            "trade_min_rr": job.settings.trade_min_rr,
+            "watch_min_rr": job.settings.watch_min_rr,
+            "watch_min_score": job.settings.watch_min_score,
+            "cooldown_candles": job.settings.cooldown_candles,
             "cooldown_seconds": job.settings.cooldown_seconds,
+            "kinds_traded": list(job.kinds),
+            "evidence_model": (EvidenceModel.from_json(job.evidence_json) if job.evidence_json
+                               else load_default_model()).version,
             "enable_wyckoff": job.settings.enable_wyckoff,
             "enable_elliott": job.settings.enable_elliott,
             "horizon_candles": job.params.horizon_candles,
@@ -282,8 +302,6 @@ def build_report(outs: list[StreamOutput], job: JobConfig, initial_balance: floa
             "slippage_bps": job.params.slippage_bps,
             "risk_per_trade": risk_per_trade,
             "initial_balance": initial_balance,
-            "calibrated": job.calibration_json is not None,
-            "walk_forward_calibrated": job.wf_calibrate,
             "baseline_replications": job.baseline_reps,
             "seed": job.seed,
             "walk_forward": job.folds,
@@ -298,6 +316,8 @@ def build_report(outs: list[StreamOutput], job: JobConfig, initial_balance: floa
                 "start": o.result.first_open_ms,
                 "end": o.result.last_close_ms,
                 "signals": len(o.result.signals),
+                "trade_calls": sum(1 for x in o.result.emitted if x.kind == "trade"),
+                "watch_notes": sum(1 for x in o.result.emitted if x.kind == "watch"),
                 "trades": len(o.result.graded),
                 "skipped_overlap": len(o.result.skipped_overlap),
                 "unresolved": o.result.unresolved,
@@ -312,7 +332,40 @@ def build_report(outs: list[StreamOutput], job: JobConfig, initial_balance: floa
         "baseline": _baseline_for([(g, b) for g, b, _ in pairs]),
         "walk_forward": walk,
     }
+    if job.grade_all:
+        report["candidates"] = grade_all_summary(outs)
     return report, account
+
+
+def candidate_record(signal: Signal, r: Resolution | None) -> dict[str, Any]:
+    """A ``candidates.jsonl`` row: the signal row plus its own outcome (None fields when unresolved)."""
+    row: dict[str, Any] = signal.to_dict()
+    row.update({
+        "r_multiple": None if r is None else r.r_multiple,
+        "outcome": None if r is None else r.outcome,
+        "exit_reason": None if r is None else r.reason,
+        "entry_time": None if r is None else r.entry_time_ms,
+        "exit_time": None if r is None else r.exit_time_ms,
+        "fees_r": None if r is None else r.fees_r,
+    })
+    return row
+
+
+def grade_all_summary(outs: list[StreamOutput]) -> dict[str, Any]:
+    """Every candidate graded on its own: count and mean net R per kind (and per gate reason)."""
+    groups: dict[str, list[float]] = {}
+    unresolved = 0
+    for o in outs:
+        for sig, r in o.result.candidate_outcomes:
+            if r is None:
+                unresolved += 1
+                continue
+            for key in (f"kind:{sig.kind}", f"reason:{sig.gate_reason or 'trade'}"):
+                groups.setdefault(key, []).append(r.r_multiple)
+    return {
+        "unresolved": unresolved,
+        "groups": {k: {"n": len(v), "mean_r": sum(v) / len(v)} for k, v in sorted(groups.items())},
+    }
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -333,7 +386,8 @@ def print_summary(report: dict[str, Any], out_dir: Path) -> None:
     t.add_column("metric")
     t.add_column("value", justify="right")
     for key, pct in (
-        ("candles", False), ("signals", False), ("trades", False), ("wins", False), ("losses", False),
+        ("candles", False), ("trade_calls", False), ("watch_notes", False), ("signals", False),
+        ("trades", False), ("wins", False), ("losses", False),
         ("expired", False), ("skipped_overlap", False), ("unresolved", False), ("win_rate", True),
         ("profit_factor", False), ("expectancy_r", False), ("total_r", False), ("total_return", True),
         ("max_drawdown", True), ("sharpe", False), ("exposure", True), ("final_equity", False),
@@ -369,7 +423,16 @@ def print_summary(report: dict[str, Any], out_dir: Path) -> None:
                        _fmt(fb["random_expectancy_r_mean"]) if fb else "-",
                        _fmt(fb["strategy_beats_share"]) if fb else "-")
         console.print(wt)
-    console.print(f"wrote {out_dir}/report.json, trades.jsonl, trades.csv, signals.jsonl, equity.png")
+    cands = report.get("candidates")
+    if cands:
+        ct = Table(title="every candidate graded on its own (no position overlap): net R after fees")
+        for col in ("group", "n", "mean R"):
+            ct.add_column(col, justify="left" if col == "group" else "right")
+        for key, g in cands["groups"].items():
+            ct.add_row(key, str(g["n"]), f"{g['mean_r']:+.3f}")
+        console.print(ct)
+    extra = ", candidates.jsonl" if cands else ""
+    console.print(f"wrote {out_dir}/report.json, trades.jsonl, trades.csv, signals.jsonl{extra}, equity.png")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -400,7 +463,10 @@ def run(args: argparse.Namespace) -> int:
     records = [rp.trade_record(t) for t in trades]
     rp.write_jsonl(out_dir / "trades.jsonl", records)
     rp.write_csv(out_dir / "trades.csv", records)
-    rp.write_jsonl(out_dir / "signals.jsonl", (s.to_dict() for o in outs for s in o.result.signals))
+    rp.write_jsonl(out_dir / "signals.jsonl", (s.to_dict() for o in outs for s in o.result.emitted))
+    if job.grade_all:
+        rp.write_jsonl(out_dir / "candidates.jsonl",
+                       (candidate_record(sig, r) for o in outs for sig, r in o.result.candidate_outcomes))
     title = ", ".join(sorted({f"{o.result.symbol} {o.result.timeframe}" for o in outs}))
     rp.plot_equity(out_dir / "equity.png", account.equity_curve, f"equity: {title}")
     print_summary(report, out_dir)

@@ -1,15 +1,18 @@
 """``signals`` and ``events``: replay one kline file through the live analysis path and write JSONL.
 
-    python -m backtest signals --data FILE.csv --symbol BTCUSDT --timeframe 1h --out signals.jsonl [--min-confidence X]
+    python -m backtest signals --data FILE.csv --symbol BTCUSDT --timeframe 1h --out signals.jsonl \
+        [--min-confidence X] [--all] [--evidence-model PATH]
     python -m backtest events  --data FILE.csv --symbol BTCUSDT --timeframe 1h --out events.jsonl
 
 Both build the engine with ``src.analysis.registry.build_engine`` and feed every closed candle
 through ``src.analysis.engine.step`` - the same per-candle step the bot runs live. ``signals``
-applies the same :class:`SignalGate` (MIN_CONFIDENCE and SIGNAL_COOLDOWN_SECONDS from the
-environment unless overridden) and writes one ``Signal.to_dict()`` per line; with
-``--min-confidence 0`` it writes EVERY candidate (no threshold, no cooldown) with its raw score,
-which is what calibration and threshold studies need. ``events`` writes every
-``AnalysisEvent.to_dict()`` (Wyckoff events, confirmed pivots, Elliott count changes).
+applies the same :class:`SignalGate` (MIN_CONFIDENCE, TRADE_MIN_RR, WATCH_MIN_RR, WATCH_MIN_SCORE and
+the cooldown from the environment unless overridden) and writes one ``Signal.to_dict()`` per line: the
+trade calls and watch notes, each with ``kind``, ``gate_reason``, ``structure_id``, ``p_win``,
+``expected_r``, ``expected_r_lo``, ``expected_r_hi`` and the whole ``evidence``. ``--all`` (or
+``--min-confidence 0``, as before) writes EVERY candidate, the gated ones too, with the reason each was
+gated. ``events`` writes every ``AnalysisEvent.to_dict()`` (Wyckoff events, confirmed pivots, Elliott
+count changes).
 
 The CSV is Binance's layout (header optional, first seven columns required). When the file name
 says its interval (``BTCUSDT-1m-...``) and it is smaller than ``--timeframe``, candles are
@@ -24,12 +27,15 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from backtest.inputs import InputError, StreamSpec, load_csv
+from backtest.run_cmd import read_evidence_model
 from src.analysis import timeframes
 from src.analysis.engine import AnalysisSettings, SignalGate, step
+from src.analysis.evidence import EvidenceModel
 from src.analysis.registry import build_engine
 from src.analysis.types import Candle
 from src.market.aggregator import can_build
@@ -48,8 +54,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 def add_signals_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--min-confidence", type=float, metavar="X",
-                   help="gate threshold in [0, 1] (default MIN_CONFIDENCE, 0.65); 0 = every candidate, no gate")
-    p.add_argument("--cooldown-seconds", type=int, metavar="S", help="gate cooldown (default SIGNAL_COOLDOWN_SECONDS, 300)")
+                   help="P(E[net R] > 0) a trade call needs, in [0, 1] (default MIN_CONFIDENCE, 0.9); 0 also writes "
+                        "every candidate")
+    p.add_argument("--all", action="store_true", help="write every candidate (gated ones too, with their reason)")
+    p.add_argument("--cooldown-seconds", type=int, metavar="S", help="gate cooldown (default SIGNAL_COOLDOWN_SECONDS)")
+    p.add_argument("--evidence-model", type=Path, metavar="PATH",
+                   help="evidence model JSON from `backtest evidence fit` (default: the shipped model)")
 
 
 def add_events_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,10 +74,9 @@ def _settings(min_confidence: float | None = None, cooldown: int | None = None) 
         raise InputError(f"--min-confidence must be in [0, 1], got {min_confidence}")
     if cooldown is not None and cooldown < 0:
         raise InputError(f"--cooldown-seconds must be >= 0, got {cooldown}")
-    return AnalysisSettings(
+    return replace(
+        base,
         min_confidence=base.min_confidence if min_confidence is None else min_confidence,
-        enable_wyckoff=base.enable_wyckoff,
-        enable_elliott=base.enable_elliott,
         cooldown_seconds=base.cooldown_seconds if cooldown is None else cooldown,
     )
 
@@ -120,9 +129,15 @@ def run_signals(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"backtest signals: {exc}", file=sys.stderr)
         return 2
-    engine = build_engine(symbol, tf, settings)
-    gate = SignalGate(settings.min_confidence, settings.cooldown_seconds)
-    every = settings.min_confidence <= 0.0
+    try:
+        evidence_json = read_evidence_model(args.evidence_model)
+    except InputError as exc:
+        print(f"backtest signals: {exc}", file=sys.stderr)
+        return 2
+    evidence = EvidenceModel.from_json(evidence_json) if evidence_json else None
+    engine = build_engine(symbol, tf, settings, evidence)
+    gate = SignalGate(settings)
+    every = args.all or settings.min_confidence <= 0.0
     out = []
     for candle in candles:
         r = step(engine, gate, candle)
@@ -133,12 +148,18 @@ def run_signals(args: argparse.Namespace) -> int:
         print(f"backtest signals: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     years = _span_years(candles)
-    per = Counter(s.pattern for s in out)
-    gate_text = f"confidence >= {settings.min_confidence}, cooldown {settings.cooldown_seconds}s"
-    what = "candidates (no gate)" if every else f"signals ({gate_text})"
+    weeks = years * 52.18
+    kinds = Counter(s.kind for s in out)
+    gate_text = (f"P(avg net R of {engine.evidence.reference_n} such signals > 0) >= {settings.min_confidence} and "
+                 f"R:R >= {settings.trade_min_rr} for a trade call; "
+                 f"cooldown {gate.cooldown_ms(tf) // 60_000} min per direction; model {engine.evidence.version}")
+    what = "candidates (every one, with its gate verdict)" if every else "trade calls and watch notes"
     print(f"{symbol} {tf}: {len(candles)} candles over {years:.2f} years -> {n} {what} in {args.out}")
-    for pattern, k in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])):
-        print(f"  {pattern:24s} {k:6d}  ({k / years:.1f}/year)")
+    print(f"  gate: {gate_text}")
+    print("  " + ", ".join(f"{k} {kinds.get(k, 0)} ({kinds.get(k, 0) / weeks:.2f}/week)" for k in ("trade", "watch", "gated")))
+    per = Counter((s.pattern, s.kind) for s in out)
+    for (pattern, kind), k in sorted(per.items(), key=lambda kv: (kv[0][1], -kv[1], kv[0][0])):
+        print(f"  {kind:6s} {pattern:24s} {k:6d}  ({k / years:.1f}/year)")
     return 0
 
 
@@ -151,7 +172,7 @@ def run_events(args: argparse.Namespace) -> int:
         print(f"backtest events: {exc}", file=sys.stderr)
         return 2
     engine = build_engine(symbol, tf, settings)
-    gate = SignalGate(1.1, settings.cooldown_seconds)  # events only: the gate's decisions are not needed
+    gate = SignalGate(settings)  # events only: the gate's decisions are not written
     events = []
     for candle in candles:
         events.extend(step(engine, gate, candle).events)

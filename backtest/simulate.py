@@ -3,9 +3,11 @@ outcome rules (src/analysis/outcomes.py), then size the trades on one shared acc
 
 Per stream (one symbol + timeframe, run in its own process with ``--jobs``):
 
-- candles go through ``src.analysis.engine.replay`` with ``registry.build_engine`` and a fresh
-  ``SignalGate`` exactly as live, so the emitted signals equal ``python -m backtest signals``;
-- every emitted signal is followed from the candle after its confirming candle by a
+- candles go through ``src.analysis.engine.replay`` with ``registry.build_engine`` (the evidence model
+  given, else the shipped default) and a fresh ``SignalGate`` exactly as live, so the emitted signals equal
+  ``python -m backtest signals``; the signals TRADED are the emitted ones whose kind is in ``kinds``
+  (default: trade calls only; watch notes are not trade calls, SPEC 5a);
+- every traded signal is followed from the candle after its confirming candle by a
   ``TradeFollower``; signals still open when the data ends are counted as ``unresolved`` and are not
   trades; signals whose geometry is invalid (stop or target on the wrong side) are counted and skipped;
 - overlapping trades: ONE position per stream (symbol + timeframe) at a time, no pyramiding: a signal
@@ -15,6 +17,9 @@ Per stream (one symbol + timeframe, run in its own process with ``--jobs``):
 Account (``size_trades``): trades are processed in entry order; each risks ``risk_per_trade`` of
 the equity REALISED at its entry time (closed trades only), so P&L = risk amount * R multiple, and
 fees in money = risk amount * fees in R. Equity is marked when the exit candle closes.
+
+``grade_all``: every candidate (trade calls, watch notes and gated ones) is also graded on its own,
+ignoring position overlap (``candidate_outcomes``; ``backtest run --grade-all`` writes them).
 """
 
 from __future__ import annotations
@@ -22,14 +27,14 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from src.analysis.calibration import Sample, fit
-from src.analysis.engine import AnalysisSettings, Calibrator, SignalGate, replay
+from src.analysis.engine import AnalysisSettings, SignalGate, replay
+from src.analysis.evidence import EvidenceModel
 from src.analysis.indicators import WilderATR
 from src.analysis.outcomes import InvalidSignalGeometry, OutcomeParams, Resolution, TradeFollower
 from src.analysis.registry import build_engine
-from src.analysis.types import Candle, Signal
+from src.analysis.types import Candle, Signal, SignalKind
 
 ATR_PERIOD = 14
 PROGRESS_CHUNK = 5000
@@ -58,7 +63,9 @@ class StreamResult:
     skipped_overlap: list[GradedSignal] = field(default_factory=list)
     unresolved: int = 0
     invalid_geometry: int = 0
-    samples: list[Sample] = field(default_factory=list)  # every candidate's (raw score, hit), for calibration
+    emitted: list[Signal] = field(default_factory=list)  # every trade call and watch note, traded or not
+    # with grade_all: every candidate graded on its own (None: unresolved at the end of the data or invalid)
+    candidate_outcomes: list[tuple[Signal, Resolution | None]] = field(default_factory=list)
 
 
 def atr_series(candles: list[Candle], period: int = ATR_PERIOD) -> list[float | None]:
@@ -83,18 +90,19 @@ def run_stream(
     candles: list[Candle],
     settings: AnalysisSettings,
     params: OutcomeParams,
-    calibrator: Calibrator | None = None,
+    evidence: EvidenceModel | None = None,
     *,
-    label_candidates: bool = False,
+    kinds: tuple[SignalKind, ...] = ("trade",),
+    grade_all: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> StreamResult:
     """Replay, grade and apply the one-position-per-stream rule (see the module docstring).
 
-    With ``label_candidates`` every candidate (gated or not) is graded into ``samples`` too.
-    ``progress`` is called with the number of candles replayed since its last call.
+    ``kinds``: which emitted kinds are traded. ``grade_all``: grade every candidate on its own into
+    ``candidate_outcomes``. ``progress`` is called with the number of candles replayed since its last call.
     """
-    engine = build_engine(symbol, timeframe, settings, calibrator)
-    gate = SignalGate(settings.min_confidence, settings.cooldown_seconds)
+    engine = build_engine(symbol, timeframe, settings, evidence)
+    gate = SignalGate(settings)
     candidates: list[Signal] = []
     emitted: list[Signal] = []
     # replay in chunks only to report progress: engine and gate carry their state across calls
@@ -111,18 +119,18 @@ def run_stream(
         len(candles),
         candles[0].open_time_ms if candles else None,
         candles[-1].close_time_ms if candles else None,
-        signals=emitted,
+        signals=[s for s in emitted if s.kind in kinds],
+        emitted=emitted,
     )
     open_times = [c.open_time_ms for c in candles]
     take_trades(res, candles, open_times, params)
-    if label_candidates:
+    if grade_all:
         for cand in candidates:
             try:
                 r = grade(cand, candles, open_times, params)
             except InvalidSignalGeometry:
-                continue
-            if r is not None:
-                res.samples.append(Sample(cand.pattern, timeframe, cand.raw_confidence, r.hit, cand.candle_time_ms))
+                r = None
+            res.candidate_outcomes.append((cand, r))
     return res
 
 
@@ -155,82 +163,6 @@ def take_trades(
         res.graded.append(g)
         # busy until the exit candle has closed: the next entry is at the following open at the earliest
         busy_until = max(busy_until, r.resolved_at_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class FoldCalibration:
-    """What the walk-forward calibration of one fold was fitted on."""
-
-    fold: int
-    start_ms: int
-    train_samples: int
-    maps: int
-
-
-def run_stream_wf_calibrated(
-    symbol: str,
-    timeframe: str,
-    candles: list[Candle],
-    settings: AnalysisSettings,
-    params: OutcomeParams,
-    folds: list[tuple[int, int]],
-    *,
-    min_samples: int = 30,
-    prior_strength: float = 10.0,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[StreamResult, list[FoldCalibration]]:
-    """Walk-forward with the calibration refitted before every fold (expanding window).
-
-    Every candidate (raw score) is graded. Before fold k (k >= 2) a calibration is fitted on the
-    candidates whose outcome was KNOWN before the fold starts (resolved_at < fold start: a purge
-    that leaves no overlap), and fold k's candidates get ``confidence = map(raw_confidence)``. One
-    gate (MIN_CONFIDENCE + cooldown) then runs over folds 2..N in candle order, candidates of a
-    candle sorted as the engine sorts them (confidence descending, then pattern). Fold 1 only
-    trains: it has no trades. Note the map sees the raw score rounded to 4 places, as stored.
-    """
-    open_times = [c.open_time_ms for c in candles]
-    # every candidate (no gate), graded once
-    engine = build_engine(symbol, timeframe, settings)
-    candidates: list[Signal] = []
-    for i, c in enumerate(candles, start=1):
-        candidates.extend(engine.on_candle(c).signals)
-        if progress is not None and (i % PROGRESS_CHUNK == 0 or i == len(candles)):
-            progress(i % PROGRESS_CHUNK or PROGRESS_CHUNK)
-    known: dict[str, Resolution | None] = {}
-    labelled: list[tuple[Signal, Resolution]] = []
-    for cand in candidates:
-        try:
-            r = grade(cand, candles, open_times, params)
-        except InvalidSignalGeometry:
-            continue
-        known[cand.id] = r
-        if r is not None:
-            labelled.append((cand, r))
-    out = StreamResult(
-        symbol,
-        timeframe,
-        len(candles),
-        candles[0].open_time_ms if candles else None,
-        candles[-1].close_time_ms if candles else None,
-    )
-    fits: list[FoldCalibration] = []
-    calibrated: list[Signal] = []
-    for k, (start, end) in enumerate(folds):
-        if k == 0:
-            continue
-        train = [Sample(c.pattern, timeframe, c.raw_confidence, r.hit, c.candle_time_ms)
-                 for c, r in labelled if r.resolved_at_ms < start]
-        cal = fit(train, min_samples=min_samples, prior_strength=prior_strength)
-        fits.append(FoldCalibration(k + 1, start, len(train), len(cal.maps)))
-        for cand in candidates:
-            if start <= cand.candle_time_ms < end:
-                conf = round(min(1.0, max(0.0, cal.calibrate(cand.pattern, timeframe, cand.raw_confidence))), 4)
-                calibrated.append(replace(cand, confidence=conf))
-    calibrated.sort(key=lambda s: (s.candle_time_ms, -s.confidence, s.pattern))
-    gate = SignalGate(settings.min_confidence, settings.cooldown_seconds)
-    out.signals = gate.filter(calibrated)
-    take_trades(out, candles, open_times, params, known)
-    return out, fits
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@ Reads the real Binance kline CSVs in DATA_DIR/klines (DATA_DIR: the argument, el
 else ../shared/data relative to the repository); exits cleanly with a message when they are absent.
 Per file: one warm-up, then ``--repeats`` timed runs of the whole per-stream job (read + replay
 through the engine and gate + grading + the random baseline with ``--reps`` replications), with
-default settings (MIN_CONFIDENCE 0.65, horizon 48, commission 0.0004, seed 0). Prints the median
+default settings (the default gate and evidence model, trading its trade calls AND watch notes so the grading
+and the baseline have work: there are no trade calls at the defaults; horizon 48, commission 0.0004, seed
+0). Prints the median
 wall time and CPU time and candles/s. Then the 1m files together with --jobs 1 and --jobs 2 (one
 run each after the warm-up; identical results are checked).
 """
@@ -50,7 +52,7 @@ def main() -> int:
         print(f"no kline CSVs in {kdir} (pass DATA_DIR or set WYELI_DATA_DIR); nothing to measure")
         return 0
     print(f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; data {kdir}")
-    job = JobConfig(AnalysisSettings(), OutcomeParams(), None, args.reps, 0, 0)
+    job = JobConfig(AnalysisSettings(), OutcomeParams(), None, args.reps, 0, 0, ("trade", "watch"))
     print(f"{'file':36s} {'candles':>8s} {'signals':>7s} {'wall s':>7s} {'cpu s':>7s} {'candles/s wall':>14s}"
           f" {'candles/s cpu':>13s}")
     for path in files_1m + files_15m:

@@ -117,16 +117,17 @@ def null_rate(series: int, bars: int) -> None:
         candles = generate("random_walk", 90_000 + k, length=bars).candles
         total += len(candles)
         engine = build_engine("NULL", "1h", AnalysisSettings())
-        cands, out, _ = replay(candles, engine, SignalGate(THRESHOLD, 300))
+        cands, out, _ = replay(candles, engine, SignalGate(AnalysisSettings()))
         for s in cands:
             if s.raw_confidence >= THRESHOLD:
                 confident[s.pattern.split("_")[0]] += 1
         for s in out:
-            emitted[s.pattern.split("_")[0]] += 1
+            emitted[f"{s.pattern.split('_')[0]} {s.kind}"] += 1
     print(f"\nNull (driftless random walks): {series} series x {bars} bars = {total} bars")
-    for name in sorted(set(confident) | set(emitted) | {"wyckoff"}):
-        print(f"  {name:8s} raw >= {THRESHOLD}: {1000 * confident[name] / total:.3f} per 1,000 bars; "
-              f"emitted by engine+gate: {1000 * emitted[name] / total:.3f} per 1,000 bars")
+    for name in sorted(set(confident) | {"wyckoff"}):
+        print(f"  {name:8s} raw >= {THRESHOLD}: {1000 * confident[name] / total:.3f} per 1,000 bars")
+    for name in sorted(emitted):
+        print(f"  emitted by engine + gate at defaults, {name}: {1000 * emitted[name] / total:.3f} per 1,000 bars")
 
 
 def main() -> int:

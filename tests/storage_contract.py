@@ -30,11 +30,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from src.analysis.timeframes import interval_ms
-from src.analysis.types import Candle, Signal, ms_to_iso, signal_id
-from src.storage.base import Delivery, PatternStats, SignalOutcome, Store, StreamQuality
+from src.analysis.types import SIGNAL_KINDS, Candle, Evidence, Signal, SignalKind, ms_to_iso, signal_id
+from src.storage.base import Delivery, GateSeed, LiveTrack, SignalOutcome, Store, StreamQuality
 
 T0 = 1_700_000_000_000 - (1_700_000_000_000 % 3_600_000)  # an hour boundary (2023-11-14T22:00Z)
 MIN = 60_000
+WATCH: tuple[SignalKind, ...] = ("watch",)
+GATED: tuple[SignalKind, ...] = ("gated",)
 
 
 def make_candle(symbol: str = "BTCUSDT", timeframe: str = "1m", i: int = 0, price: float = 100.0,
@@ -47,8 +49,16 @@ def make_candle(symbol: str = "BTCUSDT", timeframe: str = "1m", i: int = 0, pric
                   trades=7 + i, taker_buy_volume=volume / 2, taker_buy_quote_volume=volume * price / 2)
 
 
+def make_evidence(p_win: float = 0.46, expected_r: float = 0.05, *, live_n: int = 0) -> Evidence:
+    return Evidence(p_win=p_win, expected_r=expected_r, expected_r_lo=expected_r - 0.2, expected_r_hi=expected_r + 0.2,
+                    interval=0.8, model_version="test-1", backtest_n=120, backtest_mean_r=expected_r,
+                    backtest_ci=(expected_r - 0.3, expected_r + 0.3), live_n=live_n,
+                    live_mean_r=None if live_n == 0 else 0.1)
+
+
 def make_signal(symbol: str = "BTCUSDT", timeframe: str = "1h", candle_time_ms: int = T0, pattern: str = "spring",
-                direction: str = "LONG", confidence: float = 0.8) -> Signal:
+                direction: str = "LONG", confidence: float = 0.8, *, kind: str = "trade", gate_reason: str = "",
+                structure_id: str = "", evidence: Evidence | None = None) -> Signal:
     sid = signal_id(symbol, timeframe, candle_time_ms, pattern, direction)
     sign = 1 if direction == "LONG" else -1
     return Signal(
@@ -58,6 +68,7 @@ def make_signal(symbol: str = "BTCUSDT", timeframe: str = "1h", candle_time_ms: 
         generated_at=ms_to_iso(candle_time_ms + interval_ms(timeframe) - 1),
         reasons=("selling climax at 98.1", "spring below support, volume 2.1x"), analyzer_version="wyckoff-1",
         config_hash="abc123", features=(("volume_ratio", 2.1), ("close_position", 0.8)),
+        kind=kind, gate_reason=gate_reason, structure_id=structure_id, evidence=evidence,  # type: ignore[arg-type]
     )
 
 
@@ -115,7 +126,23 @@ def signals(draw: Any) -> Signal:
         entry=draw(_price), stop_loss=draw(_price), take_profits=tuple(draw(st.lists(_price, max_size=4))),
         candle_time_ms=candle_time, generated_at=ms_to_iso(candle_time + interval_ms(tf) - 1),
         reasons=tuple(draw(st.lists(_text, max_size=5))), analyzer_version=draw(_text), config_hash=draw(_text),
-        features=tuple(feats.items()),
+        features=tuple(feats.items()), kind=draw(st.sampled_from(SIGNAL_KINDS)),
+        gate_reason=draw(st.sampled_from(("", "no_edge", "cooldown", "duplicate_structure"))),
+        structure_id=draw(st.from_regex(r"[0-9a-f]{0,16}", fullmatch=True)), evidence=draw(st.none() | evidences()),
+    )
+
+
+@st.composite
+def evidences(draw: Any) -> Evidence:
+    unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+    r = st.floats(min_value=-50.0, max_value=50.0, allow_nan=False)
+    lo, mid, hi = sorted(draw(st.lists(r, min_size=3, max_size=3)))
+    ci = draw(st.none() | st.tuples(r, r).map(lambda t: (min(t), max(t))))
+    return Evidence(
+        p_win=draw(unit), expected_r=mid, expected_r_lo=lo, expected_r_hi=hi, interval=draw(unit),
+        model_version=draw(_text), backtest_n=draw(st.integers(min_value=0, max_value=10**6)),
+        backtest_mean_r=draw(st.none() | r), backtest_ci=ci, live_n=draw(st.integers(min_value=0, max_value=10**6)),
+        live_mean_r=draw(st.none() | r),
     )
 
 
@@ -242,15 +269,61 @@ class StoreContract:
         assert await store.recent_signals(timeframe="1h", limit=3) == [*tied, b]
         assert await store.recent_signals(symbol="SOLUSDT") == []
 
-    async def test_last_signal_times_give_newest_candle_time_per_stream(self, store: Store) -> None:
-        assert await store.last_signal_times() == {}
+    async def test_recent_signals_filter_by_kind(self, store: Store) -> None:
         h = 3_600_000
-        for s in (make_signal("BTCUSDT", "1h", T0), make_signal("BTCUSDT", "1h", T0 + 5 * h),
-                  make_signal("BTCUSDT", "4h", T0 + 8 * h), make_signal("ETHUSDT", "1h", T0 + 2 * h, "wave3")):
+        trade = make_signal(candle_time_ms=T0, kind="trade", evidence=make_evidence())
+        watch = make_signal(candle_time_ms=T0 + h, kind="watch", gate_reason="no_edge", evidence=make_evidence())
+        gated = make_signal(candle_time_ms=T0 + 2 * h, kind="gated", gate_reason="cooldown", evidence=make_evidence())
+        for s in (trade, watch, gated):
             await store.save_signal(s)
-        assert await store.last_signal_times() == {
-            ("BTCUSDT", "1h"): T0 + 5 * h, ("BTCUSDT", "4h"): T0 + 8 * h, ("ETHUSDT", "1h"): T0 + 2 * h,
+        assert await store.recent_signals() == [gated, watch, trade]
+        assert await store.recent_signals(kinds=("trade", "watch")) == [watch, trade]
+        assert await store.recent_signals(kinds=GATED, symbol="BTCUSDT", timeframe="1h") == [gated]
+        assert await store.recent_signals(kinds=()) == []
+
+    async def test_gate_seed_is_empty_for_an_empty_store(self, store: Store) -> None:
+        assert await store.gate_seed(structure_window_ms=10**12) == GateSeed({}, {})
+
+    async def test_gate_seed_remembers_the_newest_emission_per_stream_and_direction_ignoring_gated(self, store: Store) -> None:
+        h = 3_600_000
+        rows = [
+            make_signal("BTCUSDT", "1h", T0, "spring", "LONG", kind="trade"),
+            make_signal("BTCUSDT", "1h", T0 + 5 * h, "wave3", "LONG", kind="watch", gate_reason="no_edge"),
+            make_signal("BTCUSDT", "1h", T0 + 9 * h, "wave3", "LONG", kind="gated", gate_reason="cooldown"),
+            make_signal("BTCUSDT", "1h", T0 + 2 * h, "utad", "SHORT", kind="trade"),
+            make_signal("BTCUSDT", "4h", T0 + 8 * h, "spring", "LONG", kind="watch", gate_reason="no_edge"),
+            make_signal("ETHUSDT", "1h", T0 + 3 * h, "wave3", "SHORT", kind="gated", gate_reason="rr_below_min"),
+        ]
+        for s in rows:
+            await store.save_signal(s)
+        seed = await store.gate_seed(structure_window_ms=10**12)
+        assert seed.last_emitted_ms == {
+            ("BTCUSDT", "1h", "LONG"): T0 + 5 * h, ("BTCUSDT", "1h", "SHORT"): T0 + 2 * h, ("BTCUSDT", "4h", "LONG"): T0 + 8 * h,
         }
+        # a watch note never holds back a trade call: the newest trade call is remembered on its own
+        assert seed.last_trade_ms == {("BTCUSDT", "1h", "LONG"): T0, ("BTCUSDT", "1h", "SHORT"): T0 + 2 * h}
+        # every stored candidate marks its candle as judged, gated ones too
+        assert seed.judged_until_ms == {("BTCUSDT", "1h"): T0 + 9 * h, ("BTCUSDT", "4h"): T0 + 8 * h,
+                                        ("ETHUSDT", "1h"): T0 + 3 * h}
+
+    async def test_gate_seed_keeps_the_best_kind_per_recent_structure(self, store: Store) -> None:
+        h = 3_600_000
+        rows = [
+            make_signal(candle_time_ms=T0, pattern="old", kind="trade", structure_id="s-old"),
+            make_signal(candle_time_ms=T0 + 10 * h, pattern="a", kind="watch", gate_reason="no_edge", structure_id="s1"),
+            make_signal(candle_time_ms=T0 + 11 * h, pattern="b", kind="trade", structure_id="s1"),
+            make_signal(candle_time_ms=T0 + 12 * h, pattern="c", kind="watch", gate_reason="no_edge", structure_id="s2"),
+            make_signal(candle_time_ms=T0 + 13 * h, pattern="d", kind="gated", gate_reason="duplicate_structure",
+                        structure_id="s3"),
+            make_signal(candle_time_ms=T0 + 14 * h, pattern="e", kind="trade", structure_id=""),
+        ]
+        for s in rows:
+            await store.save_signal(s)
+        # the newest emission is at T0 + 14h; a 5 h window reaches back to T0 + 9h
+        seed = await store.gate_seed(structure_window_ms=5 * h)
+        assert seed.structures == {"s1": "trade", "s2": "watch"}
+        assert (await store.gate_seed(structure_window_ms=20 * h)).structures == {"s-old": "trade", "s1": "trade",
+                                                                                   "s2": "watch"}
 
     # ------------------------------------------------------------------ outbox
     async def test_pending_deliveries_exclude_sent_and_skipped_oldest_first(self, store: Store) -> None:
@@ -268,6 +341,19 @@ class StoreContract:
         assert await store.pending_deliveries(dest) == sigs[2:]
         assert await store.pending_deliveries(dest, limit=2) == sigs[2:4]
         assert await store.pending_deliveries("webhook") == sigs[:4]
+
+    async def test_pending_deliveries_return_only_the_kinds_asked_for_and_never_gated(self, store: Store) -> None:
+        h = 3_600_000
+        trade = make_signal(candle_time_ms=T0, pattern="a", kind="trade", evidence=make_evidence())
+        watch = make_signal(candle_time_ms=T0 + h, pattern="b", kind="watch", gate_reason="no_edge")
+        gated = make_signal(candle_time_ms=T0 + 2 * h, pattern="c", kind="gated", gate_reason="cooldown")
+        for s in (gated, watch, trade):
+            await store.save_signal(s)
+        assert await store.pending_deliveries("discord:1") == [trade]  # trade calls only by default
+        assert await store.pending_deliveries("discord:1", kinds=("trade", "watch")) == [trade, watch]
+        assert await store.pending_deliveries("discord:2", kinds=WATCH) == [watch]
+        assert await store.pending_deliveries("discord:1", kinds=("trade", "watch", "gated")) == [trade, watch]
+        assert await store.pending_deliveries("discord:1", kinds=GATED) == []
 
     async def test_record_delivery_upserts_and_get_delivery_reads_it_back(self, store: Store) -> None:
         s = make_signal()
@@ -304,29 +390,54 @@ class StoreContract:
         await store.save_outcome(second)
         assert await store.get_outcome(s.id) == second
 
-    async def test_pattern_stats_count_signals_and_resolved_outcomes(self, store: Store) -> None:
+    async def test_open_signals_include_every_kind(self, store: Store) -> None:
         h = 3_600_000
-        spring = [make_signal("BTCUSDT", "1h", T0 + i * h, "spring") for i in range(3)]
-        wave3 = [make_signal("ETHUSDT", "4h", T0 + i * 4 * h, "wave3", "SHORT") for i in range(2)]
-        utad = make_signal("SOLUSDT", "15m", T0, "utad", "SHORT")
-        for s in (*spring, *wave3, utad):
+        rows = [make_signal(candle_time_ms=T0 + i * h, kind=k, gate_reason="" if k == "trade" else "x")
+                for i, k in enumerate(SIGNAL_KINDS)]
+        for s in rows:
             await store.save_signal(s)
-        await store.save_outcome(make_outcome(spring[0], "WIN", 2.0))
-        await store.save_outcome(make_outcome(spring[1], "LOSS", -1.0))
-        await store.save_outcome(make_outcome(wave3[0], "EXPIRED", 0.25))
-        stats = sorted(await store.pattern_stats(), key=lambda p: p.pattern)
-        assert [p.pattern for p in stats] == ["spring", "utad", "wave3"]
-        sp, ut, w3 = stats
-        assert (sp.signals, sp.wins, sp.losses, sp.expired) == (3, 1, 1, 0)
-        assert sp.avg_r == pytest.approx(0.5)
-        assert sp.win_rate == pytest.approx(0.5)
-        assert ut == PatternStats(pattern="utad", signals=1, wins=0, losses=0, expired=0, avg_r=None)
-        assert ut.win_rate is None
-        assert (w3.signals, w3.wins, w3.losses, w3.expired) == (2, 0, 0, 1)
-        assert w3.avg_r == pytest.approx(0.25)
+        assert await store.open_signals() == rows
 
-    async def test_pattern_stats_of_empty_store_is_empty(self, store: Store) -> None:
-        assert await store.pattern_stats() == []
+    async def test_live_track_sums_graded_outcomes_per_cell_and_population(self, store: Store) -> None:
+        h = 3_600_000
+        ev = make_evidence()
+        spring = [
+            make_signal("BTCUSDT", "1h", T0, "spring", kind="trade", evidence=ev),                          # +2.0
+            make_signal("BTCUSDT", "1h", T0 + h, "spring", kind="watch", gate_reason="no_edge", evidence=ev),  # -1.0
+            make_signal("ETHUSDT", "1h", T0 + 2 * h, "spring", kind="gated", gate_reason="cooldown", evidence=ev),  # +0.5
+            make_signal("ETHUSDT", "1h", T0 + 3 * h, "spring", kind="gated", gate_reason="duplicate_structure",
+                        evidence=ev),                                                                         # -1.0
+            make_signal("BTCUSDT", "1h", T0 + 4 * h, "spring", kind="trade"),  # no evidence: never tracked; open
+        ]
+        wave = make_signal("BTCUSDT", "4h", T0, "wave3", "SHORT", kind="trade", evidence=ev)  # open
+        for s in (*spring, wave):
+            await store.save_signal(s)
+        for sig, r in zip(spring[:4], (2.0, -1.0, 0.5, -1.0), strict=True):
+            await store.save_outcome(make_outcome(sig, "WIN" if r > 0 else "LOSS", r))
+        tracked = {"", "no_edge", "cooldown"}
+        cells = {(t.pattern, t.timeframe, t.population): t for t in await store.live_track(tracked)}
+        assert set(cells) == {("spring", "1h", "trade"), ("spring", "1h", "watch"), ("spring", "1h", "tracked"),
+                              ("wave3", "4h", "trade"), ("wave3", "4h", "tracked")}
+        t = cells[("spring", "1h", "trade")]
+        assert (t.candidates, t.graded, t.wins) == (2, 1, 1) and t.sum_r == pytest.approx(2.0)
+        w = cells[("spring", "1h", "watch")]
+        assert (w.candidates, w.graded, w.wins) == (1, 1, 0) and w.mean_r == pytest.approx(-1.0)
+        k = cells[("spring", "1h", "tracked")]
+        assert (k.candidates, k.graded, k.wins) == (3, 3, 2)
+        assert k.sum_r == pytest.approx(1.5) and k.sum_r2 == pytest.approx(4.0 + 1.0 + 0.25)
+        assert k.mean_r == pytest.approx(0.5) and k.win_rate == pytest.approx(2 / 3)
+        assert cells[("wave3", "4h", "tracked")] == LiveTrack("wave3", "4h", "tracked", 1, 0, 0.0, 0.0, 0)
+        # filters
+        eth = await store.live_track(tracked, symbol="ETHUSDT")
+        assert [(c.pattern, c.population, c.candidates, c.graded) for c in eth] == [("spring", "tracked", 1, 1)]
+        only = await store.live_track(tracked, timeframe="4h", pattern="wave3")
+        assert {c.population for c in only} == {"trade", "tracked"}
+        assert await store.live_track(tracked, pattern="nothing") == []
+        # no tracked reasons: no tracked population at all
+        assert {c.population for c in await store.live_track(())} == {"trade", "watch"}
+
+    async def test_live_track_of_empty_store_is_empty(self, store: Store) -> None:
+        assert await store.live_track({""}) == []
 
     # ------------------------------------------------------------------ stream quality
     async def test_stream_quality_round_trips_and_upserts_per_stream(self, store: Store) -> None:
@@ -368,4 +479,15 @@ class StoreContract:
         assert await store.save_signal(s) is True
         got = await store.get_signal(s.id)
         assert got == s
-        assert got is not None and got.features == s.features
+        assert got is not None and got.features == s.features and got.evidence == s.evidence
+
+    async def test_kind_reason_structure_and_evidence_round_trip_through_every_read(self, store: Store) -> None:
+        s = make_signal(kind="watch", gate_reason="no_edge", structure_id="abc123", evidence=make_evidence(live_n=7))
+        g = make_signal(candle_time_ms=T0 + 3_600_000, pattern="utad", direction="SHORT", kind="gated",
+                        gate_reason="cooldown")
+        await store.save_signal(s)
+        await store.save_signal(g)
+        assert await store.get_signal(s.id) == s
+        assert await store.recent_signals(limit=1) == [g]
+        assert await store.open_signals() == [s, g]
+        assert await store.pending_deliveries("x", kinds=WATCH) == [s]

@@ -45,7 +45,7 @@ def series(kind: str, seed: int) -> list[Candle]:
 
 def run(candles: list[Candle]) -> tuple[list[Signal], list[AnalysisEvent]]:
     engine = build_engine("PROPUSDT", "1h", SETTINGS)
-    candidates, _, events = replay(candles, engine, SignalGate(0.0, 0))
+    candidates, _, events = replay(candles, engine, SignalGate(SETTINGS))
     return candidates, events
 
 

@@ -41,15 +41,25 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_signals_writes_exactly_what_the_engine_and_gate_emit(csv_1h, tmp_path, capsys):
+def test_signals_writes_exactly_what_the_engine_and_gate_emit(csv_1h, tmp_path, capsys, monkeypatch):
+    # the configuration's defaults changed with the evidence gate (issue 10); this test checks the old engine
+    monkeypatch.setenv("MIN_CONFIDENCE", "0.65")
+    monkeypatch.setenv("SIGNAL_COOLDOWN_SECONDS", "300")
     out = tmp_path / "signals.jsonl"
     assert main(["signals", "--data", str(csv_1h), "--symbol", "SYNUSDT", "--timeframe", "1h", "--out", str(out)]) == 0
     rows = read_jsonl(out)
-    settings = AnalysisSettings()
-    _, emitted, _ = replay(candles(), build_engine("SYNUSDT", "1h", settings), SignalGate(0.65, 300))
+    from src.config import Config
+
+    settings = Config.from_env().analysis_settings()
+    _, emitted, _ = replay(candles(), build_engine("SYNUSDT", "1h", settings), SignalGate(settings))
     assert [Signal.from_dict(r) for r in rows] == emitted
-    assert rows and all(r["confidence"] >= 0.65 for r in rows)
-    assert "signals (confidence >= 0.65" in capsys.readouterr().out
+    assert rows and all(r["kind"] in ("trade", "watch") for r in rows)
+    assert all(r["confidence"] >= settings.min_confidence for r in rows if r["kind"] == "trade")
+    for r in rows:  # the measurement contract
+        for key in ("kind", "p_win", "expected_r", "expected_r_lo", "expected_r_hi", "structure_id"):
+            assert r[key] is not None, key
+        assert r["expected_r_lo"] <= r["expected_r"] <= r["expected_r_hi"] and 0 < r["p_win"] < 1
+    assert "trade calls and watch notes" in capsys.readouterr().out
 
 
 def test_min_confidence_zero_writes_every_candidate_with_its_raw_score(csv_1h, tmp_path):
@@ -60,6 +70,9 @@ def test_min_confidence_zero_writes_every_candidate_with_its_raw_score(csv_1h, t
     rows = read_jsonl(every)
     assert len(rows) > len(read_jsonl(gated))
     assert any(r["raw_confidence"] < 0.65 for r in rows)
+    assert {r["kind"] for r in rows} >= {"gated"} and all(r["gate_reason"] for r in rows if r["kind"] == "gated")
+    assert main([*base, "--out", str(tmp_path / "all.jsonl"), "--all"]) == 0
+    assert len(read_jsonl(tmp_path / "all.jsonl")) == len(rows)
     assert {r["symbol"] for r in rows} == {"SYNUSDT"}  # symbol taken from the file name
 
 
@@ -82,7 +95,7 @@ def test_one_minute_file_is_aggregated_to_the_requested_timeframe(tmp_path):
     assert main(["events", "--data", str(path), "--timeframe", "15m", "--out", str(out)]) == 0
     builder = TimeframeBuilder("1m", "15m")
     built = [c for m in minutes for c in builder.add(m)]
-    _, _, events = replay(built, build_engine("MINUSDT", "15m", AnalysisSettings()), SignalGate(1.1, 300))
+    _, _, events = replay(built, build_engine("MINUSDT", "15m", AnalysisSettings()), SignalGate(AnalysisSettings()))
     assert [e.to_dict() for e in events] == read_jsonl(out)
 
 

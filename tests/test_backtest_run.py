@@ -82,14 +82,19 @@ def test_run_writes_a_consistent_report_trades_signals_and_chart(tmp_path, csv_f
     assert (out / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_run_signals_equal_a_direct_replay_through_engine_and_gate(tmp_path, csv_files):
+def test_run_signals_equal_a_direct_replay_through_engine_and_gate(tmp_path, csv_files, monkeypatch):
+    monkeypatch.setenv("SIGNAL_COOLDOWN_SECONDS", "300")  # the old engine's default (the configuration's is 0 now)
     code, out = run_cli(tmp_path, "r", "--data", str(csv_files["BTCUSDT"]), *FAST)
     assert code == 0
     from src.market.klines_csv import read_klines_csv
 
     candles = read_klines_csv(csv_files["BTCUSDT"]).candles
-    settings = AnalysisSettings(min_confidence=0.0)
-    _, emitted, _ = replay(candles, build_engine("BTCUSDT", "1h", settings), SignalGate(0.0, settings.cooldown_seconds))
+    from dataclasses import replace
+
+    from src.config import Config
+
+    settings = replace(Config.from_env().analysis_settings(), min_confidence=0.0)
+    _, emitted, _ = replay(candles, build_engine("BTCUSDT", "1h", settings), SignalGate(settings))
     assert read_jsonl(out / "signals.jsonl") == [s.to_dict() for s in emitted]
     assert len(emitted) > 0
 
@@ -276,41 +281,6 @@ def test_run_reads_candles_from_the_configured_store(tmp_path, csv_files, monkey
     for name in ("trades.jsonl", "signals.jsonl"):
         assert (from_db / name).read_text() == (from_csv / name).read_text()
     assert run_cli(tmp_path, "none", "--source", "db", "--symbol", "ETHUSDT", *FAST)[0] == 2
-
-
-# ------------------------------------------------------------------------------ walk-forward calibration
-
-
-def test_walk_forward_calibration_uses_only_outcomes_known_before_each_fold():
-    from dataclasses import replace
-
-    from backtest.simulate import run_stream_wf_calibrated
-
-    candles = random_walk(1500, timeframe="1h", seed=1, vol=0.01)
-    folds = fold_bounds(candles[0].open_time_ms, candles[-1].close_time_ms + 1, 3)
-    settings = AnalysisSettings(min_confidence=0.3)
-    res, fits = run_stream_wf_calibrated("BTCUSDT", "1h", candles, settings, OutcomeParams(), folds)
-    assert res.signals and all(s.candle_time_ms >= folds[1][0] for s in res.signals)  # fold 1 only trains
-    assert [f.fold for f in fits] == [2, 3] and 0 < fits[0].train_samples < fits[1].train_samples
-    assert all(s.confidence >= 0.3 for s in res.signals)
-    # change every candle of fold 3: fold 2's signals (calibrated on fold-1 outcomes) must not move
-    cut = next(i for i, c in enumerate(candles) if c.open_time_ms >= folds[2][0])
-    other = candles[:cut] + [replace(c, close=c.open, high=c.high * 1.05) for c in candles[cut:]]
-    res2, _ = run_stream_wf_calibrated("BTCUSDT", "1h", other, settings, OutcomeParams(), folds)
-    in_fold2 = [s for s in res.signals if s.candle_time_ms < folds[2][0]]
-    assert in_fold2 and in_fold2 == [s for s in res2.signals if s.candle_time_ms < folds[2][0]]
-
-
-def test_wf_calibrate_reports_training_fold_and_needs_folds(tmp_path, csv_files):
-    data = ["--data", str(csv_files["BTCUSDT"]), "--min-confidence", "0.3", "--baseline-reps", "20"]
-    code, out = run_cli(tmp_path, "wf", *data, "--walk-forward", "3", "--wf-calibrate")
-    assert code == 0
-    rep = json.loads((out / "report.json").read_text())
-    wf = rep["walk_forward"]
-    assert wf[0]["training_only"] and wf[0]["trades"] == 0
-    assert all(f["calibration_train_samples"] > 0 for f in wf[1:])
-    assert rep["params"]["walk_forward_calibrated"] and sum(f["trades"] for f in wf) == rep["trades"]
-    assert run_cli(tmp_path, "bad", *data, "--wf-calibrate")[0] == 2
 
 
 def test_a_run_without_any_signal_still_writes_a_valid_report(tmp_path, csv_files):

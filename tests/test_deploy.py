@@ -127,8 +127,9 @@ def test_unit_runs_the_bot_from_opt_as_a_dedicated_user_with_state_under_var_lib
     assert one(service, "StateDirectory") == "wyeli"
     env = dict(v.split("=", 1) for k, v in service if k == "Environment")
     assert env["PYTHONUNBUFFERED"] == "1"
-    for var in ("SQLITE_PATH", "SPOOL_PATH", "CALIBRATION_PATH"):
+    for var in ("SQLITE_PATH", "SPOOL_PATH"):  # replay databases go next to SQLITE_PATH (replays/)
         assert env[var].startswith("/var/lib/wyeli/"), var  # the only writable place under ProtectSystem=strict
+    assert "CALIBRATION_PATH" not in env  # no longer used (issue 10): it would only print a warning
     assert (ROOT / "src" / "bot").is_dir()
 
 

@@ -22,7 +22,8 @@ from src.bot.discord.embeds import FOOTER_ID_RE
 from src.bot.status import MarketView, StatusSnapshot, StreamStatus
 from src.storage.sqlite_store import SqliteStore
 from tests.candlegen import random_walk
-from tests.storage_contract import T0, make_outcome, make_signal
+from tests.fakes.evidence import FakeEvidenceModel, FakeTrackRecord
+from tests.storage_contract import T0, make_evidence, make_outcome, make_signal
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 TFS = ("15m", "1h", "4h")
@@ -55,9 +56,13 @@ async def market_view_provider(symbol: str, timeframe: str) -> MarketView | None
     return MarketView(symbol, timeframe, candles, states, None)
 
 
+MODEL = FakeEvidenceModel(cells=(FakeTrackRecord("spring", "1h", backtest_n=120, backtest_mean_r=0.1),))
+
+
 def make_deps(store: SqliteStore, renderer: ChartRenderer | None = None) -> CommandDeps:
     return CommandDeps(symbols=SYMBOLS, timeframes=TFS, store=store, status_provider=status_provider,
-                       market_view_provider=market_view_provider, renderer=renderer)
+                       market_view_provider=market_view_provider, renderer=renderer, track_records=MODEL.track_records,
+                       tracked_reasons={"", "cooldown"})
 
 
 @pytest.fixture
@@ -86,6 +91,7 @@ async def test_status_command_replies_with_the_status_embed(bot: WyEliBot) -> No
     assert e.title == "WyEli status"
     text = str(e.to_dict())
     assert "2 total" in text and "sqlite:test.db: ok" in text and "off (alerts only)" in text
+    assert "onfidence" not in text
 
 
 async def test_signal_command_accepts_short_lowercase_symbol_and_attaches_a_chart(bot: WyEliBot) -> None:
@@ -140,23 +146,36 @@ async def test_help_lists_commands_symbols_and_timeframes(bot: WyEliBot) -> None
 async def test_signals_lists_recent_signals_filtered_by_symbol(bot: WyEliBot, store: SqliteStore) -> None:
     await store.save_signal(make_signal(symbol="BTCUSDT"))
     await store.save_signal(make_signal(symbol="ETHUSDT", pattern="utad", direction="SHORT"))
+    await store.save_signal(make_signal(symbol="ETHUSDT", pattern="hidden", kind="gated", gate_reason="cooldown"))
     await dpytest.message(">signals eth")
     desc = last_embed().description or ""
     assert "ETHUSDT" in desc and "utad" in desc and "BTCUSDT" not in desc
     await dpytest.message(">signals")
     desc = last_embed().description or ""
-    assert "ETHUSDT" in desc and "BTCUSDT" in desc
+    assert "ETHUSDT" in desc and "BTCUSDT" in desc and "hidden" not in desc
 
 
-async def test_stats_shows_win_rate_per_pattern(bot: WyEliBot, store: SqliteStore) -> None:
-    a, b = make_signal(candle_time_ms=T0), make_signal(candle_time_ms=T0 + 3_600_000)
-    for s in (a, b):
+async def test_stats_shows_the_model_track_record_and_the_live_record_per_pattern(bot: WyEliBot,
+                                                                                 store: SqliteStore) -> None:
+    ev = make_evidence()
+    a = make_signal(candle_time_ms=T0, evidence=ev)
+    b = make_signal(candle_time_ms=T0 + 3_600_000, kind="gated", gate_reason="cooldown", evidence=ev)
+    c = make_signal("ETHUSDT", candle_time_ms=T0 + 7_200_000, evidence=ev)
+    for s in (a, b, c):
         await store.save_signal(s)
     await store.save_outcome(make_outcome(a, "WIN", 1.5))
     await store.save_outcome(make_outcome(b, "LOSS", -1.0))
+    await store.save_outcome(make_outcome(c, "LOSS", -1.0))
     await dpytest.message(">stats")
     desc = last_embed().description or ""
-    assert "spring" in desc and "1/1/0" in desc and "50%" in desc
+    assert "spring 1h" in desc and "backtest (out of sample): n 120, mean +0.10 R" in desc
+    assert "live: n 3, mean -0.17 R · trade calls n 2, mean +0.25 R" in desc  # the gated 'cooldown' one is tracked
+    await dpytest.message(">stats btc spring 1h")
+    e = last_embed()
+    assert e.title == "Track record per pattern · BTCUSDT 1h spring"
+    assert "live: n 2, mean +0.25 R · trade calls n 1, mean +1.50 R" in (e.description or "")
+    await dpytest.message(">stats 1h 4h")
+    assert dpytest.verify().message().contains().content("two timeframes given")
 
 
 async def test_sync_is_refused_for_non_owners(bot: WyEliBot) -> None:

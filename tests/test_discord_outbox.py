@@ -13,7 +13,7 @@ import discord
 import pytest
 from aiohttp import web
 
-from src.analysis.types import Signal
+from src.analysis.types import Signal, SignalKind
 from src.bot.discord.charts import ChartRenderer
 from src.bot.discord.embeds import FOOTER_ID_RE
 from src.bot.discord.messages import MessageBuilder, OutgoingMessage
@@ -100,7 +100,7 @@ def renderer() -> Iterator[ChartRenderer]:
 
 
 def sender_for(store: SqliteStore, poster: FakePoster | WebhookPoster, *, renderer: ChartRenderer | None = None,
-               max_age_s: int = 6 * 3600, now_s: float = NOW_S, **kw: float) -> OutboxSender:
+               max_age_s: int = 6 * 3600, now_s: float = NOW_S, **kw: object) -> OutboxSender:
     return OutboxSender(store, poster, MessageBuilder(renderer, candles=store), max_age_s=max_age_s, clock=lambda: now_s,
                         backoff_base_s=0.001, backoff_cap_s=0.01, **kw)  # type: ignore[arg-type]
 
@@ -241,10 +241,28 @@ async def test_signals_of_one_candle_close_share_a_message_and_order_is_kept(sto
     assert len(channel.messages) == 2
     assert channel.signal_ids()[0] == first.id
     mid, msg = channel.messages[1]
-    assert len(msg.embeds) == 3 and "3 signals" in (msg.content or "")
+    assert len(msg.embeds) == 3 and "3 trade calls" in (msg.content or "")
     for s in burst:
         d = await store.get_delivery(s.id, "discord:42")
         assert d is not None and d.message_id == mid
+
+
+async def test_gated_candidates_are_never_delivered_and_watch_notes_only_where_routed(store: SqliteStore) -> None:
+    trade = make_signal(candle_time_ms=T0, pattern="a")
+    watch = make_signal(candle_time_ms=T0 + HOUR, pattern="b", kind="watch", gate_reason="no_edge")
+    gated = [make_signal(candle_time_ms=T0 + HOUR, pattern=f"g{i}", kind="gated", gate_reason="cooldown") for i in range(3)]
+    await save(store, trade, watch, *gated)
+    trades_only, with_watch = FakeChannel(), FakeChannel()
+    await sender_for(store, FakePoster(trades_only)).drain_once()
+    assert trades_only.signal_ids() == [trade.id]
+    poster = FakePoster(with_watch)
+    poster.destination = "discord:43"
+    await sender_for(store, poster, kinds=("trade", "watch", "gated")).drain_once()
+    assert with_watch.signal_ids() == [trade.id, watch.id]
+    for g in gated:
+        assert await store.get_delivery(g.id, "discord:42") is None and await store.get_delivery(g.id, "discord:43") is None
+    # the watch note is still pending for nobody but the destinations that take it
+    assert await store.pending_deliveries("discord:42") == []
 
 
 async def test_chart_is_rendered_from_stored_candles_and_attached(store: SqliteStore, renderer: ChartRenderer) -> None:
@@ -534,11 +552,12 @@ class LaggingStore:
     async def record_delivery(self, delivery: object) -> None:
         self.held.append(delivery)
 
-    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
+    async def pending_deliveries(self, destination: str, *, kinds: Sequence[SignalKind] = ("trade",),
+                                 limit: int = 50) -> list[Signal]:
         self.reads += 1
         if self.reads > 200:
             raise Crash("the sender spins on a store that has not caught up")
-        return await self.inner.pending_deliveries(destination, limit=limit)
+        return await self.inner.pending_deliveries(destination, kinds=kinds, limit=limit)
 
     async def catch_up(self) -> None:
         for d in self.held:

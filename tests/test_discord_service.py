@@ -200,6 +200,22 @@ async def test_a_malformed_webhook_url_disables_only_the_webhook(store: SqliteSt
     await svc.stop()
 
 
+@pytest.mark.parametrize("watch_notes, expected", [
+    ("signals", [("discord:42", ("trade", "watch")), ("webhook", ("trade", "watch"))]),
+    ("console", [("discord:42", ("trade",)), ("webhook", ("trade",))]),
+    ("off", [("discord:42", ("trade",)), ("webhook", ("trade",))]),
+    ("channel", [("discord:42", ("trade",)), ("discord:77", ("watch",)), ("webhook", ("trade",))]),
+])
+async def test_each_destination_posts_the_kinds_watch_notes_routes_to_it(store: SqliteStore, watch_notes: str,
+                                                                        expected: list[tuple[str, tuple[str, ...]]]) -> None:
+    config = Config(discord_token="x" * 70, discord_signals_channel_id=42, discord_watch_channel_id=77,
+                    watch_notes=watch_notes,  # type: ignore[arg-type]
+                    discord_webhook_url="https://discord.com/api/webhooks/123456789012345678/" + "t" * 68)
+    svc = DiscordService(config, store, None, None)
+    assert [(s.destination, s.kinds) for s in svc.senders] == expected
+    await svc.stop()
+
+
 async def test_build_discord_sinks_follows_the_configuration(tmp_path: Path, store: SqliteStore) -> None:
     from src.bot.discord.service import build_discord_sinks
 

@@ -150,7 +150,7 @@ async def test_metrics_endpoint_serves_parseable_prometheus_text_with_status_gau
         for fam in text_string_to_metric_families(text)
         for s in fam.samples
     }
-    assert values[("wyeli_signals_emitted_total", (("pattern", "wyckoff_spring"),))] == 1
+    assert values[("wyeli_signals_emitted_total", (("kind", "trade"), ("pattern", "wyckoff_spring")))] == 1
     assert values[("wyeli_ws_frames_received_total", ())] == 42
     assert values[("wyeli_streams", (("state", "fresh"),))] == 2
     assert values[("wyeli_warmed_up", ())] == 1

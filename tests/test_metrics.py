@@ -54,14 +54,14 @@ def test_event_methods_update_their_series():
     m.observe_analysis(float("nan"))  # ignored, not a crash
     m.signal_emitted("wyckoff_spring")
     m.signal_emitted("wyckoff_spring")
-    m.signal_emitted("elliott_wave3")
+    m.signal_emitted("elliott_wave3", "watch")
     m.candle_closed("1h")
     m.store_error("write")
     s = samples(m)
     assert s[("wyeli_analysis_seconds_count", ())] == 1
     assert s[("wyeli_analysis_seconds_bucket", (("le", "0.005"),))] == 1
-    assert s[("wyeli_signals_emitted_total", (("pattern", "wyckoff_spring"),))] == 2
-    assert s[("wyeli_signals_emitted_total", (("pattern", "elliott_wave3"),))] == 1
+    assert s[("wyeli_signals_emitted_total", (("kind", "trade"), ("pattern", "wyckoff_spring")))] == 2
+    assert s[("wyeli_signals_emitted_total", (("kind", "watch"), ("pattern", "elliott_wave3")))] == 1
     assert s[("wyeli_closed_candles_total", (("timeframe", "1h"),))] == 1
     assert s[("wyeli_store_errors_total", (("operation", "write"),))] == 1
 
@@ -135,7 +135,7 @@ def test_status_snapshot_becomes_gauges_and_vanished_streams_are_dropped():
 def test_two_instances_have_independent_registries():
     a, b = BotMetrics(process_metrics=False), BotMetrics(process_metrics=False)
     a.signal_emitted("p")
-    assert ("wyeli_signals_emitted_total", (("pattern", "p"),)) not in samples(b)
+    assert ("wyeli_signals_emitted_total", (("kind", "trade"), ("pattern", "p"))) not in samples(b)
 
 
 def test_process_metrics_are_included_by_default():

@@ -23,12 +23,17 @@ from tests.test_storage_postgres import drop_schema, new_schema_name
 pytestmark = pytest.mark.postgres
 
 SCHEMA_SQL = (MIGRATIONS_DIR / "001_create_schema.sql").read_text()
+KINDS_SQL = (MIGRATIONS_DIR / "002_signal_kinds_and_evidence.sql").read_text()
+JOBS_SQL = (MIGRATIONS_DIR / "007_backtest_jobs.sql").read_text()
+ALL_NAMES = ["001_create_schema", "002_signal_kinds_and_evidence", "007_backtest_jobs"]
 OPTIONAL_READ_SQL = (MIGRATIONS_DIR / "optional_public_read.sql").read_text()
-TABLES = {"schema_migrations", "symbols", "candles", "signals", "signal_deliveries", "signal_performance",
+TABLES = {"backtest_jobs", "backtest_job_files",  # 007
+          "schema_migrations", "symbols", "candles", "signals", "signal_deliveries", "signal_performance",
           "stream_quality", "orders", "positions", "audit_log"}
-# every numbered migration in the directory (later issues add files; these tests are about the runner and 001)
-NAMES = [m.name for m in discover()]
-VIEWS = {"v_recent_signals", "v_signal_stats", "v_win_rate", "v_calibration", "v_data_quality"}
+VIEWS = {"v_recent_signals", "v_signal_stats", "v_win_rate", "v_reliability", "v_data_quality"}
+FUNCTIONS = ("wyeli_pending_deliveries(text, integer)", "wyeli_open_signals()", "wyeli_last_signal_times()",
+             "wyeli_pattern_stats()", "wyeli_pending_deliveries_by_kind(text, text[], integer)", "wyeli_last_emitted()",
+             "wyeli_recent_structures(bigint)", "wyeli_live_track(text[], text, text, text)")
 
 
 @pytest.fixture
@@ -66,39 +71,77 @@ async def catalog(c: asyncpg.Connection) -> list[tuple[object, ...]]:
 
 async def test_migrations_apply_to_an_empty_schema_and_are_recorded(conn) -> None:
     applied = await apply_migrations(conn)
-    assert applied == NAMES and NAMES[0] == "001_create_schema"
+    assert applied == ALL_NAMES
     rels = {(r[0], r[1]) for r in await conn.fetch(
         "SELECT relname, relkind::text FROM pg_class WHERE relnamespace = current_schema()::regnamespace")}
-    assert {t for t, k in rels if k == "r"} >= TABLES
+    assert {t for t, k in rels if k == "r"} == TABLES
     assert {v for v, k in rels if k == "v"} == VIEWS
     ledger = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
-    assert sorted((r["version"], r["name"]) for r in ledger) == [(m.version, m.name) for m in discover()]
-    assert ledger[0]["checksum"] == discover()[0].checksum
+    assert sorted((r["version"], r["name"], r["checksum"]) for r in ledger) == [
+        (m.version, m.name, m.checksum) for m in discover()]
     assert await pending(conn) == []
 
 
-async def test_reapplying_the_schema_changes_nothing(conn) -> None:
+async def test_reapplying_the_newest_file_changes_nothing(conn) -> None:
     await apply_migrations(conn)
     before = await catalog(conn)
-    await conn.execute(SCHEMA_SQL)  # the file itself, twice more, as in the SQL editor
-    await conn.execute(SCHEMA_SQL)
+    await conn.execute(KINDS_SQL)  # the newest file itself, twice more, as in the SQL editor
+    await conn.execute(KINDS_SQL)
     assert await apply_migrations(conn) == []
     assert await catalog(conn) == before
-    assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(NAMES)
+    assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(ALL_NAMES)
+
+
+async def test_files_pasted_by_hand_in_order_give_the_runners_schema(conn, postgres_url) -> None:
+    await conn.execute(SCHEMA_SQL)
+    await conn.execute(SCHEMA_SQL)  # 001 twice (before 002) is harmless too
+    await conn.execute(KINDS_SQL)
+    await conn.execute(JOBS_SQL)
+    pasted = await catalog(conn)
+    schema = new_schema_name()
+    other = await asyncpg.connect(postgres_url, server_settings={"search_path": schema})
+    try:
+        await other.execute(f'CREATE SCHEMA "{schema}"')
+        await apply_migrations(other)
+        here = await conn.fetchval("SELECT current_schema()")
+        assert [tuple(str(x).replace(schema, "S") for x in row) for row in await catalog(other)] == [
+            tuple(str(x).replace(here, "S") for x in row) for row in pasted]
+    finally:
+        await other.close()
+        await drop_schema(postgres_url, schema)
 
 
 async def test_schema_pasted_by_hand_is_recognised_and_its_checksum_filled_in(conn) -> None:
     await conn.execute(SCHEMA_SQL)
     assert await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1") is None
-    assert await apply_migrations(conn) == NAMES[1:]  # 001 is recognised, not applied again
+    assert await apply_migrations(conn) == ALL_NAMES[1:]
     assert await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1") == discover()[0].checksum
 
 
 async def test_existing_data_survives_reapplying_the_schema(conn) -> None:
     await apply_migrations(conn)
     await conn.execute("INSERT INTO symbols (symbol) VALUES ('BTCUSDT')")
-    await conn.execute(SCHEMA_SQL)
+    await conn.execute(KINDS_SQL)
     assert await conn.fetchval("SELECT count(*) FROM symbols") == 1
+
+
+async def test_migration_002_keeps_the_rows_of_a_001_database_as_posted_trade_calls(conn) -> None:
+    await apply_migrations(conn, discover()[:1])
+    await conn.execute(
+        "INSERT INTO signals (id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, stop_loss, "
+        "take_profits, candle_time, generated_at) VALUES ('a1', 'BTCUSDT', '1h', 'spring', 'LONG', 0.8, 0.8, 100, 98, "
+        "'{103}', now(), now())")
+    await conn.execute(
+        "INSERT INTO signal_performance (signal_id, symbol_name, timeframe, pattern, direction, outcome, entry_time, "
+        "entry_price, exit_time, exit_price, r_multiple, mfe, mae, confidence, resolved_at) VALUES ('a1', 'BTCUSDT', '1h', "
+        "'spring', 'LONG', 'WIN', now(), 100, now(), 103, 1.4, 1.5, 0.2, 0.8, now())")
+    assert await apply_migrations(conn) == ALL_NAMES[1:]
+    row = await conn.fetchrow("SELECT kind, gate_reason, structure_id, p_win, evidence FROM signals WHERE id = 'a1'")
+    assert tuple(row) == ("trade", "", "", None, None)
+    assert await conn.fetchval("SELECT r_multiple FROM v_recent_signals WHERE id = 'a1'") == 1.4
+    # rows from before the evidence model never count in the tracked population
+    pops = {r["population"] for r in await conn.fetch("SELECT population FROM v_signal_stats")}
+    assert pops == {"trade"}
 
 
 async def test_row_level_security_is_enabled_on_every_table(conn) -> None:
@@ -106,14 +149,14 @@ async def test_row_level_security_is_enabled_on_every_table(conn) -> None:
     rows = await conn.fetch(
         "SELECT relname, relrowsecurity FROM pg_class WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'"
     )
-    assert {r["relname"] for r in rows} >= TABLES
+    assert {r["relname"] for r in rows} == TABLES
     assert all(r["relrowsecurity"] for r in rows), [r["relname"] for r in rows if not r["relrowsecurity"]]
     assert await conn.fetchval("SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()") == 0
 
 
 async def test_later_migration_is_applied_once_in_version_order(conn) -> None:
-    extra = Migration(version=2, name="002_add_note", sql="ALTER TABLE signals ADD COLUMN IF NOT EXISTS note text;")
-    assert await apply_migrations(conn, [*discover(), extra]) == [*NAMES, "002_add_note"]
+    extra = Migration(version=99, name="099_add_note", sql="ALTER TABLE signals ADD COLUMN IF NOT EXISTS note text;")
+    assert await apply_migrations(conn, [*discover(), extra]) == [*ALL_NAMES, "099_add_note"]
     assert await apply_migrations(conn, [*discover(), extra]) == []
     assert await conn.fetchval(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND column_name = 'note'"
@@ -121,11 +164,11 @@ async def test_later_migration_is_applied_once_in_version_order(conn) -> None:
 
 
 async def test_failing_migration_rolls_back_and_records_nothing(conn) -> None:
-    broken = Migration(version=2, name="002_broken", sql="CREATE TABLE ok_table (x int); SELECT no_such_column FROM signals;")
+    broken = Migration(version=99, name="099_broken", sql="CREATE TABLE ok_table (x int); SELECT no_such_column FROM signals;")
     with pytest.raises(asyncpg.PostgresError):
         await apply_migrations(conn, [*discover(), broken])
     assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None  # the whole run rolled back
-    assert await apply_migrations(conn) == NAMES
+    assert await apply_migrations(conn) == ALL_NAMES
 
 
 async def test_changed_migration_file_is_not_reapplied_but_warned_about(conn) -> None:
@@ -142,7 +185,7 @@ async def test_concurrent_runners_apply_each_migration_once(postgres_url: str) -
     try:
         await conns[0].execute(f'CREATE SCHEMA "{schema}"')
         results = await asyncio.gather(*(apply_migrations(c) for c in conns))
-        assert sorted(len(r) for r in results) == [0, 0, 0, len(NAMES)]
+        assert sorted(len(r) for r in results) == [0, 0, 0, len(ALL_NAMES)]
     finally:
         for c in conns:
             await c.close()
@@ -150,7 +193,7 @@ async def test_concurrent_runners_apply_each_migration_once(postgres_url: str) -
 
 
 def test_discover_ignores_optional_files_and_rejects_duplicate_versions(tmp_path: Path) -> None:
-    assert "optional_public_read" not in NAMES and NAMES[0] == "001_create_schema"  # not a migration
+    assert [m.name for m in discover()] == ALL_NAMES  # optional_public_read.sql is not a migration
     (tmp_path / "001_a.sql").write_text("SELECT 1;")
     (tmp_path / "002_b.sql").write_text("SELECT 2;")
     (tmp_path / "notes.sql").write_text("SELECT 3;")
@@ -177,11 +220,12 @@ async def test_anon_cannot_write_any_table_and_reads_nothing_without_the_optiona
                                f"GRANT ALL ON TABLES TO {role}")
             await conn.execute(f"GRANT USAGE ON SCHEMA {await conn.fetchval('SELECT current_schema()')} TO {role}")
         await conn.execute(SCHEMA_SQL)
+        await conn.execute(KINDS_SQL)
+        await conn.execute(JOBS_SQL)
         for table in TABLES:
             for priv in ("INSERT", "UPDATE", "DELETE"):
                 assert not await conn.fetchval("SELECT has_table_privilege('anon', $1, $2)", table, priv), (table, priv)
-        for fn in ("wyeli_pending_deliveries(text, integer)", "wyeli_open_signals()", "wyeli_last_signal_times()",
-                   "wyeli_pattern_stats()"):
+        for fn in FUNCTIONS:
             assert not await conn.fetchval("SELECT has_function_privilege('anon', $1, 'EXECUTE')", fn), fn
         await conn.execute(
             "INSERT INTO signals (id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, stop_loss, "
@@ -207,7 +251,8 @@ async def test_anon_cannot_write_any_table_and_reads_nothing_without_the_optiona
         await conn.execute("SET LOCAL ROLE anon")
         assert await conn.fetchval("SELECT count(*) FROM signals") == 1
         assert await conn.fetchval("SELECT count(*) FROM v_recent_signals") == 1
-        assert await conn.fetchval("SELECT total_signals FROM v_signal_stats") == 1
+        assert await conn.fetchval("SELECT candidates FROM v_signal_stats WHERE population = 'trade'") == 1
+        assert await conn.fetchval("SELECT count(*) FROM v_reliability") == 0
         for statement in ("UPDATE signals SET confidence = 0.1", "DELETE FROM signals",
                           "INSERT INTO candles (symbol, timeframe, open_time, close_time, open, high, low, close, volume) "
                           "VALUES ('X', '1m', now(), now() + interval '1 minute', 1, 1, 1, 1, 1)"):
@@ -259,7 +304,7 @@ async def test_schema_installs_as_a_plain_owner_that_cannot_alter_the_realtime_p
         await conn.execute(f"CREATE ROLE {role} NOLOGIN")
         await conn.execute(f'ALTER SCHEMA "{schema}" OWNER TO {role}')
         await conn.execute(f"SET LOCAL ROLE {role}")
-        assert await apply_migrations(conn) == NAMES  # the notice is not an error
+        assert await apply_migrations(conn) == ALL_NAMES  # the notice is not an error
         assert await conn.fetchval(
             "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'supabase_realtime' AND schemaname = $1", schema
         ) == 0
@@ -292,9 +337,9 @@ def test_migrate_command_applies_then_reports_up_to_date(monkeypatch, capsys, tm
     env = ["--env-file", str(tmp_path / "none.env")]
     try:
         assert storage_cli.main(["migrate", "--dry-run", *env]) == 0
-        assert f"{len(NAMES)} pending migration(s): {', '.join(NAMES)}" in capsys.readouterr().out
+        assert f"{len(ALL_NAMES)} pending migration(s): {', '.join(ALL_NAMES)}" in capsys.readouterr().out
         assert storage_cli.main(["migrate", *env]) == 0
-        assert f"applied {', '.join(NAMES)}" in capsys.readouterr().out
+        assert f"applied {', '.join(ALL_NAMES)}" in capsys.readouterr().out
         assert storage_cli.main(["migrate", *env]) == 0
         assert "nothing to apply" in capsys.readouterr().out
     finally:

@@ -14,7 +14,7 @@ import pytest
 from backtest.simulate import grade, run_stream
 from src.analysis.engine import AnalysisSettings
 from src.analysis.outcomes import OutcomeParams
-from src.analysis.types import Candle, Signal
+from src.analysis.types import Candle, Signal, SignalKind
 from src.bot.outcome_tracker import OutcomeTracker, to_signal_outcome
 from src.storage.base import SignalOutcome, Store, StoreUnavailable
 from src.storage.sqlite_store import SqliteStore
@@ -101,8 +101,25 @@ async def test_live_tracker_and_backtest_give_identical_outcomes(store):
     assert got == expected and len(expected) >= 10
     open_ids = {s.id for s in await store.open_signals()}
     assert open_ids == {s.id for s in signals} - set(expected)  # the unresolved tail stays open
-    stats = {p.pattern: p for p in await store.pattern_stats()}
-    assert sum(p.resolved for p in stats.values()) == len(expected)
+    tracks = await store.live_track(set(), symbol="BTCUSDT")
+    assert sum(t.graded for t in tracks if t.population == "trade") == len(expected)
+
+
+async def test_every_kind_is_graded_and_each_saved_outcome_is_announced_once(store):
+    candles, signals = scenario()
+    verdicts: list[tuple[SignalKind, str]] = [("trade", ""), ("watch", "no_edge"), ("gated", "cooldown"),
+                                              ("gated", "duplicate_structure")]
+    kinds = itertools.cycle(verdicts)
+    mixed = [replace(s, kind=k, gate_reason=g) for s, (k, g) in zip(signals, kinds, strict=False)]
+    announced: list[SignalOutcome] = []
+    t = OutcomeTracker(store, horizon_candles=PARAMS.horizon_candles, commission=PARAMS.commission,
+                       slippage_bps=PARAMS.slippage_bps, on_resolved=announced.append)
+    await feed_live(store, t, candles, mixed)
+    expected = backtest_outcomes(candles, signals)
+    got = await stored(store, [s.id for s in mixed])
+    assert got == expected
+    assert {s.kind for s in mixed if s.id in got} == {"trade", "watch", "gated"}
+    assert sorted(o.signal_id for o in announced) == sorted(expected)
 
 
 async def test_restart_resumes_from_stored_candles_with_the_same_outcomes(store):
@@ -329,3 +346,30 @@ async def test_catch_up_from_a_store_still_replaying_its_spool_skips_no_candle(s
     replaying.visible_until = None  # replay finished
     await feed_live(store, t, candles[2 * third + 40 :], signals)
     assert await stored(store, [s.id for s in signals]) == backtest_outcomes(candles, signals)
+
+
+async def test_a_signal_is_caught_up_across_a_gap_longer_than_its_horizon_window(store):
+    """Catch-up reads the store in windows of horizon + 1 intervals; an exchange outage longer than a window
+    (no candles at all) must not stop it before the candles after the outage."""
+    candles, signals = scenario()
+    hole = 3 * (PARAMS.horizon_candles + 1)
+
+    def holed_for(sig: Signal) -> list[Candle]:
+        i = next(k for k, c in enumerate(candles) if c.open_time_ms == sig.candle_time_ms)
+        return candles[: i + 2] + candles[i + 2 + hole:]  # the entry candle, then a hole of three windows
+
+    # a signal the entry candle does not decide, so its grade needs the candles after the hole
+    picked = []
+    for sig in signals:
+        holed = holed_for(sig)
+        r = grade(sig, holed, [c.open_time_ms for c in holed], PARAMS)
+        if r is not None and r.exit_time_ms > sig.candle_time_ms + (hole + 2) * 3_600_000:
+            picked.append((sig, holed, r))
+    assert picked, "the scenario should have a signal still open after its entry candle"
+    sig, holed, expected = picked[0]
+    await store.upsert_candles(holed)
+    await store.save_signal(sig)
+    t = tracker(store)
+    await t.start()
+    assert await store.get_outcome(sig.id) == to_signal_outcome(sig, expected)
+    assert t.stats.following == 0

@@ -58,7 +58,7 @@ async def test_every_closed_candle_is_stored_once_and_signals_are_stored_before_
 
 async def test_pipeline_emits_exactly_what_the_backtest_replay_emits(tmp_path: Path):
     candles = random_walk(3000, timeframe="15m", seed=5, vol=0.01)
-    _, expected, _ = replay(candles, breakout_engine("BTCUSDT", "15m", SETTINGS), SignalGate(0.5, 3600))
+    _, expected, _ = replay(candles, breakout_engine("BTCUSDT", "15m", SETTINGS), SignalGate(SETTINGS))
     store = SqliteStore(tmp_path / "w.db")
     await store.open()
     sink = RecordingSink(store)
@@ -258,4 +258,99 @@ async def test_a_warm_restart_primes_from_the_cache_only_when_it_is_as_fresh_as_
                  engine_factory=lambda sym, tf: breakout_engine(sym, tf, SETTINGS))
     assert await p.prime("BTCUSDT", "15m", 500) == 500 and counting.loads == 1
     assert p.aggregator.window("BTCUSDT", "15m").candles() == tuple(candles[-500:])
+    await store.close()
+
+
+# ---------------------------------------------------------------------------- issue 10: kinds, gate memory, evidence
+async def test_every_candidate_is_stored_with_its_kind_and_only_trade_calls_and_watch_notes_are_published(tmp_path: Path):
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    sink = RecordingSink(store)
+    p = _pipeline(store, [sink])
+    await p.start()
+    await p.on_candles(random_walk(3000, timeframe="15m", seed=5, vol=0.01), "replay")
+    stored = await store.recent_signals(limit=100_000)
+    published = [s for b in sink.batches for s in b.signals]
+    assert p.stats.candidates == len(stored) > p.stats.signals_emitted == len(published) > 0
+    assert all(s.kind in ("trade", "watch") for s in published) and all(sink.stored_before_publish)
+    assert sorted(s.id for s in stored if s.kind != "gated") == sorted(s.id for s in published)
+    gated = [s for s in stored if s.kind == "gated"]
+    assert p.stats.gated == len(gated) and all(s.gate_reason for s in gated)  # kept with the reason, never sent
+    assert p.stats.trade_calls + p.stats.watch_notes == len(published)
+    await store.close()
+
+
+async def test_start_seeds_the_gate_from_the_stores_gate_memory(tmp_path: Path, monkeypatch):
+    from src.bot import analysis_api
+    from src.storage.base import GateSeed
+    from tests.storage_contract import make_signal
+
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    await store.save_signal(make_signal("BTCUSDT", "15m", 1_700_000_000_000, "test_breakout", kind="watch",
+                                        gate_reason="no_edge", structure_id="s1"))
+    await store.save_signal(make_signal("BTCUSDT", "15m", 1_700_000_900_000, "test_breakout", kind="gated",
+                                        gate_reason="cooldown", structure_id="s2"))
+    seeds: list[GateSeed | None] = []
+    real = analysis_api.make_gate
+
+    def spy(settings, seed=None):
+        seeds.append(seed)
+        return real(settings, seed)
+
+    monkeypatch.setattr(analysis_api, "make_gate", spy)
+    p = _pipeline(store)
+    await p.start()
+    assert seeds[-1] == GateSeed({("BTCUSDT", "15m", "LONG"): 1_700_000_000_000}, {"s1": "watch"}, {},
+                                 {("BTCUSDT", "15m"): 1_700_000_900_000})
+    await store.close()
+
+
+class EvidenceEngine:
+    """Wraps a test engine with the contract's ``set_evidence`` and records what it was given."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.models: list[object] = []
+
+    def set_evidence(self, model):
+        self.models.append(model)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_set_evidence_reaches_every_running_engine_between_batches(tmp_path: Path):
+    from tests.fakes.evidence import FakeEvidenceModel
+
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    p = Pipeline(settings=SETTINGS, timeframes=("15m", "1h"), store=store,
+                 engine_factory=lambda sym, tf: EvidenceEngine(breakout_engine(sym, tf, SETTINGS)))  # type: ignore[arg-type, return-value]
+    await p.start()
+    await p.on_candles(random_walk(8 * 60, seed=3), "replay")  # builds 15m and 1h engines
+    model = FakeEvidenceModel(version="with-live")
+    await p.set_evidence(model)
+    assert p.evidence is model and len(p.engines) == 2
+    assert all(e.models == [model] for e in p.engines.values())  # type: ignore[attr-defined]
+    await store.close()
+
+
+async def test_market_view_shows_the_latest_candidates_of_every_kind_and_the_last_posted_one(tmp_path: Path):
+    from tests.storage_contract import make_signal
+
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % 900_000
+    posted = make_signal("BTCUSDT", "15m", t0, "a", kind="trade")
+    later = [make_signal("BTCUSDT", "15m", t0 + i * 900_000, f"g{i}", kind="gated", gate_reason="cooldown")
+             for i in range(1, 8)]
+    for s in (posted, *later):
+        await store.save_signal(s)
+    p = _pipeline(store)
+    await p.start()
+    view = await p.market_view("BTCUSDT", "15m")
+    assert view is not None and view.last_signal == posted
+    assert [s.pattern for s in view.candidates] == ["g7", "g6", "g5", "g4", "g3"]
+    assert await p.market_view("ETHUSDT", "15m") is None
     await store.close()

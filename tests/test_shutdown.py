@@ -275,12 +275,13 @@ async def test_sigterm_during_replay_exits_0_with_every_delivered_candle_stored(
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
         "NOTIFY_SOCKET": str(notify.path), "SQLITE_PATH": str(db), "SPOOL_PATH": str(tmp_path / "spool.db"),
-        "CALIBRATION_PATH": str(tmp_path / "none.json"), "TIMEFRAMES": "15m", "STATUS_INTERVAL_SECONDS": "0",
+        "TIMEFRAMES": "15m", "STATUS_INTERVAL_SECONDS": "0",
         "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
     }
     # speed 6000: one 1m candle every 10 ms, so the whole file would take ~30 s; we stop it long before
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "src.bot.main", "--replay", str(csv_path), "--speed", "6000", "--env-file", "/nonexistent",
+        "--replay-db", str(db),
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

@@ -19,17 +19,31 @@ import pytest
 from src.analysis.types import Signal
 from src.storage.base import StoreError, StoreUnavailable, StreamQuality
 from src.storage.postgres_store import PostgresStore, _ms, _ts, describe_dsn, split_dsn
-from tests.storage_contract import StoreContract, delivery, make_candle, make_outcome, make_signal
+from tests.storage_contract import StoreContract, delivery, make_candle, make_evidence, make_outcome, make_signal
 
 pytestmark = pytest.mark.postgres
 
 RUNBOOK_RECENT = (
     "SELECT * FROM v_recent_signals WHERE generated_at > NOW() - INTERVAL '24 hours' ORDER BY generated_at DESC;"
 )
-RUNBOOK_STATS = "SELECT * FROM v_signal_stats ORDER BY total_signals DESC;"
+RUNBOOK_RECENT_CALLS = (
+    "SELECT generated_at, kind, symbol, timeframe, pattern, direction, p_win, expected_r, expected_r_lo, expected_r_hi, "
+    "outcome, r_multiple FROM v_recent_signals WHERE kind <> 'gated' AND generated_at > NOW() - INTERVAL '7 days' "
+    "ORDER BY generated_at DESC;"
+)
+RUNBOOK_STATS = (
+    "SELECT symbol, timeframe, pattern, graded, ROUND(mean_r::numeric, 3) AS mean_r, ROUND(ci95_lo::numeric, 3) AS ci95_lo, "
+    "ROUND(ci95_hi::numeric, 3) AS ci95_hi, ROUND(win_rate_pct, 1) AS win_rate_pct FROM v_signal_stats "
+    "WHERE population = 'tracked' ORDER BY graded DESC, symbol, timeframe, pattern;"
+)
 RUNBOOK_WIN_RATE = (
-    "SELECT symbol_name, AVG(CASE WHEN outcome = 'WIN' THEN 1.0 ELSE 0.0 END) * 100 as win_rate_pct, "
-    "COUNT(*) as total_signals FROM signal_performance GROUP BY symbol_name ORDER BY total_signals DESC;"
+    "SELECT p.symbol_name, COUNT(*) AS graded, 100.0 * AVG(CASE WHEN p.r_multiple > 0 THEN 1 ELSE 0 END) AS net_win_rate_pct, "
+    "AVG(p.r_multiple) AS mean_r FROM signal_performance p JOIN signals s ON s.id = p.signal_id WHERE s.kind = 'trade' "
+    "GROUP BY p.symbol_name ORDER BY graded DESC, p.symbol_name;"
+)
+RUNBOOK_RELIABILITY = (
+    "SELECT bucket_low, bucket_high, graded, ROUND(avg_p_win::numeric, 3) AS avg_p_win, "
+    "ROUND(realised_win_rate, 3) AS realised_win_rate FROM v_reliability WHERE population = 'tracked' ORDER BY bucket_low;"
 )
 RUNBOOK_PRUNE = "DELETE FROM candles WHERE open_time < NOW() - INTERVAL '90 days';"
 
@@ -81,15 +95,21 @@ def _epoch_ms(dt: datetime) -> int:
 
 
 async def _known_data_set(store: PostgresStore) -> tuple[list[Signal], list[Signal], Signal]:
-    """3 BTC 1h springs (WIN 2R, LOSS -1R, open), 2 ETH 4h wave3 (WIN 3R, EXPIRED 0.2R), 1 old SOL utad (LOSS -1R)."""
+    """3 BTC 1h springs (trade WIN 2R, watch LOSS -1R, trade open), 2 ETH 4h wave3 (trade WIN 3R, gated 'cooldown'
+    EXPIRED 0.2R), 1 old SOL utad (gated 'duplicate_structure' LOSS -1R). All assessed by the evidence model."""
     now = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0)
     h = 3_600_000
     recent = _epoch_ms(now - timedelta(hours=6))
     old = _epoch_ms(now - timedelta(days=3))
-    spring = [make_signal("BTCUSDT", "1h", recent + i * h, "spring", confidence=c) for i, c in enumerate((0.62, 0.71, 0.93))]
-    wave3 = [make_signal("ETHUSDT", "4h", recent - 4 * h * (i + 1), "wave3", "SHORT", confidence=c)
-             for i, c in enumerate((0.75, 0.78))]
-    utad = make_signal("SOLUSDT", "15m", old, "utad", "SHORT", confidence=0.66)
+    kinds = (("trade", ""), ("watch", "no_edge"), ("trade", ""))
+    spring = [make_signal("BTCUSDT", "1h", recent + i * h, "spring", confidence=c, kind=k, gate_reason=g,
+                          evidence=make_evidence(p_win=c))
+              for i, (c, (k, g)) in enumerate(zip((0.62, 0.71, 0.93), kinds, strict=True))]
+    wave3 = [make_signal("ETHUSDT", "4h", recent - 4 * h * (i + 1), "wave3", "SHORT", confidence=c, kind=k, gate_reason=g,
+                         evidence=make_evidence(p_win=c))
+             for i, (c, (k, g)) in enumerate(zip((0.75, 0.78), (("trade", ""), ("gated", "cooldown")), strict=True))]
+    utad = make_signal("SOLUSDT", "15m", old, "utad", "SHORT", confidence=0.66, kind="gated",
+                       gate_reason="duplicate_structure", evidence=make_evidence(p_win=0.66))
     for s in (*spring, *wave3, utad):
         assert await store.save_signal(s)
     await store.save_outcome(make_outcome(spring[0], "WIN", 2.0))
@@ -110,53 +130,99 @@ async def test_runbook_recent_signals_query_returns_last_24_hours_newest_first(p
     by_id = {r["id"]: r for r in rows}
     assert by_id[spring[0].id]["outcome"] == "WIN" and by_id[spring[0].id]["r_multiple"] == 2.0
     assert list(by_id[spring[0].id]["take_profits"]) == list(spring[0].take_profits)
+    # 002 appended the gate's verdict and the evidence
+    w = by_id[spring[1].id]
+    assert (w["kind"], w["gate_reason"], w["p_win"]) == ("watch", "no_edge", 0.71)
+    assert (w["expected_r"], w["expected_r_lo"], w["expected_r_hi"]) == (0.05, 0.05 - 0.2, 0.05 + 0.2)
+    assert (w["backtest_n"], w["model_version"], w["interval_coverage"]) == (120, "test-1", 0.8)
+    assert w["rr_to_tp1"] == pytest.approx(1.5) and w["raw_score"] == pytest.approx(0.71 - 0.05)
 
 
-async def test_runbook_signal_stats_query_counts_per_symbol_timeframe_pattern(pg_store, sql) -> None:
+async def test_runbook_recent_calls_query_leaves_gated_candidates_out(pg_store, sql) -> None:
+    await _known_data_set(pg_store)
+    rows = await sql.fetch(RUNBOOK_RECENT_CALLS)
+    assert {r["kind"] for r in rows} == {"trade", "watch"}
+    assert len(rows) == 4  # 3 springs + the traded wave3; the gated wave3 and the gated utad are left out
+
+
+async def test_signal_stats_view_separates_trade_calls_watch_notes_and_the_tracked_population(pg_store, sql) -> None:
+    spring, _, _ = await _known_data_set(pg_store)
+    rows = {(r["symbol"], r["pattern"], r["population"]): r for r in await sql.fetch("SELECT * FROM v_signal_stats")}
+    assert set(rows) == {
+        ("BTCUSDT", "spring", "trade"), ("BTCUSDT", "spring", "watch"), ("BTCUSDT", "spring", "tracked"),
+        ("ETHUSDT", "wave3", "trade"), ("ETHUSDT", "wave3", "tracked"),
+        # the SOL utad is gated as a duplicate: neither a call nor tracked
+    }
+    trade = rows[("BTCUSDT", "spring", "trade")]
+    assert (trade["candidates"], trade["graded"], trade["mean_r"], trade["ci95_lo"]) == (2, 1, 2.0, None)
+    assert float(trade["win_rate_pct"]) == 100.0 and trade["tp_first"] == 1
+    tracked = rows[("BTCUSDT", "spring", "tracked")]
+    assert (tracked["candidates"], tracked["graded"]) == (3, 2)
+    assert tracked["mean_r"] == pytest.approx(0.5) and float(tracked["win_rate_pct"]) == pytest.approx(50.0)
+    sd = (((2.0 - 0.5) ** 2 + (-1.0 - 0.5) ** 2) / 1) ** 0.5
+    assert tracked["ci95_lo"] == pytest.approx(0.5 - 1.96 * sd / 2 ** 0.5)
+    assert tracked["ci95_hi"] == pytest.approx(0.5 + 1.96 * sd / 2 ** 0.5)
+    assert tracked["avg_p_win"] == pytest.approx((0.62 + 0.71 + 0.93) / 3)
+    assert tracked["last_at"] == max(datetime.fromisoformat(s.generated_at) for s in spring)
+    eth = rows[("ETHUSDT", "wave3", "tracked")]  # the 'cooldown' gated one is tracked
+    assert (eth["graded"], eth["mean_r"], eth["expired"]) == (2, pytest.approx(1.6), 1)
+
+
+async def test_signal_stats_view_agrees_with_the_stores_live_track(pg_store, sql) -> None:
+    await _known_data_set(pg_store)
+    tracked = await sql.fetchval("SELECT wyeli_tracked_gate_reasons()")
+    view = {(r["pattern"], r["timeframe"], r["population"]): (r["candidates"], r["graded"], round(r["mean_r"], 9))
+            for r in await sql.fetch("SELECT * FROM v_signal_stats")}  # one symbol per (pattern, timeframe) here
+    store = {(t.pattern, t.timeframe, t.population): (t.candidates, t.graded, round(t.mean_r or 0.0, 9))
+             for t in await pg_store.live_track(tracked)}
+    assert view == store
+
+
+async def test_runbook_stats_query_lists_the_tracked_track_record(pg_store, sql) -> None:
     await _known_data_set(pg_store)
     rows = await sql.fetch(RUNBOOK_STATS)
-    assert [(r["symbol"], r["timeframe"], r["pattern"], r["total_signals"]) for r in rows] == [
-        ("BTCUSDT", "1h", "spring", 3), ("ETHUSDT", "4h", "wave3", 2), ("SOLUSDT", "15m", "utad", 1),
-    ]
-    btc, eth, sol = rows
-    assert btc["avg_confidence"] == pytest.approx((0.62 + 0.71 + 0.93) / 3)
-    assert (btc["resolved"], btc["wins"], btc["losses"], btc["expired"]) == (2, 1, 1, 0)
-    assert float(btc["win_rate_pct"]) == pytest.approx(50.0)
-    assert btc["avg_r"] == pytest.approx(0.5)
-    assert float(eth["win_rate_pct"]) == pytest.approx(50.0)  # EXPIRED counts as not won
-    assert float(sol["win_rate_pct"]) == pytest.approx(0.0)
-    assert btc["last_signal_at"] == max(
-        datetime.fromisoformat(s.generated_at) for s in (await pg_store.recent_signals(symbol="BTCUSDT"))
-    )
+    assert [(r["symbol"], r["pattern"], r["graded"]) for r in rows] == [("BTCUSDT", "spring", 2), ("ETHUSDT", "wave3", 2)]
+    assert float(rows[0]["mean_r"]) == 0.5 and float(rows[0]["win_rate_pct"]) == 50.0
 
 
-async def test_runbook_win_rate_query_and_win_rate_view_agree(pg_store, sql) -> None:
+async def test_runbook_win_rate_query_counts_graded_trade_calls_by_net_r(pg_store, sql) -> None:
     await _known_data_set(pg_store)
     rows = await sql.fetch(RUNBOOK_WIN_RATE)
-    got = {r["symbol_name"]: (float(r["win_rate_pct"]), r["total_signals"]) for r in rows}
-    assert got == {"BTCUSDT": (50.0, 2), "ETHUSDT": (50.0, 2), "SOLUSDT": (0.0, 1)}
-    view = {r["symbol_name"]: r for r in await sql.fetch("SELECT * FROM v_win_rate")}
-    assert float(view["ETHUSDT"]["win_rate_pct"]) == 50.0
-    assert (view["ETHUSDT"]["wins"], view["ETHUSDT"]["losses"], view["ETHUSDT"]["expired"]) == (1, 0, 1)
-    assert view["ETHUSDT"]["total_r"] == pytest.approx(3.2)
-    assert view["BTCUSDT"]["avg_mae"] == pytest.approx(0.25)
+    got = {r["symbol_name"]: (r["graded"], float(r["net_win_rate_pct"]), r["mean_r"]) for r in rows}
+    assert got == {"BTCUSDT": (1, 100.0, 2.0), "ETHUSDT": (1, 100.0, 3.0)}
 
 
-async def test_calibration_view_buckets_resolved_signals_by_confidence_decile(pg_store, sql) -> None:
+async def test_win_rate_view_splits_kinds_and_counts_net_wins(pg_store, sql) -> None:
     await _known_data_set(pg_store)
-    rows = await sql.fetch("SELECT * FROM v_calibration ORDER BY bucket_low")
-    got = [(float(r["bucket_low"]), float(r["bucket_high"]), r["signals"], r["wins"], float(r["hit_rate"])) for r in rows]
-    # resolved: 0.62 WIN, 0.71 LOSS, 0.75 WIN, 0.78 EXPIRED, 0.66 LOSS (0.93 is still open)
-    assert got == [(0.6, 0.7, 2, 1, 0.5), (0.7, 0.8, 3, 1, pytest.approx(1 / 3))]
-    assert rows[1]["avg_confidence"] == pytest.approx((0.71 + 0.75 + 0.78) / 3)
+    view = {(r["symbol_name"], r["kind"]): r for r in await sql.fetch("SELECT * FROM v_win_rate")}
+    assert set(view) == {("BTCUSDT", "trade"), ("BTCUSDT", "watch"), ("ETHUSDT", "trade"), ("ETHUSDT", "gated"),
+                         ("SOLUSDT", "gated")}
+    eth = view[("ETHUSDT", "gated")]
+    assert (eth["graded"], eth["net_wins"], eth["tp_first"], eth["expired"]) == (1, 1, 0, 1)
+    assert float(eth["net_win_rate_pct"]) == 100.0 and float(eth["tp_first_rate_pct"]) == 0.0
+    assert view[("BTCUSDT", "trade")]["avg_mae"] == pytest.approx(0.25)
 
 
-async def test_calibration_view_puts_confidence_one_in_the_top_bucket(pg_store, sql) -> None:
+async def test_reliability_view_buckets_graded_candidates_by_shown_p_win(pg_store, sql) -> None:
+    await _known_data_set(pg_store)
+    rows = await sql.fetch(RUNBOOK_RELIABILITY)
+    got = [(float(r["bucket_low"]), float(r["bucket_high"]), r["graded"], float(r["realised_win_rate"])) for r in rows]
+    # tracked and graded: 0.62 (+2), 0.71 (-1), 0.75 (+3), 0.78 (+0.2); 0.66 is a duplicate, 0.93 still open
+    assert got == [(0.6, 0.7, 1, 1.0), (0.7, 0.8, 3, 0.667)]  # ROUNDed to 3 places by the query
+    assert float(rows[1]["avg_p_win"]) == pytest.approx(round((0.71 + 0.75 + 0.78) / 3, 3))
+    trade = await sql.fetch("SELECT bucket_low, graded FROM v_reliability WHERE population = 'trade' ORDER BY 1")
+    assert [(float(r[0]), r[1]) for r in trade] == [(0.6, 1), (0.7, 1)]
+
+
+async def test_reliability_view_puts_p_win_one_in_the_top_bucket_and_skips_unassessed_rows(pg_store, sql) -> None:
     for i, c in enumerate((1.0, 0.9, 0.0, 0.7)):
-        s = make_signal(candle_time_ms=1_700_000_000_000 + i * 3_600_000, confidence=c)
+        s = make_signal(candle_time_ms=1_700_000_000_000 + i * 3_600_000, evidence=make_evidence(p_win=c))
         await pg_store.save_signal(s)
         await pg_store.save_outcome(make_outcome(s, "WIN", 1.0))
-    rows = await sql.fetch("SELECT bucket_low, signals FROM v_calibration ORDER BY bucket_low")
+    legacy = make_signal(candle_time_ms=1_600_000_000_000)  # stored before the evidence model: no p_win
+    await pg_store.save_signal(legacy)
+    await pg_store.save_outcome(make_outcome(legacy, "WIN", 1.0))
+    rows = await sql.fetch("SELECT bucket_low, graded FROM v_reliability WHERE population = 'tracked' ORDER BY bucket_low")
     assert [(float(r[0]), r[1]) for r in rows] == [(0.0, 1), (0.7, 1), (0.9, 2)]
 
 
@@ -187,19 +253,30 @@ async def test_runbook_retention_delete_removes_candles_older_than_90_days(pg_st
 
 
 async def test_rest_backend_functions_agree_with_the_store_queries(pg_store, sql) -> None:
-    spring, _, _ = await _known_data_set(pg_store)
+    spring, wave3, _ = await _known_data_set(pg_store)
     await pg_store.record_delivery(delivery(spring[0], "discord:1", "sent"))
-    pending = [r["id"] for r in await sql.fetch("SELECT id FROM wyeli_pending_deliveries('discord:1', 50)")]
-    assert pending == [s.id for s in await pg_store.pending_deliveries("discord:1")]
-    assert len(pending) == 5
-    assert [r["id"] for r in await sql.fetch("SELECT id FROM wyeli_pending_deliveries('discord:1', 2)")] == pending[:2]
+    pending = [r["id"] for r in await sql.fetch(
+        "SELECT id FROM wyeli_pending_deliveries_by_kind('discord:1', ARRAY['trade', 'watch', 'gated'], 50)")]
+    assert pending == [s.id for s in await pg_store.pending_deliveries("discord:1", kinds=("trade", "watch"))]
+    assert set(pending) == {spring[1].id, spring[2].id, wave3[0].id}  # never a gated one
+    only_trade = [r["id"] for r in await sql.fetch("SELECT id FROM wyeli_pending_deliveries_by_kind('discord:1', "
+                                                   "ARRAY['trade'], 1)")]
+    assert only_trade == [s.id for s in await pg_store.pending_deliveries("discord:1", limit=1)]
     opened = [r["id"] for r in await sql.fetch("SELECT id FROM wyeli_open_signals()")]
     assert opened == [s.id for s in await pg_store.open_signals()] == [spring[2].id]
-    times = {(r[0], r[1]): r[2] for r in await sql.fetch("SELECT * FROM wyeli_last_signal_times()")}
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    assert {k: (v - epoch) // timedelta(milliseconds=1) for k, v in times.items()} == await pg_store.last_signal_times()
-    stats = [tuple(r) for r in await sql.fetch("SELECT * FROM wyeli_pattern_stats()")]
-    assert stats == [(p.pattern, p.signals, p.wins, p.losses, p.expired, p.avg_r) for p in await pg_store.pattern_stats()]
+    rows = await sql.fetch("SELECT * FROM wyeli_last_emitted()")
+    last = {(r[0], r[1], r[2]): (r[3] - epoch) // timedelta(milliseconds=1) for r in rows}
+    trades = {(r[0], r[1], r[2]): (r[4] - epoch) // timedelta(milliseconds=1) for r in rows if r[4] is not None}
+    seed = await pg_store.gate_seed(structure_window_ms=10**12)
+    assert last == seed.last_emitted_ms and trades == seed.last_trade_ms
+    assert set(last) == {("BTCUSDT", "1h", "LONG"), ("ETHUSDT", "4h", "SHORT")}
+
+
+async def test_the_tracked_gate_reasons_in_sql_are_the_programs(sql) -> None:
+    from src.bot.analysis_api import TRACKED_GATE_REASONS
+
+    assert set(await sql.fetchval("SELECT wyeli_tracked_gate_reasons()")) == set(TRACKED_GATE_REASONS)
 
 
 # ---------------------------------------------------------------------------- conversions and writes
@@ -354,3 +431,11 @@ async def test_a_statement_timeout_on_a_busy_database_is_unavailable_not_permane
         assert await slow.load_candles(make_candle().symbol, make_candle().timeframe) == [make_candle()]
     finally:
         await slow.close()
+
+
+def test_the_runbook_shows_the_tested_queries_verbatim() -> None:
+    from pathlib import Path
+
+    runbook = (Path(__file__).resolve().parent.parent / "RUNBOOK.md").read_text()
+    for query in (RUNBOOK_RECENT, RUNBOOK_RECENT_CALLS, RUNBOOK_STATS, RUNBOOK_WIN_RATE, RUNBOOK_RELIABILITY, RUNBOOK_PRUNE):
+        assert query in runbook, query

@@ -95,13 +95,33 @@ async def test_a_file_from_before_the_migration_ledger_keeps_its_data_and_gets_o
     store = SqliteStore(path)
     await store.open()
     try:
-        assert (await store.get_signal("old")) is not None
+        old = await store.get_signal("old")
+        # migration 002: a row from before it was a posted signal, without an evidence assessment
+        assert old is not None and (old.kind, old.gate_reason, old.structure_id, old.evidence) == ("trade", "", "", None)
+        assert await store.pending_deliveries("discord:1") == [old]
+        tracks = await store.live_track({""})
+        assert [(t.population, t.candidates) for t in tracks] == [("trade", 1)]  # never in the tracked population
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert versions == [m.version for m in MIGRATIONS]
+
+
+async def test_the_schema_refuses_an_unknown_kind_and_an_out_of_range_p_win(tmp_path: Path) -> None:
+    path = tmp_path / "checks.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        cols = "id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, stop_loss, take_profits, " \
+               "candle_time, generated_at, reasons, created_at"
+        values = "'x', 'B', '1h', 'p', 'LONG', 0.5, 0.5, 1, 0.9, '[]', 0, 't', '[]', 't'"
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(f"INSERT INTO signals ({cols}, kind) VALUES ({values}, 'maybe')")
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(f"INSERT INTO signals ({cols}, p_win) VALUES ({values}, 1.5)")
 
 
 async def test_a_file_with_a_migration_this_program_does_not_know_is_refused(tmp_path: Path) -> None:

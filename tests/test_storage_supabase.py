@@ -181,9 +181,41 @@ async def test_outbox_and_outcome_queries_go_through_the_sql_functions(fake, res
     assert await rest_store.pending_deliveries("discord:1", limit=10) == [s]
     assert await rest_store.open_signals() == [s]
     paths = {r.path for r in fake.requests}
-    assert {"/rest/v1/rpc/wyeli_pending_deliveries", "/rest/v1/rpc/wyeli_open_signals"} == paths
-    call = next(r for r in fake.requests if r.path.endswith("wyeli_pending_deliveries"))
-    assert call.body == {"p_destination": "discord:1", "p_limit": 10}
+    assert {"/rest/v1/rpc/wyeli_pending_deliveries_by_kind", "/rest/v1/rpc/wyeli_open_signals"} == paths
+    call = next(r for r in fake.requests if r.path.endswith("wyeli_pending_deliveries_by_kind"))
+    assert call.body == {"p_destination": "discord:1", "p_kinds": ["trade"], "p_limit": 10}
+
+
+async def test_gate_seed_and_live_track_go_through_the_002_functions(fake, rest_store) -> None:
+    await rest_store.save_signal(make_signal(kind="watch", gate_reason="no_edge", structure_id="s1"))
+    fake.requests.clear()
+    seed = await rest_store.gate_seed(structure_window_ms=86_400_000)
+    assert seed.structures == {"s1": "watch"} and seed.last_emitted_ms == {("BTCUSDT", "1h", "LONG"): T0}
+    await rest_store.live_track({"no_edge", ""}, symbol="BTCUSDT")
+    calls = {r.path: r.body for r in fake.requests}
+    assert seed.judged_until_ms == {("BTCUSDT", "1h"): T0} and seed.last_trade_ms == {}
+    assert calls == {
+        "/rest/v1/rpc/wyeli_last_emitted": {},
+        "/rest/v1/rpc/wyeli_recent_structures": {"p_window_ms": 86_400_000},
+        "/rest/v1/rpc/wyeli_last_signal_times": {},
+        "/rest/v1/rpc/wyeli_live_track": {"p_tracked": ["", "no_edge"], "p_symbol": "BTCUSDT", "p_timeframe": None,
+                                          "p_pattern": None},
+    }
+
+
+async def test_recent_signals_by_kind_use_an_in_filter(fake, rest_store) -> None:
+    await rest_store.save_signal(make_signal(kind="gated", gate_reason="cooldown"))
+    fake.requests.clear()
+    assert await rest_store.recent_signals(kinds=("watch", "trade")) == []
+    assert ("kind", "in.(trade,watch)") in fake.requests[0].query
+
+
+async def test_a_schema_without_migration_002_is_reported_with_the_file_to_paste(fake) -> None:
+    del fake.tables["schema_migrations"][(2,)]
+    store = make_store(fake)
+    with pytest.raises(StoreError, match=r"version 1.*002_signal_kinds_and_evidence\.sql") as info:
+        await store.open()
+    assert not isinstance(info.value, StoreUnavailable)
 
 
 # ---------------------------------------------------------------------------- paging past the row cap

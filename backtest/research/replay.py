@@ -35,7 +35,7 @@ def replay_candidates(
 ) -> list[Signal]:
     """Every candidate the analyzers produce over ``candles`` (ascending, closed)."""
     engine = build_engine(symbol, timeframe, settings)
-    gate = SignalGate(settings.min_confidence, settings.cooldown_seconds)
+    gate = SignalGate(settings)
     out: list[Signal] = []
     for i, candle in enumerate(candles, start=1):
         out.extend(step(engine, gate, candle).candidates)

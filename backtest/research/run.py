@@ -14,6 +14,7 @@ from backtest.research.measure import StreamEvents, measure_events
 from backtest.research.replay import EventFilter, replay_candidates
 from backtest.research.streams import ResearchStream, load_stream
 from src.analysis.engine import AnalysisSettings
+from src.analysis.evidence import counts_in_track_record
 from src.analysis.outcomes import OutcomeParams
 
 
@@ -37,7 +38,7 @@ def study_stream(stream: ResearchStream, job: ResearchJob, progress: Callable[[i
     """One stream end to end; a top-level function so worker processes can run it."""
     candles = load_stream(stream)
     candidates = replay_candidates(stream.symbol, stream.timeframe, candles, job.settings, progress)
-    events = EventFilter(stream.timeframe, job.decluster_bars, job.patterns).select(candidates)
+    events = EventFilter(stream.timeframe, job.decluster_bars, job.patterns, counts_in_track_record).select(candidates)
     return measure_events(
         stream.symbol, stream.timeframe, candles, events, len(candidates), job.params, job.twin_reps, job.seed
     )

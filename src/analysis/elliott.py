@@ -22,7 +22,9 @@ that candle's close:
   trend. Stop = C extreme -/+ 0.15 ATR; targets = C + 1.0 x A and C + 1.618 x A.
 
 Both directions (LONG for an up wave 1 / a down correction, SHORT mirrored). When several degrees
-fire the same pattern and direction on one candle, the highest score is kept. A setup whose entry
+fire the same pattern and direction on one candle, the highest score is kept. Every candidate names its
+structure (:func:`structure_key`: family, direction and origin pivot, independent of the degree), so the
+gate gives one count found at several degrees one signal. A setup whose entry
 is already beyond its stop or first target is skipped and counted in ``skipped_setups``; a candle
 that fails ``Candle.validate`` (NaN, non-positive, high < low) is skipped and counted in
 ``invalid_candles``.
@@ -267,7 +269,8 @@ class ElliottAnalyzer:
             f"{ms_to_iso(candle.open_time_ms)}, stop {stop:.6g}, targets " + ", ".join(f"{t:.6g}" for t in targets),
         )
         feats = (*c.features, ("degree", float(th[c.degree])), ("stage", float(c.stage)))
-        return SignalCandidate(NAME, pattern, direction, c.score, entry, stop, targets, reasons, feats)
+        return SignalCandidate(NAME, pattern, direction, c.score, entry, stop, targets, reasons, feats,
+                               structure_key(c))
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -307,6 +310,16 @@ class ElliottAnalyzer:
                 ("invalidation", ";".join(f"{side}:{price:.10g}" for price, side in c.invalidations)),
             ),
         )
+
+
+def structure_key(c: Count) -> str:
+    """The structure a count belongs to, whatever its degree: its family (impulse: wave-3 and wave-5 setups;
+    correction: A-B-C), direction and ORIGIN pivot bar. The same 0-1-2 found by the 2-ATR and the 4.5-ATR
+    zigzag, or a wave 5 of the impulse whose wave 3 was signalled, is one structure (the gate gives it one
+    trade call)."""
+    family = "correction" if c.pattern in ("zigzag", "flat") else "impulse"
+    side = "up" if c.direction > 0 else "down"
+    return f"elliott:{family}:{side}:{c.pivots[0].time_ms}"
 
 
 def _violated(c: Count, candle: Candle) -> bool:

@@ -1,20 +1,16 @@
 """The one analysis code path shared by the live bot, replay and every backtest command.
 
 Per (symbol, timeframe) an :class:`AnalysisEngine` feeds each closed candle to its analyzers (in
-order), turns their candidates into :class:`Signal` objects (deterministic id, calibrated
-confidence, timestamps of the confirming candle) and returns them with the analysis events. The
-:class:`SignalGate` then decides which signals are emitted:
+order) and turns their candidates into :class:`Signal` objects: deterministic id, timestamps of the
+confirming candle, ``structure_id`` (a short hash of symbol, timeframe and the analyzer's structure
+key, so every candidate of one structure shares it), the context the evidence model needs (Wilder
+ATR(14) of the stream at the confirming candle, feature ``ctx_atr``) and the evidence model's
+assessment: ``evidence`` (p_win, expected net R with its interval, track record) and
+``confidence`` = P(E[net R] > 0); ``raw_confidence`` stays the analyzer's score.
 
-- confidence (calibrated) >= ``min_confidence``;
-- per (symbol, timeframe) cooldown of ``cooldown_seconds`` measured on CANDLE time (never the wall
-  clock, so replay, backtest and live agree): a signal on a later candle needs
-  ``candle_time - last_emitted_candle_time >= cooldown``; several signals on the candle that
-  started the cooldown are all admitted (they are one burst);
-- a signal on a candle at or before the last emitted candle of its stream, that is not part of the
-  current burst, is never emitted again (a restart replays warm-up candles without re-emitting).
-
-The gate's memory is seeded from the store (``last emitted candle time per stream``), so the
-cooldown survives restarts.
+:func:`step` then passes the candle's candidates through the :class:`~src.analysis.gate.SignalGate`
+(trade call, watch note or gated, with a reason; see src/analysis/gate.py). ``step`` is the single
+per-candle function used live, in replay and in every backtest command.
 """
 
 from __future__ import annotations
@@ -22,11 +18,57 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 from src.analysis import timeframes
+from src.analysis.evidence import CTX_ATR, EvidenceModel, load_default_model, p_positive
+from src.analysis.gate import (
+    GATE_REASONS,
+    REASON_ALREADY_JUDGED,
+    REASON_COOLDOWN,
+    REASON_DUPLICATE_STRUCTURE,
+    REASON_NO_EDGE,
+    REASON_NO_EVIDENCE,
+    REASON_RR_BELOW_MIN,
+    REASON_RR_BELOW_TRADE_MIN,
+    REASON_SCORE_BELOW_WATCH_MIN,
+    REASON_STRUCTURE_SIGNALLED,
+    TRACKED_GATE_REASONS,
+    GateMemory,
+    SignalGate,
+)
+from src.analysis.indicators import WilderATR
+from src.analysis.settings import AnalysisSettings
 from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Signal, SignalCandidate, ms_to_iso, signal_id
+
+__all__ = [
+    "ANALYZER_VERSION",
+    "GATE_REASONS",
+    "REASON_ALREADY_JUDGED",
+    "REASON_COOLDOWN",
+    "REASON_DUPLICATE_STRUCTURE",
+    "REASON_NO_EDGE",
+    "REASON_NO_EVIDENCE",
+    "REASON_RR_BELOW_MIN",
+    "REASON_RR_BELOW_TRADE_MIN",
+    "REASON_SCORE_BELOW_WATCH_MIN",
+    "REASON_STRUCTURE_SIGNALLED",
+    "TRACKED_GATE_REASONS",
+    "AnalysisEngine",
+    "AnalysisSettings",
+    "Analyzer",
+    "AnalyzerOutput",
+    "EngineResult",
+    "GateMemory",
+    "SignalGate",
+    "StepResult",
+    "analyzers_fingerprint",
+    "config_hash",
+    "replay",
+    "step",
+    "structure_id",
+]
 
 ANALYZER_VERSION = "0.1.0"
 
@@ -53,29 +95,6 @@ class Analyzer(Protocol):
     def params_fingerprint(self) -> str: ...
 
 
-class Calibrator(Protocol):
-    """Maps a raw analyzer score to a probability-like confidence for (pattern, timeframe)."""
-
-    def calibrate(self, pattern: str, timeframe: str, raw: float) -> float: ...
-
-
-class IdentityCalibrator:
-    """Confidence = raw score (no calibration fitted yet)."""
-
-    def calibrate(self, pattern: str, timeframe: str, raw: float) -> float:
-        return raw
-
-
-@dataclass(frozen=True, slots=True)
-class AnalysisSettings:
-    """Analysis switches from the configuration (SPEC 3)."""
-
-    min_confidence: float = 0.65
-    enable_wyckoff: bool = True
-    enable_elliott: bool = True
-    cooldown_seconds: int = 300
-
-
 @dataclass(slots=True)
 class EngineResult:
     signals: list[Signal] = field(default_factory=list)
@@ -95,8 +114,31 @@ def config_hash(settings: AnalysisSettings, analyzers: Sequence[Analyzer]) -> st
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def analyzers_fingerprint(analyzers: Sequence[Analyzer]) -> str:
+    """12 hex chars identifying the analyzer version and parameters only (not the gate settings): what an
+    evidence model was fitted on."""
+    blob = json.dumps({"version": ANALYZER_VERSION, "analyzers": {a.name: a.params_fingerprint() for a in analyzers}},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def structure_id(symbol: str, timeframe: str, structure: str, fallback: str) -> str:
+    """16 hex chars of sha256("symbol|timeframe|structure"); ``fallback`` (the signal id) when the analyzer
+    names no structure, so such a candidate is a structure of its own."""
+    if not structure:
+        return fallback[:16]
+    return hashlib.sha256(f"{symbol}|{timeframe}|{structure}".encode()).hexdigest()[:16]
+
+
+ATR_PERIOD = 14
+
+
 class AnalysisEngine:
-    """All analyzers of one (symbol, timeframe); see the module docstring."""
+    """All analyzers of one (symbol, timeframe); see the module docstring.
+
+    ``evidence``: the evidence model that assesses every candidate; None = the shipped default
+    (:func:`src.analysis.evidence.load_default_model`). Swap it with :meth:`set_evidence` (e.g. once the
+    live track record is folded in)."""
 
     def __init__(
         self,
@@ -104,16 +146,21 @@ class AnalysisEngine:
         timeframe: str,
         analyzers: Sequence[Analyzer],
         settings: AnalysisSettings,
-        calibrator: Calibrator | None = None,
+        evidence: EvidenceModel | None = None,
     ) -> None:
         self.symbol = symbol
         self.timeframe = timeframe
         self.analyzers = list(analyzers)
         self.settings = settings
-        self.calibrator: Calibrator = calibrator or IdentityCalibrator()
+        self.evidence: EvidenceModel = evidence if evidence is not None else load_default_model()
         self.config_hash = config_hash(settings, self.analyzers)
         self.last_open_time_ms: int | None = None
         self.candles_seen = 0
+        self._atr = WilderATR(ATR_PERIOD)
+
+    def set_evidence(self, model: EvidenceModel) -> None:
+        """Assess later candidates with ``model`` (e.g. the default with the live record folded in)."""
+        self.evidence = model
 
     def on_candle(self, candle: Candle) -> EngineResult:
         """Analyse one closed candle; candles at or before the last one seen are ignored."""
@@ -123,6 +170,8 @@ class AnalysisEngine:
             return EngineResult()
         self.last_open_time_ms = candle.open_time_ms
         self.candles_seen += 1
+        # the ATR includes this candle: its close is known when the candidates are judged
+        atr = self._atr.update(candle.high, candle.low, candle.close) if candle.high >= candle.low > 0 else self._atr.value
         result = EngineResult()
         generated_at = ""  # the confirming candle's close, formatted only when a candidate needs it
         for analyzer in self.analyzers:
@@ -130,20 +179,21 @@ class AnalysisEngine:
             result.events.extend(out.events)
             for cand in out.candidates:
                 generated_at = generated_at or ms_to_iso(timeframes.next_open(self.timeframe, candle.open_time_ms))
-                result.signals.append(self._to_signal(cand, candle, generated_at))
-        result.signals.sort(key=lambda s: (-s.confidence, s.pattern))
+                result.signals.append(self._to_signal(cand, candle, generated_at, atr))
+        result.signals.sort(key=lambda s: (-s.confidence, s.pattern, s.direction))
         return result
 
-    def _to_signal(self, cand: SignalCandidate, candle: Candle, generated_at: str) -> Signal:
+    def _to_signal(self, cand: SignalCandidate, candle: Candle, generated_at: str, atr: float | None) -> Signal:
         raw = min(1.0, max(0.0, cand.raw_score))
-        conf = min(1.0, max(0.0, self.calibrator.calibrate(cand.pattern, self.timeframe, raw)))
-        return Signal(
-            id=signal_id(self.symbol, self.timeframe, candle.open_time_ms, cand.pattern, cand.direction),
+        sid = signal_id(self.symbol, self.timeframe, candle.open_time_ms, cand.pattern, cand.direction)
+        features = cand.features if atr is None else (*cand.features, (CTX_ATR, atr))
+        sig = Signal(
+            id=sid,
             symbol=self.symbol,
             timeframe=self.timeframe,
             pattern=cand.pattern,
             direction=cand.direction,
-            confidence=round(conf, 4),
+            confidence=0.0,
             raw_confidence=round(raw, 4),
             entry=cand.entry,
             stop_loss=cand.stop_loss,
@@ -153,49 +203,23 @@ class AnalysisEngine:
             reasons=cand.reasons,
             analyzer_version=ANALYZER_VERSION,
             config_hash=self.config_hash,
-            features=cand.features,
+            features=features,
+            structure_id=structure_id(self.symbol, self.timeframe, cand.structure, sid),
         )
+        ev = self.evidence.assess(sig)
+        return replace(sig, evidence=ev, confidence=round(p_positive(ev), 4))
 
     def states(self) -> list[AnalyzerState]:
         return [a.state() for a in self.analyzers]
 
 
-class SignalGate:
-    """Confidence threshold + per-stream cooldown on candle time; see the module docstring."""
-
-    def __init__(
-        self,
-        min_confidence: float,
-        cooldown_seconds: int,
-        last_emitted_ms: dict[tuple[str, str], int] | None = None,
-    ) -> None:
-        self.min_confidence = min_confidence
-        self.cooldown_ms = cooldown_seconds * 1000
-        self._last: dict[tuple[str, str], int] = dict(last_emitted_ms or {})
-        self._burst: dict[tuple[str, str], int] = {}  # streams whose last emission happened in this process
-
-    def admit(self, signal: Signal) -> bool:
-        if signal.confidence < self.min_confidence:
-            return False
-        key = (signal.symbol, signal.timeframe)
-        t = signal.candle_time_ms
-        last = self._last.get(key)
-        if last is not None:
-            if t == last and self._burst.get(key) == t:
-                return True
-            if t <= last or t - last < self.cooldown_ms:
-                return False
-        self._last[key] = t
-        self._burst[key] = t
-        return True
-
-    def filter(self, signals: Iterable[Signal]) -> list[Signal]:
-        return [s for s in signals if self.admit(s)]
-
-
 @dataclass(slots=True)
 class StepResult:
-    """One closed candle through engine and gate: every candidate signal, the emitted ones, the events."""
+    """One closed candle through engine and gate.
+
+    ``candidates``: EVERY candidate of the candle with kind, gate_reason, evidence and structure_id set
+    (posting order first, then the same-candle duplicates); ``emitted``: the trade calls and watch notes,
+    in posting order; ``events``: the analysis events."""
 
     candidates: list[Signal]
     emitted: list[Signal]
@@ -205,7 +229,8 @@ class StepResult:
 def step(engine: AnalysisEngine, gate: SignalGate, candle: Candle) -> StepResult:
     """The single per-candle step used live, in replay and in every backtest command."""
     result = engine.on_candle(candle)
-    return StepResult(result.signals, gate.filter(result.signals), result.events)
+    judged, emitted = gate.judge(result.signals)
+    return StepResult(judged, emitted, result.events)
 
 
 def replay(

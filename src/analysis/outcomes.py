@@ -30,7 +30,9 @@ Rules (direction-symmetric; "beyond" means below for a LONG and above for a SHOR
   as adverse and only the open as favourable; a target exit counts the exit price as favourable
   and the candle's adverse extreme (which stayed short of the stop); an expiry counts the full
   candle. So ``-mae_r - fees_r <= r_multiple <= mfe_r``.
-- For calibration a WIN is a hit (label 1); a LOSS or an EXPIRED, even a positive one, is 0.
+
+The evidence model's outcome is ``r_multiple`` (net R after fees) and its "win" is ``r_multiple > 0``: an
+EXPIRED trade can be a win, a WIN whose target does not clear the fees is not.
 """
 
 from __future__ import annotations
@@ -85,11 +87,6 @@ class Resolution:
     mae_r: float
     bars_held: int
     resolved_at_ms: int
-
-    @property
-    def hit(self) -> int:
-        """Calibration label: 1 for a WIN, else 0."""
-        return 1 if self.outcome == "WIN" else 0
 
 
 def check_geometry(direction: Direction, entry: float, stop: float, targets: tuple[float, ...]) -> None:

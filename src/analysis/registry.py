@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from src.analysis.elliott import ElliottAnalyzer
-from src.analysis.engine import AnalysisEngine, AnalysisSettings, Analyzer, Calibrator
+from src.analysis.engine import AnalysisEngine, AnalysisSettings, Analyzer
+from src.analysis.evidence import EvidenceModel
 from src.analysis.wyckoff import WyckoffAnalyzer
 
 
@@ -18,6 +19,7 @@ def build_analyzers(symbol: str, timeframe: str, settings: AnalysisSettings) -> 
 
 
 def build_engine(
-    symbol: str, timeframe: str, settings: AnalysisSettings, calibrator: Calibrator | None = None
+    symbol: str, timeframe: str, settings: AnalysisSettings, evidence: EvidenceModel | None = None
 ) -> AnalysisEngine:
-    return AnalysisEngine(symbol, timeframe, build_analyzers(symbol, timeframe, settings), settings, calibrator)
+    """The engine with every enabled analyzer; ``evidence`` None = the shipped default model."""
+    return AnalysisEngine(symbol, timeframe, build_analyzers(symbol, timeframe, settings), settings, evidence)

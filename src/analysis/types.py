@@ -73,10 +73,10 @@ class Candle:
 
 @dataclass(frozen=True, slots=True)
 class SignalCandidate:
-    """What an analyzer proposes on one closed candle, before calibration and the gate.
+    """What an analyzer proposes on one closed candle, before the evidence model and the gate.
 
-    ``raw_score`` is in [0, 1] and is kept on the final signal so a calibration can later map it
-    to an observed hit rate. ``features`` are (name, value) pairs of the evidence that made the score.
+    ``raw_score`` is in [0, 1] (how textbook the setup looks; not a probability) and is kept on the final
+    signal as ``raw_confidence``. ``features`` are (name, value) pairs of the evidence that made the score.
     ``structure`` names the market structure the setup comes from (a Wyckoff range, an Elliott count's
     origin), the same for every candidate of that structure whatever the pattern or pivot degree, so
     the gate can give one structure one signal; "" when the analyzer cannot tell.
@@ -100,8 +100,9 @@ class Evidence:
     under the SPEC 7 outcome rules, fitted out of sample, never a raw score.
 
     ``p_win`` = P(net R > 0); ``expected_r`` = E[net R] with the interval ``[expected_r_lo, expected_r_hi]``
-    (``interval`` is its central coverage, e.g. 0.8). The track record is the pattern's (pattern,
-    timeframe) cell: the out-of-sample backtest (``backtest_n`` trades, mean net R and its 95 % CI) and
+    (``interval`` is its central coverage, e.g. 0.8; with ``reference_n`` > 0 it is the range of the AVERAGE
+    net R of that many such signals, which is what a track record can be checked against). The track record
+    is the pattern's (pattern, timeframe) cell: the out-of-sample backtest (``backtest_n`` trades, mean net R and its 95 % CI) and
     the live record from the store (``live_n`` graded signals and their mean net R).
     """
 
@@ -116,6 +117,7 @@ class Evidence:
     backtest_ci: tuple[float, float] | None = None
     live_n: int = 0
     live_mean_r: float | None = None
+    reference_n: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +132,7 @@ class Evidence:
             "backtest_ci": None if self.backtest_ci is None else list(self.backtest_ci),
             "live_n": self.live_n,
             "live_mean_r": self.live_mean_r,
+            "reference_n": self.reference_n,
         }
 
     @classmethod
@@ -148,6 +151,7 @@ class Evidence:
             backtest_ci=None if ci is None else (float(ci[0]), float(ci[1])),
             live_n=int(d.get("live_n", 0)),
             live_mean_r=None if lmr is None else float(lmr),
+            reference_n=int(d.get("reference_n") or 0),
         )
 
 
@@ -175,8 +179,9 @@ class Signal:
     """A gated signal, as stored, posted and graded.
 
     ``candle_time_ms`` is the open time of the candle that confirmed the setup; ``generated_at`` is
-    that candle's close (ISO-8601 UTC). ``confidence`` is the calibrated value the gate compared
-    with MIN_CONFIDENCE; ``raw_confidence`` is the analyzer's uncalibrated score.
+    that candle's close (ISO-8601 UTC). ``confidence`` is the evidence model's probability that the gate
+    compared with MIN_CONFIDENCE (src/analysis/evidence.py: P(the average net R of 20 such signals > 0));
+    ``raw_confidence`` is the analyzer's raw score.
 
     ``kind`` is the gate's verdict: a ``"trade"`` call, a ``"watch"`` note (not a trade call), or
     ``"gated"`` (kept in the store with ``gate_reason``, never posted). ``structure_id`` is the same

@@ -188,6 +188,7 @@ class WyckoffAnalyzer:
             analyzer=self.name, pattern=pattern, direction=direction, raw_score=round(setup.raw_score, 6),
             entry=candle.close, stop_loss=stop, take_profits=targets, reasons=reasons,
             features=tuple((k, round(v, 6)) for k, v in setup.features),
+            structure=f"wyckoff:{SIDES[side]}:{tracker.cl_low_t}",
         )
 
     # ------------------------------------------------------------------ snapshot

@@ -3,7 +3,14 @@
 Live mode: Binance feed -> pipeline -> store -> sinks, plus the periodic console status, the
 Discord service, the HTTP health/metrics server, the systemd watchdog and candle retention.
 Replay mode (``--replay FILE``): the same pipeline fed from kline CSV files; exits 0 when the files
-are exhausted and everything is flushed.
+are exhausted and everything is flushed. A replay writes into its OWN fresh SQLite database
+(``<SQLITE_PATH's folder>/replays/<file stem>-<UTC stamp>.db``, or ``--replay-db PATH``) and uses no
+cache, so it never touches the live store's candles, signals, cooldowns or outcomes; it prints where
+at the start and, with the counts, at the end. ``--replay-into-store`` writes into the configured store.
+
+The evidence model (EVIDENCE_MODEL_PATH, else the shipped default) assesses every candidate; the live
+track record from the store is folded into it at start and, in live mode, as outcomes resolve
+(:mod:`src.bot.track_record`).
 
 Shutdown (SIGTERM/SIGINT, or the end of a replay): stop intake, finish the batch in flight, flush
 and close sinks (Discord outbox) and the store, close connections, STOPPING=1, all within 10 s.
@@ -18,25 +25,28 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
 from src.analysis import timeframes as tf_mod
-from src.analysis.engine import Calibrator, IdentityCalibrator
 from src.analysis.types import Candle, Signal
+from src.bot import analysis_api
+from src.bot.analysis_api import EvidenceModelView, ModelError
 from src.bot.console import ConsoleSink, format_status
 from src.bot.metrics import BotMetrics, ClosedCandleCounter, LoopLagMonitor
 from src.bot.notify import ActivityTracker, SdNotifier, Watchdog
 from src.bot.pipeline import Pipeline
 from src.bot.replay import replay_files
 from src.bot.shutdown import ShutdownSignals, ShutdownStep, run_shutdown
-from src.bot.sinks import CacheSink, SignalSink
+from src.bot.sinks import CacheSink, KindFilter, SignalRoutes, SignalSink
 from src.bot.status import ConnectionStatus, MarketView, StatusSnapshot, StreamStatus
+from src.bot.track_record import TrackRecordKeeper
 from src.config import Config
 from src.market.klines_csv import KlineFile, KlineFileError, read_klines_csv
-from src.storage.base import Store, StoreUnavailable
+from src.storage.base import SignalOutcome, Store, StoreError, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 _R = TypeVar("_R")
@@ -52,27 +62,40 @@ class RunOptions:
     speed: float | None = None  # None = as fast as possible
     discord_preview: Path | None = None
     http: bool = True
+    replay_into_store: bool = False  # replay into the configured store instead of a fresh replay database
+    replay_db: Path | None = None  # the replay database (default: a fresh one under <SQLITE_PATH folder>/replays)
 
 
 class StartupError(RuntimeError):
     """A problem the user must fix before the bot can run (message says what)."""
 
 
-def load_calibrator(path: Path) -> Calibrator:
-    """The fitted calibration map when CALIBRATION_PATH exists, else raw scores."""
-    if not path.is_file():
-        return IdentityCalibrator()
-    from src.analysis.calibration import CalibrationFormatError, CalibrationSet
-
+def load_evidence_model(path: Path | None) -> EvidenceModelView | None:
+    """EVIDENCE_MODEL_PATH's model, else the shipped one (None when this build has no evidence model)."""
     try:
-        cal = CalibrationSet.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, CalibrationFormatError) as exc:
-        raise StartupError(
-            f"CALIBRATION_PATH={path} is not a calibration written by `python -m backtest calibrate` ({exc}); "
-            "fix or remove it"
-        ) from None
-    log.info("calibration loaded", path=str(path))
-    return cal
+        model = analysis_api.load_model(path)
+    except ModelError as exc:
+        raise StartupError(f"{exc}; fix it, or unset EVIDENCE_MODEL_PATH to use the model shipped with the bot") from None
+    if model is None:
+        log.warning("no evidence model in this build: candidates are gated by the analyzers' raw score")
+    else:
+        log.info("evidence model loaded", version=model.version, path=str(path) if path else "shipped default")
+    return model
+
+
+def replay_database_path(config: Config, files: Sequence[Path], now: datetime | None = None) -> Path:
+    """A new file ``<SQLITE_PATH's folder>/replays/<first file stem>[+N]-<UTC stamp>.db`` (never an existing one)."""
+    stamp = (now or datetime.now(tz=UTC)).strftime("%Y%m%dT%H%M%SZ")
+    stem = files[0].stem if files else "replay"
+    if len(files) > 1:
+        stem += f"+{len(files) - 1}"
+    folder = config.sqlite_path.parent / "replays"
+    path = folder / f"{stem}-{stamp}.db"
+    n = 2
+    while path.exists():
+        path = folder / f"{stem}-{stamp}-{n}.db"
+        n += 1
+    return path
 
 
 class _Intake:
@@ -122,6 +145,10 @@ class App:
         self.discord: Any = None
         self.cache: Any = None
         self.tracker: Any = None
+        self.keeper: TrackRecordKeeper | None = None
+        self.evidence: EvidenceModelView | None = None
+        self.replay_db: Path | None = None  # the replay's own database (None: live, or --replay-into-store)
+        self.routes = SignalRoutes.from_config(config)
         self.jobs: Any = None  # src.bot.jobs_host.JobsHost (live mode): backtest jobs from Discord
         self.warmed_up = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -143,6 +170,7 @@ class App:
         cfg = self.config
         self._announce()
         files = self._load_replay_files() if self.mode == "replay" else []
+        self.evidence = load_evidence_model(cfg.evidence_model_path)
         self.store = await self._open_store()
         self.cache = await self._open_cache()
         if self.mode == "live":
@@ -156,7 +184,7 @@ class App:
             timeframes=cfg.timeframes if self.mode == "live" else self._replay_timeframes(files),
             store=self.store,
             sinks=sinks,
-            calibrator=load_calibrator(cfg.calibration_path),
+            evidence=self.evidence,
             window=cfg.candle_window,
             build_from_smaller=self.mode == "replay",
             observers=self._build_observers(),
@@ -165,10 +193,14 @@ class App:
             on_store_error=self.metrics.store_error,
             cache=self.cache,
         )
+        self.keeper = TrackRecordKeeper(self.store, self.evidence, self.pipeline.set_evidence)
         if await self._until_stopped(self._store_read("signal cooldowns", self._seed_pipeline)) is None:
             await self._shutdown_sequence()
             return 0
         await self.tracker.start()  # grade signals left open by an earlier run
+        if await self._until_stopped(self._fold_live_record()) is None:
+            await self._shutdown_sequence()
+            return 0
         self._start_background()
         if self.mode == "replay":
             code = await self._run_replay(files)
@@ -187,7 +219,11 @@ class App:
             symbols="ALL" if cfg.symbols_all else ",".join(cfg.symbols),
             timeframes=",".join(cfg.timeframes),
             min_confidence=cfg.min_confidence,
+            trade_min_rr=cfg.trade_min_rr,
+            watch_notes=cfg.watch_notes,
         )
+        for warning in cfg.warnings:
+            log.warning(warning)
         if cfg.enable_trading:
             log.warning("ENABLE_TRADING is set but this build sends no orders: alerts only")
 
@@ -195,6 +231,8 @@ class App:
     async def _open_store(self) -> Store:
         from src.storage.factory import build_store
 
+        if self.mode == "replay" and not self.options.replay_into_store:
+            return await self._open_replay_store()
         store = build_store(self.config)
         try:
             await store.open()
@@ -203,9 +241,27 @@ class App:
         log.info("store open", backend=store.name)
         return store
 
+    async def _open_replay_store(self) -> Store:
+        """The replay's own fresh SQLite database: the live store (and its cooldowns) stay untouched."""
+        from src.storage.sqlite_store import SqliteStore
+
+        path = self.options.replay_db or replay_database_path(self.config, self.options.replay)
+        if self.options.replay_db is None and path.exists():  # pragma: no cover - replay_database_path avoids it
+            raise StartupError(f"replay database {path} exists already")
+        store = SqliteStore(path)
+        try:
+            await store.open()
+        except StoreError as exc:
+            raise StartupError(f"the replay database {path} cannot be opened: {exc}") from exc
+        self.replay_db = path
+        print(f"REPLAY database: {path} (its own; the configured {self.config.storage_backend} store is not touched; "
+              "--replay-into-store writes there instead)", flush=True)
+        log.info("replay database open", path=str(path))
+        return store
+
     async def _open_cache(self) -> Any:
-        if self.config.cache_type == "none":
-            return None
+        if self.config.cache_type == "none" or self.replay_db is not None:
+            return None  # a replay in its own database must not push its candles/signals into the shared cache
         from src.storage.cache import build_cache
 
         cache = build_cache(self.config)
@@ -218,10 +274,10 @@ class App:
         assert self.store is not None
         discord_sinks, self.discord = build_discord_sinks(
             self.config, self.store, self.status_snapshot, self.market_view,
-            preview_dir=self.options.discord_preview, live=self.mode == "live",
+            preview_dir=self.options.discord_preview, live=self.mode == "live", track_records=self._track_records,
             jobs=self.jobs.queue if self.jobs else None, jobs_unavailable=self.jobs.unavailable if self.jobs else "",
         )
-        sinks: list[SignalSink] = [ConsoleSink(), *discord_sinks]
+        sinks: list[SignalSink] = [KindFilter(ConsoleSink(), self.routes.console), *discord_sinks]
         if self.cache is not None:
             sinks.append(CacheSink(self.cache))
         return sinks
@@ -231,14 +287,31 @@ class App:
 
         assert self.store is not None
         self.tracker = OutcomeTracker(self.store, horizon_candles=self.config.outcome_horizon_candles,
-                                      commission=self.config.backtest_commission)
+                                      commission=self.config.backtest_commission, on_resolved=self._outcome_resolved)
         observers: list[Any] = [ClosedCandleCounter(self.metrics), self.tracker]
         if self.cache is not None:
             observers.append(_CacheCandles(self.cache))
         return observers
 
     def _on_signal(self, signal: Signal) -> None:
-        self.metrics.signal_emitted(signal.pattern)
+        self.metrics.signal_emitted(signal.pattern, signal.kind)
+
+    def _outcome_resolved(self, outcome: SignalOutcome) -> None:
+        if self.keeper is not None:
+            self.keeper.outcome_resolved(outcome)
+
+    def _track_records(self) -> Sequence[analysis_api.TrackRecordView]:
+        return self.keeper.track_records() if self.keeper is not None else ()
+
+    async def _fold_live_record(self) -> bool:
+        """Fold the live record from the store into the evidence model before analysis starts. The store being
+        down is waited out like the other start-up reads; a permanent error keeps the model without it."""
+        assert self.keeper is not None
+        try:
+            await self._store_read("live track record", self.keeper.refresh)
+        except StoreError as exc:
+            log.error("live track record unavailable; the evidence model runs without it", error=str(exc)[:200])
+        return True
 
     def _start_background(self) -> None:
         cfg = self.config
@@ -248,8 +321,10 @@ class App:
         if self.mode == "live":
             from src.storage.retention import run_retention
 
-            assert self.store is not None
+            assert self.store is not None and self.keeper is not None
             self._spawn(run_retention(self.store, cfg.candle_retention_days), "retention")
+            # replays fold the live record in at start only: their signals must not depend on the replay's pace
+            self._spawn(self.keeper.run(), "track-record")
         if self.jobs is not None:
             self.jobs.start()
 
@@ -298,7 +373,12 @@ class App:
         fed = await replay_files(files, _Intake(pipeline, self.activity), speed=self.options.speed,
                                  stop=self.shutdown.event)
         st = pipeline.stats
-        log.info("replay done", candles=fed, analysed=st.candles_analysed, signals=st.signals_emitted,
+        store_name = self.store.name if self.store is not None else "?"
+        where = str(self.replay_db) if self.replay_db is not None else f"the configured store ({store_name})"
+        print(f"REPLAY finished: {fed} candles fed, {st.candles_analysed} analysed, {st.candidates} candidates stored "
+              f"({st.trade_calls} trade calls, {st.watch_notes} watch notes, {st.gated} gated) -> {where}", flush=True)
+        log.info("replay done", candles=fed, analysed=st.candles_analysed, candidates=st.candidates,
+                 trade_calls=st.trade_calls, watch_notes=st.watch_notes, gated=st.gated, database=where,
                  interrupted=self.shutdown.event.is_set())
         return 0
 
@@ -462,6 +542,10 @@ class App:
             streams=tuple(streams),
             connections=connections,
             signals_total=st.signals_emitted,
+            trade_calls=st.trade_calls,
+            watch_notes=st.watch_notes,
+            candidates=st.candidates,
+            evidence_model=self.keeper.model.version if self.keeper is not None and self.keeper.model is not None else "",
             signals_by_symbol=tuple(sorted(st.signals_by_symbol.items())),
             last_signal_at=st.last_signal_at,
             store_backend=self.store.name,

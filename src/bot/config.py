@@ -7,9 +7,26 @@ configuration package :mod:`src.config`, which every layer imports directly.
 import sys
 
 from src.config import DEFAULT_SYMBOLS, SECRET_FIELDS, Config, ConfigError, mask_secret
-from src.config.check import main
+from src.config import check as _check
 
-__all__ = ["DEFAULT_SYMBOLS", "SECRET_FIELDS", "Config", "ConfigError", "main", "mask_secret"]
+
+def evidence_model_problems(config: Config) -> list[str]:
+    """The evidence model the bot would load (EVIDENCE_MODEL_PATH or the shipped one) must load."""
+    from src.bot.analysis_api import ModelError, load_model
+
+    try:
+        load_model(config.evidence_model_path)
+    except ModelError as exc:
+        return [str(exc)]
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m src.bot.config --check``: the configuration check, plus loading the evidence model."""
+    return _check.main(argv, extra_checks=[evidence_model_problems])
+
+
+__all__ = ["DEFAULT_SYMBOLS", "SECRET_FIELDS", "Config", "ConfigError", "evidence_model_problems", "main", "mask_secret"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,18 +6,26 @@ import sys
 from typing import TextIO
 
 from src.analysis.types import Signal
+from src.bot.evidence_text import evidence_line, kind_label, rr_text, track_record_lines, why_not_a_trade_call
 from src.bot.sinks import SignalBatch
 from src.bot.status import StatusSnapshot
 
 
 def format_signal(s: Signal, historical: bool = False) -> str:
-    """A few readable lines: headline, levels, reasons."""
+    """A few readable lines: the kind and headline, the evidence, levels, the track record, reasons."""
     targets = ", ".join(f"{t:.6g}" for t in s.take_profits) or "-"
-    rr = f"{s.risk_reward:.2f}" if s.risk_reward is not None else "-"
     tag = " (caught up, not live)" if historical else ""
+    backtest, live = track_record_lines(s.evidence)
     lines = [
-        f"SIGNAL {s.direction} {s.symbol} {s.timeframe} {s.pattern} conf={s.confidence:.2f}{tag} @ {s.generated_at}",
-        f"  entry {s.entry:.6g}  stop {s.stop_loss:.6g}  targets {targets}  R:R {rr}  id {s.id}",
+        f"{kind_label(s.kind)}: {s.direction} {s.symbol} {s.timeframe} {s.pattern}{tag} @ {s.generated_at}",
+        f"  {evidence_line(s.evidence)} · {rr_text(s)}",
+    ]
+    why = why_not_a_trade_call(s)
+    if why:
+        lines.append(f"  why not a trade call: {why}")
+    lines += [
+        f"  entry {s.entry:.6g}  stop {s.stop_loss:.6g}  targets {targets}  id {s.id}",
+        f"  track record {s.pattern} {s.timeframe}: {backtest} · {live}",
     ]
     lines.extend(f"  - {r}" for r in s.reasons[:8])
     return "\n".join(lines)
@@ -36,7 +44,7 @@ def format_status(st: StatusSnapshot) -> str:
     if st.connections:
         parts.append(f"ws {connected}/{len(st.connections)} up")
     parts += [
-        f"signals {st.signals_total}",
+        f"trade calls {st.trade_calls} · watch notes {st.watch_notes} · candidates {st.candidates}",
         f"last {st.last_signal_at or '-'}",
         f"store {st.store_backend} {'ok' if st.store_healthy else 'DOWN'}"
         + (f" spool {st.spool_depth}" if st.spool_depth else ""),
@@ -48,7 +56,7 @@ def format_status(st: StatusSnapshot) -> str:
 
 
 class ConsoleSink:
-    """SignalSink printing every emitted signal."""
+    """SignalSink printing every signal it is given (the app routes trade calls and, per WATCH_NOTES, watch notes)."""
 
     name = "console"
 

@@ -1,4 +1,5 @@
-"""Entry point: ``python -m src.bot.main [--replay FILE ...] [--speed N|max] [--discord-preview DIR] [--no-http]``.
+"""Entry point: ``python -m src.bot.main [--replay FILE ...] [--speed N|max] [--discord-preview DIR]
+[--replay-db PATH | --replay-into-store] [--no-http]``.
 
 Exit codes: 0 clean stop (signal, or replay finished); 1 a component failed; 2 bad configuration
 or bad input (the message says what to fix).
@@ -37,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="replay pace as a time multiplier (60 = a market minute per second); default max")
     p.add_argument("--discord-preview", type=Path, metavar="DIR",
                    help="write each Discord message as DIR/<signal id>.json + .png instead of posting")
+    into = p.add_mutually_exclusive_group()
+    into.add_argument("--replay-db", type=Path, metavar="PATH",
+                      help="the replay's SQLite database (default: a new file under <SQLITE_PATH folder>/replays/)")
+    into.add_argument("--replay-into-store", action="store_true",
+                      help="replay into the configured store (SQLite/Postgres/Supabase) instead of the replay's own "
+                           "database: its candles, signals, cooldowns and outcomes")
     p.add_argument("--no-http", action="store_true", help="do not start the health/metrics HTTP server")
     p.add_argument("--env-file", default=".env", help="dotenv file to load (default: .env; the environment wins)")
     return p.parse_args(argv)
@@ -59,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         speed=args.speed,
         discord_preview=args.discord_preview,
         http=not args.no_http,
+        replay_into_store=args.replay_into_store,
+        replay_db=args.replay_db,
     )
     return run_app(config, options)
 

@@ -198,7 +198,8 @@ class BotMetrics:
             buckets=ANALYSIS_BUCKETS, registry=r,
         )
         self.signals_emitted = Counter(
-            "wyeli_signals_emitted", "Signals that passed the gate, by pattern.", ["pattern"], registry=r
+            "wyeli_signals_emitted", "Trade calls and watch notes the gate emitted, by pattern and kind.",
+            ["pattern", "kind"], registry=r
         )
         self.candles_closed = Counter(
             "wyeli_closed_candles", "Closed candles analysed, by timeframe.", ["timeframe"], registry=r
@@ -241,8 +242,9 @@ class BotMetrics:
         for _ in range(candles):
             self.analysis_seconds.observe(per_candle)
 
-    def signal_emitted(self, pattern: str) -> None:
-        self.signals_emitted.labels(pattern).inc()
+    def signal_emitted(self, pattern: str, kind: str = "trade") -> None:
+        """One emitted signal: ``kind`` is 'trade' (a trade call) or 'watch' (a watch note)."""
+        self.signals_emitted.labels(pattern, kind).inc()
 
     def candle_closed(self, timeframe: str) -> None:
         self.candles_closed.labels(timeframe).inc()

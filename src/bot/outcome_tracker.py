@@ -1,6 +1,11 @@
 """Live outcome tracker (SPEC 7): follows every open signal on new closed candles and stores how it
 resolved, with the SAME rules as the backtest (src/analysis/outcomes.py).
 
+Every stored candidate is graded, whatever its kind: trade calls, watch notes AND gated candidates.
+The gated ones are what makes the live track record unbiased (the evidence model is fitted on every
+candidate of its population, not only on those it let through). ``on_resolved`` is told about each
+outcome once the store has it (the track record keeper folds the live record into the model).
+
 - The pipeline calls ``await on_signals(signals)`` after it stored new signals and
   ``await on_candles(candles)`` after it stored the candles of a batch. ``on_candles`` re-reads
   ``store.open_signals()`` (signals without an outcome) only when something may have changed: new
@@ -10,8 +15,9 @@ resolved, with the SAME rules as the backtest (src/analysis/outcomes.py).
   retried after ``retry_s`` (5 s) doubling up to ``resync_s``, not on the next batch: on a network
   store a failing read can take seconds (connect timeout, retries) and runs inside the pipeline's
   lock, so one retry per batch would stall the bot for as long as the store is down.
-- A newly seen signal is caught up from the STORED candles after its confirming candle
-  (``load_candles(start_ms=candle_time + 1)``), so a restart, an outage or a backfill loses nothing;
+- A newly seen signal is caught up from the STORED candles after its confirming candle (read in
+  windows of ``horizon + 1`` intervals until it resolves or the store has nothing later), so a
+  restart, an outage or a backfill loses nothing;
   candles already processed are ignored (the follower skips repeats), so overlap is harmless. A live
   candle that is not the next one after the last candle the signal saw (the store was still replaying
   its outage spool when the signal was caught up, so the candles between are not graded) makes the
@@ -95,8 +101,10 @@ class OutcomeTracker:
         resync_s: float = 300.0,
         retry_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_resolved: Callable[[SignalOutcome], None] | None = None,
     ) -> None:
         self.store = store
+        self._on_resolved = on_resolved
         self.resync_s = resync_s
         self.retry_s = retry_s
         self._clock = clock
@@ -150,7 +158,7 @@ class OutcomeTracker:
                 log.warning("signal cannot be graded", signal_id=sig.id, error=str(exc))
                 continue
             try:
-                history = await self.store.load_candles(sig.symbol, sig.timeframe, start_ms=sig.candle_time_ms + 1)
+                resolution, next_open = await self._catch_up(sig, follower)
             except StoreError as exc:
                 # the others would most likely fail the same way, each after its own timeout: retry them later
                 failed = True
@@ -158,18 +166,35 @@ class OutcomeTracker:
                 log.warning("candles for an open signal unavailable; will retry", signal_id=sig.id, error=str(exc),
                             retry_in_s=self._retry_in())
                 break
+            if resolution is not None:
+                await self._resolved(sig, resolution)
+                continue
             self._follow[sig.id] = (sig, follower)
             self._by_stream[(sig.symbol, sig.timeframe)].add(sig.id)
-            self._next_open[sig.id] = timeframes.next_open(sig.timeframe, sig.candle_time_ms)
-            for c in history:  # the store's candles are the truth: a gap in them (exchange outage) is accepted
-                self._next_open[sig.id] = timeframes.next_open(sig.timeframe, c.open_time_ms)
-                r = follower.on_candle(c)
-                if r is not None:
-                    await self._resolved(sig, r)
-                    break
+            self._next_open[sig.id] = next_open
         if not failed:
             self._failed_syncs = 0
             self._retry_at = -math.inf
+
+    async def _catch_up(self, sig: Signal, follower: TradeFollower) -> tuple[Resolution | None, int]:
+        """Feed ``follower`` the stored candles after the signal's candle; returns its resolution (or None) and
+        the open time of the next candle it needs. Candles are read in windows of ``horizon + 1`` intervals
+        (what can decide a trade without gaps), so every stored candidate is not graded on the whole rest of
+        the series; a window without a resolution reads on while the store has later candles (the store's
+        candles are the truth: a gap in them, an exchange outage, is accepted). Raises StoreError."""
+        window_ms = timeframes.interval_ms(sig.timeframe) * (self.params.horizon_candles + 1)
+        start = sig.candle_time_ms + 1
+        next_open = timeframes.next_open(sig.timeframe, sig.candle_time_ms)
+        while True:
+            end = start + window_ms - 1
+            for c in await self.store.load_candles(sig.symbol, sig.timeframe, start_ms=start, end_ms=end):
+                next_open = timeframes.next_open(sig.timeframe, c.open_time_ms)
+                r = follower.on_candle(c)
+                if r is not None:
+                    return r, next_open
+            if not await self.store.load_candles(sig.symbol, sig.timeframe, start_ms=end + 1, limit=1):
+                return None, next_open
+            start = end + 1
 
     def _sync_failed(self) -> None:
         self._stale = True
@@ -223,16 +248,19 @@ class OutcomeTracker:
         self._unfollow(sig)
         self._stats.resolved += 1
         self._unsaved[sig.id] = to_signal_outcome(sig, r)
-        log.info("signal resolved", signal_id=sig.id, symbol=sig.symbol, timeframe=sig.timeframe,
+        log.info("signal resolved", signal_id=sig.id, symbol=sig.symbol, timeframe=sig.timeframe, kind=sig.kind,
                  pattern=sig.pattern, outcome=r.outcome, r=round(r.r_multiple, 3), bars=r.bars_held)
         await self._flush()
 
     async def _flush(self) -> None:
         for sid in list(self._unsaved):
+            outcome = self._unsaved[sid]
             try:
-                await self.store.save_outcome(self._unsaved[sid])
+                await self.store.save_outcome(outcome)
             except StoreError as exc:
                 self._stats.save_failures += 1
                 log.warning("outcome save failed; will retry", signal_id=sid, error=str(exc))
                 return
             del self._unsaved[sid]
+            if self._on_resolved is not None:
+                self._on_resolved(outcome)

@@ -12,9 +12,16 @@ replay file):
    kept, the oldest dropped and counted beyond that), because the aggregator has already accepted
    them and would drop a re-delivery as a duplicate;
 3. each candle goes through :func:`src.analysis.engine.step` (the same step every backtest uses);
-4. emitted signals are stored, THEN published to the sinks (console, Discord outbox, preview): a
-   signal that was not stored is never sent;
-5. candle observers (the outcome tracker) see every analysed candle after the signals.
+4. EVERY candidate is stored with the gate's verdict (kind 'trade', 'watch' or 'gated' and the reason),
+   THEN the emitted ones (trade calls and watch notes) are published to the sinks (console, Discord
+   outbox, preview), which take the kinds their route allows: a signal that was not stored is never
+   sent, and a gated candidate is never published;
+5. candle observers (the outcome tracker) see every stored candidate, then every analysed candle.
+
+The gate's memory (last emission per stream and direction, the structures already signalled) is
+seeded from the store on :meth:`Pipeline.start`, so cooldowns and one-signal-per-structure survive a
+restart. :meth:`Pipeline.set_evidence` swaps a newer evidence model (the live record folded in) into
+every engine between batches.
 
 Analysis of a large batch (warm-up, backfill, replay) runs in a worker thread so the event loop,
 the WebSocket pings and the Discord heartbeat keep running. Batches are processed one at a time
@@ -28,15 +35,16 @@ import itertools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 import structlog
 
 from src.analysis import timeframes as tf_mod
-from src.analysis.engine import AnalysisEngine, AnalysisSettings, Calibrator, SignalGate, step
-from src.analysis.registry import build_engine
+from src.analysis.engine import AnalysisEngine, AnalysisSettings, step
 from src.analysis.types import Candle, Signal
+from src.bot import analysis_api
+from src.bot.analysis_api import EvidenceModelView
 from src.bot.sinks import SignalBatch, SignalSink
 from src.bot.status import MarketView
 from src.market.aggregator import CandleAggregator
@@ -48,6 +56,8 @@ _T = TypeVar("_T")
 
 THREAD_BATCH = 64  # batches larger than this are analysed in a worker thread
 VIEW_CANDLES = 150
+RECENT_CANDIDATES = 5  # candidates of every kind >signal shows
+STRUCTURE_MEMORY_MS = 90 * 86_400_000  # structures seeded into the gate: those emitted within 90 days of the newest
 MAX_UNSAVED = 100_000  # candles kept for a retry while the store refuses writes (~10 MB)
 
 
@@ -59,8 +69,11 @@ class CandleObserver(Protocol):
 class PipelineStats:
     candles_in: int = 0
     candles_analysed: int = 0
-    candidates: int = 0
-    signals_emitted: int = 0
+    candidates: int = 0  # every candidate newly stored (all kinds)
+    signals_emitted: int = 0  # trade calls + watch notes
+    trade_calls: int = 0
+    watch_notes: int = 0
+    gated: int = 0
     signals_by_symbol: Counter[str] = field(default_factory=Counter)
     signals_by_pattern: Counter[str] = field(default_factory=Counter)
     last_signal_at: str | None = None
@@ -71,10 +84,18 @@ class PipelineStats:
 
 
 @dataclass(slots=True)
-class _Analysed:
-    """Signals emitted per candle, each with the market view AT that candle (its chart), and the time taken."""
+class _Candle:
+    """One analysed candle's candidates (every kind), the emitted ones, and the market view AT that candle
+    (the chart of its signals; None when nothing was emitted)."""
 
-    groups: list[tuple[list[Signal], MarketView]]
+    candidates: list[Signal]
+    emitted: list[Signal]
+    view: MarketView | None
+
+
+@dataclass(slots=True)
+class _Analysed:
+    groups: list[_Candle]
     seconds: float
 
 
@@ -94,7 +115,7 @@ class Pipeline:
         timeframes: Sequence[str],
         store: Store,
         sinks: Sequence[SignalSink] = (),
-        calibrator: Calibrator | None = None,
+        evidence: EvidenceModelView | None = None,
         window: int = 500,
         build_from_smaller: bool = True,
         observers: Sequence[CandleObserver] = (),
@@ -107,12 +128,12 @@ class Pipeline:
         self.settings = settings
         self.store = store
         self.sinks = list(sinks)
-        self.calibrator = calibrator
+        self.evidence = evidence
         self.aggregator = CandleAggregator(timeframes, window=window, build_from_smaller=build_from_smaller)
         self.observers = list(observers)
         self.cache = cache
         self.engines: dict[tuple[str, str], AnalysisEngine] = {}
-        self.gate = SignalGate(settings.min_confidence, settings.cooldown_seconds)
+        self.gate = analysis_api.make_gate(settings)
         self.stats = PipelineStats()
         self._lock = asyncio.Lock()
         self._on_analysis = on_analysis
@@ -120,12 +141,20 @@ class Pipeline:
         self._on_store_error = on_store_error
         self._unsaved: list[Candle] = []  # accepted candles whose store write failed, oldest first
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._engine_factory = engine_factory or (lambda sym, tf: build_engine(sym, tf, settings, calibrator))
+        self._engine_factory = engine_factory or (
+            lambda sym, tf: analysis_api.build_engine(sym, tf, settings, self.evidence))
 
     async def start(self) -> None:
-        """Seed the gate's cooldown from the store, so a restart does not re-emit."""
-        last = await self.store.last_signal_times()
-        self.gate = SignalGate(self.settings.min_confidence, self.settings.cooldown_seconds, last)
+        """Seed the gate's memory from the store, so a restart neither re-emits nor forgets a cooldown or a structure."""
+        seed = await self.store.gate_seed(structure_window_ms=STRUCTURE_MEMORY_MS)
+        self.gate = analysis_api.make_gate(self.settings, seed)
+
+    async def set_evidence(self, model: EvidenceModelView) -> None:
+        """Use ``model`` for every engine from the next candle on (waits for the batch in analysis)."""
+        async with self._lock:
+            self.evidence = model
+            for eng in self.engines.values():
+                analysis_api.set_evidence(eng, model)
 
     def engine(self, symbol: str, timeframe: str) -> AnalysisEngine:
         key = (symbol, timeframe)
@@ -193,8 +222,8 @@ class Pipeline:
             if self._on_analysis is not None:
                 self._on_analysis(result.seconds, len(closed))
             stored: list[Signal] = []
-            for signals, view in result.groups:
-                stored += await self._emit(signals, view, historical=source in ("warmup", "backfill"))
+            for group in result.groups:
+                stored += await self._emit(group, historical=source in ("warmup", "backfill"))
             for obs in self.observers:
                 try:
                     announce = getattr(obs, "on_signals", None)
@@ -235,15 +264,17 @@ class Pipeline:
 
     def _analyse(self, candles: list[Candle]) -> _Analysed:
         t0 = time.perf_counter()
-        groups: list[tuple[list[Signal], MarketView]] = []
+        groups: list[_Candle] = []
         seen: dict[tuple[str, str], list[Candle]] = defaultdict(list)  # this batch's candles per stream, so far
         for c in candles:
             eng = self.engine(c.symbol, c.timeframe)
             r = step(eng, self.gate, c)
-            self.stats.candidates += len(r.candidates)
             seen[c.stream].append(c)
-            if r.emitted:
-                groups.append((r.emitted, self._view_at(seen[c.stream], eng)))
+            candidates = analysis_api.candidates_of(r)
+            if candidates:
+                emitted = [s for s in r.emitted if s.kind != "gated"]
+                view = self._view_at(seen[c.stream], eng) if emitted else None
+                groups.append(_Candle(candidates, emitted, view))
         return _Analysed(groups, time.perf_counter() - t0)
 
     def _view_at(self, batch_part: list[Candle], eng: AnalysisEngine) -> MarketView:
@@ -262,27 +293,40 @@ class Pipeline:
             return await asyncio.to_thread(fn)
         return fn()
 
-    async def _emit(self, signals: list[Signal], view: MarketView, historical: bool) -> list[Signal]:
-        """Store, count and publish the signals of one candle; returns the signals that were stored."""
+    async def _emit(self, group: _Candle, historical: bool) -> list[Signal]:
+        """Store every candidate of one candle, count them, and publish the emitted ones that were stored;
+        returns the candidates that were stored."""
         stored: list[Signal] = []
-        for s in signals:
+        new = 0
+        for s in group.candidates:
             try:
-                await self.store.save_signal(s)
+                is_new = await self.store.save_signal(s)
             except StoreError as exc:
                 self._store_failed("signals")
-                log.error("signal write failed; it will not be sent to Discord", signal_id=s.id, error=str(exc))
+                log.error("candidate write failed; it will not be sent or graded", signal_id=s.id, kind=s.kind,
+                          error=str(exc))
                 continue
             stored.append(s)
-        for s in stored:
+            if is_new:  # a candle an earlier run judged (replay into the same store) keeps its first verdict
+                new += 1
+                self.stats.gated += s.kind == "gated"
+        saved = {s.id for s in stored}
+        emitted = [s for s in group.emitted if s.id in saved]
+        self.stats.candidates += new
+        for s in emitted:
             self.stats.signals_emitted += 1
+            if s.kind == "trade":
+                self.stats.trade_calls += 1
+            else:
+                self.stats.watch_notes += 1
             self.stats.signals_by_symbol[s.symbol] += 1
             self.stats.signals_by_pattern[s.pattern] += 1
             self.stats.last_signal_at = s.generated_at
             if self._on_signal is not None:
                 self._on_signal(s)
-        if not stored:
+        if not emitted or group.view is None:
             return stored
-        batch = SignalBatch(tuple(stored), (view,), historical=historical)
+        batch = SignalBatch(tuple(emitted), (group.view,), historical=historical)
         for sink in self.sinks:
             try:
                 await sink.publish(batch)
@@ -304,15 +348,22 @@ class Pipeline:
         return MarketView(symbol, timeframe, candles, states, last)
 
     async def market_view(self, symbol: str, timeframe: str) -> MarketView | None:
-        """The view for ``>signal``: memory state plus the newest signal of the stream (cache, else store)."""
+        """The view for ``>signal``: memory state, the newest trade call or watch note of the stream (cache, else
+        store) and its latest candidates of every kind (store)."""
+        candidates = tuple(await self.store.recent_signals(symbol=symbol, timeframe=timeframe, limit=RECENT_CANDIDATES))
         latest = await self.cache.latest_signal(symbol, timeframe) if self.cache is not None else None
-        recent = [latest] if latest is not None else await self.store.recent_signals(
-            symbol=symbol, timeframe=timeframe, limit=1)
+        if latest is None:
+            latest = next((s for s in candidates if s.kind != "gated"), None)
+        if latest is None:
+            emitted = await self.store.recent_signals(symbol=symbol, timeframe=timeframe, limit=1, kinds=("trade", "watch"))
+            latest = emitted[0] if emitted else None
         async with self._lock:  # never read engine state while a batch is being analysed in a thread
-            view = self.market_view_now(symbol, timeframe, recent[0] if recent else None)
-        if view is None and recent:
-            return MarketView(symbol, timeframe, (), (), recent[0])
-        return view
+            view = self.market_view_now(symbol, timeframe, latest)
+        if view is None:
+            if latest is None and not candidates:
+                return None
+            return MarketView(symbol, timeframe, (), (), latest, candidates)
+        return replace(view, candidates=candidates)
 
     async def close(self) -> None:
         """Wait for the batch in flight, write candles whose write failed earlier, then close the sinks."""

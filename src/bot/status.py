@@ -23,7 +23,7 @@ class StatusSnapshot:
     warmed_up: bool
     streams: tuple[StreamStatus, ...]
     connections: tuple[ConnectionStatus, ...]
-    signals_total: int
+    signals_total: int  # trade calls + watch notes posted (emitted) since start
     signals_by_symbol: tuple[tuple[str, int], ...]
     last_signal_at: str | None
     store_backend: str
@@ -33,6 +33,10 @@ class StatusSnapshot:
     trading: str  # "off (alerts only)", "paper", "testnet", "LIVE"
     discord: str  # "off (set DISCORD_TOKEN ...)", "connected", ...
     notes: tuple[str, ...] = field(default=())
+    trade_calls: int = 0  # since start
+    watch_notes: int = 0
+    candidates: int = 0  # every candidate the analyzers proposed (trade calls, watch notes and gated ones)
+    evidence_model: str = ""  # the evidence model's version, "" without one
 
     @property
     def uptime_s(self) -> float:
@@ -41,13 +45,16 @@ class StatusSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class MarketView:
-    """What ``>signal SYMBOL TF`` shows: recent candles, the analyzers' current state, the last signal."""
+    """What ``>signal SYMBOL TF`` shows: recent candles, the analyzers' current state, the last trade call or
+    watch note (``last_signal``), and the latest candidates of every kind, newest first (gated ones with
+    their reason), so a user sees what the analyzers found even when nothing was posted."""
 
     symbol: str
     timeframe: str
     candles: tuple[Candle, ...]
     states: tuple[AnalyzerState, ...]
     last_signal: Signal | None
+    candidates: tuple[Signal, ...] = ()
 
 
 StatusProvider = Callable[[], Awaitable[StatusSnapshot]]

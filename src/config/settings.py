@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from src.analysis import timeframes
@@ -31,6 +31,9 @@ SECRET_FIELDS = frozenset(
      "redis_password", "database_url", "redis_url"}
 )
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+WatchNotes = Literal["off", "console", "signals", "channel"]
+WATCH_NOTE_ROUTES: tuple[WatchNotes, ...] = ("off", "console", "signals", "channel")
+OLD_MIN_CONFIDENCE_DEFAULT = 0.65  # the raw-score threshold before the evidence model
 BINANCE_HOSTS = ("fstream.binance.com", "fstream.binancefuture.com", "stream.binancefuture.com")
 
 
@@ -89,12 +92,20 @@ class Config:
     warmup_candles: int = 500
     candle_window: int = 500
     # analysis
-    min_confidence: float = 0.65
     enable_wyckoff: bool = True
     enable_elliott: bool = True
-    signal_cooldown_seconds: int = 300
-    calibration_path: Path = Path("./data/calibration.json")
     outcome_horizon_candles: int = 48
+    # signals: evidence and the gate (issue 10)
+    min_confidence: float = 0.9  # P(E[net R] > 0) a trade call needs (0.9: the shown 80 % interval lies above 0)
+    trade_min_rr: float = 1.0  # reward/risk to the first target a trade call needs
+    watch_min_rr: float = 1.0  # below it a candidate is gated, not even a watch note
+    watch_min_score: float = 0.65  # analyzer raw-score floor for a watch note (a volume knob)
+    signal_cooldown_candles: int = 12  # per (symbol, timeframe, direction)
+    signal_cooldown_seconds: int = 0  # still accepted: effective cooldown = max(candles * interval, seconds)
+    evidence_model_path: Path | None = None  # unset = the evidence model shipped with the bot
+    watch_notes: WatchNotes = "signals"  # where watch notes go: off | console | signals | channel
+    discord_watch_channel_id: int | None = None  # WATCH_NOTES=channel
+    calibration_path: Path = Path("./data/calibration.json")  # no longer used by the bot (see EVIDENCE_MODEL_PATH)
     # trading
     enable_trading: bool = False
     enable_live_trading: bool = False
@@ -134,6 +145,7 @@ class Config:
     status_interval_seconds: int = 60
 
     problems: list[str] = field(default_factory=list, repr=False)
+    warnings: list[str] = field(default_factory=list, repr=False)  # valid but probably not what the user meant
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -183,12 +195,23 @@ class Config:
         return f"redis://{auth}{self.redis_host or 'localhost'}:{self.redis_port}/{self.redis_db}"
 
     def analysis_settings(self) -> AnalysisSettings:
-        return AnalysisSettings(
-            min_confidence=self.min_confidence,
-            enable_wyckoff=self.enable_wyckoff,
-            enable_elliott=self.enable_elliott,
-            cooldown_seconds=self.signal_cooldown_seconds,
-        )
+        """The engine's and gate's settings (the issue-10 contract's AnalysisSettings)."""
+        values: dict[str, Any] = {
+            "min_confidence": self.min_confidence,
+            "trade_min_rr": self.trade_min_rr,
+            "watch_min_rr": self.watch_min_rr,
+            "watch_min_score": self.watch_min_score,
+            "cooldown_candles": self.signal_cooldown_candles,
+            "cooldown_seconds": self.signal_cooldown_seconds,
+            "enable_wyckoff": self.enable_wyckoff,
+            "enable_elliott": self.enable_elliott,
+        }
+        return AnalysisSettings(**values)
+
+    @property
+    def watch_notes_to_discord(self) -> bool:
+        """Watch notes are posted (signals channel or their own channel), not only printed."""
+        return self.watch_notes in ("signals", "channel")
 
     def secret_values(self) -> list[str]:
         """The raw secret strings, for the log masking processor."""
@@ -199,7 +222,7 @@ class Config:
         """(VARIABLE, effective value) pairs with secrets masked, in declaration order."""
         rows = []
         for f in fields(self):
-            if f.name in ("problems", "symbols_all"):
+            if f.name in ("problems", "warnings", "symbols_all"):
                 continue
             value = getattr(self, f.name)
             if f.name == "symbols" and self.symbols_all:
@@ -222,6 +245,7 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[str] = []
+        self.warnings: list[str] = []
 
     def raw(self, name: str) -> str | None:
         value = self.env.get(name)
@@ -301,12 +325,10 @@ class _Reader:
         c.warmup_candles = self.int_("WARMUP_CANDLES", c.warmup_candles, 0, 5000)
         c.candle_window = self.int_("CANDLE_WINDOW", c.candle_window, 50, 10000)
 
-        c.min_confidence = self.float_("MIN_CONFIDENCE", c.min_confidence, 0.0, 1.0)
         c.enable_wyckoff = self.bool_("ENABLE_WYCKOFF", c.enable_wyckoff)
         c.enable_elliott = self.bool_("ENABLE_ELLIOTT", c.enable_elliott)
-        c.signal_cooldown_seconds = self.int_("SIGNAL_COOLDOWN_SECONDS", c.signal_cooldown_seconds, 0)
-        c.calibration_path = Path(self.raw("CALIBRATION_PATH") or c.calibration_path)
         c.outcome_horizon_candles = self.int_("OUTCOME_HORIZON_CANDLES", c.outcome_horizon_candles, 1, 10000)
+        self.signals(c)
 
         c.enable_trading = self.bool_("ENABLE_TRADING", c.enable_trading)
         c.enable_live_trading = self.bool_("ENABLE_LIVE_TRADING", c.enable_live_trading)
@@ -363,7 +385,46 @@ class _Reader:
         c.http_port = self.int_("HTTP_PORT", c.http_port, 0, 65535)
         c.status_interval_seconds = self.int_("STATUS_INTERVAL_SECONDS", c.status_interval_seconds, 0, 86400)
         c.problems = self.problems
+        c.warnings = self.warnings
         return c
+
+    def signals(self, c: Config) -> None:
+        """The evidence model, the gate and where watch notes go (issue 10)."""
+        c.min_confidence = self.float_("MIN_CONFIDENCE", c.min_confidence, 0.5, 1.0)
+        if self.raw("MIN_CONFIDENCE") is not None and c.min_confidence == OLD_MIN_CONFIDENCE_DEFAULT:
+            self.warnings.append(
+                "MIN_CONFIDENCE=0.65 was the old default for the analyzer's raw score; it now means the probability "
+                "that a trade call's expected net R is above 0 (default 0.9). Check it is what you want."
+            )
+        c.trade_min_rr = self.float_("TRADE_MIN_RR", c.trade_min_rr, 0.0, 100.0)
+        c.watch_min_rr = self.float_("WATCH_MIN_RR", c.watch_min_rr, 0.0, 100.0)
+        c.watch_min_score = self.float_("WATCH_MIN_SCORE", c.watch_min_score, 0.0, 1.0)
+        c.signal_cooldown_candles = self.int_("SIGNAL_COOLDOWN_CANDLES", c.signal_cooldown_candles, 0, 10000)
+        c.signal_cooldown_seconds = self.int_("SIGNAL_COOLDOWN_SECONDS", c.signal_cooldown_seconds, 0)
+        model = self.raw("EVIDENCE_MODEL_PATH")
+        if model is not None:
+            c.evidence_model_path = Path(model)
+            if not c.evidence_model_path.is_file():
+                self.bad("EVIDENCE_MODEL_PATH", model, "an evidence model file written by `python -m backtest evidence fit` "
+                                                       "(no such file; unset it to use the model shipped with the bot)")
+        calibration = self.raw("CALIBRATION_PATH")
+        if calibration is not None:
+            c.calibration_path = Path(calibration)
+            self.warnings.append(f"CALIBRATION_PATH={calibration} is no longer used: the bot shows evidence-based estimates "
+                                 "now; see EVIDENCE_MODEL_PATH")
+        route = (self.raw("WATCH_NOTES") or c.watch_notes).lower()
+        if route not in WATCH_NOTE_ROUTES:
+            self.bad("WATCH_NOTES", route, "one of off, console, signals (the signals channel), channel "
+                                           "(DISCORD_WATCH_CHANNEL_ID)")
+            route = c.watch_notes
+        c.watch_notes = WATCH_NOTE_ROUTES[WATCH_NOTE_ROUTES.index(route)]
+        c.discord_watch_channel_id = self.opt_int("DISCORD_WATCH_CHANNEL_ID")
+        if c.watch_notes == "channel" and not (c.discord_token and c.discord_watch_channel_id):
+            self.problems.append("WATCH_NOTES=channel needs DISCORD_TOKEN and DISCORD_WATCH_CHANNEL_ID (the channel for "
+                                 "watch notes); or set WATCH_NOTES to off, console or signals")
+        elif c.discord_watch_channel_id is not None and c.watch_notes != "channel":
+            self.warnings.append(f"DISCORD_WATCH_CHANNEL_ID is set but WATCH_NOTES={c.watch_notes}: it is not used "
+                                 "(set WATCH_NOTES=channel to post watch notes there)")
 
     def url(self, name: str, schemes: tuple[str, ...], secret: bool = False) -> str | None:
         value = self.raw(name)

@@ -12,13 +12,15 @@ Rules every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import json
+import math
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 import structlog
 
-from src.analysis.types import Candle, InvalidCandle, Signal
+from src.analysis.types import SIGNAL_KINDS, Candle, Evidence, InvalidCandle, Signal, SignalKind
 
 Outcome = Literal["WIN", "LOSS", "EXPIRED"]
 DeliveryStatus = Literal["pending", "sent", "skipped", "failed"]
@@ -56,24 +58,73 @@ class SignalOutcome:
     resolved_at_ms: int
 
 
+TRADE_CALLS_ONLY: tuple[SignalKind, ...] = ("trade",)  # what a destination receives unless told otherwise
+
+Population = Literal["trade", "watch", "tracked"]
+POPULATIONS: tuple[Population, ...] = ("trade", "watch", "tracked")
+Z95 = 1.96
+
+
 @dataclass(frozen=True, slots=True)
-class PatternStats:
-    """Per (pattern): how many signals, and how the resolved ones ended."""
+class LiveTrack:
+    """The live track record of one (pattern, timeframe) cell and population, as sums (so cells add up).
+
+    Populations: ``trade`` = trade calls, ``watch`` = watch notes, ``tracked`` = every stored candidate
+    with an evidence assessment whose gate reason is one of the tracked reasons (the population the
+    evidence model is fitted on; see ``Store.live_track``). ``graded`` counts candidates with an outcome;
+    ``wins`` those with net R > 0 (after fees)."""
 
     pattern: str
-    signals: int
+    timeframe: str
+    population: Population
+    candidates: int
+    graded: int
+    sum_r: float
+    sum_r2: float
     wins: int
-    losses: int
-    expired: int
-    avg_r: float | None
 
     @property
-    def resolved(self) -> int:
-        return self.wins + self.losses + self.expired
+    def mean_r(self) -> float | None:
+        return self.sum_r / self.graded if self.graded else None
+
+    @property
+    def sd_r(self) -> float | None:
+        """Sample standard deviation of net R (None below 2 graded)."""
+        if self.graded < 2:
+            return None
+        var = (self.sum_r2 - self.sum_r * self.sum_r / self.graded) / (self.graded - 1)
+        return math.sqrt(max(0.0, var))
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        """mean +- 1.96 sd / sqrt(n) (normal approximation, as the SQL views); None below 2 graded."""
+        sd, mean = self.sd_r, self.mean_r
+        if sd is None or mean is None:
+            return None
+        half = Z95 * sd / math.sqrt(self.graded)
+        return (mean - half, mean + half)
 
     @property
     def win_rate(self) -> float | None:
-        return self.wins / self.resolved if self.resolved else None
+        """Share of graded candidates with net R > 0."""
+        return self.wins / self.graded if self.graded else None
+
+
+@dataclass(frozen=True, slots=True)
+class GateSeed:
+    """What the gate must remember across restarts, read from the stored candidates.
+
+    ``last_emitted_ms``: (symbol, timeframe, direction) -> candle_time_ms of the newest trade call or watch note;
+    ``last_trade_ms``: the same key -> the newest trade call (a watch note never holds back a trade call);
+    ``structures``: structure_id -> the best kind emitted for it ("trade" beats "watch"), for the structures
+    emitted within the requested window before the newest emission;
+    ``judged_until_ms``: (symbol, timeframe) -> candle_time_ms of the newest stored candidate of any kind (a
+    candle at or before it was judged by an earlier run: its verdict is in the store)."""
+
+    last_emitted_ms: dict[tuple[str, str, str], int]
+    structures: dict[str, SignalKind]
+    last_trade_ms: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    judged_until_ms: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +186,63 @@ class RejectingCandleWriter:
             reason=reason, rejected_total=self.rejected_candles)
 
 
+_EVIDENCE_FLOATS = ("p_win", "expected_r", "expected_r_lo", "expected_r_hi")
+
+
+def population(value: object) -> Population:
+    """A population name read back from a query, checked."""
+    for pop in POPULATIONS:
+        if value == pop:
+            return pop
+    raise StoreError(f"unknown track-record population {value!r}")
+
+
+def signal_kind(value: object, signal_id: str) -> SignalKind:
+    """A stored kind, checked (the schema allows only these three)."""
+    for kind in SIGNAL_KINDS:
+        if value == kind:
+            return kind
+    raise StoreError(f"signal {signal_id} has invalid kind {value!r}")
+
+
+def evidence_columns(signal: Signal) -> tuple[float | None, float | None, float | None, float | None]:
+    """(p_win, expected_r, expected_r_lo, expected_r_hi) for the SQL columns: None without evidence, and a
+    non-finite estimate (a bug upstream) as NULL rather than a refused row."""
+    ev = signal.evidence
+    if ev is None:
+        return (None, None, None, None)
+    return (_finite(ev.p_win), _finite(ev.expected_r), _finite(ev.expected_r_lo), _finite(ev.expected_r_hi))
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def evidence_dict(signal: Signal) -> dict[str, object] | None:
+    """The evidence as a JSON-ready dict (non-finite numbers as null), or None."""
+    if signal.evidence is None:
+        return None
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in signal.evidence.to_dict().items()}
+
+
+def evidence_from(value: object, signal_id: str) -> Evidence | None:
+    """Evidence from a stored JSON object (dict, or text some drivers return); NULL estimates read back as NaN."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes):
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise StoreError(f"signal {signal_id} has unreadable evidence {str(value)[:80]!r}")
+    d = dict(value)
+    for key in _EVIDENCE_FLOATS:
+        if d.get(key) is None:
+            d[key] = math.nan
+    try:
+        return Evidence.from_dict(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"signal {signal_id} has unreadable evidence: {exc}") from exc
+
+
 @runtime_checkable
 class CandleStore(Protocol):
     async def upsert_candles(self, candles: Sequence[Candle]) -> None:
@@ -166,18 +274,24 @@ class SignalStore(Protocol):
     async def get_signal(self, signal_id: str) -> Signal | None: ...
 
     async def recent_signals(
-        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20
+        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20,
+        kinds: Collection[SignalKind] | None = None,
     ) -> list[Signal]:
-        """Newest first (by candle time, then id)."""
+        """Newest first (by candle time, then id); ``kinds`` None = every kind (gated candidates too)."""
 
-    async def last_signal_times(self) -> dict[tuple[str, str], int]:
-        """Per (symbol, timeframe): candle_time_ms of the newest stored signal (seeds the gate's cooldown)."""
+    async def gate_seed(self, *, structure_window_ms: int) -> GateSeed:
+        """The gate's memory from the store (see :class:`GateSeed`): emissions count trade calls and watch notes
+        only; structures are those emitted at most ``structure_window_ms`` before the newest emission (candle
+        time, no wall clock); ``judged_until_ms`` counts every stored candidate."""
 
 
 @runtime_checkable
 class OutboxStore(Protocol):
-    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
-        """Signals with no 'sent' or 'skipped' delivery to ``destination``, oldest first (candle time, id)."""
+    async def pending_deliveries(
+        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
+    ) -> list[Signal]:
+        """Signals of ``kinds`` with no 'sent' or 'skipped' delivery to ``destination``, oldest first (candle
+        time, id). Gated candidates are never returned, whatever ``kinds`` says."""
 
     async def record_delivery(self, delivery: Delivery) -> None:
         """Upsert the delivery row for (signal_id, destination)."""
@@ -188,14 +302,19 @@ class OutboxStore(Protocol):
 @runtime_checkable
 class OutcomeStore(Protocol):
     async def open_signals(self) -> list[Signal]:
-        """Signals without an outcome row, oldest first."""
+        """Signals (every kind) without an outcome row, oldest first."""
 
     async def save_outcome(self, outcome: SignalOutcome) -> None: ...
 
     async def get_outcome(self, signal_id: str) -> SignalOutcome | None: ...
 
-    async def pattern_stats(self) -> list[PatternStats]:
-        """Per pattern over all signals (unresolved ones count in ``signals`` only)."""
+    async def live_track(
+        self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
+        pattern: str | None = None,
+    ) -> list[LiveTrack]:
+        """The live track record per (pattern, timeframe, population), ordered by those, in ONE query; cells
+        without candidates are absent. ``tracked`` = candidates with an evidence assessment (p_win set) whose
+        gate_reason is in ``tracked_reasons``. Optional filters narrow it to one symbol / timeframe / pattern."""
 
 
 @runtime_checkable

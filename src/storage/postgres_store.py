@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -36,15 +36,22 @@ import asyncpg
 import orjson
 import structlog
 
-from src.analysis.types import Candle, Signal, iso_to_ms, ms_to_iso
+from src.analysis.types import Candle, Signal, SignalKind, iso_to_ms, ms_to_iso
 from src.storage.base import (
+    TRADE_CALLS_ONLY,
     Delivery,
-    PatternStats,
+    GateSeed,
+    LiveTrack,
     RejectingCandleWriter,
     SignalOutcome,
     StoreError,
     StoreUnavailable,
     StreamQuality,
+    evidence_columns,
+    evidence_dict,
+    evidence_from,
+    population,
+    signal_kind,
 )
 from src.storage.migrate import apply_migrations
 
@@ -157,7 +164,7 @@ _CANDLE_SELECT = (
 _SIGNAL_COLS = (
     f"s.id, s.symbol, s.timeframe, s.pattern, s.direction, s.confidence, s.raw_confidence, s.entry, s.stop_loss, "
     f"s.take_profits, {_ms('s.candle_time')} AS candle_ms, {_ms('s.generated_at')} AS generated_ms, s.reasons, "
-    f"s.analyzer_version, s.config_hash, s.features"
+    f"s.analyzer_version, s.config_hash, s.features, s.kind, s.gate_reason, s.structure_id, s.evidence"
 )
 _OUTCOME_COLS = (
     f"signal_id, symbol_name, timeframe, pattern, direction, outcome, {_ms('entry_time')} AS entry_ms, entry_price, "
@@ -183,6 +190,8 @@ def _row_signal(r: asyncpg.Record) -> Signal:
         entry=r[7], stop_loss=r[8], take_profits=tuple(r[9] or ()), candle_time_ms=r[10], generated_at=ms_to_iso(r[11]),
         reasons=tuple(r[12] or ()), analyzer_version=r[13], config_hash=r[14],
         features=tuple((str(k), _feature(v)) for k, v in dict(features).items()),
+        kind=signal_kind(r[16], r[0]), gate_reason=r[17], structure_id=r[18],
+        evidence=evidence_from(None if r[19] is None else orjson.loads(r[19]), r[0]),
     )
 
 
@@ -412,20 +421,23 @@ class PostgresStore(RejectingCandleWriter):
         sql = f"""
             WITH new_symbol AS (INSERT INTO symbols (symbol) VALUES ($2) ON CONFLICT (symbol) DO NOTHING)
             INSERT INTO signals (id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, stop_loss,
-                                 take_profits, candle_time, generated_at, reasons, analyzer_version, config_hash, features)
+                                 take_profits, candle_time, generated_at, reasons, analyzer_version, config_hash, features,
+                                 kind, gate_reason, structure_id, p_win, expected_r, expected_r_lo, expected_r_hi, evidence)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {_ts('$11::bigint')}, {_ts('$12::bigint')}, $13, $14, $15,
-                    $16::json)
+                    $16::json, $17, $18, $19, $20, $21, $22, $23, $24::json)
             ON CONFLICT (id) DO NOTHING RETURNING id"""
         try:
             generated_ms = iso_to_ms(s.generated_at)
         except ValueError as exc:
             raise StoreError(f"signal {s.id}: generated_at {s.generated_at!r} is not ISO-8601") from exc
         features = orjson.dumps(dict(s.features)).decode()  # NaN/inf become null (read back as NaN)
+        ev = evidence_dict(s)
+        evidence = None if ev is None else orjson.dumps(ev).decode()
         async with self._conn("save_signal") as conn:
             new_id = await conn.fetchval(
                 sql, s.id, s.symbol, s.timeframe, s.pattern, s.direction, s.confidence, s.raw_confidence, s.entry,
                 s.stop_loss, list(s.take_profits), s.candle_time_ms, generated_ms, list(s.reasons), s.analyzer_version,
-                s.config_hash, features,
+                s.config_hash, features, s.kind, s.gate_reason, s.structure_id, *evidence_columns(s), evidence,
             )
         return new_id is not None
 
@@ -435,7 +447,8 @@ class PostgresStore(RejectingCandleWriter):
         return None if row is None else _row_signal(row)
 
     async def recent_signals(
-        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20
+        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20,
+        kinds: Collection[SignalKind] | None = None,
     ) -> list[Signal]:
         where: list[str] = []
         args: list[Any] = []
@@ -445,6 +458,9 @@ class PostgresStore(RejectingCandleWriter):
         if timeframe is not None:
             args.append(timeframe)
             where.append(f"s.timeframe = ${len(args)}")
+        if kinds is not None:
+            args.append(list(kinds))
+            where.append(f"s.kind = ANY(${len(args)}::text[])")
         args.append(max(0, limit))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         sql = f"SELECT {_SIGNAL_COLS} FROM signals s {clause} ORDER BY s.candle_time DESC, s.id DESC LIMIT ${len(args)}"
@@ -452,22 +468,33 @@ class PostgresStore(RejectingCandleWriter):
             rows = await conn.fetch(sql, *args)
         return [_row_signal(r) for r in rows]
 
-    async def last_signal_times(self) -> dict[tuple[str, str], int]:
-        async with self._conn("last_signal_times") as conn:
-            rows = await conn.fetch(
-                f"SELECT symbol, timeframe, {_ms('MAX(candle_time)')} FROM signals GROUP BY symbol, timeframe"
-            )
-        return {(r[0], r[1]): int(r[2]) for r in rows}
+    async def gate_seed(self, *, structure_window_ms: int) -> GateSeed:
+        async with self._conn("gate_seed") as conn:
+            last = await conn.fetch(
+                f"SELECT symbol, timeframe, direction, {_ms('candle_time')}, {_ms('trade_time')} FROM wyeli_last_emitted()")
+            structures = await conn.fetch("SELECT structure_id, kind FROM wyeli_recent_structures($1)", structure_window_ms)
+            judged = await conn.fetch(f"SELECT symbol, timeframe, {_ms('candle_time')} FROM wyeli_last_signal_times()")
+        return GateSeed(
+            {(r[0], r[1], r[2]): int(r[3]) for r in last},
+            {str(r[0]): signal_kind(r[1], str(r[0])) for r in structures},
+            {(r[0], r[1], r[2]): int(r[4]) for r in last if r[4] is not None},
+            {(r[0], r[1]): int(r[2]) for r in judged},
+        )
 
     # ------------------------------------------------------------------ outbox
-    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
+    async def pending_deliveries(
+        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
+    ) -> list[Signal]:
+        wanted = [k for k in kinds if k != "gated"]  # gated candidates are never delivered
+        if not wanted:
+            return []
         sql = (
-            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE NOT EXISTS ("
+            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE s.kind = ANY($3::text[]) AND NOT EXISTS ("
             "SELECT 1 FROM signal_deliveries d WHERE d.signal_id = s.id AND d.destination = $1 "
             "AND d.status IN ('sent', 'skipped')) ORDER BY s.candle_time ASC, s.id ASC LIMIT $2"
         )
         async with self._conn("pending_deliveries") as conn:
-            rows = await conn.fetch(sql, destination, max(0, limit))
+            rows = await conn.fetch(sql, destination, max(0, limit), wanted)
         return [_row_signal(r) for r in rows]
 
     async def record_delivery(self, delivery: Delivery) -> None:
@@ -526,17 +553,16 @@ class PostgresStore(RejectingCandleWriter):
             row = await conn.fetchrow(f"SELECT {_OUTCOME_COLS} FROM signal_performance WHERE signal_id = $1", signal_id)
         return None if row is None else _row_outcome(row)
 
-    async def pattern_stats(self) -> list[PatternStats]:
-        sql = (
-            "SELECT s.pattern, COUNT(*), COUNT(*) FILTER (WHERE p.outcome = 'WIN'), "
-            "COUNT(*) FILTER (WHERE p.outcome = 'LOSS'), COUNT(*) FILTER (WHERE p.outcome = 'EXPIRED'), AVG(p.r_multiple) "
-            "FROM signals s LEFT JOIN signal_performance p ON p.signal_id = s.id GROUP BY s.pattern ORDER BY s.pattern"
-        )
-        async with self._conn("pattern_stats") as conn:
-            rows = await conn.fetch(sql)
+    async def live_track(
+        self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
+        pattern: str | None = None,
+    ) -> list[LiveTrack]:
+        async with self._conn("live_track") as conn:
+            rows = await conn.fetch("SELECT * FROM wyeli_live_track($1::text[], $2, $3, $4)",
+                                    sorted(set(tracked_reasons)), symbol, timeframe, pattern)
         return [
-            PatternStats(pattern=r[0], signals=int(r[1]), wins=int(r[2]), losses=int(r[3]), expired=int(r[4]),
-                         avg_r=None if r[5] is None else float(r[5]))
+            LiveTrack(pattern=r[0], timeframe=r[1], population=population(r[2]), candidates=int(r[3]),
+                      graded=int(r[4]), sum_r=float(r[5]), sum_r2=float(r[6]), wins=int(r[7]))
             for r in rows
         ]
 

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,10 +35,12 @@ from typing import Any, TypeVar
 import orjson
 import structlog
 
-from src.analysis.types import Candle, Signal
+from src.analysis.types import Candle, Signal, SignalKind
 from src.storage.base import (
+    TRADE_CALLS_ONLY,
     Delivery,
-    PatternStats,
+    GateSeed,
+    LiveTrack,
     SignalOutcome,
     Store,
     StoreError,
@@ -456,15 +458,18 @@ class SpoolStore:
         return await self.primary.get_signal(signal_id)
 
     async def recent_signals(
-        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20
+        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20,
+        kinds: Collection[SignalKind] | None = None,
     ) -> list[Signal]:
-        return await self.primary.recent_signals(symbol=symbol, timeframe=timeframe, limit=limit)
+        return await self.primary.recent_signals(symbol=symbol, timeframe=timeframe, limit=limit, kinds=kinds)
 
-    async def last_signal_times(self) -> dict[tuple[str, str], int]:
-        return await self.primary.last_signal_times()
+    async def gate_seed(self, *, structure_window_ms: int) -> GateSeed:
+        return await self.primary.gate_seed(structure_window_ms=structure_window_ms)
 
-    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
-        return await self.primary.pending_deliveries(destination, limit=limit)
+    async def pending_deliveries(
+        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
+    ) -> list[Signal]:
+        return await self.primary.pending_deliveries(destination, kinds=kinds, limit=limit)
 
     async def get_delivery(self, signal_id: str, destination: str) -> Delivery | None:
         return await self.primary.get_delivery(signal_id, destination)
@@ -475,8 +480,11 @@ class SpoolStore:
     async def get_outcome(self, signal_id: str) -> SignalOutcome | None:
         return await self.primary.get_outcome(signal_id)
 
-    async def pattern_stats(self) -> list[PatternStats]:
-        return await self.primary.pattern_stats()
+    async def live_track(
+        self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
+        pattern: str | None = None,
+    ) -> list[LiveTrack]:
+        return await self.primary.live_track(tracked_reasons, symbol=symbol, timeframe=timeframe, pattern=pattern)
 
     async def stream_quality(self) -> list[StreamQuality]:
         return await self.primary.stream_quality()

@@ -29,7 +29,7 @@ import asyncio
 import json
 import math
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,14 +37,21 @@ from typing import Any, TypeVar
 
 import structlog
 
-from src.analysis.types import Candle, InvalidCandle, Signal
+from src.analysis.types import Candle, InvalidCandle, Signal, SignalKind
 from src.storage.base import (
+    TRADE_CALLS_ONLY,
     Delivery,
-    PatternStats,
+    GateSeed,
+    LiveTrack,
     SignalOutcome,
     StoreError,
     StoreUnavailable,
     StreamQuality,
+    evidence_columns,
+    evidence_dict,
+    evidence_from,
+    population,
+    signal_kind,
 )
 from src.storage.migration_files import discover_in
 
@@ -267,8 +274,10 @@ _UPSERT_CANDLE = (
 )
 _SIGNAL_COLS = (
     "id, symbol, timeframe, pattern, direction, confidence, raw_confidence, entry, stop_loss, take_profits, "
-    "candle_time, generated_at, reasons, analyzer_version, config_hash, features"
+    "candle_time, generated_at, reasons, analyzer_version, config_hash, features, kind, gate_reason, structure_id, "
+    "p_win, expected_r, expected_r_lo, expected_r_hi, evidence"
 )
+_SIGNAL_PARAMS = ",".join("?" * (_SIGNAL_COLS.count(",") + 1))
 _OUTCOME_COLS = (
     "signal_id, symbol, timeframe, pattern, direction, outcome, entry_time, entry_price, exit_time, exit_price, "
     "r_multiple, mfe_r, mae_r, fees, bars_held, confidence, resolved_at"
@@ -306,10 +315,12 @@ def _row_candle(r: Sequence[Any]) -> Candle:
 
 
 def _signal_row(s: Signal) -> tuple[Any, ...]:
+    ev = evidence_dict(s)
     return (
         s.id, s.symbol, s.timeframe, s.pattern, s.direction, s.confidence, s.raw_confidence, s.entry, s.stop_loss,
         json.dumps(list(s.take_profits)), s.candle_time_ms, s.generated_at, json.dumps(list(s.reasons)),
-        s.analyzer_version, s.config_hash, json.dumps(dict(s.features)),
+        s.analyzer_version, s.config_hash, json.dumps(dict(s.features)), s.kind, s.gate_reason, s.structure_id,
+        *evidence_columns(s), None if ev is None else json.dumps(ev),
     )
 
 
@@ -323,6 +334,7 @@ def _row_signal(r: Sequence[Any]) -> Signal:
         candle_time_ms=r[10], generated_at=r[11], reasons=tuple(str(x) for x in json.loads(r[12])),
         analyzer_version=r[13], config_hash=r[14],
         features=tuple((str(k), float(v)) for k, v in json.loads(r[15]).items()),
+        kind=signal_kind(r[16], r[0]), gate_reason=r[17], structure_id=r[18], evidence=evidence_from(r[23], r[0]),
     )
 
 
@@ -354,6 +366,11 @@ def _row_quality(r: Sequence[Any]) -> StreamQuality:
         symbol=r[0], timeframe=r[1], last_candle_ms=r[2], gaps_backfilled=r[3], candles_backfilled=r[4],
         stalls=r[5], reconnects=r[6], updated_at_ms=r[7],
     )
+
+
+def _marks(values: Collection[str]) -> str:
+    """'?,?,?' for an IN list of ``values`` (never empty: callers handle that)."""
+    return ",".join("?" * len(values))
 
 
 class SqliteStore:
@@ -473,7 +490,7 @@ class SqliteStore:
         row = (*_signal_row(signal), _now_iso())
 
         sql = (
-            f"INSERT INTO signals ({_SIGNAL_COLS}, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            f"INSERT INTO signals ({_SIGNAL_COLS}, created_at) VALUES ({_SIGNAL_PARAMS},?) "
             "ON CONFLICT (id) DO NOTHING"
         )
         return await self._db.run(lambda conn: write(conn, sql, [row]) == 1, "save_signal")
@@ -486,7 +503,8 @@ class SqliteStore:
         return await self._db.run(q, "get_signal")
 
     async def recent_signals(
-        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20
+        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20,
+        kinds: Collection[SignalKind] | None = None,
     ) -> list[Signal]:
         where: list[str] = []
         args: list[Any] = []
@@ -496,26 +514,51 @@ class SqliteStore:
         if timeframe is not None:
             where.append("timeframe = ?")
             args.append(timeframe)
+        if kinds is not None:
+            where.append(f"kind IN ({_marks(kinds)})")
+            args.extend(kinds)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         sql = f"SELECT {_SIGNAL_COLS} FROM signals {clause} ORDER BY candle_time DESC, id DESC LIMIT ?"
         args.append(max(0, limit))
         return await self._db.run(lambda conn: [_row_signal(r) for r in conn.execute(sql, args)], "recent_signals")
 
-    async def last_signal_times(self) -> dict[tuple[str, str], int]:
-        def q(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
-            rows = conn.execute("SELECT symbol, timeframe, MAX(candle_time) FROM signals GROUP BY symbol, timeframe")
-            return {(r[0], r[1]): int(r[2]) for r in rows}
+    async def gate_seed(self, *, structure_window_ms: int) -> GateSeed:
+        def q(conn: sqlite3.Connection) -> GateSeed:
+            last: dict[tuple[str, str, str], int] = {}
+            trades: dict[tuple[str, str, str], int] = {}
+            for r in conn.execute(
+                "SELECT symbol, timeframe, direction, MAX(candle_time), MAX(CASE WHEN kind = 'trade' THEN candle_time END) "
+                "FROM signals WHERE kind IN ('trade', 'watch') GROUP BY symbol, timeframe, direction"
+            ):
+                last[(r[0], r[1], r[2])] = int(r[3])
+                if r[4] is not None:
+                    trades[(r[0], r[1], r[2])] = int(r[4])
+            judged = {(r[0], r[1]): int(r[2]) for r in conn.execute(
+                "SELECT symbol, timeframe, MAX(candle_time) FROM signals GROUP BY symbol, timeframe")}
+            # MIN(kind): 'trade' < 'watch', the best kind emitted for the structure
+            structures = {
+                str(r[0]): signal_kind(r[1], str(r[0])) for r in conn.execute(
+                    "SELECT structure_id, MIN(kind) FROM signals WHERE kind IN ('trade', 'watch') AND structure_id <> '' "
+                    "AND candle_time >= (SELECT MAX(candle_time) FROM signals WHERE kind IN ('trade', 'watch')) - ? "
+                    "GROUP BY structure_id", (structure_window_ms,))
+            }
+            return GateSeed(last, structures, trades, judged)
 
-        return await self._db.run(q, "last_signal_times")
+        return await self._db.run(q, "gate_seed")
 
     # ------------------------------------------------------------------ outbox
-    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
+    async def pending_deliveries(
+        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
+    ) -> list[Signal]:
+        wanted = [k for k in kinds if k != "gated"]  # gated candidates are never delivered
+        if not wanted:
+            return []
         sql = (
-            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE NOT EXISTS ("
+            f"SELECT {_SIGNAL_COLS} FROM signals s WHERE kind IN ({_marks(wanted)}) AND NOT EXISTS ("
             "SELECT 1 FROM signal_deliveries d WHERE d.signal_id = s.id AND d.destination = ? "
             "AND d.status IN ('sent', 'skipped')) ORDER BY candle_time ASC, id ASC LIMIT ?"
         )
-        args = (destination, max(0, limit))
+        args = (*wanted, destination, max(0, limit))
         return await self._db.run(lambda conn: [_row_signal(r) for r in conn.execute(sql, args)], "pending_deliveries")
 
     async def record_delivery(self, delivery: Delivery) -> None:
@@ -566,23 +609,36 @@ class SqliteStore:
 
         return await self._db.run(q, "get_outcome")
 
-    async def pattern_stats(self) -> list[PatternStats]:
+    async def live_track(
+        self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
+        pattern: str | None = None,
+    ) -> list[LiveTrack]:
+        reasons = sorted(set(tracked_reasons))
+        tracked = f"(s.p_win IS NOT NULL AND s.gate_reason IN ({_marks(reasons)}))" if reasons else "0"
+        where: list[str] = []
+        args: list[Any] = [*reasons]
+        for column, value in (("symbol", symbol), ("timeframe", timeframe), ("pattern", pattern)):
+            if value is not None:
+                where.append(f"s.{column} = ?")
+                args.append(value)
+        clause = f"AND {' AND '.join(where)}" if where else ""
         sql = (
-            "SELECT s.pattern, COUNT(*), "
-            "COALESCE(SUM(p.outcome = 'WIN'), 0), COALESCE(SUM(p.outcome = 'LOSS'), 0), "
-            "COALESCE(SUM(p.outcome = 'EXPIRED'), 0), AVG(p.r_multiple) "
+            "SELECT s.pattern, s.timeframe, g.population, COUNT(*), COUNT(p.signal_id), COALESCE(SUM(p.r_multiple), 0), "
+            "COALESCE(SUM(p.r_multiple * p.r_multiple), 0), COALESCE(SUM(p.r_multiple > 0), 0) "
             "FROM signals s LEFT JOIN signal_performance p ON p.signal_id = s.id "
-            "GROUP BY s.pattern ORDER BY s.pattern"
+            "JOIN (SELECT 'trade' AS population UNION ALL SELECT 'watch' UNION ALL SELECT 'tracked') g "
+            f"ON (g.population = s.kind AND s.kind <> 'gated') OR (g.population = 'tracked' AND {tracked}) "
+            f"WHERE 1 {clause} GROUP BY s.pattern, s.timeframe, g.population ORDER BY s.pattern, s.timeframe, g.population"
         )
 
-        def q(conn: sqlite3.Connection) -> list[PatternStats]:
+        def q(conn: sqlite3.Connection) -> list[LiveTrack]:
             return [
-                PatternStats(pattern=r[0], signals=int(r[1]), wins=int(r[2]), losses=int(r[3]), expired=int(r[4]),
-                             avg_r=None if r[5] is None else float(r[5]))
-                for r in conn.execute(sql)
+                LiveTrack(pattern=r[0], timeframe=r[1], population=population(r[2]),
+                          candidates=int(r[3]), graded=int(r[4]), sum_r=float(r[5]), sum_r2=float(r[6]), wins=int(r[7]))
+                for r in conn.execute(sql, args)
             ]
 
-        return await self._db.run(q, "pattern_stats")
+        return await self._db.run(q, "live_track")
 
     # ------------------------------------------------------------------ stream quality
     async def save_stream_quality(self, rows: Sequence[StreamQuality]) -> None:

@@ -7,8 +7,8 @@ JSON bodies, and answers like PostgREST; the SQL functions it calls are tested o
 Prefer ``DATABASE_URL`` (PostgresStore) when the host can reach the database directly.
 
 Rules:
-- the schema is the same as PostgresStore's: paste ``src/storage/migrations/001_create_schema.sql``
-  into the Supabase SQL editor once; ``open()`` checks it is there;
+- the schema is the same as PostgresStore's: paste the files of ``src/storage/migrations/`` (001, 002, ...)
+  into the Supabase SQL editor once each, in order; ``open()`` checks they are all there;
 - only a key that bypasses RLS may write: ``sb_secret_...`` or the legacy ``service_role`` JWT. An
   ``anon``/``authenticated`` JWT or an ``sb_publishable_...`` key is refused with a clear message
   (the JWT payload is decoded WITHOUT verification, only to read its role). The key is never logged;
@@ -23,8 +23,8 @@ Rules:
 - reads page through PostgREST's row cap (1,000 by default): candles by open_time keyset, other
   lists by offset, until an empty page, so a lower server cap never truncates a result;
 - queries PostgREST cannot express as filters (anti-joins, aggregates) are SQL functions called
-  through ``/rpc`` (``wyeli_pending_deliveries``, ``wyeli_open_signals``, ``wyeli_last_signal_times``,
-  ``wyeli_pattern_stats``);
+  through ``/rpc``: ``wyeli_open_signals`` (001), ``wyeli_pending_deliveries_by_kind``, ``wyeli_last_emitted``,
+  ``wyeli_recent_structures`` and ``wyeli_live_track`` (002);
 - times: timestamptz columns carry ISO-8601 text; conversion to and from epoch ms is exact.
 """
 
@@ -37,9 +37,10 @@ import contextvars
 import json
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -49,20 +50,31 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod, ReturnMethod
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
-from src.analysis.types import Candle, Signal, iso_to_ms, ms_to_iso
+from src.analysis.types import Candle, Signal, SignalKind, iso_to_ms, ms_to_iso
 from src.storage.base import (
+    TRADE_CALLS_ONLY,
     Delivery,
-    PatternStats,
+    GateSeed,
+    LiveTrack,
     RejectingCandleWriter,
     SignalOutcome,
     StoreError,
     StoreUnavailable,
     StreamQuality,
+    evidence_columns,
+    evidence_dict,
+    evidence_from,
+    population,
+    signal_kind,
 )
+from src.storage.migration_files import discover_in
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+# the numbered Postgres migrations this program needs (the REST store cannot apply them: the user pastes them)
+REQUIRED_MIGRATIONS = discover_in(Path(__file__).with_name("migrations"))
 
 MAX_BATCH_ROWS = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -78,7 +90,8 @@ _last_status: contextvars.ContextVar[int] = contextvars.ContextVar("wyeli_supaba
 _CANDLE_COLS = ("symbol,timeframe,open_time,close_time,open,high,low,close,volume,quote_volume,trades,"
                 "taker_buy_volume,taker_buy_quote_volume")
 _SIGNAL_COLS = ("id,symbol,timeframe,pattern,direction,confidence,raw_confidence,entry,stop_loss,take_profits,"
-                "candle_time,generated_at,reasons,analyzer_version,config_hash,features")
+                "candle_time,generated_at,reasons,analyzer_version,config_hash,features,kind,gate_reason,structure_id,"
+                "p_win,expected_r,expected_r_lo,expected_r_hi,evidence")
 _OUTCOME_COLS = ("signal_id,symbol_name,timeframe,pattern,direction,outcome,entry_time,entry_price,exit_time,exit_price,"
                  "r_multiple,mfe,mae,fees,bars_held,confidence,resolved_at")
 _DELIVERY_COLS = "signal_id,destination,status,message_id,attempts,last_error,updated_at"
@@ -167,6 +180,9 @@ def signal_row(s: Signal) -> dict[str, Any]:
         "take_profits": list(s.take_profits), "candle_time": ms_to_ts(s.candle_time_ms), "generated_at": generated,
         "reasons": list(s.reasons), "analyzer_version": s.analyzer_version, "config_hash": s.config_hash,
         "features": {k: v if math.isfinite(v) else None for k, v in s.features},  # JSON has no NaN/inf
+        "kind": s.kind, "gate_reason": s.gate_reason, "structure_id": s.structure_id,
+        **dict(zip(("p_win", "expected_r", "expected_r_lo", "expected_r_hi"), evidence_columns(s), strict=True)),
+        "evidence": evidence_dict(s),
     }
 
 
@@ -185,6 +201,8 @@ def row_signal(r: dict[str, Any]) -> Signal:
         reasons=tuple(str(x) for x in r["reasons"] or ()), analyzer_version=r["analyzer_version"],
         config_hash=r["config_hash"],
         features=tuple((str(k), math.nan if v is None else float(v)) for k, v in dict(features).items()),
+        kind=signal_kind(r.get("kind", "trade"), r["id"]), gate_reason=r.get("gate_reason") or "",
+        structure_id=r.get("structure_id") or "", evidence=evidence_from(r.get("evidence"), r["id"]),
     )
 
 
@@ -317,10 +335,13 @@ class SupabaseRestStore(RejectingCandleWriter):
             except BaseException:
                 await self._drop_client()
                 raise
-            if not res:
+            have = int(res[0]["version"]) if res else 0
+            missing = [m.name for m in REQUIRED_MIGRATIONS if m.version > have]
+            if missing:
                 await self._drop_client()
-                raise StoreError(f"{self.name}: the schema is incomplete; paste src/storage/migrations/001_create_schema.sql "
-                                 "into the Supabase SQL editor and run it")
+                raise StoreError(f"{self.name}: the schema is incomplete (version {have}); paste "
+                                 + ", then ".join(f"src/storage/migrations/{name}.sql" for name in missing)
+                                 + " into the Supabase SQL editor and run it")
             log.info("supabase_store_opened", store=self.name, key_role=self.key_role, schema_version=res[0]["version"])
 
     async def _drop_client(self) -> None:
@@ -361,8 +382,8 @@ class SupabaseRestStore(RejectingCandleWriter):
                 status = _last_status.get()
                 if isinstance(exc, APIError) and exc.code in ("PGRST205", "42P01", "42883", "PGRST202"):
                     raise StoreError(
-                        f"supabase {what} failed: {exc.message} - is the schema installed? Run "
-                        "src/storage/migrations/001_create_schema.sql in the Supabase SQL editor"
+                        f"supabase {what} failed: {exc.message} - is the schema installed? Run the files of "
+                        "src/storage/migrations (001_create_schema.sql, 002_..., in order) in the Supabase SQL editor"
                     ) from exc
                 text = _describe(exc, status)
                 if not is_transient(exc, status):
@@ -484,9 +505,12 @@ class SupabaseRestStore(RejectingCandleWriter):
         return row_signal(rows[0]) if rows else None
 
     async def recent_signals(
-        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20
+        self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20,
+        kinds: Collection[SignalKind] | None = None,
     ) -> list[Signal]:
         wanted = max(0, limit)
+        if kinds is not None and not kinds:
+            return []
 
         def page(c: AsyncClient, offset: int, size: int) -> Awaitable[Any]:
             q = c.table("signals").select(_SIGNAL_COLS)
@@ -494,6 +518,8 @@ class SupabaseRestStore(RejectingCandleWriter):
                 q = q.eq("symbol", symbol)
             if timeframe is not None:
                 q = q.eq("timeframe", timeframe)
+            if kinds is not None:
+                q = q.in_("kind", sorted(set(kinds)))
             return q.order("candle_time", desc=True).order("id", desc=True).range(
                 offset, offset + min(size, wanted - offset) - 1).execute()
 
@@ -506,18 +532,32 @@ class SupabaseRestStore(RejectingCandleWriter):
             out.extend(rows)
         return [row_signal(r) for r in out[:wanted]]
 
-    async def last_signal_times(self) -> dict[tuple[str, str], int]:
-        rows = await self._pages("last signal times", lambda c, off, n: c.rpc("wyeli_last_signal_times", {})
-                                 .order("symbol").order("timeframe").range(off, off + n - 1).execute())
-        return {(r["symbol"], r["timeframe"]): ts_to_ms(r["candle_time"]) for r in rows}
+    async def gate_seed(self, *, structure_window_ms: int) -> GateSeed:
+        last = await self._pages("gate seed", lambda c, off, n: c.rpc("wyeli_last_emitted", {})
+                                 .order("symbol").order("timeframe").order("direction").range(off, off + n - 1).execute())
+        structures = await self._pages("gate seed", lambda c, off, n: c.rpc(
+            "wyeli_recent_structures", {"p_window_ms": structure_window_ms})
+            .order("structure_id").range(off, off + n - 1).execute())
+        judged = await self._pages("gate seed", lambda c, off, n: c.rpc("wyeli_last_signal_times", {})
+                                   .order("symbol").order("timeframe").range(off, off + n - 1).execute())
+        return GateSeed(
+            {(r["symbol"], r["timeframe"], r["direction"]): ts_to_ms(r["candle_time"]) for r in last},
+            {str(r["structure_id"]): signal_kind(r["kind"], str(r["structure_id"])) for r in structures},
+            {(r["symbol"], r["timeframe"], r["direction"]): ts_to_ms(r["trade_time"]) for r in last
+             if r["trade_time"] is not None},
+            {(r["symbol"], r["timeframe"]): ts_to_ms(r["candle_time"]) for r in judged},
+        )
 
     # ------------------------------------------------------------------ outbox
-    async def pending_deliveries(self, destination: str, *, limit: int = 50) -> list[Signal]:
+    async def pending_deliveries(
+        self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
+    ) -> list[Signal]:
         wanted = max(0, limit)
-        if wanted == 0:
+        kind_list = sorted({k for k in kinds if k != "gated"})  # gated candidates are never delivered
+        if wanted == 0 or not kind_list:
             return []
         rows = await self._pages("pending deliveries", lambda c, off, n: c.rpc(
-            "wyeli_pending_deliveries", {"p_destination": destination, "p_limit": wanted})
+            "wyeli_pending_deliveries_by_kind", {"p_destination": destination, "p_kinds": kind_list, "p_limit": wanted})
             .order("candle_time").order("id").range(off, off + n - 1).execute())
         return [row_signal(r) for r in rows[:wanted]]
 
@@ -543,12 +583,18 @@ class SupabaseRestStore(RejectingCandleWriter):
                                 .eq("signal_id", signal_id).limit(1).execute())
         return row_outcome(rows[0]) if rows else None
 
-    async def pattern_stats(self) -> list[PatternStats]:
-        rows = await self._pages("pattern stats", lambda c, off, n: c.rpc("wyeli_pattern_stats", {})
-                                 .order("pattern").range(off, off + n - 1).execute())
+    async def live_track(
+        self, tracked_reasons: Collection[str], *, symbol: str | None = None, timeframe: str | None = None,
+        pattern: str | None = None,
+    ) -> list[LiveTrack]:
+        args = {"p_tracked": sorted(set(tracked_reasons)), "p_symbol": symbol, "p_timeframe": timeframe,
+                "p_pattern": pattern}
+        rows = await self._pages("live track", lambda c, off, n: c.rpc("wyeli_live_track", args)
+                                 .order("pattern").order("timeframe").order("population").range(off, off + n - 1).execute())
         return [
-            PatternStats(pattern=r["pattern"], signals=int(r["signals"]), wins=int(r["wins"]), losses=int(r["losses"]),
-                         expired=int(r["expired"]), avg_r=None if r["avg_r"] is None else float(r["avg_r"]))
+            LiveTrack(pattern=r["pattern"], timeframe=r["timeframe"], population=population(r["population"]),
+                      candidates=int(r["candidates"]), graded=int(r["graded"]), sum_r=float(r["sum_r"]),
+                      sum_r2=float(r["sum_r2"]), wins=int(r["wins"]))
             for r in rows
         ]
 

@@ -7,7 +7,8 @@ It implements what the bot's Supabase store uses, the way PostgREST does it:
   resolution=merge-duplicates|ignore-duplicates``: upsert (201); ``representation`` returns the rows
   written (for ignore-duplicates only the inserted ones);
 - ``DELETE /rest/v1/<table>?<filters>`` with ``Prefer: count=exact`` -> 204 and ``Content-Range: */N``;
-- ``POST /rest/v1/rpc/<fn>`` for the four ``wyeli_*`` SQL functions of 001_create_schema.sql;
+- ``POST /rest/v1/rpc/<fn>`` for the ``wyeli_*`` SQL functions of 001_create_schema.sql and
+  002_signal_kinds_and_evidence.sql;
 - timestamptz values come back in Postgres's JSON form (``2023-11-14T22:00:00.123+00:00``).
 
 Every request must carry ``apikey: <key>`` and ``Authorization: Bearer <key>`` and name the schema
@@ -54,14 +55,17 @@ TABLES: dict[str, dict[str, Any]] = {
         "columns": {"id": "text", "symbol": "text", "timeframe": "text", "pattern": "text", "direction": "text",
                     "confidence": "float", "raw_confidence": "float", "entry": "float", "stop_loss": "float",
                     "take_profits": "float[]", "candle_time": "ts", "generated_at": "ts", "reasons": "text[]",
-                    "analyzer_version": "text", "config_hash": "text", "features": "json", "created_at": "ts"},
+                    "analyzer_version": "text", "config_hash": "text", "features": "json", "created_at": "ts",
+                    # migration 002
+                    "kind": "text", "gate_reason": "text", "structure_id": "text", "p_win": "float", "expected_r": "float",
+                    "expected_r_lo": "float", "expected_r_hi": "float", "evidence": "json"},
         "key": ("id",),
         "not_null": {"id", "symbol", "timeframe", "pattern", "direction", "confidence", "raw_confidence", "entry",
                      "stop_loss", "take_profits", "candle_time", "generated_at", "reasons", "analyzer_version",
-                     "config_hash", "features", "created_at"},
+                     "config_hash", "features", "created_at", "kind", "gate_reason", "structure_id"},
         "defaults": {"take_profits": [], "reasons": [], "analyzer_version": "", "config_hash": "", "features": {},
-                     "created_at": "now"},
-        "checks": {"direction": ("LONG", "SHORT")},
+                     "created_at": "now", "kind": "trade", "gate_reason": "", "structure_id": ""},
+        "checks": {"direction": ("LONG", "SHORT"), "kind": ("trade", "watch", "gated")},
     },
     "signal_deliveries": {
         "columns": {"signal_id": "text", "destination": "text", "status": "text", "message_id": "text",
@@ -93,11 +97,18 @@ TABLES: dict[str, dict[str, Any]] = {
 }
 
 RPC_ARGS = {
+    # 001
     "wyeli_pending_deliveries": {"p_destination", "p_limit"},
     "wyeli_open_signals": set(),
     "wyeli_last_signal_times": set(),
     "wyeli_pattern_stats": set(),
+    # 002
+    "wyeli_pending_deliveries_by_kind": {"p_destination", "p_kinds", "p_limit"},
+    "wyeli_last_emitted": set(),
+    "wyeli_recent_structures": {"p_window_ms"},
+    "wyeli_live_track": {"p_tracked", "p_symbol", "p_timeframe", "p_pattern"},
 }
+EMITTED = ("trade", "watch")
 
 
 class PgError(Exception):
@@ -214,8 +225,9 @@ class FakePostgrest:
         for name in TABLES:
             self.tables.setdefault(name, {})
         now = datetime.now(tz=UTC)
-        self.tables["schema_migrations"][(1,)] = {"version": 1, "name": "001_create_schema", "checksum": None,
-                                                   "applied_at": now}
+        for version, name in ((1, "001_create_schema"), (2, "002_signal_kinds_and_evidence")):
+            self.tables["schema_migrations"][(version,)] = {"version": version, "name": name, "checksum": None,
+                                                             "applied_at": now}
 
     # ------------------------------------------------------------------ server
     async def start(self) -> None:
@@ -438,7 +450,9 @@ class FakePostgrest:
                                            "in the schema cache")
         signals = sorted(self.tables["signals"].values(), key=lambda s: (s["candle_time"], s["id"]))
         perf = self.tables["signal_performance"]
-        if fn == "wyeli_pending_deliveries":
+        if fn in ("wyeli_pending_deliveries_by_kind", "wyeli_last_emitted", "wyeli_recent_structures", "wyeli_live_track"):
+            rows, known = self._rpc_002(fn, args, signals, perf)
+        elif fn == "wyeli_pending_deliveries":
             done = {r["signal_id"] for r in self.tables["signal_deliveries"].values()
                     if r["destination"] == args["p_destination"] and r["status"] in ("sent", "skipped")}
             rows = [s for s in signals if s["id"] not in done][: max(int(args["p_limit"]), 0)]
@@ -471,6 +485,59 @@ class FakePostgrest:
                 rows.append(st)
             known = {"pattern", "signals", "wins", "losses", "expired", "avg_r"}
         return self._shape(rows, request, known)
+
+    def _rpc_002(self, fn: str, args: dict[str, Any], signals: list[dict[str, Any]],
+                 perf: dict[tuple[Any, ...], dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
+        """The functions of 002_signal_kinds_and_evidence.sql, as that file defines them."""
+        if fn == "wyeli_pending_deliveries_by_kind":
+            done = {r["signal_id"] for r in self.tables["signal_deliveries"].values()
+                    if r["destination"] == args["p_destination"] and r["status"] in ("sent", "skipped")}
+            kinds = set(args["p_kinds"]) - {"gated"}
+            rows = [s for s in signals if s["kind"] in kinds and s["id"] not in done][: max(int(args["p_limit"]), 0)]
+            return rows, set(TABLES["signals"]["columns"])
+        emitted = [s for s in signals if s["kind"] in EMITTED]
+        if fn == "wyeli_last_emitted":
+            last: dict[tuple[str, str, str], datetime] = {}
+            trade: dict[tuple[str, str, str], datetime] = {}
+            for s in emitted:
+                k = (s["symbol"], s["timeframe"], s["direction"])
+                last[k] = max(last.get(k, s["candle_time"]), s["candle_time"])
+                if s["kind"] == "trade":
+                    trade[k] = max(trade.get(k, s["candle_time"]), s["candle_time"])
+            rows = [{"symbol": k[0], "timeframe": k[1], "direction": k[2], "candle_time": v, "trade_time": trade.get(k)}
+                    for k, v in sorted(last.items())]
+            return rows, {"symbol", "timeframe", "direction", "candle_time", "trade_time"}
+        if fn == "wyeli_recent_structures":
+            if not emitted:
+                return [], {"structure_id", "kind"}
+            newest = max(s["candle_time"] for s in emitted)
+            best: dict[str, str] = {}
+            for s in emitted:
+                age_ms = (newest - s["candle_time"]).total_seconds() * 1000
+                if s["structure_id"] and age_ms <= int(args["p_window_ms"]):
+                    best[s["structure_id"]] = min(best.get(s["structure_id"], s["kind"]), s["kind"])
+            return [{"structure_id": k, "kind": v} for k, v in sorted(best.items())], {"structure_id", "kind"}
+        cells: dict[tuple[str, str, str], dict[str, Any]] = {}
+        tracked = set(args["p_tracked"])
+        for s in signals:
+            if any(args[f"p_{c}"] is not None and s[c] != args[f"p_{c}"] for c in ("symbol", "timeframe", "pattern")):
+                continue
+            pops = [s["kind"]] if s["kind"] in EMITTED else []
+            if s["p_win"] is not None and s["gate_reason"] in tracked:
+                pops.append("tracked")
+            p = perf.get((s["id"],))
+            for pop in pops:
+                c = cells.setdefault((s["pattern"], s["timeframe"], pop), {
+                    "pattern": s["pattern"], "timeframe": s["timeframe"], "population": pop, "candidates": 0, "graded": 0,
+                    "sum_r": 0.0, "sum_r2": 0.0, "wins": 0})
+                c["candidates"] += 1
+                if p is not None:
+                    c["graded"] += 1
+                    c["sum_r"] += p["r_multiple"]
+                    c["sum_r2"] += p["r_multiple"] ** 2
+                    c["wins"] += p["r_multiple"] > 0
+        return [cells[k] for k in sorted(cells)], {"pattern", "timeframe", "population", "candidates", "graded", "sum_r",
+                                                   "sum_r2", "wins"}
 
 
 def _sort_key(col: str, row: dict[str, Any]) -> tuple[bool, Any]:

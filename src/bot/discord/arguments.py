@@ -56,3 +56,39 @@ def resolve_timeframe(text: str | None, configured: Sequence[str]) -> str | None
         return clean
     matches = [tf for tf in configured if tf.lower() == clean.lower()]
     return matches[0] if len(matches) == 1 else None
+
+
+_PATTERN_RE = re.compile(r"[^a-z0-9_]")
+
+
+def parse_stats_filters(
+    words: Sequence[str | None], symbols: Sequence[str], timeframes_: Sequence[str], patterns: Sequence[str] = (), *,
+    any_symbol: bool = False,
+) -> tuple[str | None, str | None, str | None]:
+    """``>stats`` arguments in any order -> (symbol, timeframe, pattern fragment). A configured timeframe is the
+    timeframe; a word found in a known pattern name (``patterns``) is a pattern; a watched symbol is the symbol
+    (with SYMBOLS=ALL: any symbol); anything else is a pattern fragment (lowercase letters, digits, '_', at most
+    40). Raises ValueError naming the argument when two words claim the same role or a word is empty."""
+    symbol = timeframe = pattern = None
+    for word in words:
+        if not word or not word.strip():
+            continue
+        frag = _PATTERN_RE.sub("", word.lower())[:40]
+        tf = resolve_timeframe(word, timeframes_)
+        if tf is not None:
+            if timeframe is not None:
+                raise ValueError(f"two timeframes given: `{timeframe}` and `{tf}`")
+            timeframe = tf
+            continue
+        sym = None if frag and any(frag in p for p in patterns) else resolve_symbol(word, symbols, any_symbol=any_symbol)
+        if sym is not None:
+            if symbol is not None:
+                raise ValueError(f"two symbols given: `{symbol}` and `{sym}`")
+            symbol = sym
+            continue
+        if not frag:
+            raise ValueError(f"`{sanitize(word) or 'that'}` is neither a symbol, a timeframe nor a pattern")
+        if pattern is not None:
+            raise ValueError(f"two patterns given: `{pattern}` and `{frag}`")
+        pattern = frag
+    return symbol, timeframe, pattern

@@ -6,6 +6,10 @@ title 256, description 4096, 25 fields, field name 256, field value 1024, footer
 
 The signal embed's footer starts with ``id <signal id>``: the outbox finds already-posted signals
 in the channel history by that marker (:data:`FOOTER_ID_RE`), so truncation never cuts it.
+
+What an embed says about a signal is the evidence model's estimate of the trade's net R after fees
+(P(win), E[R] with its interval) and the pattern's track record, worded by :mod:`src.bot.evidence_text`;
+a watch note says in its title that it is not a trade call. No raw score is shown as a "confidence".
 """
 
 from __future__ import annotations
@@ -17,9 +21,23 @@ from datetime import UTC, datetime
 
 import discord
 
+from src.analysis import timeframes
 from src.analysis.types import Signal, iso_to_ms, ms_to_iso
+from src.bot.analysis_api import TrackRecordView
+from src.bot.evidence_text import (
+    KIND_SHORT,
+    backtest_record_text,
+    evidence_line,
+    fmt_prob,
+    fmt_r,
+    gate_reason_text,
+    kind_label,
+    live_record_text,
+    track_record_lines,
+    why_not_a_trade_call,
+)
 from src.bot.status import MarketView, StatusSnapshot
-from src.storage.base import PatternStats
+from src.storage.base import LiveTrack
 
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096
@@ -36,6 +54,7 @@ COLOUR_LONG = 0x2ECC71
 COLOUR_SHORT = 0xE74C3C
 COLOUR_INFO = 0x3498DB
 COLOUR_WARN = 0xF1C40F
+COLOUR_WATCH = 0x95A5A6  # grey: a watch note is not a trade call
 
 ELLIPSIS = "…"
 FOOTER_ID_RE = re.compile(r"\bid ([0-9a-f]{24})\b")
@@ -117,8 +136,11 @@ def chart_filename(signal_id: str) -> str:
 
 
 def signal_title(signal: Signal) -> str:
-    arrow = "🟢" if signal.direction == "LONG" else "🔴"
-    return truncate(f"{arrow} {signal.symbol} {signal.timeframe} · {signal.pattern} · {signal.direction}", TITLE_MAX)
+    """'🟢 TRADE CALL · BTCUSDT 1h · wyckoff_spring · LONG'; a watch note says it is not a trade call first."""
+    icon = ("🟢" if signal.direction == "LONG" else "🔴") if signal.kind == "trade" else "👁"
+    head = f"{icon} {kind_label(signal.kind)} · "
+    rest = f"{signal.symbol} {signal.timeframe} · {signal.pattern} · {signal.direction}"
+    return head + truncate(rest, TITLE_MAX - len(head))
 
 
 def signal_footer(signal: Signal) -> str:
@@ -145,22 +167,35 @@ def targets_text(signal: Signal) -> str:
     return truncate("\n".join(out), FIELD_VALUE_MAX)
 
 
+def signal_colour(signal: Signal) -> int:
+    if signal.kind != "trade":
+        return COLOUR_WATCH
+    return COLOUR_LONG if signal.direction == "LONG" else COLOUR_SHORT
+
+
 def signal_embed(signal: Signal, *, image_filename: str | None = None) -> discord.Embed:
-    """The posted signal: title (symbol, timeframe, pattern, direction), colour by direction, confidence,
-    entry / stop / targets, risk-reward, the reasons, footer with id, analyzer version and candle close."""
+    """The posted signal: title (kind, symbol, timeframe, pattern, direction), colour (grey for a watch note),
+    why a watch note is not a trade call, the reasons, the evidence (P(win), E[R] with its interval), entry /
+    stop / targets, risk-reward to TP1, the pattern's track record, footer with id, analyzer version and close."""
+    why = why_not_a_trade_call(signal)
+    head = f"**Not a trade call:** {why}\n" if why else ""
+    body = _bullets(signal.reasons, DESCRIPTION_MAX - len(head)) if signal.reasons else ""
     embed = discord.Embed(
         title=signal_title(signal),
-        colour=COLOUR_LONG if signal.direction == "LONG" else COLOUR_SHORT,
-        description=_bullets(signal.reasons, DESCRIPTION_MAX) if signal.reasons else "",
+        colour=signal_colour(signal),
+        description=truncate(head + body, DESCRIPTION_MAX),
         timestamp=_ts(signal.generated_at),
     )
     stop_pct = (signal.stop_loss - signal.entry) / signal.entry * 100 if signal.entry else float("nan")
     rr = signal.risk_reward
-    _add_field(embed, "Confidence", f"{signal.confidence:.0%}")
+    _add_field(embed, "Evidence · net R after fees", evidence_line(signal.evidence), inline=False)
     _add_field(embed, "Entry", fmt_price(signal.entry))
     _add_field(embed, "Stop", f"{fmt_price(signal.stop_loss)} ({fmt_pct(stop_pct)})")
+    _add_field(embed, "Risk / reward to TP1", f"1 : {rr:.2f}" if rr is not None and math.isfinite(rr) else "n/a")
     _add_field(embed, "Targets", targets_text(signal), inline=False)
-    _add_field(embed, "Risk / reward", f"1 : {rr:.2f}" if rr is not None and math.isfinite(rr) else "n/a")
+    backtest, live = track_record_lines(signal.evidence)
+    _add_field(embed, truncate(f"Track record · {signal.pattern} {signal.timeframe}", FIELD_NAME_MAX),
+               f"{backtest}\n{live}", inline=False)
     embed.set_footer(text=signal_footer(signal))
     if image_filename:
         embed.set_image(url=f"attachment://{image_filename}")
@@ -245,8 +280,12 @@ def status_embed(snap: StatusSnapshot, *, max_stream_lines: int = 20) -> discord
     per_symbol = ", ".join(f"{sym} {n}" for sym, n in snap.signals_by_symbol[:15])
     if len(snap.signals_by_symbol) > 15:
         per_symbol += f", … {len(snap.signals_by_symbol) - 15} more"
-    _add_field(embed, "Signals sent", f"{snap.signals_total} total" + (f"\n{per_symbol}" if per_symbol else ""), inline=False)
-    _add_field(embed, "Last signal", snap.last_signal_at or "none yet")
+    counts = (f"trade calls {snap.trade_calls} · watch notes {snap.watch_notes} · candidates {snap.candidates}"
+              if snap.candidates or snap.signals_total == 0 else f"{snap.signals_total} total")
+    _add_field(embed, "Signals since start", counts + (f"\n{per_symbol}" if per_symbol else ""), inline=False)
+    _add_field(embed, "Last trade call / watch note", snap.last_signal_at or "none yet")
+    if snap.evidence_model:
+        _add_field(embed, "Evidence model", snap.evidence_model)
     store = f"{snap.store_backend}: {'ok' if snap.store_healthy else 'UNREACHABLE'}"
     if snap.spool_depth:
         store += f"\nspooled writes waiting: {snap.spool_depth}"
@@ -295,57 +334,113 @@ def market_embed(view: MarketView, *, image_filename: str | None = None) -> disc
             _add_field(embed, f"{st.analyzer} levels", text)
     sig = view.last_signal
     if sig is None:
-        _add_field(embed, "Last signal", "none on this market yet", inline=False)
+        _add_field(embed, "Last trade call / watch note", "none on this market yet", inline=False)
     else:
         rr = sig.risk_reward
         _add_field(
             embed,
-            "Last signal",
-            f"{sig.pattern} {sig.direction} at {sig.generated_at}\n"
-            f"confidence {sig.confidence:.0%} · entry {fmt_price(sig.entry)} · "
-            f"stop {fmt_price(sig.stop_loss)} · RR {'n/a' if rr is None else f'{rr:.2f}'}\n{targets_text(sig)}",
+            f"Last {'trade call' if sig.kind == 'trade' else 'watch note (not a trade call)'}",
+            f"{sig.pattern} {sig.direction} at {sig.generated_at}\n{evidence_line(sig.evidence)}\n"
+            f"entry {fmt_price(sig.entry)} · stop {fmt_price(sig.stop_loss)} · "
+            f"R:R to TP1 {'n/a' if rr is None else f'1 : {rr:.2f}'}\n{targets_text(sig)}",
             inline=False,
         )
-    embed.set_footer(text="Analysis runs on closed candles only; states below the signal threshold are shown for context.")
+    if view.candidates:
+        _add_field(embed, "Latest candidates (every kind)", candidates_text(view.candidates), inline=False)
+    embed.set_footer(text="Analysis runs on closed candles only. Gated candidates are stored and graded, never posted; "
+                          "their reason is shown above.")
     if image_filename:
         embed.set_image(url=f"attachment://{image_filename}")
     return fit_total([embed])[0]
 
 
+def candidate_line(s: Signal) -> str:
+    """One candidate: time, pattern, direction, kind, the gate's reason in words, the evidence."""
+    when = s.generated_at[:16].replace("T", " ")
+    reason = gate_reason_text(s.gate_reason)
+    head = f"`{when}` {s.pattern} {s.direction} · **{KIND_SHORT.get(s.kind, s.kind)}**"
+    if s.kind != "trade" and reason:
+        head += f": {reason}"
+    ev = s.evidence
+    tail = "" if ev is None else f" · P(win) {fmt_prob(ev.p_win)}, E[R] {fmt_r(ev.expected_r)}"
+    return head + tail
+
+
+def candidates_text(candidates: Sequence[Signal]) -> str:
+    return _lines_within([candidate_line(s) for s in candidates], FIELD_VALUE_MAX)
+
+
 # ---------------------------------------------------------------------------------------------- lists
 def signals_embed(signals: Sequence[Signal], *, symbol: str | None = None) -> discord.Embed:
-    """``>signals [SYMBOL]``: the newest signals, one line each."""
-    title = f"Recent signals · {symbol}" if symbol else "Recent signals"
+    """``>signals [SYMBOL]``: the newest trade calls and watch notes, one line each with the evidence."""
+    title = f"Recent trade calls and watch notes · {symbol}" if symbol else "Recent trade calls and watch notes"
     embed = discord.Embed(title=title, colour=COLOUR_INFO)
     if not signals:
-        embed.description = "No signals stored yet." if not symbol else f"No signals stored for {symbol} yet."
+        embed.description = ("No trade calls or watch notes stored yet." if not symbol
+                             else f"No trade calls or watch notes stored for {symbol} yet.")
         return embed
     lines = []
     for s in signals:
-        icon = "🟢" if s.direction == "LONG" else "🔴"
+        icon = ("🟢" if s.direction == "LONG" else "🔴") if s.kind == "trade" else "👁"
         lines.append(
             f"{icon} `{s.generated_at[:16].replace('T', ' ')}` **{s.symbol} {s.timeframe}** {s.pattern} {s.direction} "
-            f"{s.confidence:.0%} · entry {fmt_price(s.entry)} stop {fmt_price(s.stop_loss)}"
+            f"· {KIND_SHORT.get(s.kind, s.kind)} · {evidence_line(s.evidence) if s.evidence else 'no evidence'} "
+            f"· entry {fmt_price(s.entry)} stop {fmt_price(s.stop_loss)}"
         )
     embed.description = _lines_within(lines, DESCRIPTION_MAX)
+    embed.set_footer(text="TRADE = trade call; WATCH = watch note, not a trade call. P(win) = P(net R > 0 after fees).")
     return embed
 
 
-def stats_embed(stats: Sequence[PatternStats]) -> discord.Embed:
-    """``>stats``: per pattern the number of signals and, once outcomes exist, win rate and average R."""
-    embed = discord.Embed(title="Signal statistics per pattern", colour=COLOUR_INFO)
-    if not stats:
-        embed.description = "No signals stored yet."
+def stats_embed(records: Sequence[TrackRecordView], live: Sequence[LiveTrack], *, symbol: str | None = None,
+                timeframe: str | None = None, pattern: str | None = None) -> discord.Embed:
+    """``>stats [SYMBOL] [TF] [PATTERN]``: per pattern and timeframe the evidence the embeds show (out-of-sample
+    backtest n, mean net R, 95 % CI; the current P(win) and E[R] with its interval) and the live record from the
+    store (every tracked candidate, and the trade calls alone), narrowed by the filters."""
+    scope = " ".join(x for x in (symbol, timeframe, pattern) if x)
+    embed = discord.Embed(title=f"Track record per pattern · {scope}" if scope else "Track record per pattern",
+                          colour=COLOUR_INFO)
+    cells = {(r.pattern, r.timeframe): r for r in records
+             if (timeframe is None or r.timeframe == timeframe) and (pattern is None or pattern in r.pattern)}
+    live = [t for t in live if (timeframe is None or t.timeframe == timeframe) and (pattern is None or pattern in t.pattern)]
+    lives: dict[tuple[str, str], dict[str, LiveTrack]] = {}
+    for t in live:
+        lives.setdefault((t.pattern, t.timeframe), {})[t.population] = t
+    keys = sorted(set(cells) | set(lives), key=lambda k: (k[0], _tf_rank(k[1])))
+    if not keys:
+        embed.description = "Nothing to show yet: no evidence model cells and no stored candidates match."
         return embed
-    rows = [f"{'pattern':<22} {'sig':>5} {'W/L/E':>11} {'win':>5} {'avgR':>6}"]
-    for p in sorted(stats, key=lambda s: (-s.signals, s.pattern)):
-        wr = "—" if p.win_rate is None else f"{p.win_rate:.0%}"
-        avg = "—" if p.avg_r is None else f"{p.avg_r:+.2f}"
-        rows.append(f"{truncate(p.pattern, 22):<22} {p.signals:>5} {f'{p.wins}/{p.losses}/{p.expired}':>11} {wr:>5} {avg:>6}")
-    body = _lines_within(rows, DESCRIPTION_MAX - 40)
+    lines: list[str] = []
+    for key in keys:
+        rec = cells.get(key)
+        pops = lives.get(key, {})
+        lines.append(f"{truncate(key[0], 40)} {key[1]}")
+        if rec is not None:
+            lines.append("  " + backtest_record_text(rec.backtest_n, rec.backtest_mean_r, rec.backtest_ci))
+            if rec.expected_r is not None:
+                lines.append(f"  now: P(win) {fmt_prob(rec.p_win)} · E[R] {fmt_r(rec.expected_r)} "
+                             f"[{_signed(rec.expected_r_lo)}, {_signed(rec.expected_r_hi)}]")
+        tracked, trade = pops.get("tracked"), pops.get("trade")
+        live_line = "  " + live_record_text(tracked.graded if tracked else 0, tracked.mean_r if tracked else None)
+        if trade is not None and trade.graded:
+            live_line += f" · trade calls n {trade.graded}, mean {fmt_r(trade.mean_r)}"
+        lines.append(live_line)
+    body = _lines_within(lines, DESCRIPTION_MAX - 20)
     embed.description = f"```\n{body}\n```"
-    embed.set_footer(text="Win rate = wins / resolved signals (WIN, LOSS, EXPIRED); open signals count in 'sig' only.")
+    where = f" for {symbol}" if symbol else ""
+    embed.set_footer(text=truncate(
+        "Net R after fees under the outcome rules. Backtest = out-of-sample trades of the evidence model (all symbols); "
+        f"live = graded candidates{where} from the store (the population the model is fitted on). "
+        "Narrow with >stats SYMBOL TF PATTERN.", FOOTER_MAX))
     return embed
+
+
+def _signed(v: float | None) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else fmt_r(v).removesuffix(" R")
+
+
+def _tf_rank(tf: str) -> int:
+    return timeframes.sort_key(tf) if timeframes.is_interval(tf) else 10**9
 
 
 def help_embed(symbols: Sequence[str], timeframes: Sequence[str], *, all_symbols: bool = False) -> discord.Embed:
@@ -353,10 +448,10 @@ def help_embed(symbols: Sequence[str], timeframes: Sequence[str], *, all_symbols
     embed.description = (
         "Prefix `>` (or mention the bot) and the same commands as slash commands.\n"
         "`>status` — uptime, streams, reconnects, signals, storage, trading\n"
-        "`>signal SYMBOL [TF]` — current Wyckoff/Elliott analysis and the last signal, with a chart "
-        "(e.g. `>signal BTC`, `>signal ethusdt 4h`)\n"
-        "`>signals [SYMBOL]` — the most recent signals\n"
-        "`>stats` — signals and win rate per pattern\n"
+        "`>signal SYMBOL [TF]` — current Wyckoff/Elliott analysis, the last trade call or watch note and the latest "
+        "candidates (gated ones with their reason), with a chart (e.g. `>signal BTC`, `>signal ethusdt 4h`)\n"
+        "`>signals [SYMBOL]` — the most recent trade calls and watch notes\n"
+        "`>stats [SYMBOL] [TF] [PATTERN]` — each pattern's track record: out-of-sample backtest and live, net R after fees\n"
         "`>backtest SYMBOL [TF] [period] [pattern...]` — queue a backtest (`>backtest SOL 1h 2024 spring`; "
         "`status ID`, `cancel ID`, `queue`); `>research PATTERN [TF]` — an event study\n"
         "`>help` — this message\n"

@@ -19,6 +19,7 @@ import structlog
 from src.analysis.types import AnalyzerState, Candle, Signal
 from src.bot.discord.charts import ChartRenderer, spec_for_signal
 from src.bot.discord.embeds import CONTENT_MAX, EMBEDS_PER_MESSAGE, TOTAL_MAX, chart_filename, fit_total, signal_embed, truncate
+from src.bot.evidence_text import evidence_line
 from src.bot.status import MarketView
 from src.storage.base import CandleStore, StoreError
 
@@ -69,11 +70,19 @@ def group_signals(signals: Sequence[Signal], *, max_per_message: int = EMBEDS_PE
 
 
 def message_content(signals: Sequence[Signal]) -> str:
+    """The text above the embeds: the kind first, then the market and the evidence in one line."""
     if len(signals) == 1:
         s = signals[0]
-        return truncate(f"**{s.symbol} {s.timeframe}** {s.pattern} {s.direction} · confidence {s.confidence:.0%}", CONTENT_MAX)
-    names = ", ".join(f"{s.symbol} {s.timeframe} {s.pattern}" for s in signals)
-    return truncate(f"**{len(signals)} signals** on the {signals[0].generated_at} close: {names}", CONTENT_MAX)
+        kind = "**TRADE CALL**" if s.kind == "trade" else "**WATCH NOTE** (not a trade call)"
+        return truncate(f"{kind} {s.symbol} {s.timeframe} {s.pattern} {s.direction} · {evidence_line(s.evidence)}",
+                        CONTENT_MAX)
+    trades = sum(1 for s in signals if s.kind == "trade")
+    counts = ", ".join(x for x in (f"{trades} trade call{'s' * (trades != 1)}" if trades else "",
+                                   f"{len(signals) - trades} watch note{'s' * (len(signals) - trades != 1)}"
+                                   if len(signals) - trades else "") if x)
+    names = ", ".join(f"{s.symbol} {s.timeframe} {s.pattern} ({'trade call' if s.kind == 'trade' else 'watch note'})"
+                      for s in signals)
+    return truncate(f"**{counts}** on the {signals[0].generated_at} close: {names}", CONTENT_MAX)
 
 
 class ViewCache:

@@ -1,7 +1,9 @@
 """Exactly-once delivery of stored signals to one destination (a Discord channel or a webhook).
 
-The pipeline stores every signal before publishing it; the outbox only reads the store
-(``pending_deliveries``: no 'sent'/'skipped' row for the destination) and writes delivery rows.
+The pipeline stores every candidate before publishing it; the outbox only reads the store
+(``pending_deliveries``: signals of the destination's kinds with no 'sent'/'skipped' row for it) and
+writes delivery rows. A destination takes trade calls, and watch notes only when WATCH_NOTES routes
+them there; gated candidates are never returned by the store, so never posted.
 The protocol for each group of signals (one message) is:
 
 1. signals whose candle closed more than ``max_age_s`` ago are recorded 'skipped' (a restart after a
@@ -40,16 +42,16 @@ import contextlib
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import discord
 import structlog
 
-from src.analysis.types import Signal, iso_to_ms
+from src.analysis.types import Signal, SignalKind, iso_to_ms
 from src.bot.discord.messages import MessageBuilder, OutgoingMessage, group_signals
-from src.storage.base import Delivery, DeliveryStatus, OutboxStore, StoreError
+from src.storage.base import TRADE_CALLS_ONLY, Delivery, DeliveryStatus, OutboxStore, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +114,7 @@ class OutboxSender:
     """Posts pending signals of one destination in order; wakes on :meth:`wake` and polls.
 
     :param max_age_s: skip signals whose candle closed longer ago than this; 0 disables the limit.
+    :param kinds: the kinds this destination posts (trade calls; watch notes when routed here).
     :param clock: wall clock in epoch seconds (injected for tests).
     """
 
@@ -127,8 +130,10 @@ class OutboxSender:
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 300.0,
         batch_limit: int = 50,
+        kinds: Collection[SignalKind] = TRADE_CALLS_ONLY,
     ) -> None:
         self.store = store
+        self.kinds = tuple(sorted(set(kinds) - {"gated"}))
         self.poster = poster
         self.builder = builder
         self.max_age_s = max_age_s
@@ -181,7 +186,7 @@ class OutboxSender:
 
     async def _unsettled(self) -> list[Signal]:
         """Pending signals minus those this process already settled (their rows are written again)."""
-        pending = await self.store.pending_deliveries(self.destination, limit=self.batch_limit)
+        pending = await self.store.pending_deliveries(self.destination, kinds=self.kinds, limit=self.batch_limit)
         out: list[Signal] = []
         for s in pending:
             row = self._settled.get(s.id)

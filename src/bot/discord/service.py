@@ -3,7 +3,9 @@
 - a :class:`~src.bot.sinks.SignalSink`: ``publish(batch)`` remembers the batch's market views (for the
   charts) and wakes the outbox senders; it never raises and never posts by itself;
 - ``start()`` starts the bot (DISCORD_TOKEN) with its commands and an outbox sender for
-  ``discord:<DISCORD_SIGNALS_CHANNEL_ID>``, and/or a sender for ``webhook`` (DISCORD_WEBHOOK_URL);
+  ``discord:<DISCORD_SIGNALS_CHANNEL_ID>``, and/or a sender for ``webhook`` (DISCORD_WEBHOOK_URL); both
+  post trade calls, and watch notes with WATCH_NOTES=signals; with WATCH_NOTES=channel a third sender
+  posts the watch notes to ``discord:<DISCORD_WATCH_CHANNEL_ID>`` (:class:`~src.bot.sinks.SignalRoutes`);
 - ``stop()`` lets the senders finish the message in flight (2.5 s), closes the bot and the webhook's
   aiohttp session, and stops the chart worker;
 - ``stats()`` returns the counters for metrics and ``>status``; ``status_text()`` one line for
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +24,8 @@ from typing import TYPE_CHECKING
 import structlog
 from discord.ext import commands
 
+from src.analysis.types import SignalKind
+from src.bot.analysis_api import TrackRecordView
 from src.bot.discord.bot import WyEliBot, run_bot
 from src.bot.discord.charts import ChartRenderer
 from src.bot.discord.cogs.signals import CommandDeps
@@ -29,10 +33,12 @@ from src.bot.discord.messages import MessageBuilder, ViewCache
 from src.bot.discord.outbox import OutboxSender, OutboxStats
 from src.bot.discord.posters import ChannelPoster, WebhookPoster
 from src.bot.discord.preview import DiscordPreviewSink
-from src.bot.sinks import SignalBatch, SignalSink
+from src.bot.sinks import KindFilter, SignalBatch, SignalRoutes, SignalSink
 from src.bot.status import MarketViewProvider, StatusProvider
 from src.config import Config
 from src.storage.base import Store
+
+TrackRecordsProvider = Callable[[], Sequence[TrackRecordView]]
 
 if TYPE_CHECKING:
     from src.jobs.queue import JobQueue
@@ -78,6 +84,7 @@ class DiscordService:
         clock: Callable[[], float] = time.time,
         poll_interval_s: float = 30.0,
         flush_timeout_s: float = 2.5,
+        track_records: TrackRecordsProvider | None = None,
         jobs: JobQueue | None = None,
         jobs_unavailable: str = "",
     ) -> None:
@@ -97,24 +104,31 @@ class DiscordService:
             renderer=self.renderer,
             all_symbols=config.symbols_all,
             guild_id=config.discord_guild_id,
+            track_records=track_records,
         )
+        self.routes = SignalRoutes.from_config(config)
         self.senders: list[OutboxSender] = []
-        self._channel_sender: OutboxSender | None = None
+        self._channel_senders: list[OutboxSender] = []
         self._webhook: WebhookPoster | None = None
+
+        def sender(poster: ChannelPoster | WebhookPoster, kinds: frozenset[SignalKind]) -> OutboxSender:
+            return OutboxSender(store, poster, self.builder, max_age_s=config.signal_max_age_seconds, clock=clock,
+                                poll_interval_s=poll_interval_s, kinds=kinds)
+
         if config.discord_token and config.discord_signals_channel_id:
-            poster = ChannelPoster(lambda: self._bot, config.discord_signals_channel_id)
-            self._channel_sender = OutboxSender(store, poster, self.builder, max_age_s=config.signal_max_age_seconds,
-                                                clock=clock, poll_interval_s=poll_interval_s)
-            self.senders.append(self._channel_sender)
+            self._channel_senders.append(sender(ChannelPoster(lambda: self._bot, config.discord_signals_channel_id),
+                                                self.routes.discord_signals))
+        if config.discord_token and config.discord_watch_channel_id and self.routes.discord_watch:
+            self._channel_senders.append(sender(ChannelPoster(lambda: self._bot, config.discord_watch_channel_id),
+                                                self.routes.discord_watch))
+        self.senders.extend(self._channel_senders)
         if config.discord_webhook_url:
             try:
                 self._webhook = WebhookPoster(config.discord_webhook_url)
             except ValueError as exc:  # a wrong URL disables the webhook, not the bot
                 log.error("discord_webhook_disabled", error=str(exc))
             else:
-                self.senders.append(OutboxSender(store, self._webhook, self.builder,
-                                                 max_age_s=config.signal_max_age_seconds, clock=clock,
-                                                 poll_interval_s=poll_interval_s))
+                self.senders.append(sender(self._webhook, self.routes.discord_signals))
         # backtest jobs (src/jobs): the >backtest/>research cog and the poster of progress and results
         self.jobs = jobs
         self.jobs_unavailable = jobs_unavailable or "backtest jobs are not configured"
@@ -144,8 +158,8 @@ class DiscordService:
         self._bot = bot
 
     def _on_bot_ready(self) -> None:
-        if self._channel_sender is not None:
-            self._channel_sender.wake()
+        for channel_sender in self._channel_senders:
+            channel_sender.wake()
 
     async def start(self) -> None:
         """Start the bot (if a token is set) and the outbox senders. Returns at once; the bot connects in
@@ -249,6 +263,7 @@ def build_discord_service(
     store: Store,
     status_provider: StatusProvider | None,
     market_view_provider: MarketViewProvider | None,
+    track_records: TrackRecordsProvider | None = None,
     *,
     jobs: JobQueue | None = None,
     jobs_unavailable: str = "",
@@ -256,8 +271,8 @@ def build_discord_service(
     """The service when DISCORD_TOKEN (+ channel) or DISCORD_WEBHOOK_URL is set, else None (console only)."""
     if not config.discord_token and not config.discord_webhook_url:
         return None
-    return DiscordService(config, store, status_provider, market_view_provider, jobs=jobs,
-                          jobs_unavailable=jobs_unavailable)
+    return DiscordService(config, store, status_provider, market_view_provider, track_records=track_records,
+                          jobs=jobs, jobs_unavailable=jobs_unavailable)
 
 
 def build_discord_sinks(
@@ -268,17 +283,20 @@ def build_discord_sinks(
     *,
     preview_dir: Path | None = None,
     live: bool = True,
+    track_records: TrackRecordsProvider | None = None,
     jobs: JobQueue | None = None,
     jobs_unavailable: str = "",
 ) -> tuple[list[SignalSink], DiscordService | None]:
     """Every Discord-side sink the configuration asks for: the preview sink (``--discord-preview DIR``,
-    charts falling back to the store's candles) and, in live mode, the service (bot and/or webhook).
-    The caller starts and stops the service; the sinks are closed with the other sinks."""
+    charts falling back to the store's candles; it shows the kinds some Discord destination would post) and,
+    in live mode, the service (bot and/or webhook). The caller starts and stops the service; the sinks are
+    closed with the other sinks."""
     sinks: list[SignalSink] = []
     if preview_dir is not None:
-        sinks.append(DiscordPreviewSink(preview_dir, candles=store))
-    service = build_discord_service(config, store, status_provider, market_view_provider, jobs=jobs,
-                                    jobs_unavailable=jobs_unavailable) if live else None
+        sinks.append(KindFilter(DiscordPreviewSink(preview_dir, candles=store), SignalRoutes.from_config(config).discord))
+    service = (build_discord_service(config, store, status_provider, market_view_provider, track_records,
+                                     jobs=jobs, jobs_unavailable=jobs_unavailable)
+               if live else None)
     if service is not None:
         sinks.append(service)
     return sinks, service

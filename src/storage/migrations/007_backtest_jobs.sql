@@ -45,3 +45,14 @@ CREATE TABLE IF NOT EXISTS backtest_job_files (
 
 ALTER TABLE backtest_jobs      ENABLE ROW LEVEL SECURITY;
 ALTER TABLE backtest_job_files ENABLE ROW LEVEL SECURITY;
+
+-- Supabase grants every new table to anon/authenticated: take the writes back (reads are stopped by RLS), as 001 does.
+DO $$
+DECLARE r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON backtest_jobs, backtest_job_files FROM %I', r);
+        END IF;
+    END LOOP;
+END $$;

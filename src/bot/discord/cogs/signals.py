@@ -8,7 +8,7 @@ sanitised before they are shown, so hostile input cannot ping anyone or break fo
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +17,9 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from src.bot.discord.arguments import resolve_symbol, resolve_timeframe, sanitize
+from src.analysis.types import SignalKind
+from src.bot.analysis_api import TRACKED_GATE_REASONS, TrackRecordView
+from src.bot.discord.arguments import parse_stats_filters, resolve_symbol, resolve_timeframe, sanitize
 from src.bot.discord.charts import ChartRenderer, spec_for_view
 from src.bot.discord.embeds import (
     help_embed,
@@ -47,6 +49,9 @@ class CommandStore(SignalStore, OutcomeStore, Protocol):
     """What the commands read from the store."""
 
 
+EMITTED: tuple[SignalKind, ...] = ("trade", "watch")
+
+
 @dataclass(frozen=True, slots=True)
 class CommandDeps:
     """What the commands need; built by the service from Config and the app's providers.
@@ -63,6 +68,8 @@ class CommandDeps:
     renderer: ChartRenderer | None = None
     all_symbols: bool = False
     guild_id: int | None = None
+    track_records: Callable[[], Sequence[TrackRecordView]] | None = None  # the evidence model's cells, live folded in
+    tracked_reasons: Collection[str] = TRACKED_GATE_REASONS
 
 
 def symbol_choices(symbols: Sequence[str], current: str) -> list[app_commands.Choice[str]]:
@@ -91,10 +98,10 @@ class SignalsCog(commands.Cog, name="WyEli"):
         await ctx.send(content, allowed_mentions=NO_MENTIONS, **kwargs)
 
     async def _default_timeframe(self, symbol: str) -> str:
-        """The timeframe of the symbol's latest signal (the market people are talking about), else the
-        first (shortest) configured timeframe."""
+        """The timeframe of the symbol's latest trade call or watch note (the market people are talking about),
+        else the first (shortest) configured timeframe."""
         try:
-            recent = await self.deps.store.recent_signals(symbol=symbol, limit=1)
+            recent = await self.deps.store.recent_signals(symbol=symbol, limit=1, kinds=EMITTED)
         except StoreError:
             recent = []
         if recent and recent[0].timeframe in self.deps.timeframes:
@@ -151,7 +158,7 @@ class SignalsCog(commands.Cog, name="WyEli"):
     async def _timeframe_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return [app_commands.Choice(name=tf, value=tf) for tf in self.deps.timeframes if current.lower() in tf.lower()][:25]
 
-    @commands.hybrid_command(name="signals", description="The most recent signals, optionally for one symbol")  # type: ignore[arg-type]
+    @commands.hybrid_command(name="signals", description="The most recent trade calls and watch notes")  # type: ignore[arg-type]
     @app_commands.describe(symbol="optional, e.g. BTC")
     async def signals(self, ctx: commands.Context[commands.Bot], symbol: str | None = None) -> None:
         sym: str | None = None
@@ -160,13 +167,27 @@ class SignalsCog(commands.Cog, name="WyEli"):
             if sym is None:
                 raise UserError(f"I don't watch `{sanitize(symbol) or 'that'}`.\n{self.usage()}")
         await ctx.defer()
-        recent = await self.deps.store.recent_signals(symbol=sym, limit=RECENT_SIGNALS)
+        recent = await self.deps.store.recent_signals(symbol=sym, limit=RECENT_SIGNALS, kinds=EMITTED)
         await self._reply(ctx, embed=signals_embed(recent, symbol=sym))
 
-    @commands.hybrid_command(name="stats", description="Signals and win rate per pattern")  # type: ignore[arg-type]
-    async def stats(self, ctx: commands.Context[commands.Bot]) -> None:
+    @commands.hybrid_command(name="stats", description="Track record per pattern: backtest and live, net R after fees")  # type: ignore[arg-type]
+    @app_commands.describe(first="optional: a symbol, timeframe or pattern, e.g. BTC", second="optional, e.g. 1h",
+                           third="optional, e.g. spring")
+    async def stats(self, ctx: commands.Context[commands.Bot], first: str | None = None, second: str | None = None,
+                    third: str | None = None) -> None:
+        records = list(self.deps.track_records()) if self.deps.track_records is not None else []
+        try:
+            symbol, timeframe, pattern = parse_stats_filters(
+                (first, second, third), self.deps.symbols, self.deps.timeframes, [r.pattern for r in records],
+                any_symbol=self.deps.all_symbols)
+        except ValueError as exc:
+            raise UserError(f"{exc}.\nUsage: `>stats [SYMBOL] [TF] [PATTERN]`, e.g. `>stats BTC 1h spring`.") from None
         await ctx.defer()
-        await self._reply(ctx, embed=stats_embed(await self.deps.store.pattern_stats()))
+        live = await self.deps.store.live_track(self.deps.tracked_reasons, symbol=symbol, timeframe=timeframe)
+        if pattern is not None:
+            records = [r for r in records if pattern in r.pattern]
+            live = [t for t in live if pattern in t.pattern]
+        await self._reply(ctx, embed=stats_embed(records, live, symbol=symbol, timeframe=timeframe, pattern=pattern))
 
     @commands.hybrid_command(name="help", description="What WyEli can do")  # type: ignore[arg-type]
     async def help(self, ctx: commands.Context[commands.Bot]) -> None:
