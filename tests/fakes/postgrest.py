@@ -225,7 +225,8 @@ class FakePostgrest:
         for name in TABLES:
             self.tables.setdefault(name, {})
         now = datetime.now(tz=UTC)
-        for version, name in ((1, "001_create_schema"), (2, "002_signal_kinds_and_evidence")):
+        # every migration pasted in the SQL editor (007 adds the backtest job tables, unused over REST)
+        for version, name in ((1, "001_create_schema"), (2, "002_signal_kinds_and_evidence"), (7, "007_backtest_jobs")):
             self.tables["schema_migrations"][(version,)] = {"version": version, "name": name, "checksum": None,
                                                              "applied_at": now}
 
