@@ -115,10 +115,12 @@ async def test_a_stopped_worker_gives_the_job_back_without_using_an_attempt(stor
     assert await store.finish(job.id, a2.attempt, "done", summary={})
 
 
-async def test_start_runs_queued_or_retried_jobs_only(store) -> None:
+async def test_start_runs_queued_jobs_only_so_a_duplicate_delivery_cannot_take_over(store) -> None:
     job = await store.submit(request(), ALICE, LIMITS)
     started = await store.start(job.id, "pg-1")
     assert started.state == "running" and started.worker == "pg-1"
+    assert await store.start(job.id, "pg-dup") is None  # running: a second delivery is a no-op
+    assert await store.heartbeat(job.id, started.attempt)
     cancelled = await store.cancel(job.id)
     assert cancelled.state == "cancelled" and cancelled.cancel_requested
     assert await store.start(job.id, "pg-2") is None

@@ -11,7 +11,8 @@ fetches, one lock per job), LISTEN/NOTIFY wake-ups, worker heartbeats and the li
 - stalled-job recovery: every ``recover_every_s`` each worker asks procrastinate for jobs whose worker has
   sent no heartbeat for ``stalled_after_s`` (default 30 s; heartbeats every 10 s), moves the row back to
   the queue while attempts remain (``requeue_or_fail``, conditional on the attempt, so only one worker
-  acts) and retries the procrastinate job, else fails both with the reason;
+  acts) and retries the procrastinate job, else fails both with the reason; rows queued for 2 minutes
+  without a procrastinate job (the submitter died between insert and defer) are deferred again;
 - procrastinate's own tables (``procrastinate_*``) are created on first use under an advisory lock
   (:func:`ensure_schema`); upgrading procrastinate means applying its migration files (RUNBOOK).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -147,6 +149,24 @@ class PgQueue:
             log.warning("job_recovered_from_dead_worker", job_id=job_id, attempt=rec.attempt, now=state)
         return n
 
+    async def redefer_orphans(self, older_than_s: float = 120.0) -> int:
+        """Rows queued for longer than ``older_than_s`` without a waiting or running procrastinate job (the
+        submitter died between the insert and the defer) are deferred again; returns how many."""
+        queued = [j for j in await self.store.list_jobs(states=["queued"], limit=1000)
+                  if time.time() * 1000 - j.created_ms > older_than_s * 1000]
+        if not queued:
+            return 0
+        live: set[int] = set()
+        for status in ("todo", "doing"):
+            for pj in await self.app.job_manager.list_jobs_async(queue=QUEUE, task=TASK_NAME, status=status):
+                live.add(int(str(pj.task_kwargs.get("job_id", 0))))
+        orphans = [j.id for j in queued if j.id not in live]
+        for job_id in orphans:
+            # the lock keeps a (rare) duplicate from running beside the original; start() then skips it
+            await self.defer(job_id)
+            log.warning("job_deferred_again", job_id=job_id, reason="queued without a procrastinate job")
+        return len(orphans)
+
     async def run_worker(self, *, concurrency: int = 1, heartbeat_s: float = 10.0, stalled_after_s: float = 30.0,
                          recover_every_s: float = 15.0, install_signal_handlers: bool = True) -> None:
         """Run jobs until stopped (SIGINT/SIGTERM: the jobs in flight finish first)."""
@@ -168,6 +188,7 @@ class PgQueue:
         while True:
             try:
                 await self.recover_stalled(stalled_after_s)
+                await self.redefer_orphans()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away for a moment: try again next round

@@ -168,7 +168,7 @@ class PostgresJobStore:
 
     # ------------------------------------------------------------------ runs
     _START = ("UPDATE backtest_jobs SET state = 'running', attempt = attempt + 1, worker = $2, started_at = now(), "
-              "heartbeat_at = now(), progress = 'starting' WHERE id = $1 AND state IN ('queued', 'running') "
+              "heartbeat_at = now(), progress = 'starting' WHERE id = $1 AND state = 'queued' "
               "RETURNING id")
 
     async def claim_next(self, worker: str) -> JobRecord | None:

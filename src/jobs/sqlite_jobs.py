@@ -167,7 +167,7 @@ class SqliteJobStore:
     def _start_sql(self, conn: sqlite3.Connection, job_id: int, worker: str, now: int) -> JobRecord | None:
         cur = conn.execute(
             "UPDATE backtest_jobs SET state = 'running', attempt = attempt + 1, worker = ?, started_at = ?, "
-            "heartbeat_at = ?, progress = 'starting' WHERE id = ? AND state IN ('queued', 'running')",
+            "heartbeat_at = ?, progress = 'starting' WHERE id = ? AND state = 'queued'",
             (worker, now, now, job_id))
         changed = cur.rowcount
         cur.close()

@@ -54,7 +54,8 @@ class JobStore(Protocol):
         """Start the oldest queued job (a new attempt) for ``worker``; None when nothing is queued."""
 
     async def start(self, job_id: int, worker: str) -> JobRecord | None:
-        """Start a new attempt of one job if it is queued or running (a retry after a lost worker); else None."""
+        """Start a new attempt of one job if it is queued (a retry after a lost worker is queued again first); else
+        None, so a duplicate delivery of the job can never take over a running attempt."""
 
     async def heartbeat(self, job_id: int, attempt: int, progress: str | None = None) -> bool:
         """Record that the attempt is alive (and its progress); False when the attempt no longer owns the job."""
