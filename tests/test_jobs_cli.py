@@ -84,3 +84,27 @@ def test_supabase_rest_alone_cannot_run_the_queue(capsys, monkeypatch: pytest.Mo
     code, _, err = run(capsys, "list")
     assert code == 2 and "set DATABASE_URL" in err
     assert main(["worker"]) == 2
+
+
+def test_files_writes_a_finished_jobs_result_files(capsys, tmp_path: Path) -> None:
+    import asyncio
+
+    from src.jobs.model import JobFile
+    from src.jobs.sqlite_jobs import SqliteJobStore
+
+    assert run(capsys, "submit", "--symbol", "BTCUSDT", "--timeframe", "1h")[0] == 0
+
+    async def finish() -> None:
+        store = SqliteJobStore(tmp_path / "q.db")
+        await store.open()
+        job = await store.start(1, "w")
+        assert job is not None
+        await store.finish(1, job.attempt, "done", summary={"trades": 0},
+                           files=[JobFile("equity.png", b"png"), JobFile("report.json", b"{}")])
+        await store.close()
+
+    asyncio.run(finish())
+    code, _, _ = run(capsys, "files", "1", "--out-dir", str(tmp_path / "got"))
+    assert code == 0 and (tmp_path / "got" / "equity.png").read_bytes() == b"png"
+    assert sorted(p.name for p in (tmp_path / "got").iterdir()) == ["equity.png", "report.json"]
+    assert run(capsys, "files", "9", "--out-dir", str(tmp_path / "x"))[0] == 2

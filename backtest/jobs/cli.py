@@ -4,6 +4,7 @@
     python -m backtest jobs status 12        # one JSON object: state, progress, and the summary when done
     python -m backtest jobs list --state queued
     python -m backtest jobs cancel 12
+    python -m backtest jobs files 12 --out-dir out/job12   # equity.png, report.json, trades.csv
     python -m backtest worker --concurrency 2
 
 The queue is the configured store's (DATABASE_URL: Postgres + procrastinate; else SQLITE_PATH + the local
@@ -23,6 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -30,7 +32,7 @@ import structlog
 from backtest.inputs import InputError, parse_date
 from src.analysis import timeframes
 from src.config import Config
-from src.jobs.model import DAY_MS, STATES, JobError, JobKind, JobRequest, Requester
+from src.jobs.model import DAY_MS, STATES, JobError, JobFile, JobKind, JobRequest, Requester
 from src.jobs.patterns import KNOWN_PATTERNS, resolve_pattern
 from src.jobs.queue import JobQueue, build_job_queue
 from src.storage.base import StoreError
@@ -40,7 +42,7 @@ DEFAULT_DAYS = 365
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="{submit,status,list,cancel}")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{submit,status,list,cancel,files}")
     s = sub.add_parser("submit", help="queue a backtest (or --research) job; prints its id")
     s.add_argument("--symbol", required=True, help="e.g. SOLUSDT; with --research a comma-separated list")
     s.add_argument("--timeframe", required=True, help="e.g. 1h")
@@ -57,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     c = sub.add_parser("cancel", help="cancel a queued or running job")
     c.add_argument("id", type=int)
+    f = sub.add_parser("files", help="write a finished job's result files (equity.png, report.json, ...) to a directory")
+    f.add_argument("id", type=int)
+    f.add_argument("--out-dir", required=True, type=Path)
 
 
 def build_request(args: argparse.Namespace, now_ms: int) -> JobRequest:
@@ -129,6 +134,20 @@ def _run(args: argparse.Namespace) -> int:
             d = asyncio.run(_with_queue(cfg, submit))
             print(d["id"])
             print(f"queued #{d['id']} ({request.label()}), position {d.get('queue_position')}", file=sys.stderr)
+            return 0
+        if args.action == "files":
+            async def files(q: JobQueue) -> list[JobFile] | None:
+                rec = await q.store.get(args.id)
+                return None if rec is None else await q.store.files(args.id)
+
+            got_files = asyncio.run(_with_queue(cfg, files))
+            if got_files is None:
+                raise InputError(f"no job #{args.id}")
+            out: Path = args.out_dir
+            out.mkdir(parents=True, exist_ok=True)
+            for jf in got_files:
+                (out / Path(jf.name).name).write_bytes(jf.content)
+                print(out / Path(jf.name).name)
             return 0
         if args.action in ("status", "cancel"):
             async def one(q: JobQueue) -> dict[str, Any] | None:
