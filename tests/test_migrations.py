@@ -24,16 +24,22 @@ pytestmark = pytest.mark.postgres
 
 SCHEMA_SQL = (MIGRATIONS_DIR / "001_create_schema.sql").read_text()
 KINDS_SQL = (MIGRATIONS_DIR / "002_signal_kinds_and_evidence.sql").read_text()
-JOBS_SQL = (MIGRATIONS_DIR / "007_backtest_jobs.sql").read_text()
-ALL_NAMES = ["001_create_schema", "002_signal_kinds_and_evidence", "007_backtest_jobs"]
 OPTIONAL_READ_SQL = (MIGRATIONS_DIR / "optional_public_read.sql").read_text()
-TABLES = {"backtest_jobs", "backtest_job_files",  # 007
-          "schema_migrations", "symbols", "candles", "signals", "signal_deliveries", "signal_performance",
-          "stream_quality", "orders", "positions", "audit_log"}
-VIEWS = {"v_recent_signals", "v_signal_stats", "v_win_rate", "v_reliability", "v_data_quality"}
+TABLES = {"schema_migrations", "symbols", "candles", "signals", "signal_deliveries", "signal_performance",
+          "stream_quality", "orders", "positions", "audit_log", "trading_state",
+          "backtest_jobs", "backtest_job_files"}
+VIEWS = {"v_recent_signals", "v_signal_stats", "v_win_rate", "v_reliability", "v_data_quality", "v_trading_daily"}
 FUNCTIONS = ("wyeli_pending_deliveries(text, integer)", "wyeli_open_signals()", "wyeli_last_signal_times()",
              "wyeli_pattern_stats()", "wyeli_pending_deliveries_by_kind(text, text[], integer)", "wyeli_last_emitted()",
              "wyeli_recent_structures(bigint)", "wyeli_live_track(text[], text, text, text)")
+
+MIGRATION_NAMES = [m.name for m in discover()]
+ALL_SQL = [m.sql for m in discover()]  # every numbered file, in order, as pasted into the SQL editor
+
+
+async def paste_all(c: asyncpg.Connection) -> None:
+    for sql in ALL_SQL:
+        await c.execute(sql)
 
 
 @pytest.fixture
@@ -71,7 +77,7 @@ async def catalog(c: asyncpg.Connection) -> list[tuple[object, ...]]:
 
 async def test_migrations_apply_to_an_empty_schema_and_are_recorded(conn) -> None:
     applied = await apply_migrations(conn)
-    assert applied == ALL_NAMES
+    assert applied == MIGRATION_NAMES
     rels = {(r[0], r[1]) for r in await conn.fetch(
         "SELECT relname, relkind::text FROM pg_class WHERE relnamespace = current_schema()::regnamespace")}
     assert {t for t, k in rels if k == "r"} == TABLES
@@ -82,21 +88,21 @@ async def test_migrations_apply_to_an_empty_schema_and_are_recorded(conn) -> Non
     assert await pending(conn) == []
 
 
-async def test_reapplying_the_newest_file_changes_nothing(conn) -> None:
+async def test_reapplying_the_later_files_changes_nothing(conn) -> None:
+    # 001 cannot be pasted again after 002 (002 changed the columns of views 001 creates; RUNBOOK: apply each
+    # file once, in order); every later file is idempotent on its own
     await apply_migrations(conn)
     before = await catalog(conn)
-    await conn.execute(KINDS_SQL)  # the newest file itself, twice more, as in the SQL editor
-    await conn.execute(KINDS_SQL)
+    for sql in ALL_SQL[1:] * 2:
+        await conn.execute(sql)
     assert await apply_migrations(conn) == []
     assert await catalog(conn) == before
-    assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(ALL_NAMES)
+    assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(MIGRATION_NAMES)
 
 
 async def test_files_pasted_by_hand_in_order_give_the_runners_schema(conn, postgres_url) -> None:
-    await conn.execute(SCHEMA_SQL)
-    await conn.execute(SCHEMA_SQL)  # 001 twice (before 002) is harmless too
-    await conn.execute(KINDS_SQL)
-    await conn.execute(JOBS_SQL)
+    await conn.execute(SCHEMA_SQL)  # 001 twice (before the later files) is harmless too
+    await paste_all(conn)
     pasted = await catalog(conn)
     schema = new_schema_name()
     other = await asyncpg.connect(postgres_url, server_settings={"search_path": schema})
@@ -112,10 +118,11 @@ async def test_files_pasted_by_hand_in_order_give_the_runners_schema(conn, postg
 
 
 async def test_schema_pasted_by_hand_is_recognised_and_its_checksum_filled_in(conn) -> None:
-    await conn.execute(SCHEMA_SQL)
-    assert await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1") is None
-    assert await apply_migrations(conn) == ALL_NAMES[1:]
-    assert await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1") == discover()[0].checksum
+    await paste_all(conn)
+    assert await conn.fetchval("SELECT count(*) FROM schema_migrations WHERE checksum IS NOT NULL") == 0
+    assert await apply_migrations(conn) == []
+    for m in discover():
+        assert await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = $1", m.version) == m.checksum
 
 
 async def test_existing_data_survives_reapplying_the_schema(conn) -> None:
@@ -135,7 +142,7 @@ async def test_migration_002_keeps_the_rows_of_a_001_database_as_posted_trade_ca
         "INSERT INTO signal_performance (signal_id, symbol_name, timeframe, pattern, direction, outcome, entry_time, "
         "entry_price, exit_time, exit_price, r_multiple, mfe, mae, confidence, resolved_at) VALUES ('a1', 'BTCUSDT', '1h', "
         "'spring', 'LONG', 'WIN', now(), 100, now(), 103, 1.4, 1.5, 0.2, 0.8, now())")
-    assert await apply_migrations(conn) == ALL_NAMES[1:]
+    assert await apply_migrations(conn) == MIGRATION_NAMES[1:]
     row = await conn.fetchrow("SELECT kind, gate_reason, structure_id, p_win, evidence FROM signals WHERE id = 'a1'")
     assert tuple(row) == ("trade", "", "", None, None)
     assert await conn.fetchval("SELECT r_multiple FROM v_recent_signals WHERE id = 'a1'") == 1.4
@@ -155,20 +162,20 @@ async def test_row_level_security_is_enabled_on_every_table(conn) -> None:
 
 
 async def test_later_migration_is_applied_once_in_version_order(conn) -> None:
-    extra = Migration(version=99, name="099_add_note", sql="ALTER TABLE signals ADD COLUMN IF NOT EXISTS note text;")
-    assert await apply_migrations(conn, [*discover(), extra]) == [*ALL_NAMES, "099_add_note"]
+    extra = Migration(version=999, name="999_add_note", sql="ALTER TABLE signals ADD COLUMN IF NOT EXISTS test_note text;")
+    assert await apply_migrations(conn, [*discover(), extra]) == [*MIGRATION_NAMES, "999_add_note"]
     assert await apply_migrations(conn, [*discover(), extra]) == []
     assert await conn.fetchval(
-        "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND column_name = 'note'"
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND column_name = 'test_note'"
     ) == 1
 
 
 async def test_failing_migration_rolls_back_and_records_nothing(conn) -> None:
-    broken = Migration(version=99, name="099_broken", sql="CREATE TABLE ok_table (x int); SELECT no_such_column FROM signals;")
+    broken = Migration(version=998, name="998_broken", sql="CREATE TABLE ok_table (x int); SELECT no_such_column FROM signals;")
     with pytest.raises(asyncpg.PostgresError):
         await apply_migrations(conn, [*discover(), broken])
     assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None  # the whole run rolled back
-    assert await apply_migrations(conn) == ALL_NAMES
+    assert await apply_migrations(conn) == MIGRATION_NAMES
 
 
 async def test_changed_migration_file_is_not_reapplied_but_warned_about(conn) -> None:
@@ -185,7 +192,7 @@ async def test_concurrent_runners_apply_each_migration_once(postgres_url: str) -
     try:
         await conns[0].execute(f'CREATE SCHEMA "{schema}"')
         results = await asyncio.gather(*(apply_migrations(c) for c in conns))
-        assert sorted(len(r) for r in results) == [0, 0, 0, len(ALL_NAMES)]
+        assert sorted(len(r) for r in results) == [0, 0, 0, len(MIGRATION_NAMES)]
     finally:
         for c in conns:
             await c.close()
@@ -193,7 +200,9 @@ async def test_concurrent_runners_apply_each_migration_once(postgres_url: str) -
 
 
 def test_discover_ignores_optional_files_and_rejects_duplicate_versions(tmp_path: Path) -> None:
-    assert [m.name for m in discover()] == ALL_NAMES  # optional_public_read.sql is not a migration
+    names = [m.name for m in discover()]
+    assert names[0] == "001_create_schema" and "optional_public_read" not in names  # an opt-in, not a migration
+    assert names == sorted(names)
     (tmp_path / "001_a.sql").write_text("SELECT 1;")
     (tmp_path / "002_b.sql").write_text("SELECT 2;")
     (tmp_path / "notes.sql").write_text("SELECT 3;")
@@ -219,9 +228,7 @@ async def test_anon_cannot_write_any_table_and_reads_nothing_without_the_optiona
             await conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {await conn.fetchval('SELECT current_schema()')} "
                                f"GRANT ALL ON TABLES TO {role}")
             await conn.execute(f"GRANT USAGE ON SCHEMA {await conn.fetchval('SELECT current_schema()')} TO {role}")
-        await conn.execute(SCHEMA_SQL)
-        await conn.execute(KINDS_SQL)
-        await conn.execute(JOBS_SQL)
+        await paste_all(conn)
         for table in TABLES:
             for priv in ("INSERT", "UPDATE", "DELETE"):
                 assert not await conn.fetchval("SELECT has_table_privilege('anon', $1, $2)", table, priv), (table, priv)
@@ -304,7 +311,7 @@ async def test_schema_installs_as_a_plain_owner_that_cannot_alter_the_realtime_p
         await conn.execute(f"CREATE ROLE {role} NOLOGIN")
         await conn.execute(f'ALTER SCHEMA "{schema}" OWNER TO {role}')
         await conn.execute(f"SET LOCAL ROLE {role}")
-        assert await apply_migrations(conn) == ALL_NAMES  # the notice is not an error
+        assert await apply_migrations(conn) == MIGRATION_NAMES  # the notice is not an error
         assert await conn.fetchval(
             "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'supabase_realtime' AND schemaname = $1", schema
         ) == 0
@@ -337,9 +344,10 @@ def test_migrate_command_applies_then_reports_up_to_date(monkeypatch, capsys, tm
     env = ["--env-file", str(tmp_path / "none.env")]
     try:
         assert storage_cli.main(["migrate", "--dry-run", *env]) == 0
-        assert f"{len(ALL_NAMES)} pending migration(s): {', '.join(ALL_NAMES)}" in capsys.readouterr().out
+        pending_text = f"{len(MIGRATION_NAMES)} pending migration(s): {', '.join(MIGRATION_NAMES)}"
+        assert pending_text in capsys.readouterr().out
         assert storage_cli.main(["migrate", *env]) == 0
-        assert f"applied {', '.join(ALL_NAMES)}" in capsys.readouterr().out
+        assert f"applied {', '.join(MIGRATION_NAMES)}" in capsys.readouterr().out
         assert storage_cli.main(["migrate", *env]) == 0
         assert "nothing to apply" in capsys.readouterr().out
     finally:

@@ -44,6 +44,7 @@ from src.bot.shutdown import ShutdownSignals, ShutdownStep, run_shutdown
 from src.bot.sinks import CacheSink, KindFilter, SignalRoutes, SignalSink
 from src.bot.status import ConnectionStatus, MarketView, StatusSnapshot, StreamStatus
 from src.bot.track_record import TrackRecordKeeper
+from src.bot.trading_runner import TradingRunner, TradingStartError
 from src.config import Config
 from src.market.klines_csv import KlineFile, KlineFileError, read_klines_csv
 from src.storage.base import SignalOutcome, Store, StoreError, StoreUnavailable
@@ -149,6 +150,7 @@ class App:
         self.evidence: EvidenceModelView | None = None
         self.replay_db: Path | None = None  # the replay's own database (None: live, or --replay-into-store)
         self.routes = SignalRoutes.from_config(config)
+        self.trading: TradingRunner | None = None
         self.jobs: Any = None  # src.bot.jobs_host.JobsHost (live mode): backtest jobs from Discord
         self.warmed_up = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -173,6 +175,7 @@ class App:
         self.evidence = load_evidence_model(cfg.evidence_model_path)
         self.store = await self._open_store()
         self.cache = await self._open_cache()
+        self.trading = self._build_trading()
         if self.mode == "live":
             from src.bot.jobs_host import JobsHost
 
@@ -197,6 +200,9 @@ class App:
         if await self._until_stopped(self._store_read("signal cooldowns", self._seed_pipeline)) is None:
             await self._shutdown_sequence()
             return 0
+        if await self._until_stopped(self._start_trading()) is None:
+            await self._shutdown_sequence()
+            return 0
         await self.tracker.start()  # grade signals left open by an earlier run
         if await self._until_stopped(self._fold_live_record()) is None:
             await self._shutdown_sequence()
@@ -212,9 +218,8 @@ class App:
     def _announce(self) -> None:
         cfg = self.config
         discord = "discord" if cfg.discord_enabled else ("webhook" if cfg.discord_webhook_url else "console output")
-        trading = "alerts-only" if not cfg.enable_trading else ("LIVE trading" if cfg.enable_live_trading else "testnet trading")
         log.info(
-            f"WyEli starting: {trading}, {cfg.storage_backend} storage, {discord}",
+            f"WyEli starting: trading {cfg.trading_words}, {cfg.storage_backend} storage, {discord}",
             mode=self.mode,
             symbols="ALL" if cfg.symbols_all else ",".join(cfg.symbols),
             timeframes=",".join(cfg.timeframes),
@@ -224,8 +229,9 @@ class App:
         )
         for warning in cfg.warnings:
             log.warning(warning)
-        if cfg.enable_trading:
-            log.warning("ENABLE_TRADING is set but this build sends no orders: alerts only")
+        if cfg.trading_mode == "live":
+            log.warning("LIVE TRADING WITH REAL MONEY: orders are sent to Binance with your keys. >kill in Discord "
+                        "(or stopping the bot) pauses new entries; open positions keep their stops")
 
     # ------------------------------------------------------------------ components
     async def _open_store(self) -> Store:
@@ -280,7 +286,29 @@ class App:
         sinks: list[SignalSink] = [KindFilter(ConsoleSink(), self.routes.console), *discord_sinks]
         if self.cache is not None:
             sinks.append(CacheSink(self.cache))
+        if self.trading is not None:
+            sinks.extend(self.trading.sinks())
+            if self.discord is not None:
+                self.discord.attach_trading(self.trading)
         return sinks
+
+    # ------------------------------------------------------------------ trading (issue 13)
+    def _build_trading(self) -> TradingRunner:
+        try:
+            return TradingRunner(self.config, self.store)
+        except TradingStartError as exc:
+            raise StartupError(str(exc)) from None
+
+    async def _start_trading(self) -> bool:
+        assert self.trading is not None
+        if self.trading.trader is not None:
+            self._closers.insert(0, ShutdownStep("trading", self.trading.close, 3.0))
+        try:
+            await self.trading.start()
+        except TradingStartError as exc:
+            await self.trading.close()
+            raise StartupError(str(exc)) from None
+        return True
 
     def _build_observers(self) -> list[Any]:
         from src.bot.outcome_tracker import OutcomeTracker
@@ -289,6 +317,8 @@ class App:
         self.tracker = OutcomeTracker(self.store, horizon_candles=self.config.outcome_horizon_candles,
                                       commission=self.config.backtest_commission, on_resolved=self._outcome_resolved)
         observers: list[Any] = [ClosedCandleCounter(self.metrics), self.tracker]
+        if self.trading is not None:
+            observers.extend(self.trading.observers())
         if self.cache is not None:
             observers.append(_CacheCandles(self.cache))
         return observers
@@ -552,8 +582,7 @@ class App:
             store_healthy=healthy,
             spool_depth=int(getattr(self.store, "depth", 0) or 0),
             cache=cache,
-            trading="off (alerts only)" if not self.config.enable_trading
-            else "off: ENABLE_TRADING is set, but this build sends no orders",
+            trading=self.trading.status_text() if self.trading is not None else self.config.trading_words,
             discord=discord,
         )
 

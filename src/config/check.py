@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None, extra_checks: Sequence[ExtraCheck] = ())
         print(f"{key.ljust(width)}  {value}")
     print()
     print(f"storage backend: {config.storage_backend}; discord: {'on' if config.discord_enabled else 'off'}; "
-          f"trading: {'ON' if config.enable_trading else 'off'}")
+          f"trading: {config.trading_words}")
     problems = list(config.problems)
     if not problems:
         for check in extra_checks:

@@ -35,6 +35,14 @@ WatchNotes = Literal["off", "console", "signals", "channel"]
 WATCH_NOTE_ROUTES: tuple[WatchNotes, ...] = ("off", "console", "signals", "channel")
 OLD_MIN_CONFIDENCE_DEFAULT = 0.65  # the raw-score threshold before the evidence model
 BINANCE_HOSTS = ("fstream.binance.com", "fstream.binancefuture.com", "stream.binancefuture.com")
+TRADING_MODES = ("off", "paper", "demo", "live")
+DEMO_VENUES = ("demo", "testnet")
+# signed REST base and user-data WebSocket base (the /private route) per trading mode / demo venue
+TRADE_ENDPOINTS = {
+    "live": ("https://fapi.binance.com", "wss://fstream.binance.com/private"),
+    "demo": ("https://demo-fapi.binance.com", "wss://fstream.binancefuture.com/private"),
+    "testnet": ("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com/private"),
+}
 
 
 class ConfigError(ValueError):
@@ -112,6 +120,22 @@ class Config:
     position_size_usdt: float = 100.0
     max_open_positions: int = 3
     leverage: int = 1
+    # trading (issue 13; see src/trading and RUNBOOK section "Trading")
+    trading_mode: str = "off"  # off | paper | demo | live, resolved by _Reader.trading
+    trading_act_on: str = "trade"
+    binance_trade_rest_url: str | None = None
+    binance_trade_ws_url: str | None = None
+    trading_demo_venue: str = "demo"
+    binance_private_key_path: Path | None = None
+    margin_type: str = "ISOLATED"
+    max_orders_per_day: int = 20
+    daily_loss_limit_pct: float = 5.0
+    trading_error_limit: int = 5
+    trading_error_window_seconds: int = 600
+    trading_recv_window_ms: int = 5000
+    trading_admin_ids: tuple[int, ...] = ()
+    trading_admin_role_ids: tuple[int, ...] = ()
+    discord_trading_channel_id: int | None = None
     # cache
     cache_type: str = "none"
     redis_url: str | None = None
@@ -193,6 +217,31 @@ class Config:
             return self.redis_url
         auth = f":{self.redis_password}@" if self.redis_password else ""
         return f"redis://{auth}{self.redis_host or 'localhost'}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def trade_rest_url(self) -> str:
+        """Signed REST base of the trading mode (BINANCE_TRADE_REST_URL overrides it)."""
+        return self.binance_trade_rest_url or TRADE_ENDPOINTS[self._trade_venue][0]
+
+    @property
+    def trade_ws_url(self) -> str:
+        """User-data WebSocket base of the trading mode, the /private route (BINANCE_TRADE_WS_URL overrides it)."""
+        return self.binance_trade_ws_url or TRADE_ENDPOINTS[self._trade_venue][1]
+
+    @property
+    def trading_words(self) -> str:
+        """The trading mode in plain words, for the start-up log, ``--check`` and ``>status``."""
+        host = urlsplit(self.trade_rest_url).hostname or self.trade_rest_url
+        return {
+            "off": "off (alerts only: no orders, no signed requests)",
+            "paper": "PAPER trading: simulated fills on closed candles, no orders sent, no keys used",
+            "demo": f"DEMO trading on {host}: test money, real order flow",
+            "live": f"LIVE TRADING WITH REAL MONEY on {host}",
+        }[self.trading_mode]
+
+    @property
+    def _trade_venue(self) -> str:
+        return "live" if self.trading_mode == "live" else self.trading_demo_venue
 
     def analysis_settings(self) -> AnalysisSettings:
         """The engine's and gate's settings (the issue-10 contract's AnalysisSettings)."""
@@ -335,8 +384,7 @@ class _Reader:
         c.position_size_usdt = self.float_("POSITION_SIZE_USDT", c.position_size_usdt, 1e-9)
         c.max_open_positions = self.int_("MAX_OPEN_POSITIONS", c.max_open_positions, 1, 100)
         c.leverage = self.int_("LEVERAGE", c.leverage, 1, 125)
-        if c.enable_trading and not (c.binance_api_key and c.binance_api_secret):
-            self.problems.append("ENABLE_TRADING=true needs BINANCE_API_KEY and BINANCE_API_SECRET")
+        self.trading(c)
 
         cache = (self.raw("CACHE_TYPE") or "none").lower()
         if cache not in ("none", "redis", "memory"):
@@ -425,6 +473,75 @@ class _Reader:
         elif c.discord_watch_channel_id is not None and c.watch_notes != "channel":
             self.warnings.append(f"DISCORD_WATCH_CHANNEL_ID is set but WATCH_NOTES={c.watch_notes}: it is not used "
                                  "(set WATCH_NOTES=channel to post watch notes there)")
+
+    # ------------------------------------------------------------------ trading (issue 13)
+    def trading(self, c: Config) -> None:
+        """TRADING_MODE and the trading limits. Unset TRADING_MODE follows ENABLE_TRADING / BINANCE_TESTNET:
+        off; true + testnet -> demo; true + not testnet -> live (needs ENABLE_LIVE_TRADING=true too).
+        live always needs all three switches; demo and live need keys; TRADING_ACT_ON=all is refused in live."""
+        mode = (self.raw("TRADING_MODE") or "").lower()
+        if mode and mode not in TRADING_MODES:
+            self.bad("TRADING_MODE", mode, "one of off, paper, demo, live")
+            mode = "off"
+        if not mode:
+            mode = "off" if not c.enable_trading else ("demo" if c.binance_testnet else "live")
+        if mode == "live":
+            missing = [name for name, on in (("ENABLE_TRADING=true", c.enable_trading),
+                                             ("BINANCE_TESTNET=false", not c.binance_testnet),
+                                             ("ENABLE_LIVE_TRADING=true", c.enable_live_trading)) if not on]
+            if missing:
+                self.problems.append(
+                    "live trading (real money) needs ENABLE_TRADING=true, BINANCE_TESTNET=false and "
+                    f"ENABLE_LIVE_TRADING=true; missing: {', '.join(missing)} (use TRADING_MODE=demo or paper to practise)")
+                mode = "off"
+        c.trading_mode = mode
+        act_on = (self.raw("TRADING_ACT_ON") or c.trading_act_on).lower()
+        if act_on not in ("trade", "all"):
+            self.bad("TRADING_ACT_ON", act_on, "trade (trade calls only) or all (also watch notes; paper/demo only)")
+            act_on = "trade"
+        if act_on == "all" and mode == "live":
+            self.problems.append("TRADING_ACT_ON=all is refused in live mode: real money acts on trade calls only")
+            act_on = "trade"
+        c.trading_act_on = act_on
+        c.binance_trade_rest_url = (self.url("BINANCE_TRADE_REST_URL", ("https", "http")) or "").rstrip("/") or None
+        c.binance_trade_ws_url = (self.url("BINANCE_TRADE_WS_URL", ("wss", "ws")) or "").rstrip("/") or None
+        venue = (self.raw("TRADING_DEMO_VENUE") or c.trading_demo_venue).lower()
+        if venue not in DEMO_VENUES:
+            self.bad("TRADING_DEMO_VENUE", venue, "demo (demo-fapi.binance.com) or testnet (the legacy futures testnet)")
+            venue = "demo"
+        c.trading_demo_venue = venue
+        key_path = self.raw("BINANCE_PRIVATE_KEY_PATH")
+        if key_path:
+            c.binance_private_key_path = Path(key_path)
+            if not c.binance_private_key_path.is_file():
+                self.bad("BINANCE_PRIVATE_KEY_PATH", key_path, "the path of a readable Ed25519 private key PEM file")
+        margin = (self.raw("MARGIN_TYPE") or c.margin_type).upper()
+        if margin not in ("ISOLATED", "CROSSED"):
+            self.bad("MARGIN_TYPE", margin, "ISOLATED or CROSSED")
+            margin = "ISOLATED"
+        c.margin_type = margin
+        c.max_orders_per_day = self.int_("MAX_ORDERS_PER_DAY", c.max_orders_per_day, 1, 10000)
+        c.daily_loss_limit_pct = self.float_("DAILY_LOSS_LIMIT_PCT", c.daily_loss_limit_pct, 0.1, 100.0)
+        c.trading_error_limit = self.int_("TRADING_ERROR_LIMIT", c.trading_error_limit, 1, 1000)
+        c.trading_error_window_seconds = self.int_("TRADING_ERROR_WINDOW_SECONDS", c.trading_error_window_seconds, 10, 86400)
+        c.trading_recv_window_ms = self.int_("TRADING_RECV_WINDOW_MS", c.trading_recv_window_ms, 1000, 60000)
+        c.trading_admin_ids = self.id_list("TRADING_ADMIN_IDS")
+        c.trading_admin_role_ids = self.id_list("TRADING_ADMIN_ROLE_IDS")
+        c.discord_trading_channel_id = self.opt_int("DISCORD_TRADING_CHANNEL_ID")
+        if mode in ("demo", "live") and not (c.binance_api_key and (c.binance_api_secret or c.binance_private_key_path)):
+            self.problems.append(
+                f"TRADING_MODE={mode} needs BINANCE_API_KEY and BINANCE_API_SECRET (or BINANCE_PRIVATE_KEY_PATH for an "
+                "Ed25519 key); paper trading needs no keys")
+
+    def id_list(self, name: str) -> tuple[int, ...]:
+        value = self.raw(name)
+        if not value:
+            return ()
+        try:
+            return tuple(_positive_int(x) for x in value.split(",") if x.strip())
+        except ValueError:
+            self.bad(name, value, "comma-separated Discord ids (numbers)")
+            return ()
 
     def url(self, name: str, schemes: tuple[str, ...], secret: bool = False) -> str | None:
         value = self.raw(name)

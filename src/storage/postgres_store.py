@@ -54,6 +54,7 @@ from src.storage.base import (
     signal_kind,
 )
 from src.storage.migrate import apply_migrations
+from src.storage.postgres_trading import PostgresTradingMixin
 
 log = structlog.get_logger(__name__)
 
@@ -241,8 +242,9 @@ def candle_records(candles: Sequence[Candle]) -> list[tuple[Any, ...]]:
     ]
 
 
-class PostgresStore(RejectingCandleWriter):
-    """The Store protocol on PostgreSQL (see the module docstring for the rules)."""
+class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
+    """The Store protocol on PostgreSQL (see the module docstring for the rules); the TradingStore methods
+    come from :class:`~src.storage.postgres_trading.PostgresTradingMixin`."""
 
     def __init__(
         self,

@@ -47,6 +47,7 @@ from src.storage.base import (
     StoreUnavailable,
     StreamQuality,
 )
+from src.storage.spool_trading import TRADING_OPS, SpoolTradingMixin
 from src.storage.sqlite_store import SqliteThread, transaction
 
 log = structlog.get_logger(__name__)
@@ -110,8 +111,9 @@ class _Entry:
         self.payload = payload
 
 
-class SpoolStore:
-    """Wrap ``primary`` (a network Store) with a durable local spool at ``path``."""
+class SpoolStore(SpoolTradingMixin):
+    """Wrap ``primary`` (a network Store) with a durable local spool at ``path``; trading records go the same
+    way (:class:`~src.storage.spool_trading.SpoolTradingMixin`)."""
 
     def __init__(
         self,
@@ -382,6 +384,8 @@ class SpoolStore:
             await self.primary.record_delivery(Delivery(**orjson.loads(group[0].payload)))
         elif op == "outcome":
             await self.primary.save_outcome(SignalOutcome(**orjson.loads(group[0].payload)))
+        elif op in TRADING_OPS:
+            await self._apply_trading(op, group[0].payload)
         else:
             raise StoreError(f"unknown spool operation {op!r}")
 

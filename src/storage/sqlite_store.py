@@ -54,6 +54,7 @@ from src.storage.base import (
     signal_kind,
 )
 from src.storage.migration_files import discover_in
+from src.storage.sqlite_trading import SqliteTradingMixin
 
 log = structlog.get_logger(__name__)
 
@@ -373,8 +374,10 @@ def _marks(values: Collection[str]) -> str:
     return ",".join("?" * len(values))
 
 
-class SqliteStore:
-    """The Store protocol on one SQLite file (see the module docstring for the rules)."""
+
+class SqliteStore(SqliteTradingMixin):
+    """The Store protocol on one SQLite file (see the module docstring for the rules); the TradingStore
+    methods come from :class:`~src.storage.sqlite_trading.SqliteTradingMixin`."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = Path(path)

@@ -68,6 +68,7 @@ from src.storage.base import (
     signal_kind,
 )
 from src.storage.migration_files import discover_in
+from src.storage.supabase_trading import SupabaseTradingMixin
 
 log = structlog.get_logger(__name__)
 
@@ -273,8 +274,9 @@ async def _record_status(response: httpx.Response) -> None:
     _last_status.set(response.status_code)
 
 
-class SupabaseRestStore(RejectingCandleWriter):
-    """The Store protocol over Supabase REST (see the module docstring; contract-tested only)."""
+class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
+    """The Store protocol over Supabase REST (see the module docstring; contract-tested only); the TradingStore
+    methods come from :class:`~src.storage.supabase_trading.SupabaseTradingMixin`."""
 
     def __init__(
         self,
@@ -331,18 +333,21 @@ class SupabaseRestStore(RejectingCandleWriter):
             self._client, self._http = client, http
             try:
                 res = await self._call("check schema", lambda c: c.table("schema_migrations").select("version")
-                                       .order("version", desc=True).limit(1).execute())
+                                       .order("version").execute())
             except BaseException:
                 await self._drop_client()
                 raise
-            have = int(res[0]["version"]) if res else 0
-            missing = [m.name for m in REQUIRED_MIGRATIONS if m.version > have]
+            applied = {int(r["version"]) for r in res}
+            # every required file must be recorded, not just a high enough version: numbers from parallel work
+            # can be pasted out of order
+            missing = [m.name for m in REQUIRED_MIGRATIONS if m.version not in applied]
             if missing:
                 await self._drop_client()
-                raise StoreError(f"{self.name}: the schema is incomplete (version {have}); paste "
+                have = ", ".join(f"{v:03d}" for v in sorted(applied)) or "none"
+                raise StoreError(f"{self.name}: the schema is incomplete (applied: {have}); paste "
                                  + ", then ".join(f"src/storage/migrations/{name}.sql" for name in missing)
                                  + " into the Supabase SQL editor and run it")
-            log.info("supabase_store_opened", store=self.name, key_role=self.key_role, schema_version=res[0]["version"])
+            log.info("supabase_store_opened", store=self.name, key_role=self.key_role, schema_version=max(applied))
 
     async def _drop_client(self) -> None:
         http, self._http, self._client = self._http, None, None

@@ -17,6 +17,7 @@ import structlog
 from discord.ext import commands
 
 from src.bot.discord.cogs.signals import CommandDeps, SignalsCog
+from src.bot.discord.cogs.trading import TradingAdmins, TradingCog
 from src.bot.discord.messages import NO_MENTIONS
 
 log = structlog.get_logger(__name__)
@@ -29,6 +30,7 @@ class WyEliBot(commands.Bot):
 
     def __init__(self, deps: CommandDeps, *, message_content: bool = True, owner_ids: tuple[int, ...] = (),
                  on_ready_hook: Callable[[], None] | None = None, intents: discord.Intents | None = None,
+                 trading: Any = None, trading_admins: TradingAdmins | None = None,
                  extra_cogs: Sequence[Callable[[commands.Bot], commands.Cog]] = (), **kwargs: Any) -> None:
         # default intents + message content; tests pass wider intents (dpytest needs the member cache)
         intents = intents or discord.Intents.default()
@@ -41,10 +43,14 @@ class WyEliBot(commands.Bot):
         self.message_content = message_content
         self.ready_event = asyncio.Event()
         self.on_ready_hook = on_ready_hook
+        self.trading = trading  # a TradingControl when trading is on (src/trading/service.py)
+        self.trading_admins = trading_admins or TradingAdmins(frozenset(), frozenset())
         self.extra_cogs = tuple(extra_cogs)  # e.g. the backtest jobs cog (src/bot/discord/cogs/jobs.py)
 
     async def setup_hook(self) -> None:
         await self.add_cog(SignalsCog(self, self.deps))
+        if self.trading is not None:
+            await self.add_cog(TradingCog(self, self.trading, self.trading_admins))
         for make_cog in self.extra_cogs:
             await self.add_cog(make_cog(self))
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from discord.ext import commands
@@ -29,10 +29,12 @@ from src.bot.analysis_api import TrackRecordView
 from src.bot.discord.bot import WyEliBot, run_bot
 from src.bot.discord.charts import ChartRenderer
 from src.bot.discord.cogs.signals import CommandDeps
+from src.bot.discord.cogs.trading import TradingAdmins
 from src.bot.discord.messages import MessageBuilder, ViewCache
 from src.bot.discord.outbox import OutboxSender, OutboxStats
 from src.bot.discord.posters import ChannelPoster, WebhookPoster
 from src.bot.discord.preview import DiscordPreviewSink
+from src.bot.discord.trading_alerts import DiscordTradingAlerts
 from src.bot.sinks import KindFilter, SignalBatch, SignalRoutes, SignalSink
 from src.bot.status import MarketViewProvider, StatusProvider
 from src.config import Config
@@ -137,6 +139,10 @@ class DiscordService:
         self._bot_task: asyncio.Task[None] | None = None
         self._sender_tasks: list[asyncio.Task[None]] = []
         self._started = False
+        # trading (issue 13): the admin commands and the alerts channel, when a trader runs
+        self.trading: Any = None
+        self.trading_alerts: DiscordTradingAlerts | None = None
+        self._alerts_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -145,7 +151,20 @@ class DiscordService:
 
     def make_bot(self, message_content: bool) -> WyEliBot:
         return WyEliBot(self.deps, message_content=message_content, owner_ids=self.config.discord_owner_ids,
-                        on_ready_hook=self._on_bot_ready, extra_cogs=(self._jobs_cog,))
+                        on_ready_hook=self._on_bot_ready, trading=self.trading, trading_admins=trading_admins(self.config),
+                        extra_cogs=(self._jobs_cog,))
+
+    def attach_trading(self, runner: Any) -> None:
+        """Trading commands for the admins, and trading alerts in DISCORD_TRADING_CHANNEL_ID (else the signals
+        channel), when ``runner`` (src/bot/trading_runner.TradingRunner) has a trader."""
+        if runner.trader is None:
+            return
+        self.trading = runner.trader
+        channel = self.config.discord_trading_channel_id or self.config.discord_signals_channel_id
+        if self.config.discord_token and channel:
+            self.trading_alerts = DiscordTradingAlerts(lambda: self._bot, channel,
+                                                       tuple(sorted(trading_admins(self.config).user_ids)))
+            runner.add_alerts(self.trading_alerts)
 
     def _jobs_cog(self, bot: commands.Bot) -> commands.Cog:
         from src.bot.discord.cogs.jobs import JobCommandDeps, JobsCog
@@ -172,6 +191,8 @@ class DiscordService:
             self._bot_task = asyncio.create_task(run_bot(token, self.make_bot, self._set_bot), name="discord-bot")
         for sender in self.senders:
             self._sender_tasks.append(asyncio.create_task(sender.run(), name=f"outbox-{sender.destination}"))
+        if self.trading_alerts is not None:
+            self._alerts_task = asyncio.create_task(self.trading_alerts.run(), name="discord-trading-alerts")
         if self.jobs is not None and self.config.discord_token:
             from src.bot.discord.job_posts import JobPoster
 
@@ -196,6 +217,10 @@ class DiscordService:
         for sender, task in zip(self.senders, self._sender_tasks, strict=False):
             await sender.stop(task, flush_timeout_s=self.flush_timeout_s)
         self._sender_tasks.clear()
+        if self._alerts_task is not None:
+            self._alerts_task.cancel()
+            await asyncio.gather(self._alerts_task, return_exceptions=True)
+            self._alerts_task = None
         if self._job_poster_task is not None:
             self._job_poster_task.cancel()
             await asyncio.gather(self._job_poster_task, return_exceptions=True)
@@ -256,6 +281,12 @@ class DiscordService:
         st = self.stats()
         parts.append(f"sent {st.sent}, pending {st.pending}, failed attempts {st.failed}, skipped {st.skipped + st.rejected}")
         return "; ".join(parts)
+
+
+def trading_admins(config: Config) -> TradingAdmins:
+    """TRADING_ADMIN_IDS / TRADING_ADMIN_ROLE_IDS; when both are unset, the bot owners (DISCORD_OWNER_IDS)."""
+    users = config.trading_admin_ids or (() if config.trading_admin_role_ids else config.discord_owner_ids)
+    return TradingAdmins(frozenset(users), frozenset(config.trading_admin_role_ids))
 
 
 def build_discord_service(

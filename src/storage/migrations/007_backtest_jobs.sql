@@ -56,3 +56,6 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
+
+-- Recorded here too, so a paste into the SQL editor counts (the bot's runner then only fills in the checksum).
+INSERT INTO schema_migrations (version, name) VALUES (7, '007_backtest_jobs') ON CONFLICT (version) DO NOTHING;
