@@ -2,6 +2,7 @@
 
 - ``--data FILE`` (repeatable): Binance-layout CSV read by ``src.market.klines_csv.read_klines_csv``.
   The file's interval comes from its name (``BTCUSDT-1m-...``) or else is taken to be ``--timeframe``;
+  without ``--timeframe`` the analysis timeframe is the interval the file names say (all the same);
   a smaller interval is aggregated to ``--timeframe`` with ``src.market.aggregator.TimeframeBuilder``
   (Binance's own kline construction); a larger or incompatible one is an error.
 - ``--source db``: the configured store (``src.storage.factory.build_store(Config.from_env())``),
@@ -49,7 +50,8 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", action="append", default=[], metavar="FILE.csv", help="kline CSV (repeatable)")
     p.add_argument("--source", choices=("csv", "db"), default="csv", help="csv files (default) or the configured store")
     p.add_argument("--symbol", help="symbol (default: from each file name); with --source db, comma-separated list")
-    p.add_argument("--timeframe", required=True, help="analysis timeframe, e.g. 15m, 1h, 4h")
+    p.add_argument("--timeframe", help="analysis timeframe, e.g. 15m, 1h, 4h (default: the interval in the file "
+                                       "names, SYMBOL-INTERVAL-....csv; required with --source db)")
     p.add_argument("--from", dest="date_from", metavar="DATE", help="first candle open time (UTC, inclusive)")
     p.add_argument("--to", dest="date_to", metavar="DATE", help="last bound (UTC, exclusive)")
 
@@ -63,9 +65,33 @@ def parse_date(text: str | None, option: str) -> int | None:
         raise InputError(f"{option}: not an ISO date or date-time: {text!r} (e.g. 2024-01-31 or 2024-01-31T12:00)") from None
 
 
+def timeframe_from_names(paths: list[str], option: str = "--timeframe") -> str:
+    """The interval the file names say (``BTCUSDT-1h-....csv``), when ``--timeframe`` is omitted; every file
+    must say one and they must agree."""
+    said = {raw: infer_symbol_interval(Path(raw))[1] for raw in paths}
+    unnamed = [raw for raw, tf in said.items() if tf is None]
+    if unnamed:
+        raise InputError(f"{option} is needed: the file name {Path(unnamed[0]).name!r} does not say the interval "
+                         "(name it SYMBOL-INTERVAL-....csv, e.g. BTCUSDT-1h-2024.csv)")
+    found = sorted({tf for tf in said.values() if tf is not None}, key=timeframes.sort_key)
+    if len(found) != 1:
+        raise InputError(f"the files have different intervals ({', '.join(found)}): pass {option}")
+    return found[0]
+
+
 def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
-    """Validate the input options; CSV files are checked for existence and interval, not read yet."""
-    tf = args.timeframe
+    """Validate the input options; CSV files are checked for existence and interval, not read yet. An omitted
+    ``--timeframe`` is taken from the file names (``args.timeframe`` is then set to it)."""
+    if args.timeframe is None:
+        if args.source == "db":
+            raise InputError("--source db needs --timeframe")
+        missing = [raw for raw in args.data if not Path(raw).is_file()]
+        if missing:
+            raise InputError(f"--data {missing[0]}: no such file")
+        if not args.data:
+            raise InputError("give at least one --data FILE.csv (or --source db)")
+        args.timeframe = timeframe_from_names(list(args.data))
+    tf: str = args.timeframe
     if not timeframes.is_interval(tf):
         raise InputError(f"--timeframe: unknown interval {tf!r}; valid: {', '.join(timeframes.INTERVALS)}")
     from_ms = parse_date(args.date_from, "--from")

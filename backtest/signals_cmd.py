@@ -3,6 +3,7 @@
     python -m backtest signals --data FILE.csv --symbol BTCUSDT --timeframe 1h --out signals.jsonl \
         [--min-confidence X] [--all] [--evidence-model PATH]
     python -m backtest events  --data FILE.csv --symbol BTCUSDT --timeframe 1h --out events.jsonl
+    python -m backtest signals --data BTCUSDT-1h-2024.csv --out signals.jsonl   # symbol and interval from the name
 
 Both build the engine with ``src.analysis.registry.build_engine`` and feed every closed candle
 through ``src.analysis.engine.step`` - the same per-candle step the bot runs live. ``signals``
@@ -31,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from backtest.inputs import InputError, StreamSpec, load_csv
+from backtest.inputs import InputError, StreamSpec, load_csv, timeframe_from_names
 from backtest.run_cmd import read_evidence_model
 from src.analysis import timeframes
 from src.analysis.engine import AnalysisSettings, SignalGate, step
@@ -47,7 +48,8 @@ YEAR_MS = 365.25 * 86_400_000
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="FILE.csv", help="Binance-layout kline CSV")
     p.add_argument("--symbol", help="symbol (default: from the file name, e.g. BTCUSDT-1h-....csv)")
-    p.add_argument("--timeframe", required=True, help="analysis timeframe, e.g. 15m, 1h, 4h")
+    p.add_argument("--timeframe", help="analysis timeframe, e.g. 15m, 1h, 4h (default: the interval in the file name, "
+                                       "SYMBOL-INTERVAL-....csv)")
     p.add_argument("--out", required=True, type=Path, metavar="FILE.jsonl", help="output JSON lines")
 
 
@@ -82,8 +84,13 @@ def _settings(min_confidence: float | None = None, cooldown: int | None = None) 
 
 
 def load(args: argparse.Namespace) -> tuple[str, str, list[Candle]]:
-    """Validate --data/--symbol/--timeframe and return (symbol, timeframe, closed candles)."""
-    tf = args.timeframe
+    """Validate --data/--symbol/--timeframe (omitted: from the file name) and return (symbol, timeframe, closed
+    candles)."""
+    if args.timeframe is None:
+        if not Path(args.data).is_file():
+            raise InputError(f"--data {args.data}: no such file")
+        args.timeframe = timeframe_from_names([args.data])
+    tf: str = args.timeframe
     if not timeframes.is_interval(tf):
         raise InputError(f"--timeframe: unknown interval {tf!r}; valid: {', '.join(timeframes.INTERVALS)}")
     path = Path(args.data)

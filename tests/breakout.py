@@ -14,8 +14,10 @@ from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, SignalCandi
 class BreakoutAnalyzer:
     name = "breakout"
 
-    def __init__(self, lookback: int = 20) -> None:
+    def __init__(self, lookback: int = 20, pattern: str = "test_breakout") -> None:
         self.lookback = lookback
+        self.pattern = pattern
+        self.name = "breakout" if pattern == "test_breakout" else f"breakout_{pattern}"
         self.highs: deque[float] = deque(maxlen=lookback)
         self.last: Candle | None = None
 
@@ -26,7 +28,7 @@ class BreakoutAnalyzer:
             stop = min(candle.low, top * 0.99)
             risk = candle.close - stop
             out.candidates.append(SignalCandidate(
-                analyzer=self.name, pattern="test_breakout", direction="LONG", raw_score=0.8, entry=candle.close,
+                analyzer=self.name, pattern=self.pattern, direction="LONG", raw_score=0.8, entry=candle.close,
                 stop_loss=stop, take_profits=(candle.close + 2 * risk,), reasons=(f"close {candle.close:.2f} > {top:.2f}",),
             ))
             out.events.append(AnalysisEvent("wyckoff_event", "breakout", candle.symbol, candle.timeframe,
@@ -39,8 +41,14 @@ class BreakoutAnalyzer:
         return AnalyzerState(self.name, f"{len(self.highs)} highs tracked")
 
     def params_fingerprint(self) -> str:
-        return f"lookback={self.lookback}"
+        return f"lookback={self.lookback}" if self.pattern == "test_breakout" else f"lookback={self.lookback},{self.pattern}"
 
 
 def breakout_engine(symbol: str, timeframe: str, settings: AnalysisSettings | None = None) -> AnalysisEngine:
     return AnalysisEngine(symbol, timeframe, [BreakoutAnalyzer()], settings or AnalysisSettings(cooldown_seconds=0))
+
+
+def twin_breakout_engine(symbol: str, timeframe: str, settings: AnalysisSettings | None = None) -> AnalysisEngine:
+    """Two signals on every breakout candle (patterns ``test_breakout`` and ``test_breakout_twin``)."""
+    return AnalysisEngine(symbol, timeframe, [BreakoutAnalyzer(), BreakoutAnalyzer(pattern="test_breakout_twin")],
+                          settings or AnalysisSettings(cooldown_seconds=0))

@@ -22,6 +22,7 @@ as the same ISO text.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
@@ -189,6 +190,19 @@ class StoreContract:
         assert await store.load_candles("BTCUSDT", "1m") == []
         assert await store.last_open_time("BTCUSDT", "1m") is None
 
+    async def test_a_candle_the_store_cannot_hold_is_refused_alone_never_the_batch(self, store: Store) -> None:
+        # values no 64-bit column or timestamp can hold: refused one by one, counted; the rest of the batch lands
+        good = [make_candle(i=0), make_candle("ETHUSDT", i=1), make_candle("SOLUSDT", i=2)]
+        unstorable = [dataclasses.replace(make_candle("ETHUSDT", i=3), trades=2**63),
+                      dataclasses.replace(make_candle("XRPUSDT", i=4), open_time_ms=2**60, close_time_ms=2**60 + 59_999)]
+        before = getattr(store, "rejected_candles", 0)
+        await store.upsert_candles([good[0], unstorable[0], good[1], unstorable[1], good[2]])
+        assert await store.load_candles("BTCUSDT", "1m") == [good[0]]
+        assert await store.load_candles("ETHUSDT", "1m") == [good[1]]
+        assert await store.load_candles("SOLUSDT", "1m") == [good[2]]
+        assert await store.load_candles("XRPUSDT", "1m") == []
+        assert getattr(store, "rejected_candles", 0) - before == 2
+
     async def test_load_candles_returns_ascending_within_inclusive_range(self, store: Store) -> None:
         cs = [make_candle(i=i, price=100.0 + i) for i in range(10)]
         await store.upsert_candles(list(reversed(cs)))
@@ -240,6 +254,41 @@ class StoreContract:
         ]
         assert len(await store.load_candles("ETHUSDT", "1h")) == 2
         assert await store.prune_candles(cutoff) == 0
+
+    # ------------------------------------------------------------------ analysis watermark (issue 11)
+    async def test_commit_analysis_stores_signals_and_moves_each_streams_watermark_forward_only(self, store: Store) -> None:
+        h = 3_600_000
+        assert await store.analysed_up_to("BTCUSDT", "1h") is None
+        a, b = make_signal("BTCUSDT", "1h", T0, "spring"), make_signal("BTCUSDT", "1h", T0, "sos")
+        c = make_signal("ETHUSDT", "4h", T0 + h, "utad", "SHORT")
+        await store.commit_analysis([a, b, c], {("BTCUSDT", "1h"): T0 + 2 * h, ("ETHUSDT", "4h"): T0 + h})
+        assert {s.id for s in await store.recent_signals(limit=10)} == {a.id, b.id, c.id}
+        assert await store.get_signal(a.id) == a
+        assert await store.analysed_up_to("BTCUSDT", "1h") == T0 + 2 * h
+        assert await store.analysed_up_to("ETHUSDT", "4h") == T0 + h
+        # an older watermark never moves it back; a signal committed twice keeps its first row
+        changed = Signal.from_dict({**a.to_dict(), "confidence": 0.11})
+        await store.commit_analysis([changed], {("BTCUSDT", "1h"): T0})
+        assert await store.analysed_up_to("BTCUSDT", "1h") == T0 + 2 * h
+        assert await store.get_signal(a.id) == a
+        # a watermark without signals (a candle that emitted nothing)
+        await store.commit_analysis([], {("SOLUSDT", "15m"): T0 + 5 * h})
+        assert await store.analysed_up_to("SOLUSDT", "15m") == T0 + 5 * h
+        seed = await store.gate_seed(structure_window_ms=10**12)
+        assert seed.judged_until_ms == {("BTCUSDT", "1h"): T0, ("ETHUSDT", "4h"): T0 + h}
+
+    async def test_drop_candles_after_removes_a_streams_newer_candles_and_moves_its_watermark_back(
+            self, store: Store) -> None:
+        cs = [make_candle(i=i) for i in range(10)]
+        other = [make_candle("ETHUSDT", i=i) for i in range(10)]
+        await store.upsert_candles(cs + other)
+        await store.commit_analysis([], {("BTCUSDT", "1m"): cs[9].open_time_ms, ("ETHUSDT", "1m"): other[9].open_time_ms})
+        assert await store.drop_candles_after("BTCUSDT", "1m", cs[6].open_time_ms) == 3
+        assert await store.load_candles("BTCUSDT", "1m") == cs[:7]
+        assert await store.analysed_up_to("BTCUSDT", "1m") == cs[6].open_time_ms
+        assert await store.load_candles("ETHUSDT", "1m") == other  # other streams untouched
+        assert await store.analysed_up_to("ETHUSDT", "1m") == other[9].open_time_ms
+        assert await store.drop_candles_after("BTCUSDT", "1m", cs[6].open_time_ms) == 0
 
     # ------------------------------------------------------------------ signals
     async def test_save_signal_reports_new_then_existing_and_keeps_first_row(self, store: Store) -> None:

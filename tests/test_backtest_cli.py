@@ -146,3 +146,24 @@ def test_a_file_interval_that_cannot_build_the_timeframe_exits_2_without_a_trace
     assert main([command, "--data", str(m3), "--timeframe", "5m", "--out", str(tmp_path / "o.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "3m candles cannot be aggregated to 5m" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- --timeframe from the file name (issue 11)
+@pytest.mark.parametrize("command", ["signals", "events", "run"])
+def test_timeframe_comes_from_the_file_name_when_omitted(command, tmp_path, csv_1h):
+    args = [command, "--data", str(csv_1h)]
+    args += ["--out-dir", str(tmp_path / "o")] if command == "run" else ["--out", str(tmp_path / "o.jsonl")]
+    assert main(args) == 0
+    with_tf = [command, "--data", str(csv_1h), "--timeframe", "1h"]
+    with_tf += ["--out-dir", str(tmp_path / "p")] if command == "run" else ["--out", str(tmp_path / "p.jsonl")]
+    assert main(with_tf) == 0
+    if command != "run":
+        assert (tmp_path / "o.jsonl").read_text() == (tmp_path / "p.jsonl").read_text()
+
+
+def test_without_timeframe_a_file_name_that_does_not_say_the_interval_is_a_clear_error(tmp_path, csv_1h, capsys):
+    plain = tmp_path / "candles.csv"
+    plain.write_bytes(csv_1h.read_bytes())
+    assert main(["signals", "--data", str(plain), "--symbol", "SYNUSDT", "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "--timeframe" in err and "file name" in err

@@ -111,6 +111,7 @@ def test_unit_has_notify_watchdog_restart_policy_and_start_limits_in_unit_sectio
     assert one(service, "NotifyAccess") == "main"
     assert int(one(service, "WatchdogSec")) >= 60
     assert one(service, "Restart") == "on-failure"
+    assert one(service, "RestartPreventExitStatus") == "2"  # a configuration error is not restarted into the limit
     assert 5 <= int(one(service, "RestartSec")) <= 10
     assert int(one(unit, "StartLimitIntervalSec")) > 0 and int(one(unit, "StartLimitBurst")) > 0
     assert not any(k.startswith("StartLimit") for k, _ in service)

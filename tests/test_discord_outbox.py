@@ -674,3 +674,68 @@ async def test_missing_attach_files_permission_posts_the_signal_without_its_char
     assert channel.signal_ids() == [sig.id] and channel.messages[0][1].files == ()
     d = await store.get_delivery(sig.id, "discord:42")
     assert d is not None and d.status == "sent"
+
+
+# ---------------------------------------------------------------- duplicate windows (issue 11)
+class NonceChannel(discord.abc.Messageable):
+    """A channel that records every send's keyword arguments (the bot path's POST /messages)."""
+
+    def __init__(self) -> None:
+        self.sends: list[dict[str, object]] = []
+
+    async def _get_channel(self) -> discord.abc.MessageableChannel:
+        raise NotImplementedError
+
+    async def send(self, *args: object, **kwargs: object) -> MagicMock:
+        self.sends.append(kwargs)
+        return MagicMock(id=len(self.sends))
+
+
+async def test_the_bot_channel_post_carries_a_nonce_discord_enforces_so_a_retry_returns_the_first_message() -> None:
+    from src.bot.discord.posters import ChannelPoster
+
+    channel = NonceChannel()
+    bot = MagicMock(is_ready=lambda: True, get_channel=lambda _id: channel)
+    poster = ChannelPoster(lambda: bot, 42)
+    a, b = make_signal(), make_signal(pattern="utad")
+    await poster.post(OutgoingMessage((a.id,), "x", ()))
+    await poster.post(OutgoingMessage((a.id,), "x again, without charts", ()))  # the retry of the same message
+    await poster.post(OutgoingMessage((b.id, a.id), "a group", ()))
+    nonces = [s["nonce"] for s in channel.sends]
+    assert nonces[0] == nonces[1] != nonces[2]
+    assert all(isinstance(n, str) and 0 < len(n) <= 25 for n in nonces)  # Discord's limit
+
+
+async def test_a_webhook_post_whose_outcome_is_unknown_is_posted_again_and_says_so(store: SqliteStore) -> None:
+    # Discord took the POST but the answer came after the client timeout (or the bot stopped meanwhile): a
+    # webhook cannot read the channel to check, so the retry may duplicate it; the log says so per signal.
+    from structlog.testing import capture_logs
+
+    sig = make_signal()
+    await save(store, sig)
+    channel = FakeChannel()
+
+    class TimedOutWebhook(FakePoster):
+        destination = "webhook"
+        can_confirm = False
+
+        async def post(self, message: OutgoingMessage) -> str:
+            mid = await super().post(message)
+            if self.attempts == 1:
+                raise TimeoutError  # accepted by Discord, answered too late
+            return mid
+
+        async def find_posted(self, signal_ids: Sequence[str], since_ms: int) -> dict[str, str]:
+            return {}
+
+    poster = TimedOutWebhook(channel)
+    sender = sender_for(store, poster)
+    with pytest.raises(DeliveryFailed):
+        await sender.drain_once()
+    with capture_logs() as logs:
+        assert await sender.drain_once() == 1
+    assert channel.signal_ids() == [sig.id, sig.id]  # the remaining window: documented in RUNBOOK
+    warned = [e for e in logs if e["event"] == "discord_delivery_unconfirmed_repost"]
+    assert len(warned) == 1 and warned[0]["signal_id"] == sig.id and warned[0]["may_duplicate"] is True
+    d = await store.get_delivery(sig.id, "webhook")
+    assert d is not None and d.status == "sent" and d.attempts == 2

@@ -103,7 +103,7 @@ async def test_a_shutdown_during_the_start_up_priming_stops_the_app(tmp_path: Pa
 
     primed = asyncio.Event()
 
-    async def endless_prime(self: Pipeline, symbol: str, timeframe: str, limit: int) -> int:
+    async def endless_prime(self: Pipeline, symbol: str, timeframe: str, limit: int, **kw: Any) -> int:
         primed.set()
         await asyncio.Event().wait()
         return 0
@@ -124,3 +124,62 @@ async def test_a_shutdown_during_the_start_up_priming_stops_the_app(tmp_path: Pa
         async with asyncio.timeout(20):  # guards against waiting forever, not a timing assertion
             code = await run
     assert code == 0
+
+
+async def test_a_restart_heals_a_store_holding_a_candle_from_the_future(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An earlier version stored a bogus closed frame dated 20 minutes ahead: its backfill would have started
+    # after it and every real candle would have been dropped as "late". Now it is deleted at start, logged,
+    # and the stream is backfilled with Binance's real candles.
+    import dataclasses
+
+    from structlog.testing import capture_logs
+
+    from src.storage.sqlite_store import SqliteStore
+
+    start_ms = int(time.time() // 300) * 300_000
+    async with FakeBinance(list(SYMBOLS), list(TFS), seed=22, start_ms=start_ms) as fake:
+        original = BinanceKlineFeed.from_config.__func__  # type: ignore[attr-defined]
+
+        def with_fake_clock(cls: type[BinanceKlineFeed], *args: Any, **kw: Any) -> BinanceKlineFeed:
+            feed: BinanceKlineFeed = original(cls, *args, clock=fake.clock, **kw)
+            return feed
+
+        monkeypatch.setattr(BinanceKlineFeed, "from_config", classmethod(with_fake_clock))
+        db = tmp_path / "wyeli.db"
+        store = SqliteStore(db)
+        await store.open()
+        history = fake.closed_candles("BTCUSDT", "1m", since_ms=fake.now_ms - 60 * 60_000)
+        future = dataclasses.replace(fake.market.candle("BTCUSDT", "1m", fake.now_ms + 20 * 60_000), high=1e6)
+        await store.upsert_candles([*history, future])
+        await store.commit_analysis([], {("BTCUSDT", "1m"): future.open_time_ms})
+        await store.close()
+        env = {
+            "SQLITE_PATH": str(db), "SPOOL_PATH": str(tmp_path / "spool.db"),
+            "CALIBRATION_PATH": str(tmp_path / "none.json"),
+            "BINANCE_WS_URL": fake.ws_url, "BINANCE_REST_URL": fake.rest_url,
+            "SYMBOLS": ",".join(SYMBOLS), "TIMEFRAMES": ",".join(TFS), "WARMUP_CANDLES": "60",
+            "WS_RECONNECT_DELAY": "0.01", "WS_MAX_RECONNECT_DELAY": "0.05", "HTTP_PORT": "0",
+            "STATUS_INTERVAL_SECONDS": "0", "LOG_FORMAT": "text",
+        }
+        app = App(Config.from_env(env, dotenv_path=None).validate(), RunOptions(http=False))
+        with capture_logs() as logs:
+            run = asyncio.create_task(app.run())
+            await eventually(lambda: app.warmed_up.is_set())
+            await fake.wait_for_connections(1)
+            await fake.advance(6)
+
+            def caught_up() -> bool:
+                last = {(s.symbol, s.timeframe): s.last_candle_ms for s in app.feed.stats().streams}
+                return all(last.get((sym, tf)) == newest_closed(fake, sym, tf) for sym in SYMBOLS for tf in TFS)
+
+            await eventually(caught_up)
+            assert all(s.fresh for s in app.feed.stats().streams)
+            app.shutdown.request()
+            async with asyncio.timeout(20):
+                assert await run == 0
+    assert any(e["event"].startswith("stored candles from the future dropped") for e in logs)
+    store = SqliteStore(db)
+    await store.open()
+    got = await store.load_candles("BTCUSDT", "1m")
+    assert got == fake.closed_candles("BTCUSDT", "1m", since_ms=got[0].open_time_ms)
+    await store.close()

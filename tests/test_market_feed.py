@@ -328,10 +328,11 @@ async def test_a_418_ban_pauses_the_feed_until_retry_after_then_it_warms_up(fake
     feed = BinanceKlineFeed(settings_for(fake), sink, no_store, clock=fake.clock)
     with capture_logs() as logs:
         task = await start(feed)
-    exchange_info_calls = [p for p, _ in fake.rest_requests if p.endswith("exchangeInfo")]
+    paths = [p for p, _ in fake.rest_requests]
     await feed.stop()
     await task
-    assert feed.stats().rest_418 == 1 and len(exchange_info_calls) == 2  # banned once, then one call after the ban
+    # the first request (Binance's clock) is banned; after the ban: the clock, then one exchangeInfo call
+    assert feed.stats().rest_418 == 1 and paths[0] == "/fapi/v1/time" and paths.count("/fapi/v1/exchangeInfo") == 1
     retry = [e for e in logs if e["event"].startswith("cannot validate symbols yet")]
     assert len(retry) == 1 and retry[0]["retry_in_s"] >= 0.9  # it waited out Retry-After, not the 0.01 s backoff
     assert all(len(sink.by_stream[s]) == 30 for s in streams_of())

@@ -229,6 +229,7 @@ async def test_a_warm_restart_primes_from_the_cache_only_when_it_is_as_fresh_as_
     store = SqliteStore(tmp_path / "w.db")
     await store.open()
     await store.upsert_candles(candles)
+    await store.commit_analysis([], {("BTCUSDT", "15m"): candles[-1].open_time_ms})  # an earlier run analysed them
 
     class CountingStore:
         """The real store; counts history loads so the test sees where the history came from."""
@@ -353,4 +354,29 @@ async def test_market_view_shows_the_latest_candidates_of_every_kind_and_the_las
     assert view is not None and view.last_signal == posted
     assert [s.pattern for s in view.candidates] == ["g7", "g6", "g5", "g4", "g3"]
     assert await p.market_view("ETHUSDT", "15m") is None
+
+
+async def test_a_candle_no_store_can_hold_is_refused_alone_counted_and_logged_without_false_promises(tmp_path: Path):
+    # e.g. a replay file with a 2**63 trade count: refused before the aggregator (not stored, not analysed),
+    # the store-error metric moves, the other candles of the batch are stored and analysed
+    from dataclasses import replace
+
+    from structlog.testing import capture_logs
+
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    errors: list[str] = []
+    p = Pipeline(settings=SETTINGS, timeframes=("15m",), store=store, build_from_smaller=False,
+                 engine_factory=lambda sym, tf: breakout_engine(sym, tf, SETTINGS), on_store_error=errors.append)
+    await p.start()
+    candles = random_walk(300, timeframe="15m", seed=3, vol=0.01)
+    bad = replace(candles[150], trades=2**63)
+    with capture_logs() as logs:
+        await p.on_candles([*candles[:150], bad, *candles[151:]], "replay")
+    assert await store.load_candles("BTCUSDT", "15m") == candles[:150] + candles[151:]
+    assert errors == ["candle_refused"]
+    assert p.stats.candles_analysed == 299 and p.stats.candles_refused == 1
+    refused = [e for e in logs if e["log_level"] == "error"]
+    assert len(refused) == 1 and "not stored" in refused[0]["event"]
+    assert not any("fetched again" in e["event"] or "re-fetch" in e["event"] for e in logs)
     await store.close()

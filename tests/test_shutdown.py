@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -280,7 +281,7 @@ async def test_sigterm_during_replay_exits_0_with_every_delivered_candle_stored(
     }
     # speed 6000: one 1m candle every 10 ms, so the whole file would take ~30 s; we stop it long before
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "src.bot.main", "--replay", str(csv_path), "--speed", "6000", "--env-file", "/nonexistent",
+        sys.executable, "-m", "src.bot.main", "--replay", str(csv_path), "--speed", "6000", "--no-env-file",
         "--replay-db", str(db),
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -383,3 +384,55 @@ async def test_sigterm_during_live_streaming_exits_0_and_loses_no_delivered_cand
     assert "WATCHDOG=1" in messages[ready_at:]  # pings after READY, while frames flowed
     assert messages[-1].startswith("STOPPING=1")
     assert not any(m.startswith("STOPPING=1") for m in messages[:-1])
+
+
+# ---------------------------------------------------------------- a signal during the final teardown (issue 11)
+TEARDOWN_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from src.bot.shutdown import ShutdownSignals
+
+    async def main() -> None:
+        ShutdownSignals(after_uninstall="stopping").install().uninstall()  # what the bot's run() does at its end
+
+    asyncio.run(main())
+    print("tearing down", flush=True)  # interpreter teardown: executors joined, chart worker stopped, ...
+    time.sleep(float(sys.argv[1]))
+    print("done", flush=True)
+    sys.exit(0)
+    """
+)
+
+
+@pytest.mark.parametrize("signals, code", [(1, 0), (2, 143)])
+def test_a_sigterm_during_teardown_lets_it_finish_with_its_exit_code_and_a_second_exits_at_once(
+        tmp_path: Path, signals: int, code: int) -> None:
+    script = tmp_path / "teardown.py"
+    script.write_text(TEARDOWN_CHILD)
+    proc = subprocess.Popen([sys.executable, str(script), "2"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        read_until(proc, "tearing down")
+        for _ in range(signals):
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+        assert proc.wait(30) == code
+        assert proc.stdout is not None and ("done" in proc.stdout.read()) == (signals == 1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_bot_entry_point_keeps_a_stopping_handler_until_the_process_exits(monkeypatch, tmp_path) -> None:
+    from src.bot import main as bot_main
+
+    seen: list[RunOptions] = []
+
+    def record(config: Config, options: RunOptions) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr(bot_main, "run_app", record)
+    monkeypatch.setenv("SQLITE_PATH", str(tmp_path / "w.db"))
+    assert bot_main.main([]) == 0
+    assert seen and seen[0].own_process

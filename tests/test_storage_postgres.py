@@ -439,3 +439,46 @@ def test_the_runbook_shows_the_tested_queries_verbatim() -> None:
     runbook = (Path(__file__).resolve().parent.parent / "RUNBOOK.md").read_text()
     for query in (RUNBOOK_RECENT, RUNBOOK_RECENT_CALLS, RUNBOOK_STATS, RUNBOOK_WIN_RATE, RUNBOOK_RELIABILITY, RUNBOOK_PRUNE):
         assert query in runbook, query
+
+
+# ---------------------------------------------------------------------------- one refused row, not the batch
+async def test_a_row_postgres_refuses_for_an_unforeseen_reason_drops_only_that_row(pg_store: PostgresStore) -> None:
+    # a NUL byte is valid in a Python str and in SQLite, but Postgres text refuses it: the batch statement
+    # fails as a whole, the store writes the candles one by one and drops only the refused one
+    good = [make_candle(i=i) for i in range(3)]
+    bad = replace(make_candle(i=5), symbol="BAD\x00USDT")
+    before = pg_store.rejected_candles
+    await pg_store.upsert_candles([good[0], bad, good[1], good[2]])
+    assert await pg_store.load_candles("BTCUSDT", "1m") == good
+    assert pg_store.rejected_candles - before == 1
+
+
+# ---------------------------------------------------------------------------- the REST backend's SQL functions (003)
+async def test_the_rest_commit_function_is_one_transaction_with_forward_only_watermarks(
+    pg_store: PostgresStore, sql: asyncpg.Connection
+) -> None:
+    import json
+
+    from src.storage.supabase_store import ms_to_ts, signal_row
+    from tests.storage_contract import T0
+
+    a, b = make_signal(pattern="spring"), make_signal(pattern="sos")
+    mark = [{"symbol": "BTCUSDT", "timeframe": "1h", "analysed_to": ms_to_ts(T0 + 3_600_000)}]
+    call = "SELECT wyeli_commit_analysis($1::json, $2::json)"
+    assert await sql.fetchval(call, json.dumps([signal_row(a), signal_row(b)]), json.dumps(mark)) == 2
+    assert await pg_store.get_signal(a.id) == a and await pg_store.get_signal(b.id) == b
+    assert await pg_store.analysed_up_to("BTCUSDT", "1h") == T0 + 3_600_000
+    older = [{**mark[0], "analysed_to": ms_to_ts(T0)}]
+    assert await sql.fetchval(call, json.dumps([signal_row(a)]), json.dumps(older)) == 0  # known id, older mark
+    assert await pg_store.analysed_up_to("BTCUSDT", "1h") == T0 + 3_600_000
+    # one refused row refuses the whole commit: neither its signals nor its watermark land
+    c = make_signal(pattern="lps")
+    bad = {**signal_row(make_signal(pattern="utad")), "direction": "SIDEWAYS"}
+    later = [{**mark[0], "analysed_to": ms_to_ts(T0 + 7_200_000)}]
+    with pytest.raises(asyncpg.CheckViolationError):
+        await sql.fetchval(call, json.dumps([signal_row(c), bad]), json.dumps(later))
+    assert await pg_store.get_signal(c.id) is None
+    assert await pg_store.analysed_up_to("BTCUSDT", "1h") == T0 + 3_600_000
+    await pg_store.upsert_candles([make_candle(i=i) for i in range(5)])
+    assert await sql.fetchval("SELECT wyeli_drop_candles_after('BTCUSDT', '1m', $1::timestamptz)",
+                              datetime.fromtimestamp((T0 + 2 * 60_000) / 1000, tz=UTC)) == 2

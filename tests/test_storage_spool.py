@@ -368,3 +368,16 @@ async def test_a_primary_whose_open_never_answers_does_not_hold_up_the_start(
         assert spool.primary_up and await primary.load_candles("BTCUSDT", "1m") == [make_candle()]
     finally:
         await spool.close()
+
+
+async def test_an_analysis_commit_during_an_outage_is_one_spooled_entry_replayed_whole(
+    spool: SpoolStore, primary: SwitchableStore
+) -> None:
+    a, b = make_signal(pattern="spring"), make_signal(pattern="sos")
+    primary.down = True
+    await spool.commit_analysis([a, b], {("BTCUSDT", "1h"): T0 + 3_600_000})
+    assert spool.depth == 1
+    primary.down = False
+    await drained(spool)
+    assert {s.id for s in await primary.recent_signals()} == {a.id, b.id}
+    assert await primary.analysed_up_to("BTCUSDT", "1h") == T0 + 3_600_000

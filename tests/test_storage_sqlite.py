@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src.analysis.types import Candle, InvalidCandle
-from src.storage.base import StoreError, StoreUnavailable
-from src.storage.sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore, plainly_valid
+from src.storage.base import StoreError, StoreUnavailable, plainly_valid
+from src.storage.sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from tests.storage_contract import StoreContract, candles, delivery, make_candle, make_signal
 
 

@@ -213,7 +213,7 @@ async def test_recent_signals_by_kind_use_an_in_filter(fake, rest_store) -> None
 async def test_a_schema_without_migration_002_is_reported_with_the_file_to_paste(fake) -> None:
     del fake.tables["schema_migrations"][(2,)]
     store = make_store(fake)
-    missing_002 = r"applied: 001, .*paste src/storage/migrations/002_signal_kinds_and_evidence\.sql "
+    missing_002 = r"schema is incomplete; paste these files .* in order: 002_signal_kinds_and_evidence\.sql$"
     with pytest.raises(StoreError, match=missing_002) as info:
         await store.open()
     assert not isinstance(info.value, StoreUnavailable)
@@ -293,6 +293,14 @@ async def test_missing_schema_is_reported_with_the_fix(fake) -> None:
     assert not isinstance(info.value, StoreUnavailable)
 
 
+async def test_a_schema_without_a_later_migration_names_the_file_to_run(fake) -> None:
+    del fake.tables["schema_migrations"][(3,)]  # 001 was pasted, 003 (analysis watermarks) was not
+    store = make_store(fake)
+    with pytest.raises(StoreError, match=r"003_analysis_watermarks\.sql") as info:
+        await store.open()
+    assert not isinstance(info.value, StoreUnavailable)
+
+
 async def test_retries_are_logged_without_the_key(fake, rest_store) -> None:
     fake.fail_next(1, 503)
     with capture_logs() as logs:
@@ -349,3 +357,33 @@ async def test_non_finite_feature_is_sent_as_null_and_read_back_as_nan(fake, res
                                                                                                   "score": 0.5}
     got = await rest_store.get_signal(s.id)
     assert got is not None and got.features[1] == ("score", 0.5) and got.features[0][1] != got.features[0][1]
+
+
+async def test_reads_during_an_open_that_fails_are_unavailable_never_a_closed_client_error() -> None:
+    # Supabase unreachable at start: the spool's open (bounded by a timeout) and the app's start-up reads
+    # run at once; a read must never get the half-opened client that the failed open then closes
+    # ("client has been closed" became a permanent StoreError that ended the process with a traceback).
+    import asyncio
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = SupabaseRestStore(f"http://127.0.0.1:{port}", SERVICE_KEY, max_attempts=3, retry_initial=0.05,
+                              retry_max=0.1, timeout=1.0)
+
+    async def read() -> BaseException | None:
+        try:
+            await store.gate_seed(structure_window_ms=1)
+        except BaseException as exc:  # the test inspects what came out
+            return exc
+        return None
+
+    async def open_cut_short() -> None:
+        with __import__("contextlib").suppress(TimeoutError, StoreUnavailable):
+            await asyncio.wait_for(store.open(), 0.08)  # the spool's open_timeout, cut short
+
+    results = await asyncio.gather(open_cut_short(), *(read() for _ in range(5)), open_cut_short())
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors and all(isinstance(e, StoreUnavailable) for e in errors), errors
+    await store.close()

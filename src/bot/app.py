@@ -12,6 +12,13 @@ The evidence model (EVIDENCE_MODEL_PATH, else the shipped default) assesses ever
 track record from the store is folded into it at start and, in live mode, as outcomes resolve
 (:mod:`src.bot.track_record`).
 
+Start-up order (live): the HTTP health server first (``/healthz`` answers from the first second,
+``/readyz`` says why the bot is not ready: the store still opening or down, Binance unreachable), then
+the store (a network store that is down is retried with backoff while writes are spooled; a stop
+meanwhile exits 0), Binance's clock and symbols, the priming (with re-analysis after the watermark),
+the feed. HTTP 451 from Binance, a store that refuses for good (bad key, missing schema) or bad input
+end the bot with exit code 2 and one clear log line; nothing ends it with a raw traceback.
+
 Shutdown (SIGTERM/SIGINT, or the end of a replay): stop intake, finish the batch in flight, flush
 and close sinks (Discord outbox) and the store, close connections, STOPPING=1, all within 10 s.
 A second signal exits at once.
@@ -38,7 +45,7 @@ from src.bot.analysis_api import EvidenceModelView, ModelError
 from src.bot.console import ConsoleSink, format_status
 from src.bot.metrics import BotMetrics, ClosedCandleCounter, LoopLagMonitor
 from src.bot.notify import ActivityTracker, SdNotifier, Watchdog
-from src.bot.pipeline import Pipeline
+from src.bot.pipeline import Pipeline, PipelineStats
 from src.bot.replay import replay_files
 from src.bot.shutdown import ShutdownSignals, ShutdownStep, run_shutdown
 from src.bot.sinks import CacheSink, KindFilter, SignalRoutes, SignalSink
@@ -65,6 +72,7 @@ class RunOptions:
     http: bool = True
     replay_into_store: bool = False  # replay into the configured store instead of a fresh replay database
     replay_db: Path | None = None  # the replay database (default: a fresh one under <SQLITE_PATH folder>/replays)
+    own_process: bool = False  # the bot owns the process (python -m src.bot.main): signals are handled to the end
 
 
 class StartupError(RuntimeError):
@@ -135,7 +143,7 @@ class App:
         self.options = options or RunOptions()
         self.mode = "replay" if self.options.replay else "live"
         self.started_at_ms = _now_ms()
-        self.shutdown = ShutdownSignals()
+        self.shutdown = ShutdownSignals(after_uninstall="stopping" if self.options.own_process else "default")
         self.notifier = SdNotifier.from_env()
         self.metrics = BotMetrics()
         self.activity = ActivityTracker(max_silence_s=config.ws_stall_timeout)
@@ -156,6 +164,7 @@ class App:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closers: list[ShutdownStep] = []
         self._feed_stats_at: tuple[float, Any] | None = None
+        self._problems: dict[str, str] = {}  # what keeps the bot from its job now, by component (for /readyz)
 
     # ------------------------------------------------------------------ run
     async def run(self) -> int:
@@ -173,7 +182,17 @@ class App:
         self._announce()
         files = self._load_replay_files() if self.mode == "replay" else []
         self.evidence = load_evidence_model(cfg.evidence_model_path)
-        self.store = await self._open_store()
+        if self.mode == "live":
+            http = await self._start_http()  # first: /healthz must answer while the store is still opening
+            if http is not None:
+                self._closers.append(ShutdownStep("http server", http.stop, 2.0))
+        self._problems["store"] = f"starting: opening the {cfg.storage_backend} store"
+        store = await self._until_stopped(self._open_store())
+        if store is None:  # stopped while the store did not answer
+            await self._shutdown_sequence()
+            return 0
+        self.store = store
+        del self._problems["store"]
         self.cache = await self._open_cache()
         self.trading = self._build_trading()
         if self.mode == "live":
@@ -422,12 +441,15 @@ class App:
                                                  last_open_time=store.last_open_time,
                                                  on_frame=self.activity.touch)
         self._wire_metrics()
-        http = await self._start_http()  # before Binance answers: /healthz must work during a REST outage
-        if http is not None:
-            self._closers.append(ShutdownStep("http server", http.stop, 2.0))
         if self.discord is not None:
             await self.discord.start()
-        streams = await self._until_stopped(self.feed.resolve_streams())
+        from src.market.feed import FeedFatal
+
+        try:
+            streams = await self._until_stopped(self.feed.resolve_streams())
+        except FeedFatal as exc:  # HTTP 451: retrying cannot help
+            await self.feed.stop()
+            raise StartupError(str(exc)) from None
         if streams is None:
             await self.feed.stop()
             return 0
@@ -457,9 +479,11 @@ class App:
         """Rebuild every stream's analyzer state from stored history; returns the candles read."""
         assert self.pipeline is not None
         total = 0
+        closed_by = self.feed.closed_by_ms() if self.feed is not None else None  # Binance's clock, measured by now
         for symbol, timeframe in streams:
             total += await self._store_read(
-                "history for analysis", functools.partial(self.pipeline.prime, symbol, timeframe, self.config.candle_window)
+                "history for analysis", functools.partial(self.pipeline.prime, symbol, timeframe, self.config.candle_window,
+                                                          closed_by_ms=closed_by)
             )
         return total
 
@@ -474,11 +498,17 @@ class App:
         delay = self.STORE_RETRY_S
         while True:
             try:
-                return await read()
+                result = await read()
             except StoreUnavailable as exc:
+                self._problems["store"] = f"store unavailable at start ({what}): {exc}; retrying"
                 log.warning("store unavailable, waiting for it", step=what, error=str(exc), retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+                continue
+            except StoreError as exc:  # refused for good (credentials, schema): a restart cannot fix it
+                raise StartupError(f"the store refused a start-up read ({what}): {exc}") from None
+            self._problems.pop("store", None)
+            return result
 
     async def _until_stopped(self, coro: Awaitable[_R]) -> _R | None:
         """Await ``coro`` unless a shutdown signal comes first (then cancel it and return None)."""
@@ -506,9 +536,8 @@ class App:
             return None
         from src.bot.http_server import HealthServer, HttpServerError
 
-        assert self.store is not None
         server = HealthServer(host=self.config.http_host, port=self.config.http_port, metrics=self.metrics,
-                              status=self.status_snapshot, store_ping=self.store.ping,
+                              status=self.status_snapshot, store_ping=self._store_ping,
                               loop_lag=lambda: self.lag.last_lag_s)
         try:
             await server.start()
@@ -517,6 +546,10 @@ class App:
             return None
         return server
 
+    async def _store_ping(self) -> bool:
+        """False until the store is open (then its own ping)."""
+        return self.store is not None and await self.store.ping()
+
     def _wire_metrics(self) -> None:
         src = self.metrics.sources
         src.frames_received = lambda: self._feed_stats().frames_received
@@ -524,7 +557,9 @@ class App:
         src.stalls = lambda: self._feed_stats().stalls
         src.gaps_backfilled = lambda: self._feed_stats().gaps_backfilled
         src.candles_backfilled = lambda: self._feed_stats().candles_backfilled
-        src.frames_rejected = lambda: self._feed_stats().frames_invalid
+        # malformed frames, closed frames from the future and implausible ones: never stored
+        src.frames_rejected = lambda: (self._feed_stats().frames_invalid + self._feed_stats().future_dropped
+                                       + self._feed_stats().implausible_dropped)
         src.used_weight_1m = lambda: self._feed_stats().used_weight_1m
         if self.discord is not None:
             src.discord_sent = lambda: self.discord.stats().sent
@@ -543,8 +578,20 @@ class App:
             self._feed_stats_at = (now, self.feed.stats())
         return self._feed_stats_at[1]
 
+    def problems(self) -> tuple[str, ...]:
+        """What keeps the bot from its job right now, in words: the store opening or down at start (or its
+        outage while writes are spooled), Binance unreachable or refusing this location."""
+        out = list(self._problems.values())
+        outage = getattr(self.store, "outage", None)
+        if outage and "store" not in self._problems:
+            out.append(f"store unreachable ({outage}); writes are spooled and replayed when it is back")
+        if self.feed is not None and (feed_problem := self._feed_stats().problem):
+            out.append(feed_problem)
+        return tuple(out)
+
     async def status_snapshot(self) -> StatusSnapshot:
-        assert self.pipeline is not None and self.store is not None
+        """The bot's state for ``>status``, the console line, /readyz and metrics; works at every stage of the
+        start (before the store or the pipeline exist)."""
         now = _now_ms()
         streams: list[StreamStatus] = []
         connections: tuple[ConnectionStatus, ...] = ()
@@ -552,14 +599,15 @@ class App:
             fs = self._feed_stats()
             streams = list(fs.streams)
             connections = tuple(fs.connections)
-        else:
+        elif self.pipeline is not None:
             for (symbol, timeframe), window in sorted(self.pipeline.aggregator.windows.items()):
                 streams.append(StreamStatus(symbol, timeframe, window.last_open_time_ms, None, fresh=True))
         try:
-            healthy = await asyncio.wait_for(self.store.ping(), 2.0)
+            healthy = await asyncio.wait_for(self._store_ping(), 2.0)
         except Exception:
             healthy = False
-        st = self.pipeline.stats
+        st = self.pipeline.stats if self.pipeline is not None else PipelineStats()
+        problems = self.problems()
         cache = "off" if self.cache is None else str(self.cache.status)
         from src.bot.discord.service import discord_status_text
 
@@ -578,12 +626,14 @@ class App:
             evidence_model=self.keeper.model.version if self.keeper is not None and self.keeper.model is not None else "",
             signals_by_symbol=tuple(sorted(st.signals_by_symbol.items())),
             last_signal_at=st.last_signal_at,
-            store_backend=self.store.name,
+            store_backend=self.store.name if self.store is not None else self.config.storage_backend,
             store_healthy=healthy,
             spool_depth=int(getattr(self.store, "depth", 0) or 0),
             cache=cache,
             trading=self.trading.status_text() if self.trading is not None else self.config.trading_words,
             discord=discord,
+            notes=problems,  # >status shows them
+            problems=problems,
         )
 
     async def market_view(self, symbol: str, timeframe: str) -> MarketView | None:

@@ -1,13 +1,14 @@
 """The bot's configuration entry points, kept under their documented names.
 
-``from src.bot.config import Config`` and ``python -m src.bot.config --check`` (SPEC 1) use the
-configuration package :mod:`src.config`, which every layer imports directly.
+``from src.bot.config import Config`` and ``python -m src.bot.config --check [--online]`` (SPEC 1) use the
+configuration package :mod:`src.config`, which every layer imports directly; ``--online`` (symbols against
+Binance) is wired here, where the market layer may be imported.
 """
 
 import sys
 
 from src.config import DEFAULT_SYMBOLS, SECRET_FIELDS, Config, ConfigError, mask_secret
-from src.config import check as _check
+from src.config.check import main as check_main
 
 
 def evidence_model_problems(config: Config) -> list[str]:
@@ -22,11 +23,15 @@ def evidence_model_problems(config: Config) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m src.bot.config --check``: the configuration check, plus loading the evidence model."""
-    return _check.main(argv, extra_checks=[evidence_model_problems])
+    """``--check`` plus what the configuration package cannot do itself: loading the evidence model, and with
+    ``--online`` the symbols against Binance (the market layer)."""
+    from src.market.symbols import check_symbols_online
+
+    return check_main(argv, online=check_symbols_online, extra_checks=[evidence_model_problems])
 
 
 __all__ = ["DEFAULT_SYMBOLS", "SECRET_FIELDS", "Config", "ConfigError", "evidence_model_problems", "main", "mask_secret"]
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -52,6 +52,8 @@ def format_status(st: StatusSnapshot) -> str:
         f"discord {st.discord}",
         f"trading {st.trading}",
     ]
+    if st.problems:
+        parts.append("PROBLEM " + "; ".join(st.problems))
     return " | ".join(parts)
 
 

@@ -3,7 +3,9 @@
 - ``GET /healthz``: liveness. The loop answered, nothing external is checked (a Binance or database
   outage must not look like a dead process). Always 200 ``{"status": "ok", ...}``.
 - ``GET /readyz``: readiness, for monitoring. 200 ``{"ready": true, ...}`` when warm-up is done, every stream
-  is fresh and the store answers; else 503 ``{"ready": false, "reasons": [...]}`` naming what is not ready.
+  is fresh and the store answers; else 503 ``{"ready": false, "reasons": [...]}`` naming what is not ready,
+  first the problems the app reports (``StatusSnapshot.problems``: the store still opening or down at
+  start, Binance unreachable and why).
 - ``GET /metrics``: Prometheus text format from :class:`~src.bot.metrics.BotMetrics` (status gauges refreshed
   first).
 
@@ -130,6 +132,7 @@ class HealthServer:
         body: dict[str, Any] = {}
         if snap is not None:
             body["mode"] = snap.mode
+            reasons.extend(snap.problems)  # what the app knows is wrong: store opening or down, Binance unreachable
             if not snap.warmed_up:
                 reasons.append("warm-up not finished")
             stale = [f"{s.symbol} {s.timeframe}" for s in snap.streams if not s.fresh]

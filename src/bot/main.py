@@ -1,8 +1,11 @@
 """Entry point: ``python -m src.bot.main [--replay FILE ...] [--speed N|max] [--discord-preview DIR]
 [--replay-db PATH | --replay-into-store] [--no-http]``.
 
-Exit codes: 0 clean stop (signal, or replay finished); 1 a component failed; 2 bad configuration
-or bad input (the message says what to fix).
+Exit codes: 0 clean stop (signal, or replay finished); 1 a component failed (a restart may help; the
+error is one log record, never a raw traceback); 2 something the operator must fix first: bad
+configuration or input, a store that refuses the credentials or lacks its schema, no valid symbol, or
+Binance refusing this location (HTTP 451). The systemd unit does not restart on 2
+(``RestartPreventExitStatus=2``), so StartLimitBurst is not used up by a fault a restart cannot fix.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
+import structlog
+
 from src.bot.app import RunOptions, run_app
 from src.bot.logging_setup import configure_logging
-from src.config import Config
+from src.config.check import load as load_config
 
 
 def _speed(value: str) -> float | None:
@@ -45,13 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="replay into the configured store (SQLite/Postgres/Supabase) instead of the replay's own "
                            "database: its candles, signals, cooldowns and outcomes")
     p.add_argument("--no-http", action="store_true", help="do not start the health/metrics HTTP server")
-    p.add_argument("--env-file", default=".env", help="dotenv file to load (default: .env; the environment wins)")
+    env = p.add_mutually_exclusive_group()
+    env.add_argument("--env-file", help="dotenv file to load (default: ./.env when present; the environment wins); "
+                                        "a named file that does not exist is an error")
+    env.add_argument("--no-env-file", action="store_true", help="load no dotenv file")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = Config.from_env(dotenv_path=args.env_file)
+    config = load_config(args)
     configure_logging(config.log_level, config.log_format, secrets=config.secret_values())
     if config.problems:
         print("WyEli cannot start: the configuration has problems:", file=sys.stderr)
@@ -68,8 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         http=not args.no_http,
         replay_into_store=args.replay_into_store,
         replay_db=args.replay_db,
+        own_process=True,
     )
-    return run_app(config, options)
+    try:
+        return run_app(config, options)
+    except KeyboardInterrupt:  # a Ctrl-C before the signal handlers were installed
+        return 130
+    except Exception:
+        # never a raw traceback outside the log: one structured record (JSON under systemd), then exit 1
+        structlog.get_logger("src.bot.main").critical("fatal error: the bot stopped", exc_info=True)
+        return 1
 
 
 if __name__ == "__main__":

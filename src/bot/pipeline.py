@@ -3,25 +3,40 @@
 Order of effects for every batch of incoming candles (from the live feed, a REST backfill or a
 replay file):
 
-1. the aggregator keeps only new closed candles of the configured timeframes (building them from
+1. a candle no store could keep (:func:`~src.storage.base.candle_problem`: impossible numbers, a 2**63
+   trade count, a time past year 9999) is refused first: logged, counted as a store error
+   (``candle_refused``), not stored and not analysed; the rest of the batch goes on (the feed never
+   delivers such a candle, a replay file may hold one);
+2. the aggregator keeps only new closed candles of the configured timeframes (building them from
    smaller ones where the input is smaller), ascending per stream;
-2. those candles are written to the store (idempotent upsert) before anything else, so a crash
+3. those candles are written to the store (idempotent upsert) before anything else, so a crash
    after this point loses no candle; when the write fails for a transient reason (StoreUnavailable,
    e.g. SQLite "database is locked" past its busy timeout or a full disk) the candles are kept and
    written again with the next batch and on :meth:`close` (at most ``MAX_UNSAVED`` = 100 000 are
    kept, the oldest dropped and counted beyond that), because the aggregator has already accepted
    them and would drop a re-delivery as a duplicate;
 3. each candle goes through :func:`src.analysis.engine.step` (the same step every backtest uses);
-4. EVERY candidate is stored with the gate's verdict (kind 'trade', 'watch' or 'gated' and the reason),
-   THEN the emitted ones (trade calls and watch notes) are published to the sinks (console, Discord
-   outbox, preview), which take the kinds their route allows: a signal that was not stored is never
-   sent, and a gated candidate is never published;
+4. EVERY candidate (kind 'trade', 'watch' or 'gated' with the gate's reason) of the batch and, per stream,
+   the open time of its newest analysed candle (the "analysed up to" watermark) are committed in ONE
+   store transaction (``commit_analysis``), THEN the emitted ones (trade calls and watch notes) are
+   published to the sinks (console, Discord outbox, preview), which take the kinds their route allows: a
+   signal that was not stored is never sent, and a gated candidate is never published. A commit the
+   store cannot take now (StoreUnavailable) is kept and committed with the next batch (or on
+   :meth:`close`); its signals are sent once it is committed. A commit refused for good is retried one
+   candidate at a time, so only the refused one is lost (logged);
 5. candle observers (the outcome tracker) see every stored candidate, then every analysed candle.
 
 The gate's memory (last emission per stream and direction, the structures already signalled) is
 seeded from the store on :meth:`Pipeline.start`, so cooldowns and one-signal-per-structure survive a
 restart. :meth:`Pipeline.set_evidence` swaps a newer evidence model (the live record folded in) into
 every engine between batches.
+
+Crash consistency: candles are stored before they are analysed, and their analysis is committed with the
+watermark, so after a kill -9 anywhere the store holds every candle and, for each stream, either all or
+none of a batch's candidates. On start :meth:`prime` rebuilds each stream's analyzers from the candles up to
+its watermark (no emission) and then analyses every stored candle after it through this same path: the
+signals a crash cut off are stored and sent then, exactly once (deterministic ids, insert-if-new), and a
+candle stored from the future (a bogus frame) is deleted first.
 
 Analysis of a large batch (warm-up, backfill, replay) runs in a worker thread so the event loop,
 the WebSocket pings and the Discord heartbeat keep running. Batches are processed one at a time
@@ -42,13 +57,14 @@ import structlog
 
 from src.analysis import timeframes as tf_mod
 from src.analysis.engine import AnalysisEngine, AnalysisSettings, step
+from src.analysis.gate import REASON_ALREADY_JUDGED
 from src.analysis.types import Candle, Signal
 from src.bot import analysis_api
 from src.bot.analysis_api import EvidenceModelView
 from src.bot.sinks import SignalBatch, SignalSink
 from src.bot.status import MarketView
 from src.market.aggregator import CandleAggregator
-from src.storage.base import Store, StoreError, StoreUnavailable
+from src.storage.base import Store, StoreError, StoreUnavailable, candle_problem
 from src.storage.cache import Cache
 
 log = structlog.get_logger(__name__)
@@ -59,6 +75,8 @@ VIEW_CANDLES = 150
 RECENT_CANDIDATES = 5  # candidates of every kind >signal shows
 STRUCTURE_MEMORY_MS = 90 * 86_400_000  # structures seeded into the gate: those emitted within 90 days of the newest
 MAX_UNSAVED = 100_000  # candles kept for a retry while the store refuses writes (~10 MB)
+MAX_UNCOMMITTED = 10_000  # analysed batches kept for a retry while the store cannot commit
+RECOVERY_CHUNK = 5_000  # stored candles re-analysed per commit on start
 
 
 class CandleObserver(Protocol):
@@ -78,7 +96,11 @@ class PipelineStats:
     signals_by_pattern: Counter[str] = field(default_factory=Counter)
     last_signal_at: str | None = None
     store_errors: int = 0
+    candles_refused: int = 0
     candles_unsaved_dropped: int = 0
+    candles_recovered: int = 0  # stored but never analysed (a crash): analysed on start
+    future_candles_dropped: int = 0  # stored candles whose interval had not ended: deleted on start
+    signals_refused: int = 0  # signals the store refused for good (not stored, not sent)
     sink_errors: int = 0
     analysis_seconds_total: float = 0.0
 
@@ -97,6 +119,15 @@ class _Candle:
 class _Analysed:
     groups: list[_Candle]
     seconds: float
+
+
+@dataclass(slots=True)
+class _Uncommitted:
+    """An analysed batch whose results are not committed yet: its candles' candidates and the streams' watermarks."""
+
+    groups: list[_Candle]
+    analysed_to: dict[tuple[str, str], int]
+    historical: bool
 
 
 def _log_orphan_failure(task: asyncio.Task[None]) -> None:
@@ -140,6 +171,7 @@ class Pipeline:
         self._on_signal = on_signal
         self._on_store_error = on_store_error
         self._unsaved: list[Candle] = []  # accepted candles whose store write failed, oldest first
+        self._uncommitted: list[_Uncommitted] = []  # analysed batches the store could not commit yet, oldest first
         self._in_flight: set[asyncio.Task[None]] = set()
         self._engine_factory = engine_factory or (
             lambda sym, tf: analysis_api.build_engine(sym, tf, settings, self.evidence))
@@ -163,32 +195,71 @@ class Pipeline:
             eng = self.engines[key] = self._engine_factory(symbol, timeframe)
         return eng
 
-    async def prime(self, symbol: str, timeframe: str, limit: int) -> int:
-        """Rebuild a stream's analyzer state from history without emitting anything (those candles
-        were analysed by an earlier run; their signals are already stored). The history comes from the
-        cache (warm restart) when it holds ``limit`` contiguous candles ending at the store's newest
-        one, else from the store."""
-        history = await self._cached_history(symbol, timeframe, limit)
-        if history is None:
-            history = await self.store.load_candles(symbol, timeframe, limit=limit)
-        if not history:
-            return 0
-        async with self._lock:
-            window = self.aggregator.window(symbol, timeframe)
-            fresh = [c for c in history if window.add(c)]
-            eng = self.engine(symbol, timeframe)
-            await self._maybe_thread(lambda: [eng.on_candle(c) for c in fresh], len(fresh))
-        return len(fresh)
+    async def prime(self, symbol: str, timeframe: str, limit: int, *, closed_by_ms: int | None = None) -> int:
+        """Bring a stream back after a (re)start; returns the candles read to rebuild its analyzers.
 
-    async def _cached_history(self, symbol: str, timeframe: str, limit: int) -> list[Candle] | None:
+        1. With ``closed_by_ms`` (exchange time plus the clock's tolerance): stored candles whose interval has
+           not ended by then (a bogus frame stored by an older version) are deleted, and logged.
+        2. The analyzers are rebuilt from the newest ``limit`` candles up to the stream's "analysed up to"
+           watermark, without emitting anything (their signals are stored). The history comes from the
+           cache (warm restart) when it holds ``limit`` contiguous candles ending there, else from the store.
+        3. Every stored candle after the watermark (a crash cut its analysis off) is analysed now through
+           the normal path: its signals are committed with the watermark and published, once."""
+        if closed_by_ms is not None:
+            await self._drop_future(symbol, timeframe, closed_by_ms)
+        newest = await self.store.last_open_time(symbol, timeframe)
+        if newest is None:
+            return 0
+        watermark = await self.store.analysed_up_to(symbol, timeframe)
+        upto = newest if watermark is None or watermark >= newest else watermark
+        history: list[Candle] = []
+        if watermark is not None:
+            cached = await self._cached_history(symbol, timeframe, limit, upto)
+            history = cached if cached is not None else await self.store.load_candles(
+                symbol, timeframe, end_ms=upto, limit=limit)
+        if history:
+            async with self._lock:
+                window = self.aggregator.window(symbol, timeframe)
+                fresh = [c for c in history if window.add(c)]
+                eng = self.engine(symbol, timeframe)
+                await self._maybe_thread(lambda: [eng.on_candle(c) for c in fresh], len(fresh))
+        if watermark is None or watermark < newest:
+            await self._recover(symbol, timeframe, None if watermark is None else watermark + 1)
+        return len(history)
+
+    async def _drop_future(self, symbol: str, timeframe: str, closed_by_ms: int) -> None:
+        """Delete the stream's stored candles that cannot have closed by ``closed_by_ms``."""
+        newest = await self.store.last_open_time(symbol, timeframe)
+        forming = tf_mod.bucket_start(timeframe, closed_by_ms)  # the bucket of that instant has not closed
+        if newest is None or newest < forming:
+            return
+        removed = await self.store.drop_candles_after(symbol, timeframe, forming - 1)
+        self.stats.future_candles_dropped += removed
+        log.error("stored candles from the future dropped: their interval had not ended on Binance's clock (a bogus "
+                  "frame stored by an earlier run); the feed fetches the real ones", symbol=symbol,
+                  timeframe=timeframe, candles=removed, newest_open_ms=newest, exchange_now_ms=closed_by_ms)
+
+    async def _recover(self, symbol: str, timeframe: str, start_ms: int | None) -> None:
+        """Analyse the stream's stored candles from ``start_ms`` (None: all) through the normal path."""
+        candles = await self.store.load_candles(symbol, timeframe, start_ms=start_ms)
+        if not candles:
+            return
+        log.warning("analysing stored candles a crash left unanalysed", symbol=symbol, timeframe=timeframe,
+                    candles=len(candles), from_ms=candles[0].open_time_ms)
+        self.stats.candles_recovered += len(candles)
+        for i in range(0, len(candles), RECOVERY_CHUNK):
+            await self._run_batch(candles[i:i + RECOVERY_CHUNK], "recovery", write=False)
+
+    async def _cached_history(self, symbol: str, timeframe: str, limit: int, upto_ms: int) -> list[Candle] | None:
         if self.cache is None:
             return None
-        cached = await self.cache.recent_candles(symbol, timeframe, limit)
+        cached = [c for c in await self.cache.recent_candles(symbol, timeframe, limit + 64) if c.open_time_ms <= upto_ms]
+        cached = cached[-limit:]
         if len(cached) < limit or any(
             tf_mod.next_open(timeframe, a.open_time_ms) != b.open_time_ms for a, b in itertools.pairwise(cached)
         ):
             return None
-        if cached[-1].open_time_ms != await self.store.last_open_time(symbol, timeframe):
+        if cached[-1].open_time_ms != upto_ms:
             return None  # the cache missed candles (e.g. Redis was down): the store is the truth
         return cached
 
@@ -199,7 +270,10 @@ class Pipeline:
         CancelledError at once, but the batch is still stored, analysed and published; :meth:`close`
         waits for it. Cut in half, its candles would be stored while its signals were never stored or
         sent, and a restart would not analyse those candles again."""
-        task = asyncio.ensure_future(self._process(candles, source))
+        await self._run_batch(candles, source, write=True)
+
+    async def _run_batch(self, candles: Sequence[Candle], source: str, *, write: bool) -> None:
+        task = asyncio.ensure_future(self._process(candles, source, write=write))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         try:
@@ -208,36 +282,123 @@ class Pipeline:
             task.add_done_callback(_log_orphan_failure)
             raise
 
-    async def _process(self, candles: Sequence[Candle], source: str) -> None:
+    async def _process(self, candles: Sequence[Candle], source: str, *, write: bool = True) -> None:
         async with self._lock:
             self.stats.candles_in += len(candles)
-            closed = [out for c in candles for out in self.aggregator.add(c)]
-            if closed or self._unsaved:
+            closed = [out for c in self._storable(candles) for out in self.aggregator.add(c)]
+            if write and (closed or self._unsaved):
                 await self._write_candles(closed)
             if not closed:
+                if self._uncommitted:
+                    await self._observe(await self._commit_pending(), [])
                 return
             result = await self._maybe_thread(lambda: self._analyse(closed), len(closed))
             self.stats.candles_analysed += len(closed)
             self.stats.analysis_seconds_total += result.seconds
             if self._on_analysis is not None:
                 self._on_analysis(result.seconds, len(closed))
-            stored: list[Signal] = []
-            for group in result.groups:
-                stored += await self._emit(group, historical=source in ("warmup", "backfill"))
-            for obs in self.observers:
-                try:
-                    announce = getattr(obs, "on_signals", None)
-                    if stored and announce is not None:
-                        await announce(stored)
+            analysed_to: dict[tuple[str, str], int] = {}
+            for c in closed:  # ascending per stream: the last one is the newest
+                analysed_to[c.stream] = c.open_time_ms
+            self._uncommitted.append(_Uncommitted(result.groups, analysed_to, source in ("warmup", "backfill", "recovery")))
+            if len(self._uncommitted) > MAX_UNCOMMITTED:
+                lost = self._uncommitted.pop(0)
+                log.error("analysis results dropped: the store could not commit them for too long; their candles are "
+                          "analysed again at the next start only if no later commit moved the watermark past them",
+                          candidates=sum(len(g.candidates) for g in lost.groups))
+            await self._observe(await self._commit_pending(), closed)
+
+    async def _observe(self, stored: list[Signal], closed: list[Candle]) -> None:
+        """Candle observers (the outcome tracker): newly stored signals first, then the analysed candles."""
+        for obs in self.observers:
+            try:
+                announce = getattr(obs, "on_signals", None)
+                if stored and announce is not None:
+                    await announce(stored)
+                if closed:
                     await obs.on_candles(closed)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("candle observer failed", observer=type(obs).__name__)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("candle observer failed", observer=type(obs).__name__)
+
+    async def _commit_pending(self) -> list[Signal]:
+        """Commit every analysed batch not committed yet (oldest first) in one ``commit_analysis``; then count
+        and publish their signals. Returns the candidates stored now ([] when the commit has to wait)."""
+        pending = self._uncommitted
+        if not pending:
+            return []
+        signals = [s for batch in pending for group in batch.groups for s in group.candidates]
+        marks: dict[tuple[str, str], int] = {}
+        for batch in pending:
+            for stream, t in batch.analysed_to.items():
+                marks[stream] = max(marks.get(stream, t), t)
+        try:
+            await self.store.commit_analysis(signals, marks)
+        except StoreUnavailable as exc:
+            self._store_failed("signals")
+            log.error("analysis results cannot be stored yet; kept and committed with the next batch (their signals "
+                      "are sent then)", signals=len(signals), batches=len(pending), error=str(exc))
+            return []
+        except StoreError as exc:
+            self._store_failed("signals")
+            log.error("the store refused a batch of analysis results; committing them one by one", error=str(exc),
+                      signals=len(signals))
+            self._uncommitted = []
+            return await self._commit_one_by_one(pending, marks)
+        self._uncommitted = []
+        for batch in pending:
+            for group in batch.groups:
+                await self._publish(group, batch.historical)
+        return signals
+
+    async def _commit_one_by_one(self, pending: list[_Uncommitted], marks: dict[tuple[str, str], int]) -> list[Signal]:
+        """After a refused commit: each candidate alone (a refused one is logged and lost), then the watermarks."""
+        stored: list[Signal] = []
+        for batch in pending:
+            for group in batch.groups:
+                ok: list[Signal] = []
+                for s in group.candidates:
+                    try:
+                        await self.store.commit_analysis([s], {})
+                    except StoreError as exc:
+                        self.stats.signals_refused += 1
+                        self._store_failed("signals")
+                        log.error("signal refused by the store; it is not stored and will not be sent", signal_id=s.id,
+                                  error=str(exc))
+                        continue
+                    ok.append(s)
+                if ok:
+                    kept = {s.id for s in ok}
+                    emitted = [s for s in group.emitted if s.id in kept]
+                    await self._publish(_Candle(ok, emitted, group.view), batch.historical)
+                    stored += ok
+        try:
+            await self.store.commit_analysis([], marks)
+        except StoreError as exc:
+            self._store_failed("signals")
+            log.error("analysis watermark not stored; these candles are analysed again at the next start (stored "
+                      "signals are not sent twice)", error=str(exc))
+        return stored
+
+    def _storable(self, candles: Sequence[Candle]) -> Sequence[Candle]:
+        """``candles`` without those no store could keep (each refused one logged and counted)."""
+        refused = [(c, problem) for c in candles if c.closed and (problem := candle_problem(c)) is not None]
+        if not refused:
+            return candles
+        for c, problem in refused:
+            self.stats.candles_refused += 1
+            self._store_failed("candle_refused")
+            log.error("candle refused: no store can hold it; it is not stored and not analysed", symbol=c.symbol,
+                      timeframe=c.timeframe, open_time_ms=c.open_time_ms, problem=problem,
+                      refused_total=self.stats.candles_refused)
+        bad = {id(c) for c, _ in refused}
+        return [c for c in candles if id(c) not in bad]
 
     async def _write_candles(self, closed: list[Candle]) -> None:
         """Upsert ``closed`` behind any earlier candles whose write failed; on failure keep them all."""
         batch = self._unsaved + closed
+        rejected_before = int(getattr(self.store, "rejected_candles", 0))
         try:
             await self.store.upsert_candles(batch)
         except StoreError as exc:
@@ -256,6 +417,8 @@ class Pipeline:
                       candles=len(closed), unsaved=len(batch), dropped_total=self.stats.candles_unsaved_dropped)
             return
         self._unsaved = []
+        for _ in range(int(getattr(self.store, "rejected_candles", 0)) - rejected_before):
+            self._store_failed("candles_rejected")  # the store logged each one with its reason
 
     def _store_failed(self, operation: str) -> None:
         self.stats.store_errors += 1
@@ -293,27 +456,14 @@ class Pipeline:
             return await asyncio.to_thread(fn)
         return fn()
 
-    async def _emit(self, group: _Candle, historical: bool) -> list[Signal]:
-        """Store every candidate of one candle, count them, and publish the emitted ones that were stored;
-        returns the candidates that were stored."""
-        stored: list[Signal] = []
-        new = 0
-        for s in group.candidates:
-            try:
-                is_new = await self.store.save_signal(s)
-            except StoreError as exc:
-                self._store_failed("signals")
-                log.error("candidate write failed; it will not be sent or graded", signal_id=s.id, kind=s.kind,
-                          error=str(exc))
-                continue
-            stored.append(s)
-            if is_new:  # a candle an earlier run judged (replay into the same store) keeps its first verdict
-                new += 1
-                self.stats.gated += s.kind == "gated"
-        saved = {s.id for s in stored}
-        emitted = [s for s in group.emitted if s.id in saved]
-        self.stats.candidates += new
-        for s in emitted:
+    async def _publish(self, group: _Candle, historical: bool) -> None:
+        """Count the committed candidates of one candle and publish its emitted ones (trade calls, watch notes).
+        Candidates of candles an earlier run judged (a replay into the same store) are not counted: the
+        store keeps their first verdict (insert-if-new)."""
+        new = [s for s in group.candidates if s.gate_reason != REASON_ALREADY_JUDGED]
+        self.stats.candidates += len(new)
+        self.stats.gated += sum(s.kind == "gated" for s in new)
+        for s in group.emitted:
             self.stats.signals_emitted += 1
             if s.kind == "trade":
                 self.stats.trade_calls += 1
@@ -324,9 +474,9 @@ class Pipeline:
             self.stats.last_signal_at = s.generated_at
             if self._on_signal is not None:
                 self._on_signal(s)
-        if not emitted or group.view is None:
-            return stored
-        batch = SignalBatch(tuple(emitted), (group.view,), historical=historical)
+        if not group.emitted or group.view is None:
+            return
+        batch = SignalBatch(tuple(group.emitted), (group.view,), historical=historical)
         for sink in self.sinks:
             try:
                 await sink.publish(batch)
@@ -335,7 +485,6 @@ class Pipeline:
             except Exception:
                 self.stats.sink_errors += 1
                 log.exception("signal sink failed", sink=sink.name)
-        return stored
 
     def market_view_now(self, symbol: str, timeframe: str, last: Signal | None) -> MarketView | None:
         """The current view of a stream from memory (no I/O); None for an unknown stream."""
@@ -372,6 +521,8 @@ class Pipeline:
         async with self._lock:
             if self._unsaved:
                 await self._write_candles([])
+            if self._uncommitted:
+                await self._observe(await self._commit_pending(), [])
             for sink in self.sinks:
                 try:
                     await sink.close()

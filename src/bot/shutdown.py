@@ -2,7 +2,11 @@
 
 - :class:`ShutdownSignals`: SIGTERM and SIGINT (via ``loop.add_signal_handler``) set an ``asyncio.Event`` the
   app awaits. A SECOND signal means "now": it logs and calls ``os._exit(128 + signum)`` (143 for SIGTERM, 130
-  for SIGINT) without running any more cleanup.
+  for SIGINT) without running any more cleanup. With ``after_uninstall="stopping"`` (the bot's own process)
+  the handlers stay past :meth:`ShutdownSignals.uninstall`, through the interpreter's teardown (executors,
+  the chart worker): a first signal there changes nothing (the process is already stopping, its exit code
+  stands, e.g. 0), a second one still exits at once. Without it the loop's removal would restore the
+  default action, and a SIGTERM in those last moments would end a clean stop with 143.
 - :func:`run_shutdown`: runs named steps in order (stop intake, drain analysis, flush store and outbox, close
   connections, ...). Each step gets at most its own timeout and never more than what is left of the overall
   budget (default 10 s, inside systemd's TimeoutStopSec=30); a step that fails or times out is logged and the
@@ -16,9 +20,11 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import structlog
 
@@ -38,12 +44,14 @@ class ShutdownSignals:
         signals: Sequence[signal.Signals] = DEFAULT_SIGNALS,
         *,
         exit_now: Callable[[int], object] = os._exit,
+        after_uninstall: Literal["default", "stopping"] = "default",
     ) -> None:
         self.signals = tuple(signals)
         self.event = asyncio.Event()
         self.received: signal.Signals | None = None
         self.count = 0
         self._exit_now = exit_now
+        self._after_uninstall = after_uninstall
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fallback: dict[signal.Signals, Callable[[int, object], object] | int | None] = {}
 
@@ -69,6 +77,19 @@ class ShutdownSignals:
             else:
                 self._loop.remove_signal_handler(sig)
         self._loop = None
+        if self._after_uninstall == "stopping" and threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                signal.signal(sig, self._while_stopping)
+
+    def _while_stopping(self, signum: int, frame: object) -> None:
+        """Handler for the last moments of the process: the first signal is absorbed (we are stopping
+        already), a second one exits at once. No logging here: the logging lock may be held right now."""
+        self.count += 1
+        if self.count >= 2:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            self._exit_now(128 + int(signum))
 
     def request(self, reason: signal.Signals = signal.SIGTERM) -> None:
         """Ask for a shutdown from code (e.g. a fatal component error), as if ``reason`` had been received."""

@@ -37,6 +37,7 @@ class StatusSnapshot:
     watch_notes: int = 0
     candidates: int = 0  # every candidate the analyzers proposed (trade calls, watch notes and gated ones)
     evidence_model: str = ""  # the evidence model's version, "" without one
+    problems: tuple[str, ...] = field(default=())  # why the bot is not doing its job right now (shown by /readyz)
 
     @property
     def uptime_s(self) -> float:

@@ -34,6 +34,8 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 WatchNotes = Literal["off", "console", "signals", "channel"]
 WATCH_NOTE_ROUTES: tuple[WatchNotes, ...] = ("off", "console", "signals", "channel")
 OLD_MIN_CONFIDENCE_DEFAULT = 0.65  # the raw-score threshold before the evidence model
+USDT_M_QUOTE = "USDT"
+
 BINANCE_HOSTS = ("fstream.binance.com", "fstream.binancefuture.com", "stream.binancefuture.com")
 TRADING_MODES = ("off", "paper", "demo", "live")
 DEMO_VENUES = ("demo", "testnet")
@@ -43,6 +45,20 @@ TRADE_ENDPOINTS = {
     "demo": ("https://demo-fapi.binance.com", "wss://fstream.binancefuture.com/private"),
     "testnet": ("https://testnet.binancefuture.com", "wss://fstream.binancefuture.com/private"),
 }
+
+
+def usdt_m_name(symbol: str) -> str:
+    """The USDT-M perpetual name a user most likely meant: BTC -> BTCUSDT, ETHUSD -> ETHUSDT, BTCUSDT stays."""
+    sym = symbol.strip().upper()
+    if sym.endswith(USDT_M_QUOTE):
+        return sym
+    for quote in ("USDC", "BUSD", "USD", "PERP"):
+        if sym.endswith(quote) and len(sym) > len(quote):
+            return sym[: -len(quote)] + USDT_M_QUOTE
+    if len(sym) > 4 and sorted(sym[-4:]) == sorted(USDT_M_QUOTE):  # a typo of the quote: ETHUSTD, BTCUDST
+        return sym[:-4] + USDT_M_QUOTE
+    return sym + USDT_M_QUOTE
+
 
 
 class ConfigError(ValueError):
@@ -170,12 +186,21 @@ class Config:
 
     problems: list[str] = field(default_factory=list, repr=False)
     warnings: list[str] = field(default_factory=list, repr=False)  # valid but probably not what the user meant
+    # VARIABLE -> (the value read, shown masked for secrets; the problems it has), for --check's table
+    invalid: dict[str, tuple[str, list[str]]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv_path: str | Path | None = ".env") -> Config:
-        """Read the process environment (after loading ``.env`` without overriding) or ``env``."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, dotenv_path: str | Path | None = ".env",
+                 dotenv_required: bool = False) -> Config:
+        """Read the process environment (after loading ``.env`` without overriding) or ``env``.
+        ``dotenv_required``: the file was named on the command line, so a missing one is a problem."""
         if env is None:
+            if dotenv_required and dotenv_path is not None and not Path(dotenv_path).is_file():
+                cfg = _Reader(os.environ).build()
+                cfg.problems.insert(0, f"env file {dotenv_path} does not exist (check the --env-file path, or use "
+                                       "--no-env-file)")
+                return cfg
             if dotenv_path is not None and Path(dotenv_path).is_file():
                 from dotenv import load_dotenv
 
@@ -271,7 +296,7 @@ class Config:
         """(VARIABLE, effective value) pairs with secrets masked, in declaration order."""
         rows = []
         for f in fields(self):
-            if f.name in ("problems", "warnings", "symbols_all"):
+            if f.name in ("problems", "warnings", "invalid", "symbols_all"):
                 continue
             value = getattr(self, f.name)
             if f.name == "symbols" and self.symbols_all:
@@ -295,6 +320,7 @@ class _Reader:
         self.env = env
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.invalid: dict[str, tuple[str, list[str]]] = {}
 
     def raw(self, name: str) -> str | None:
         value = self.env.get(name)
@@ -305,7 +331,11 @@ class _Reader:
 
     def bad(self, name: str, value: str, expected: str, secret: bool = False) -> None:
         shown = mask_secret(value) if secret else value
-        self.problems.append(f"{name}={shown!r}: expected {expected}")
+        problem = f"{name}={shown!r}: expected {expected}"
+        self.problems.append(problem)
+        read = self.raw(name)
+        whole = (mask_secret(read) if secret else read) if read is not None else shown
+        self.invalid.setdefault(name, (whole, []))[1].append(problem)
 
     def parse(self, name: str, default: T, conv: Callable[[str], T], expected: str, secret: bool = False) -> T:
         value = self.raw(name)
@@ -327,7 +357,7 @@ class _Reader:
 
     def _in_range(self, name: str, value: Any, default: Any, lo: Any, hi: Any, kind: str) -> Any:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            self.bad(name, str(value), _range_text(kind, lo, hi))
+            self.bad(name, self.raw(name) or str(value), _range_text(kind, lo, hi))
             return default
         return value
 
@@ -434,6 +464,7 @@ class _Reader:
         c.status_interval_seconds = self.int_("STATUS_INTERVAL_SECONDS", c.status_interval_seconds, 0, 86400)
         c.problems = self.problems
         c.warnings = self.warnings
+        c.invalid = self.invalid
         return c
 
     def signals(self, c: Config) -> None:
@@ -586,17 +617,25 @@ class _Reader:
         if value.strip().upper() == "ALL":
             return (), True
         out: list[str] = []
+        bad_items = 0
         for item in value.split(","):
             sym = item.strip().upper()
             if not sym:
                 continue
             if not _SYMBOL_RE.match(sym):
                 self.bad("SYMBOLS", item.strip(), "comma-separated symbols like BTCUSDT,ETHUSDT (or ALL)")
+                bad_items += 1
+                continue
+            if not sym.endswith(USDT_M_QUOTE):  # BTC, ETHUSD: the bot streams USDT-margined perpetuals only
+                self.bad("SYMBOLS", item.strip(), f"a USDT-M perpetual name ending in {USDT_M_QUOTE} "
+                                                  f"(did you mean {usdt_m_name(sym)}?)")
+                bad_items += 1
                 continue
             if sym not in out:
                 out.append(sym)
         if not out:
-            self.bad("SYMBOLS", value, "at least one symbol like BTCUSDT (or ALL)")
+            if not bad_items:  # only commas and spaces
+                self.bad("SYMBOLS", value, "at least one symbol like BTCUSDT (or ALL)")
             return DEFAULT_SYMBOLS, False
         return tuple(out), False
 
@@ -604,17 +643,20 @@ class _Reader:
         if value is None:
             return Config.timeframes
         out: list[str] = []
+        bad_items = 0
         for item in value.split(","):
             tf = item.strip()
             if not tf:
                 continue
             if not timeframes.is_interval(tf):
                 self.bad("TIMEFRAMES", tf, f"Binance intervals from {', '.join(timeframes.INTERVALS)}")
+                bad_items += 1
                 continue
             if tf not in out:
                 out.append(tf)
         if not out:
-            self.bad("TIMEFRAMES", value, "at least one interval, e.g. 15m,1h,4h")
+            if not bad_items:  # only commas and spaces
+                self.bad("TIMEFRAMES", value, "at least one interval, e.g. 15m,1h,4h")
             return Config.timeframes
         return tuple(sorted(out, key=timeframes.sort_key))
 

@@ -8,6 +8,8 @@ Rules this client keeps (Binance "General Info" and "Kline/Candlestick Data" pag
   (1 000 ms, covering clock skew) before now.
 - ``GET /fapi/v1/exchangeInfo`` (weight 1) gives the tradable symbols: status ``TRADING``,
   contractType ``PERPETUAL``, quoteAsset ``USDT``.
+- ``GET /fapi/v1/time`` (weight 1) gives Binance's clock (``{"serverTime": ms}``) for
+  :class:`~src.market.exchange_clock.ExchangeClock`.
 - Weight: the budget is 2400/min per IP. ``X-MBX-USED-WEIGHT-1M`` from every response is the truth;
   before a request that would take the minute's usage above ``budget - safety_margin`` (2000), the
   client pauses until the next minute starts.
@@ -15,7 +17,8 @@ Rules this client keeps (Binance "General Info" and "Kline/Candlestick Data" pag
   client fail fast with :class:`RestBanned` until ``Retry-After`` (120 s when absent) has passed;
   the client never retries into a ban.
 - Network/DNS errors, timeouts, 403 (WAF), 408 and 5xx: capped jittered backoff (1 s doubling to 30 s),
-  ``max_attempts`` (4) tries, then :class:`RestUnavailable`. Other 4xx: :class:`RestRequestError`.
+  ``max_attempts`` (4) tries, then :class:`RestUnavailable`. 451 (Binance refuses this location):
+  :class:`RestGeoBlocked` at once, never retried. Other 4xx: :class:`RestRequestError`.
 
 Requests are serialised by one lock so the weight bookkeeping and the 429 pause hold for every caller.
 """
@@ -42,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 KLINES_PATH = "/fapi/v1/klines"
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
+TIME_PATH = "/fapi/v1/time"
 KLINES_PAGE = 1000
 EXCHANGE_INFO_WEIGHT = 1
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
@@ -66,6 +70,11 @@ class RestBanned(RestUnavailable):
     def __init__(self, message: str, until_monotonic: float) -> None:
         super().__init__(message)
         self.until_monotonic = until_monotonic
+
+
+class RestGeoBlocked(BinanceRestError):
+    """HTTP 451: Binance serves no API to this machine's location (a restricted jurisdiction). Retrying
+    cannot help; the bot must run from an eligible region."""
 
 
 class RestRequestError(BinanceRestError):
@@ -93,10 +102,12 @@ class RestSettings:
 
 @dataclass(frozen=True, slots=True)
 class SymbolSelection:
-    """The symbols to subscribe (validated) and the configured ones Binance does not trade."""
+    """The symbols to subscribe (validated), the configured ones Binance does not trade, and every tradable
+    symbol (for suggestions)."""
 
     symbols: tuple[str, ...]
     unknown: tuple[str, ...]
+    tradable: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +120,7 @@ class RestStats:
     errors: int
     invalid_rows: int
     banned: bool
+    last_error: str | None = None  # the latest failure, None once a request succeeded again
 
 
 class BinanceRestClient:
@@ -142,6 +154,7 @@ class BinanceRestClient:
         self._n418 = 0
         self._errors = 0
         self._invalid_rows = 0
+        self._last_error: str | None = None
 
     async def __aenter__(self) -> BinanceRestClient:
         return self
@@ -164,6 +177,7 @@ class BinanceRestClient:
             errors=self._errors,
             invalid_rows=self._invalid_rows,
             banned=self._monotonic() < self._banned_until,
+            last_error=self._last_error,
         )
 
     @property
@@ -171,6 +185,14 @@ class BinanceRestClient:
         return self._banned_until
 
     # ------------------------------------------------------------------ endpoints
+    async def server_time_ms(self) -> int:
+        """Binance's clock (``serverTime``, epoch ms) from ``GET /fapi/v1/time``."""
+        body = await self._get(TIME_PATH, {}, 1)
+        value = body.get("serverTime") if isinstance(body, dict) else None
+        if type(value) is not int or value <= 0:
+            raise RestUnavailable(f"{TIME_PATH} answered without an integer serverTime: {str(body)[:80]}")
+        return value
+
     async def tradable_usdt_perpetuals(self) -> frozenset[str]:
         """Symbols with status TRADING, contractType PERPETUAL and quoteAsset USDT."""
         info = await self._get(EXCHANGE_INFO_PATH, {}, EXCHANGE_INFO_WEIGHT)
@@ -191,10 +213,10 @@ class BinanceRestClient:
         """Validate SYMBOLS against exchangeInfo; ``all_symbols`` (SYMBOLS=ALL) selects every tradable one."""
         tradable = await self.tradable_usdt_perpetuals()
         if all_symbols:
-            return SymbolSelection(tuple(sorted(tradable)), ())
+            return SymbolSelection(tuple(sorted(tradable)), (), tradable)
         ok = tuple(s for s in configured if s in tradable)
         unknown = tuple(s for s in configured if s not in tradable)
-        return SymbolSelection(ok, unknown)
+        return SymbolSelection(ok, unknown, tradable)
 
     async def iter_klines(
         self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None, *, now_ms: int | None = None
@@ -308,9 +330,12 @@ class BinanceRestClient:
                         status = resp.status
                         body = await resp.read()
                         if status == 200:
-                            return orjson.loads(body)
+                            result = orjson.loads(body)
+                            self._last_error = None
+                            return result
                         if status == 429:
                             self._n429 += 1
+                            self._last_error = f"{path}: rate limited (HTTP 429)"
                             wait = self._retry_after(resp.headers, self.settings.default_retry_after_429_s)
                             log.warning("Binance REST rate limit hit (HTTP 429), waiting Retry-After", path=path,
                                         retry_after_s=wait)
@@ -322,9 +347,14 @@ class BinanceRestClient:
                             self._n418 += 1
                             wait = self._retry_after(resp.headers, self.settings.default_retry_after_418_s)
                             self._banned_until = self._monotonic() + wait
+                            self._last_error = f"{path}: this IP is banned (HTTP 418) for {wait:.0f} s"
                             log.error("Binance REST banned this IP (HTTP 418); no REST call until Retry-After",
                                       path=path, retry_after_s=wait)
                             raise RestBanned(f"HTTP 418 on {path}: banned for {wait:.0f} s", self._banned_until)
+                        if status == 451:
+                            self._errors += 1
+                            self._last_error = f"{path}: HTTP 451, Binance refuses this location"
+                            raise RestGeoBlocked(geo_block_message(status))
                         if status in (403, 408) or status >= 500:
                             problem = f"HTTP {status}"
                         else:
@@ -334,6 +364,7 @@ class BinanceRestClient:
                 except (aiohttp.ClientError, TimeoutError, OSError, orjson.JSONDecodeError) as exc:
                     problem = f"{type(exc).__name__}: {exc}"
                 self._errors += 1
+                self._last_error = f"{path}: {problem}"[:300]
                 if attempt >= self.settings.max_attempts:
                     log.error("Binance REST unreachable, giving up this request", path=path, error=problem,
                               attempts=attempt)
@@ -350,6 +381,14 @@ class BinanceRestClient:
         with contextlib.suppress(ValueError):
             self._used_weight = int(raw)
             self._weight_minute = int(self._clock() // 60)
+
+
+def geo_block_message(status: int = 451) -> str:
+    """What to tell the operator when Binance answers HTTP 451."""
+    return (f"Binance answered HTTP {status}: it serves no futures API to this machine's location (a restricted "
+            "jurisdiction, e.g. the USA or the UK; see Binance's terms of use). Run the bot on a server in a region "
+            "Binance serves (check with: curl -s -o /dev/null -w '%{http_code}' https://fapi.binance.com/fapi/v1/ping "
+            "-> 200)")
 
 
 def _error_body(body: bytes) -> tuple[int | None, str]:

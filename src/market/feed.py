@@ -3,8 +3,9 @@
 Guarantee to the sink, per (symbol, timeframe): closed candles in strictly ascending open time, never a
 duplicate, never a hole that Binance's REST API could fill. How:
 
-- Start: validate SYMBOLS against exchangeInfo (unknown ones are reported and not subscribed; ``ALL``
-  takes every TRADING USDT perpetual), then per stream ask ``last_open_time(symbol, tf)`` (the
+- Start: measure Binance's clock, validate SYMBOLS against exchangeInfo (unknown ones are reported and
+  not subscribed; ``ALL`` takes every TRADING USDT perpetual; HTTP 451 = Binance refuses this location:
+  :class:`FeedFatal`, no retry), then per stream ask ``last_open_time(symbol, tf)`` (the
   store) and fetch from the next candle to now via REST, or the newest WARMUP_CANDLES (500) when
   nothing is stored (source ``"warmup"``, progress logged). ``warmed_up`` is set when every stream
   has done this once. WebSocket connections open at the same time; their closed candles wait in the
@@ -15,6 +16,15 @@ duplicate, never a hole that Binance's REST API could fill. How:
   disconnect) first triggers a REST backfill of the hole, then is delivered (source ``"live"``).
 - Closed candles at or before the last delivered one (duplicates, out-of-order, late frames) are
   dropped and counted. Non-closed frames only refresh the stream's freshness.
+- Time is Binance's (:class:`~src.market.exchange_clock.ExchangeClock`, measured before the first
+  REST decision and every 10 minutes): a frame marked closed whose close time is not yet past on the
+  exchange's clock (a future-dated frame, or the forming interval marked closed) is never delivered
+  (``future_dropped``); it cannot make real candles "late". A frame whose event time ``E`` is ahead of
+  the clock estimate makes the clock re-measure and the stream resync from REST (a stepped local clock
+  must not lose candles). A closed frame whose numbers fail the parser's bounds, or whose prices lie
+  outside ``[last close / plausible_jump, last close * plausible_jump]`` (10x), is not delivered either
+  (``invalid``/``implausible_dropped``): its stream is resynced from REST, whose copy is the truth.
+  Freshness is judged on exchange time and a stream is never fresh on a candle that has not closed.
 - A stream silent for ``max(WS_STALL_TIMEOUT, stream_stall_intervals x its interval)`` (3 intervals)
   makes its connection reconnect (counted as a stall); after each such stall the stream's limit
   doubles (at most 32x) until a frame arrives, so an illiquid symbol cannot make its connection
@@ -46,11 +56,14 @@ from src.market.binance_rest import (
     BinanceRestClient,
     BinanceRestError,
     RestBanned,
+    RestGeoBlocked,
     RestRequestError,
     RestSettings,
 )
-from src.market.frames import ParseError, scan_kline_frame, stream_name
+from src.market.exchange_clock import ExchangeClock
+from src.market.frames import InvalidKline, ParseError, scan_kline, stream_name
 from src.market.status import ConnectionStatus, StreamStatus
+from src.market.symbols import no_valid_symbol_text, unknown_symbol_text
 from src.market.ws import KlineConnection, WsSettings
 
 if TYPE_CHECKING:
@@ -65,7 +78,8 @@ class CandleSink(Protocol):
     """Receives closed candles; ``source`` is ``"warmup"``, ``"backfill"`` or ``"live"``.
 
     A call holds one stream (warmup/backfill) or several (live batch), ascending per stream. If it
-    raises, those candles count as not delivered and are fetched again from REST later.
+    raises, those candles count as not delivered: the stream is resynced from REST, and the sink decides
+    what of that is new to it (the pipeline never takes a candle twice).
     """
 
     async def on_candles(self, candles: Sequence[Candle], source: str) -> None: ...
@@ -90,6 +104,9 @@ class FeedSettings:
     resync_retry_cap_s: float = 120.0
     validate_symbols: bool = True
     live_batch_max: int = 1000
+    exchange_clock: bool = True  # measure Binance's clock (False: trust the local clock, e.g. a fake without /time)
+    close_tolerance_ms: int = 1000  # a closed frame may close at most this far (plus the clock's error) ahead
+    plausible_jump: float = 10.0  # a live candle's prices within [last close / 10, last close * 10]
 
     @classmethod
     def from_config(cls, config: Config) -> FeedSettings:
@@ -137,16 +154,25 @@ class FeedStats:
     rest_429: int
     rest_418: int
     rest_errors: int
+    future_dropped: int = 0
+    implausible_dropped: int = 0
+    clock_measured: bool = False
+    clock_offset_ms: int = 0
+    problem: str | None = None  # why the feed cannot deliver right now (Binance unreachable, 451, ...), else None
 
 
 class _SinkFailed(Exception):
     pass
 
 
+class FeedFatal(Exception):
+    """A condition retrying cannot fix (HTTP 451: Binance serves no API here); the message tells the operator."""
+
+
 class _Stream:
     __slots__ = (
         "backoff", "candles_backfilled", "conn", "gaps_backfilled", "initial_done", "interval_ms",
-        "last_delivered", "last_frame_at_ms", "last_frame_mono", "name", "needs_resync", "reconnects",
+        "last_close", "last_delivered", "last_frame_at_ms", "last_frame_mono", "name", "needs_resync", "reconnects",
         "resync_reason", "retry_at", "stall_after_s", "stall_limit_s", "stalls", "symbol", "timeframe",
     )
 
@@ -160,6 +186,7 @@ class _Stream:
         self.backoff = backoff
         self.conn: KlineConnection | None = None
         self.last_delivered: int | None = None
+        self.last_close: float | None = None  # close of the last delivered candle (plausibility check)
         self.last_frame_at_ms: int | None = None
         self.last_frame_mono = 0.0
         self.needs_resync = True
@@ -199,8 +226,11 @@ class BinanceKlineFeed:
         self._on_frame = on_frame
         self._last_open_time = last_open_time
         self._own_rest = rest is None
-        self._rest = rest or BinanceRestClient(settings.rest, monotonic=monotonic, sleep=sleep, rng=rng)
         self._clock = clock
+        # Binance's clock decides what is closed; it is measured through the REST client it also serves
+        self.exchange_clock = ExchangeClock(self._server_time_ms, local_clock=clock, monotonic=monotonic, sleep=sleep)
+        self._rest = rest or BinanceRestClient(settings.rest, clock=self.exchange_clock.now_s, monotonic=monotonic,
+                                               sleep=sleep, rng=rng)
         self._monotonic = monotonic
         self._sleep = sleep
         self._rng = rng
@@ -229,8 +259,12 @@ class BinanceKlineFeed:
         self._backfilled = 0
         self._delivered: Counter[str] = Counter()
         self._sink_errors = 0
+        self._future = 0
+        self._implausible = 0
         self._initial_left = 0
         self._resolved: tuple[str, ...] | None = None
+        self._rest_problem: str | None = None  # the last REST failure, cleared by the next success
+        self._use_exchange_clock = settings.exchange_clock
 
     @classmethod
     def from_config(
@@ -282,8 +316,37 @@ class BinanceKlineFeed:
             self._inner.cancel()
         await self._finished.wait()
 
+    def now_ms(self) -> int:
+        """Exchange time (the local clock until Binance's has been measured)."""
+        return self.exchange_clock.now_ms()
+
+    def closed_by_ms(self) -> int:
+        """Every kline whose close time is before this instant has closed (exchange time plus the tolerance
+        for the clock's error); a stored candle closing later cannot be real."""
+        return self.now_ms() + self._tolerance_ms()
+
+    def _fresh(self, st: _Stream, now_ms: int) -> bool:
+        """The stream's last candle closed at most two intervals ago, and has closed (a candle from the
+        future never makes a stream look fresh)."""
+        if st.last_delivered is None:
+            return False
+        closed_at = st.last_delivered + st.interval_ms
+        return closed_at <= now_ms + self._tolerance_ms() and now_ms - closed_at <= 2 * st.interval_ms
+
+    def problem(self) -> str | None:
+        """Why nothing flows right now, in words for /readyz and the status line; None when nothing is wrong."""
+        if self._rest_problem is not None:
+            return self._rest_problem
+        last_error = self._rest.stats().last_error  # a request still retrying says so from its first failure
+        if last_error is not None:
+            return f"Binance REST unreachable ({last_error}); retrying"
+        down = [c for c in self._connections if not c.connected and c.last_error is not None]
+        if down and len(down) == len(self._connections):
+            return f"Binance WebSocket unreachable: {down[0].last_error}"
+        return None
+
     def stats(self) -> FeedStats:
-        now_ms = int(self._clock() * 1000)
+        now_ms = self.now_ms()
         rest = self._rest.stats()
         streams = tuple(
             StreamStatus(
@@ -291,7 +354,7 @@ class BinanceKlineFeed:
                 timeframe=st.timeframe,
                 last_candle_ms=st.last_delivered,
                 last_frame_at_ms=st.last_frame_at_ms,
-                fresh=st.last_delivered is not None and now_ms - (st.last_delivered + st.interval_ms) <= 2 * st.interval_ms,
+                fresh=self._fresh(st, now_ms),
                 reconnects=st.reconnects,
                 gaps_backfilled=st.gaps_backfilled,
                 candles_backfilled=st.candles_backfilled,
@@ -334,6 +397,11 @@ class BinanceKlineFeed:
             rest_429=rest.rest_429,
             rest_418=rest.rest_418,
             rest_errors=rest.errors,
+            future_dropped=self._future,
+            implausible_dropped=self._implausible,
+            clock_measured=self.exchange_clock.measured,
+            clock_offset_ms=self.exchange_clock.offset_ms,
+            problem=self.problem(),
         )
 
     # ------------------------------------------------------------------ ConnectionHandler
@@ -342,28 +410,64 @@ class BinanceKlineFeed:
         if self._on_frame is not None:
             self._on_frame()
         try:
-            symbol, timeframe, candle = scan_kline_frame(raw)
+            symbol, timeframe, candle, event_ms = scan_kline(raw)
         except ParseError as exc:
             self._invalid += 1
             if self._invalid <= 10 or self._invalid % 1000 == 0:
                 log.warning("invalid frame skipped", connection=conn.name, error=str(exc), invalid_total=self._invalid)
+            if isinstance(exc, InvalidKline):  # a closed kline with impossible numbers: REST has the real one
+                bad = self._streams.get((exc.symbol, exc.interval))
+                if bad is not None and bad.conn is conn and bad.initial_done:
+                    bad.mark_resync("invalid_frame")
+                    self._wake.set()
             return
         st = self._streams.get((symbol, timeframe))
         if st is None or st.conn is not conn:
             self._unexpected += 1
             return
         st.last_frame_mono = self._monotonic()
-        st.last_frame_at_ms = int(self._clock() * 1000)
+        st.last_frame_at_ms = self.now_ms()
         st.stall_limit_s = st.stall_after_s
+        clock_behind = event_ms is not None and self._use_exchange_clock and self.exchange_clock.observe_event(event_ms)
         if candle is None:  # a non-closed update only proves the stream is alive
             return
         self._closed += 1
+        if self._closes_in_future(candle):
+            self._drop_future(candle, st, event_ms, clock_behind)
+            return
         if len(self._pending) >= self.settings.queue_capacity:
             self._overflows += 1
             st.mark_resync("queue_overflow")
         else:
             self._pending.append(candle)
         self._wake.set()
+
+    def _tolerance_ms(self) -> int:
+        return self.settings.close_tolerance_ms + self.exchange_clock.uncertainty_ms
+
+    def _closes_in_future(self, candle: Candle) -> bool:
+        """True when ``candle`` claims to be closed but its interval has not ended on the exchange's clock."""
+        return candle.close_time_ms >= self.now_ms() + self._tolerance_ms()
+
+    def _drop_future(self, candle: Candle, st: _Stream, event_ms: int | None, clock_behind: bool) -> None:
+        self._future += 1
+        if self._future <= 10 or self._future % 1000 == 0:
+            log.warning("closed frame for an interval that has not ended on Binance's clock; not stored",
+                        stream=st.name, open_ms=candle.open_time_ms, close_ms=candle.close_time_ms,
+                        exchange_now_ms=self.now_ms(), event_ms=event_ms, future_total=self._future)
+        if clock_behind and st.initial_done:
+            # the frame's own event time says our clock is behind: once it is re-measured, REST confirms the candle
+            st.mark_resync("clock")
+            st.retry_at = max(st.retry_at, self.exchange_clock.remeasure_at())
+            self._wake.set()
+
+    def _implausible_reason(self, candle: Candle, st: _Stream) -> str | None:
+        """Why ``candle`` cannot follow the stream's last close (a 10x jump within one interval), else None."""
+        last = st.last_close
+        jump = self.settings.plausible_jump
+        if last is None or (last / jump <= candle.low and candle.high <= last * jump):
+            return None
+        return f"prices low={candle.low:.6g} high={candle.high:.6g} after a close of {last:.6g}"
 
     def on_connected(self, conn: KlineConnection, reconnect: bool) -> None:
         now = self._monotonic()
@@ -384,6 +488,26 @@ class BinanceKlineFeed:
             for st in self._conn_streams(conn):
                 st.stalls += 1
 
+    # ------------------------------------------------------------------ exchange time
+    async def _server_time_ms(self) -> int:
+        return await self._rest.server_time_ms()
+
+    async def _ensure_clock(self) -> None:
+        """Measure Binance's clock before the first decision that depends on it, and again when frames said it
+        is stale (raises BinanceRestError while REST is unavailable). An endpoint without ``/fapi/v1/time``
+        (a mirror) leaves the local clock."""
+        if not self._use_exchange_clock:
+            return
+        try:
+            if self.exchange_clock.measured:
+                await self.exchange_clock.refresh_if_stale()
+                return
+            await self.exchange_clock.ensure()
+        except RestRequestError as exc:
+            self._use_exchange_clock = False
+            log.error("cannot measure Binance's clock (GET /fapi/v1/time refused); deciding what is closed on the "
+                      "local clock: keep it in sync (NTP)", error=str(exc))
+
     # ------------------------------------------------------------------ orchestration
     def _conn_streams(self, conn: KlineConnection) -> list[_Stream]:
         return [st for st in self._streams.values() if st.conn is conn]
@@ -392,15 +516,16 @@ class BinanceKlineFeed:
         if self._resolved is None:
             self._resolved = await self._resolve_symbols()
         symbols = self._resolved
-        if not symbols:
-            log.error("no valid symbol to stream; the market feed is idle", unknown=list(self._unknown))
-            await asyncio.Event().wait()
+        if not symbols:  # validation off and nothing configured
+            raise FeedFatal("no symbol to stream: SYMBOLS is empty")
         self._build(symbols)
         async with asyncio.TaskGroup() as tg:
             for conn in self._connections:
                 tg.create_task(conn.run(), name=f"binance-{conn.name}")
             tg.create_task(self._deliver_loop(), name="binance-feed-deliver")
             tg.create_task(self._watchdog(), name="binance-feed-watchdog")
+            if self.settings.exchange_clock:
+                tg.create_task(self.exchange_clock.run(), name="binance-clock")
 
     async def _resolve_symbols(self) -> tuple[str, ...]:
         s = self.settings
@@ -410,19 +535,30 @@ class BinanceKlineFeed:
         backoff = Backoff(s.resync_retry_s, s.resync_retry_cap_s, self._rng)
         while True:
             try:
+                await self._ensure_clock()
                 selection = await self._rest.select_symbols(s.symbols, s.symbols_all)
                 break
+            except RestGeoBlocked as exc:
+                self._rest_problem = str(exc)
+                log.error("Binance refuses this location (HTTP 451); the bot cannot run here", problem=str(exc))
+                raise FeedFatal(str(exc)) from None
             except BinanceRestError as exc:
                 delay = backoff.next_delay()
                 if isinstance(exc, RestBanned):
                     delay = max(delay, exc.until_monotonic - self._monotonic())
+                self._rest_problem = f"Binance REST unreachable ({exc}); retrying"
                 log.warning("cannot validate symbols yet (Binance REST unavailable), retrying",
                             error=str(exc), retry_in_s=round(delay, 1))
                 await self._sleep(delay)
+        self._rest_problem = None
         self._symbols, self._unknown = selection.symbols, selection.unknown
+        if not selection.symbols:
+            problem = no_valid_symbol_text(selection.unknown, selection.tradable)
+            log.error("no valid symbol to stream; the bot cannot run with this SYMBOLS", problem=problem)
+            raise FeedFatal(problem)
         if selection.unknown:
             log.warning("symbols not traded as USDT perpetuals on Binance are NOT subscribed",
-                        unknown=list(selection.unknown))
+                        unknown=[unknown_symbol_text(u, selection.tradable) for u in selection.unknown])
         log.info("symbols validated", count=len(selection.symbols), all=s.symbols_all)
         return selection.symbols
 
@@ -486,7 +622,7 @@ class BinanceKlineFeed:
         """Deliver up to ``live_batch_max`` queued live candles in one sink call; a hole in a stream
         flushes the batch so far, is backfilled from REST, and then the candle joins the next batch."""
         batch: list[Candle] = []
-        before: dict[_Stream, int | None] = {}
+        before: dict[_Stream, tuple[int | None, float | None]] = {}
         while self._pending and len(batch) < self.settings.live_batch_max:
             candle = self._pending.popleft()
             st = self._streams[(candle.symbol, candle.timeframe)]
@@ -501,6 +637,16 @@ class BinanceKlineFeed:
                 else:
                     self._late += 1
                 continue
+            if self._closes_in_future(candle):  # queued before Binance's clock was measured
+                self._drop_future(candle, st, None, False)
+                continue
+            implausible = self._implausible_reason(candle, st)
+            if implausible is not None:
+                self._implausible += 1
+                log.warning("implausible closed frame not stored; fetching the candle from Binance REST instead",
+                            stream=st.name, open_ms=t, problem=implausible, implausible_total=self._implausible)
+                st.mark_resync("implausible")
+                continue
             if last is not None and t != timeframes.next_open(st.timeframe, last):
                 await self._flush(batch, before)
                 batch, before = [], {}
@@ -514,19 +660,20 @@ class BinanceKlineFeed:
                 if st.last_delivered is not None and st.last_delivered >= t:
                     continue
             if st not in before:
-                before[st] = st.last_delivered
+                before[st] = (st.last_delivered, st.last_close)
             st.last_delivered = t
+            st.last_close = candle.close
             batch.append(candle)
         await self._flush(batch, before)
 
-    async def _flush(self, batch: list[Candle], before: dict[_Stream, int | None]) -> None:
+    async def _flush(self, batch: list[Candle], before: dict[_Stream, tuple[int | None, float | None]]) -> None:
         if not batch:
             return
         try:
             await self._emit(batch, "live")
         except _SinkFailed:
-            for st, prev in before.items():
-                st.last_delivered = prev
+            for st, (prev, prev_close) in before.items():
+                st.last_delivered, st.last_close = prev, prev_close
                 st.mark_resync("sink_error")
 
     async def _emit(self, candles: Sequence[Candle], source: str) -> None:
@@ -536,22 +683,24 @@ class BinanceKlineFeed:
             raise
         except Exception as exc:
             self._sink_errors += 1
-            log.error("candle sink failed; the candles will be fetched again from REST", source=source,
+            log.error("candle sink failed; resyncing the stream(s) from Binance REST", source=source,
                       candles=len(candles), error=f"{type(exc).__name__}: {exc}")
             raise _SinkFailed from exc
         self._delivered[source] += len(candles)
 
     async def _fetch(self, st: _Stream, start_ms: int, end_ms: int | None, source: str) -> bool:
         """REST candles ``start..end`` (end None = now) -> sink, page by page. False on any failure."""
-        now_ms = int(self._clock() * 1000)
         count = 0
         try:
+            await self._ensure_clock()
+            now_ms = self.now_ms()
             async for page in self._rest.iter_klines(st.symbol, st.timeframe, start_ms, end_ms, now_ms=now_ms):
                 page = [c for c in page if st.last_delivered is None or c.open_time_ms > st.last_delivered]
                 if not page:
                     continue
                 await self._emit(page, source)
                 st.last_delivered = page[-1].open_time_ms
+                st.last_close = page[-1].close
                 count += len(page)
                 if source == "backfill":
                     st.candles_backfilled += len(page)
@@ -563,6 +712,7 @@ class BinanceKlineFeed:
         except (BinanceRestError, _SinkFailed) as exc:
             self._schedule_retry(st, exc)
             return False
+        self._rest_problem = None
         if count and source == "backfill":
             st.gaps_backfilled += 1
             self._gaps += 1
@@ -573,6 +723,8 @@ class BinanceKlineFeed:
         return True
 
     def _schedule_retry(self, st: _Stream, exc: Exception) -> None:
+        if isinstance(exc, BinanceRestError):
+            self._rest_problem = f"Binance REST unavailable ({exc}); retrying"
         delay = st.backoff.next_delay()
         if isinstance(exc, RestBanned):
             delay = max(delay, exc.until_monotonic - self._monotonic())
@@ -586,7 +738,13 @@ class BinanceKlineFeed:
         ok: bool
         try:
             if st.last_delivered is None:
+                await self._ensure_clock()
                 stored = await self._last_open_time(st.symbol, st.timeframe)
+                if stored is not None and timeframes.next_open(st.timeframe, stored) > self.now_ms() + self._tolerance_ms():
+                    log.error("the store's newest candle has not closed yet on Binance's clock; ignoring it (the "
+                              "bot drops such candles at start)", stream=st.name, stored_open_ms=stored,
+                              exchange_now_ms=self.now_ms())
+                    stored = None
                 if stored is not None:
                     st.last_delivered = stored
             if st.last_delivered is None:
@@ -619,16 +777,18 @@ class BinanceKlineFeed:
         n = self.settings.warmup_candles
         if n <= 0:
             return True
-        now_ms = int(self._clock() * 1000)
         try:
-            candles = await self._rest.latest_klines(st.symbol, st.timeframe, n, now_ms=now_ms)
+            await self._ensure_clock()
+            candles = await self._rest.latest_klines(st.symbol, st.timeframe, n, now_ms=self.now_ms())
             if candles:
                 await self._emit(candles, "warmup")
                 st.last_delivered = candles[-1].open_time_ms
+                st.last_close = candles[-1].close
         except RestRequestError as exc:
             log.error("Binance REST rejected the warm-up request; continuing with live candles only",
                       stream=st.name, error=str(exc))
         except (BinanceRestError, _SinkFailed) as exc:
             self._schedule_retry(st, exc)
             return False
+        self._rest_problem = None
         return True

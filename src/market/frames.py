@@ -20,18 +20,23 @@ Rules (anything else raises :class:`ParseError`, which the caller counts and ski
   ``T == t + interval - 1`` (calendar month ``1M``: ``T > t``), ``n >= 0``;
 - ``o h l c v q V Q`` are decimal STRINGS giving finite floats with ``0 < low <= open, close <= high``
   and volumes ``>= 0``; ``x`` is a boolean;
+- bounds no real kline comes near and every store can hold: prices in ``[MIN_PRICE, MAX_PRICE]``
+  (1e-9 .. 1e9: Binance's largest USDT-M price is ~1e5, its smallest ~1e-5), volumes at most
+  ``MAX_VOLUME`` (1e18), trade count below ``MAX_TRADES`` (2**53: exact as a double, far below the
+  stores' 64-bit integers); a 1e308 price or a 2**63 trade count is refused here, not in the store;
 - ``s`` is an upper-case symbol, ``i`` a Binance interval, and ``stream`` equals
   ``<s lower-case>@kline_<i>``;
 - unknown keys are ignored (Binance adds fields without notice).
 
 :func:`parse_kline_frame` applies every rule to every frame; :func:`scan_kline_frame` (the feed's hot
-path) applies the price/volume rules only to closed frames.
+path) applies the price/volume rules only to closed frames; a closed frame that fails them raises
+:class:`InvalidKline`, which names the kline, so the feed can fetch the real one from REST at once.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -40,6 +45,10 @@ from src.analysis.types import Candle
 
 MAX_FRAME_CHARS = 16_384
 _MAX_TIME_MS = 1 << 42
+MIN_PRICE = 1e-9
+MAX_PRICE = 1e9
+MAX_VOLUME = 1e18
+MAX_TRADES = 1 << 53
 _INF = math.inf
 _INTERVAL_MS: dict[str, int] = {i: timeframes.interval_ms(i) for i in timeframes.INTERVALS if i != "1M"}
 _INTERVALS = frozenset(timeframes.INTERVALS)
@@ -48,6 +57,27 @@ _loads = orjson.loads
 
 class ParseError(ValueError):
     """A frame or REST row that is not a well-formed, plausible Binance kline."""
+
+
+class InvalidKline(ParseError):
+    """A closed kline frame whose identity is sound but whose numbers are not (NaN, 1e308, 2**63 trades...):
+    names the kline so the feed can replace it with Binance's REST copy."""
+
+    def __init__(self, message: str, symbol: str, interval: str, open_time_ms: int) -> None:
+        super().__init__(message)
+        self.symbol = symbol
+        self.interval = interval
+        self.open_time_ms = open_time_ms
+
+
+class ScannedKline(NamedTuple):
+    """What :func:`scan_kline` gives the feed: the stream, the closed candle (None for an update of the
+    forming one) and Binance's event time ``E`` (None when absent or not an integer)."""
+
+    symbol: str
+    interval: str
+    candle: Candle | None
+    event_ms: int | None
 
 
 def stream_name(symbol: str, timeframe: str) -> str:
@@ -68,10 +98,11 @@ def _numbers(
     except ValueError:
         raise ParseError("price or volume is not a decimal number") from None
     # Chained comparisons are False for NaN, so NaN fails here too.
-    if not (0.0 < lf <= of <= hf < _INF and lf <= cf <= hf):
+    if not (MIN_PRICE <= lf <= of <= hf <= MAX_PRICE and lf <= cf <= hf):
         raise ParseError(f"implausible prices o={o:.20} h={h:.20} l={l:.20} c={c:.20}")
-    if not (0.0 <= vf < _INF and 0.0 <= qf < _INF and 0.0 <= bvf < _INF and 0.0 <= bqf < _INF):
-        raise ParseError("negative or non-finite volume")
+    if not (0.0 <= vf <= MAX_VOLUME and 0.0 <= qf <= MAX_VOLUME and 0.0 <= bvf <= MAX_VOLUME
+            and 0.0 <= bqf <= MAX_VOLUME):
+        raise ParseError(f"negative or non-finite volume, or one above 1e18: v={v:.20} q={q:.20}")
     return of, hf, lf, cf, vf, qf, bvf, bqf
 
 
@@ -87,8 +118,8 @@ def _checked(
         raise ParseError(f"bad interval {interval!r:.40}")
     if type(t) is not int or type(T) is not int or type(n) is not int:
         raise ParseError("t, T and n must be integers")
-    if not (0 < t < _MAX_TIME_MS) or n < 0:
-        raise ParseError(f"open time {t} or trade count {n} out of range")
+    if not (0 < t < _MAX_TIME_MS) or not (0 <= n < MAX_TRADES):
+        raise ParseError(f"open time {t} or trade count {n:.30} out of range")
     size = _INTERVAL_MS.get(interval)
     if (t + size - 1 != T) if size is not None else not (t < T < _MAX_TIME_MS):
         raise ParseError(f"close time {T} does not match open time {t} and interval {interval}")
@@ -98,6 +129,12 @@ def _checked(
 
 def _identity(raw: str | bytes) -> tuple[dict[str, Any], str, str, int, bool]:
     """Decode a frame and check what identifies it: (k, symbol, interval, open_time, closed)."""
+    k, symbol, interval, t, x, _ = _identity_e(raw)
+    return k, symbol, interval, t, x
+
+
+def _identity_e(raw: str | bytes) -> tuple[dict[str, Any], str, str, int, bool, int | None]:
+    """:func:`_identity` plus the event time ``E`` (None unless a positive integer)."""
     if len(raw) > MAX_FRAME_CHARS:
         raise ParseError(f"frame of {len(raw)} characters exceeds {MAX_FRAME_CHARS}")
     try:
@@ -130,7 +167,8 @@ def _identity(raw: str | bytes) -> tuple[dict[str, Any], str, str, int, bool]:
         raise ParseError(f"close time {T} does not match open time {t} and interval {interval}")
     if type(stream) is not str or stream != f"{symbol.lower()}@kline_{interval}":
         raise ParseError(f"stream {stream!r:.60} does not match kline {symbol} {interval}")
-    return k, symbol, interval, t, x
+    event = data.get("E") if type(data) is dict else None
+    return k, symbol, interval, t, x, (event if type(event) is int and 0 < event < _MAX_TIME_MS else None)
 
 
 def _values(k: dict[str, Any], symbol: str, interval: str, t: int, closed: bool) -> Candle:
@@ -139,8 +177,8 @@ def _values(k: dict[str, Any], symbol: str, interval: str, t: int, closed: bool)
         o, h, l, c, v, q, bv, bq, n = k["o"], k["h"], k["l"], k["c"], k["v"], k["q"], k["V"], k["Q"], k["n"]  # noqa: E741
     except KeyError as exc:
         raise ParseError(f"kline is missing field {exc.args[0]!r}") from None
-    if type(n) is not int or n < 0:
-        raise ParseError(f"trade count {n!r:.20} must be an integer >= 0")
+    if type(n) is not int or not (0 <= n < MAX_TRADES):
+        raise ParseError(f"trade count {n!r:.30} must be an integer in [0, 2**53)")
     of, hf, lf, cf, vf, qf, bvf, bqf = _numbers(o, h, l, c, v, q, bv, bq)
     return Candle(symbol, interval, t, k["T"], of, hf, lf, cf, vf, qf, n, bvf, bqf, closed)
 
@@ -151,13 +189,26 @@ def parse_kline_frame(raw: str | bytes) -> Candle:
     return _values(k, symbol, interval, t, x)
 
 
+def scan_kline(raw: str | bytes) -> ScannedKline:
+    """The feed's fast path: the stream, the fully validated closed candle (None for a non-closed update)
+    and the event time. A non-closed update is checked only for what identifies it (stream, symbol,
+    interval, times): its prices are never used, it only proves the stream is alive. Binance sends ~240
+    of those per closed 1m candle, so skipping their decimals is the main saving. A closed frame whose
+    numbers fail raises :class:`InvalidKline`."""
+    k, symbol, interval, t, x, event_ms = _identity_e(raw)
+    if not x:
+        return ScannedKline(symbol, interval, None, event_ms)
+    try:
+        candle = _values(k, symbol, interval, t, True)
+    except ParseError as exc:
+        raise InvalidKline(str(exc), symbol, interval, t) from None
+    return ScannedKline(symbol, interval, candle, event_ms)
+
+
 def scan_kline_frame(raw: str | bytes) -> tuple[str, str, Candle | None]:
-    """The feed's fast path: ``(symbol, interval, candle)`` where candle is the fully validated closed
-    candle, or None for a non-closed update. A non-closed update is checked only for what identifies
-    it (stream, symbol, interval, times): its prices are never used, it only proves the stream is alive.
-    Binance sends ~240 of those per closed 1m candle, so skipping their decimals is the main saving."""
-    k, symbol, interval, t, x = _identity(raw)
-    return symbol, interval, (_values(k, symbol, interval, t, True) if x else None)
+    """:func:`scan_kline` without the event time: ``(symbol, interval, closed candle or None)``."""
+    scanned = scan_kline(raw)
+    return scanned.symbol, scanned.interval, scanned.candle
 
 
 def parse_rest_row(symbol: str, interval: str, row: Any) -> Candle:

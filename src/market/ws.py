@@ -107,6 +107,7 @@ class KlineConnection:
         self.reconnects = 0
         self.rotations = 0
         self.failed_attempts = 0
+        self.last_error: str | None = None  # why the last connect attempt failed; None once connected
         self.reasons: Counter[str] = Counter()
 
     def request_reconnect(self, reason: str) -> None:
@@ -153,6 +154,7 @@ class KlineConnection:
                 raise
             except Exception as exc:  # DNS, refused, TLS, handshake (e.g. HTTP 404/451), timeout
                 self.failed_attempts += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 delay = self._backoff.next_delay()
                 log.warning("Binance WebSocket unreachable, retrying", connection=self.name,
                             error=f"{type(exc).__name__}: {exc}", attempt=self.failed_attempts,
@@ -161,6 +163,7 @@ class KlineConnection:
 
     def _on_open(self) -> None:
         self.connected = True
+        self.last_error = None
         self.connected_since_ms = int(self._clock() * 1000)
         self.last_message_mono = self._monotonic()
         self._reconnect_request = None

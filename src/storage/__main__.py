@@ -1,15 +1,22 @@
-"""``python -m src.storage migrate``: apply pending Postgres migrations using DATABASE_URL.
+"""WyEli storage tools.
 
-Exit codes: 0 done (or nothing to do), 1 database error, 2 usage/configuration error (e.g. no
-DATABASE_URL). ``--dry-run`` lists the pending migrations without applying them. The URL is read
-like the bot reads it (environment, then ``.env``) and is never printed unmasked.
+- ``python -m src.storage migrate``: apply pending Postgres migrations using DATABASE_URL. Exit codes: 0
+  done (or nothing to do), 1 database error, 2 usage/configuration error (e.g. no DATABASE_URL).
+  ``--dry-run`` lists the pending migrations without applying them. The URL is read like the bot reads it
+  (environment, then ``.env``) and is never printed unmasked.
+- ``python -m src.storage spool [--dead-letters]``: what waits in the outage spool (SPOOL_PATH) and what
+  the database refused for good. Works for every set-up: with SQLite (no spool) or no spool file yet it
+  says so; the file is opened read-only and never created. Exit 0, or 1 when the file is not a spool.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import sqlite3
 import sys
+from pathlib import Path
 
 import asyncpg
 
@@ -35,7 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     mig = sub.add_parser("migrate", help="apply pending Postgres migrations (DATABASE_URL)")
     mig.add_argument("--dry-run", action="store_true", help="list pending migrations, change nothing")
     mig.add_argument("--env-file", default=".env", help="dotenv file to read first (default: .env)")
+    spool = sub.add_parser("spool", help="show what waits in the outage spool (network stores) and its dead letters")
+    spool.add_argument("--dead-letters", action="store_true", help="list the writes the database refused for good")
+    env = spool.add_mutually_exclusive_group()
+    env.add_argument("--env-file", default=".env", help="dotenv file to read first (default: .env)")
+    env.add_argument("--no-env-file", action="store_true", help="read no dotenv file")
     args = parser.parse_args(argv)
+    if args.command == "spool":
+        return _spool(Config.from_env(dotenv_path=None if args.no_env_file else args.env_file), args.dead_letters)
 
     config = Config.from_env(dotenv_path=args.env_file)
     if not config.database_url:
@@ -61,6 +75,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{where}: applied {', '.join(names)}")
     else:
         print(f"{where}: schema up to date, nothing to apply")
+    return 0
+
+
+def _spool(config: Config, dead_letters: bool) -> int:
+    path = Path(config.spool_path)
+    if not path.is_file():
+        why = ("the SQLite store writes directly and needs no spool" if config.storage_backend == "sqlite"
+               else "the database has not been unreachable since this path was set")
+        print(f"no spool file at {path}: nothing is waiting ({why})")
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            pending = int(conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+            dead = conn.execute("SELECT seq, op, error FROM dead_letters ORDER BY seq").fetchall()
+    except sqlite3.Error as exc:
+        print(f"{path} is not a WyEli spool file ({exc})", file=sys.stderr)
+        return 1
+    print(f"{path}: pending: {pending}, dead letters: {len(dead)}"
+          + ("" if config.storage_backend != "sqlite" else " (the store is SQLite now: nothing replays them)"))
+    if dead_letters:
+        for seq, op, error in dead:
+            print(f"  #{seq} {op}: {error}")
     return 0
 
 

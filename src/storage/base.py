@@ -3,7 +3,8 @@ from a store. Backends (SQLite, Postgres, Supabase REST) implement :class:`Store
 
 Rules every backend keeps:
 - every write is an idempotent upsert on the natural key (candles: symbol+timeframe+open_time;
-  signals: id; deliveries: signal_id+destination; outcomes: signal_id; stream quality: symbol+timeframe);
+  signals: id; deliveries: signal_id+destination; outcomes: signal_id; stream quality: symbol+timeframe;
+  analysis watermarks: symbol+timeframe, forward only);
 - reads return domain objects (``Candle``, ``Signal``, ...), never dicts;
 - times cross this boundary as UTC epoch ms (``*_ms``) except ``Signal.generated_at`` (ISO-8601 UTC);
 - a failure raises :class:`StoreUnavailable` (temporary: the caller may spool and retry) or
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -154,15 +155,62 @@ class Delivery:
     updated_at_ms: int
 
 
+INT64_MAX = (1 << 63) - 1
+# Epoch ms of 9999-12-31T23:59:59.999Z: the latest instant every backend can hold (Python's datetime,
+# used for Supabase's timestamptz text, ends there; Postgres and SQLite go further).
+MAX_STORED_TIME_MS = 253_402_300_799_999
+
+
+def storage_problem(c: Candle) -> str | None:
+    """Why a backend could not hold ``c`` even though its numbers are a valid candle (``Candle.validate``
+    covers prices and volumes): a trade count outside 0..2**63-1 (a 64-bit integer column) or times
+    outside 0..year 9999. None when it fits. Checked per candle, so one such candle never sinks a batch."""
+    if not (0 <= c.trades <= INT64_MAX):
+        return f"trade count {c.trades} does not fit a 64-bit integer column"
+    if not (0 <= c.open_time_ms < c.close_time_ms <= MAX_STORED_TIME_MS):
+        return f"times {c.open_time_ms}..{c.close_time_ms} ms are outside what the store can hold (year 9999)"
+    return None
+
+
+def plainly_valid(c: Candle) -> bool:
+    """True exactly when ``Candle.validate()`` passes, 4x faster (chained comparisons; NaN fails every
+    comparison). The store still calls ``validate()`` whenever this says no, for the exact reason, and
+    a property test checks both agree on every kind of float, so the rules live in ``validate()``."""
+    lo = c.low
+    hi = c.high
+    return (
+        0.0 < lo <= c.open <= hi < math.inf and lo <= c.close <= hi
+        and 0.0 <= c.volume < math.inf and 0.0 <= c.quote_volume < math.inf
+        and 0.0 <= c.taker_buy_volume < math.inf and 0.0 <= c.taker_buy_quote_volume < math.inf
+        and c.trades >= 0 and c.close_time_ms > c.open_time_ms
+    )
+
+
+def candle_problem(c: Candle) -> str | None:
+    """Why no store would keep ``c`` (not a valid candle, or values no column can hold), else None. Fast for
+    the common valid candle (:func:`plainly_valid`); the exact reason comes from ``Candle.validate``."""
+    if not (plainly_valid(c) and 0 <= c.trades <= INT64_MAX and c.close_time_ms <= MAX_STORED_TIME_MS
+            and c.open_time_ms >= 0):
+        try:
+            c.validate()
+        except InvalidCandle as exc:
+            return str(exc)
+        return storage_problem(c)
+    return None
+
+
 def accept_candles(candles: Sequence[Candle], reject: Callable[[Candle, str], None]) -> list[Candle]:
-    """Valid closed candles, one per key (the last one wins), sorted by key (concurrent writers then
-    lock rows in the same order and cannot deadlock). Each refused candle is passed to ``reject``."""
+    """Valid closed candles a store can hold, one per key (the last one wins), sorted by key (concurrent
+    writers then lock rows in the same order and cannot deadlock). Each refused candle is passed to ``reject``."""
     by_key: dict[tuple[str, str, int], Candle] = {}
     for c in candles:
         try:
             if not c.closed:
                 raise InvalidCandle(f"candle {c.key} is not closed")
             c.validate()
+            problem = storage_problem(c)
+            if problem is not None:
+                raise InvalidCandle(f"candle {c.key}: {problem}")
         except InvalidCandle as exc:
             reject(c, str(exc))
             continue
@@ -172,7 +220,9 @@ def accept_candles(candles: Sequence[Candle], reject: Callable[[Candle, str], No
 
 class RejectingCandleWriter:
     """Mixin for network stores: ``_accept`` filters a batch with :func:`accept_candles`, counting and
-    logging each refused candle in ``rejected_candles``."""
+    logging each refused candle in ``rejected_candles``; :meth:`_write_each` is the fallback when the
+    database refuses a whole batch for a reason no check foresaw: the candles are written one by one and
+    only the refused ones are dropped (and counted)."""
 
     rejected_candles: int = 0
 
@@ -184,6 +234,21 @@ class RejectingCandleWriter:
         structlog.get_logger(type(self).__module__).warning(
             "candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
             reason=reason, rejected_total=self.rejected_candles)
+
+    async def _write_each(self, rows: Sequence[Candle], write: Callable[[Sequence[Candle]], Awaitable[None]],
+                          error: StoreError) -> None:
+        """``write`` refused the whole batch permanently (``error``): write each candle alone, refusing only
+        those the database refuses. A StoreUnavailable meanwhile propagates (the spool keeps the batch)."""
+        if len(rows) == 1:
+            self._reject(rows[0], str(error))
+            return
+        for c in rows:
+            try:
+                await write([c])
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                self._reject(c, str(exc))
 
 
 _EVIDENCE_FLOATS = ("p_win", "expected_r", "expected_r_lo", "expected_r_hi")
@@ -286,6 +351,23 @@ class SignalStore(Protocol):
 
 
 @runtime_checkable
+class AnalysisStore(Protocol):
+    """Durability of the analysis (issue 11): what was analysed is committed together with its results."""
+
+    async def commit_analysis(self, signals: Sequence[Signal], analysed_to: Mapping[tuple[str, str], int]) -> None:
+        """In ONE transaction: store ``signals`` (new ids only; an existing id keeps its first row, as
+        ``save_signal``) and move each (symbol, timeframe) watermark forward to the given candle open time
+        (never back). After a crash either all of it is stored or none of it."""
+
+    async def analysed_up_to(self, symbol: str, timeframe: str) -> int | None:
+        """Open time of the stream's newest candle whose analysis is committed; None if never analysed."""
+
+    async def drop_candles_after(self, symbol: str, timeframe: str, after_ms: int) -> int:
+        """Delete the stream's candles with open_time > ``after_ms`` and move its watermark back to at most
+        ``after_ms``, in one transaction (a candle stored from the future); returns the candles deleted."""
+
+
+@runtime_checkable
 class OutboxStore(Protocol):
     async def pending_deliveries(
         self, destination: str, *, kinds: Collection[SignalKind] = TRADE_CALLS_ONLY, limit: int = 50
@@ -325,7 +407,7 @@ class QualityStore(Protocol):
 
 
 @runtime_checkable
-class Store(CandleStore, SignalStore, OutboxStore, OutcomeStore, QualityStore, Protocol):
+class Store(CandleStore, SignalStore, AnalysisStore, OutboxStore, OutcomeStore, QualityStore, Protocol):
     """A complete backend. ``name`` is what logs and ``>status`` show (e.g. 'sqlite:./data/wyeli.db')."""
 
     name: str

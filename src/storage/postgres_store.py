@@ -9,7 +9,8 @@ Rules:
   COPY into a temp table and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; identical rows are
   not rewritten, duplicates inside a batch collapse to the last one, rows
   go in key order (concurrent overlapping batches cannot deadlock);
-  invalid or unclosed candles are skipped and counted (``rejected_candles``);
+  invalid, unclosed or unstorable candles are skipped and counted (``rejected_candles``); a batch
+  Postgres refuses permanently is written row by row and only the refused rows are dropped;
 - times: the API speaks epoch ms, the tables timestamptz; the conversion happens in SQL, exactly
   (``'epoch' + ms * 1 ms`` and ``EXTRACT(EPOCH ...) * 1000``);
 - errors: an unreachable/restarting server, a dropped connection or a timeout raises
@@ -25,9 +26,10 @@ statements: the store then sets asyncpg's ``statement_cache_size=0`` by itself (
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import re
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -279,6 +281,9 @@ class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
         self._pool: asyncpg.Pool | None = None
         self._open_lock = asyncio.Lock()
         self._closed = False
+        # the connection of the transaction this task is in (commit_analysis), so save_signal joins it
+        self._tx_conn: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(
+            f"wyeli_pg_tx_{id(self)}", default=None)
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -340,6 +345,10 @@ class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
 
     @asynccontextmanager
     async def _conn(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+        bound = self._tx_conn.get()
+        if bound is not None:  # inside commit_analysis: every statement joins its one transaction
+            yield bound
+            return
         if self._closed:
             raise StoreError(f"{self.name} is closed")
         if self._pool is None:
@@ -358,6 +367,14 @@ class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
         rows = self._accept(candles)
         if not rows:
             return
+        try:
+            await self._upsert_rows(rows)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:  # refused permanently: only the rows Postgres refuses are dropped
+            await self._write_each(rows, self._upsert_rows, exc)
+
+    async def _upsert_rows(self, rows: Sequence[Candle]) -> None:
         async with self._conn("upsert_candles") as conn, conn.transaction():
             staged = False
             for i in range(0, len(rows), CHUNK_ROWS):
@@ -442,6 +459,38 @@ class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
                 s.config_hash, features, s.kind, s.gate_reason, s.structure_id, *evidence_columns(s), evidence,
             )
         return new_id is not None
+
+    # ------------------------------------------------------------------ analysis watermark
+    async def commit_analysis(self, signals: Sequence[Signal], analysed_to: Mapping[tuple[str, str], int]) -> None:
+        sql = (
+            f"INSERT INTO analysis_watermarks AS w (symbol, timeframe, analysed_to, updated_at) "
+            f"SELECT s, t, {_ts('m')}, now() FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(s, t, m) "
+            "ON CONFLICT (symbol, timeframe) DO UPDATE SET analysed_to = GREATEST(w.analysed_to, EXCLUDED.analysed_to), "
+            "updated_at = now()"
+        )
+        marks = list(analysed_to.items())
+        async with self._conn("commit_analysis") as conn, conn.transaction():
+            token = self._tx_conn.set(conn)
+            try:
+                for s in signals:
+                    await self.save_signal(s)  # the same statement as a single save, inside this transaction
+                if marks:
+                    await conn.execute(sql, [k[0] for k, _ in marks], [k[1] for k, _ in marks], [m for _, m in marks])
+            finally:
+                self._tx_conn.reset(token)
+
+    async def analysed_up_to(self, symbol: str, timeframe: str) -> int | None:
+        async with self._conn("analysed_up_to") as conn:
+            value = await conn.fetchval(
+                f"SELECT {_ms('analysed_to')} FROM analysis_watermarks WHERE symbol = $1 AND timeframe = $2",
+                symbol, timeframe)
+        return None if value is None else int(value)
+
+    async def drop_candles_after(self, symbol: str, timeframe: str, after_ms: int) -> int:
+        async with self._conn("drop_candles_after") as conn:
+            removed = await conn.fetchval(
+                f"SELECT wyeli_drop_candles_after($1, $2, {_ts('$3::bigint')})", symbol, timeframe, after_ms)
+        return int(removed)
 
     async def get_signal(self, signal_id: str) -> Signal | None:
         async with self._conn("get_signal") as conn:

@@ -1,7 +1,7 @@
 """The outage spool: a Store wrapper that keeps the bot writing while a network store is down (SPEC 6, 12).
 
 Rules:
-- Writes (candles, signals, deliveries, outcomes, stream quality) go to the primary store. When it
+- Writes (candles, signals, analysis commits, deliveries, outcomes, stream quality) go to the primary store. When it
   raises :class:`StoreUnavailable`, does not answer within ``write_timeout`` (5 s), or could not be
   opened (within ``open_timeout``, 20 s: a black-holed network must not hold up the start), the write
   is appended to a local SQLite
@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -146,6 +146,7 @@ class SpoolStore(SpoolTradingMixin):
         self._primary_opened = False
         self._primary_up = True
         self._down_since: float | None = None
+        self._outage: str | None = None
         self._write_lock = asyncio.Lock()
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -162,6 +163,16 @@ class SpoolStore(SpoolTradingMixin):
     @property
     def primary_up(self) -> bool:
         return self._primary_up
+
+    @property
+    def outage(self) -> str | None:
+        """Why the primary is down (the error that started the outage), None while it is up."""
+        return None if self._primary_up else self._outage
+
+    @property
+    def rejected_candles(self) -> int:
+        """Candles the primary refused one by one (invalid or unstorable), for the store-error metric."""
+        return int(getattr(self.primary, "rejected_candles", 0))
 
     async def wait_drained(self) -> None:
         """Return once nothing is spooled and the primary has taken every write (e.g. before a clean stop)."""
@@ -242,6 +253,7 @@ class SpoolStore(SpoolTradingMixin):
         if self._primary_up:
             self._primary_up = False
             self._down_since = time.monotonic()
+            self._outage = str(exc) or type(exc).__name__
             # once per outage, not per write
             log.warning("store_unavailable_spooling", store=self.name, error=str(exc), spool=str(self.path))
 
@@ -301,9 +313,22 @@ class SpoolStore(SpoolTradingMixin):
         await self._write("quality", lambda: orjson.dumps([asdict(r) for r in rows]),
                           lambda: self.primary.save_stream_quality(rows), None)
 
+    async def commit_analysis(self, signals: Sequence[Signal], analysed_to: Mapping[tuple[str, str], int]) -> None:
+        """Spooled as ONE entry and replayed as one ``commit_analysis``: atomic on the primary either way."""
+        if not signals and not analysed_to:
+            return
+        await self._write("analysis", lambda: orjson.dumps({
+            "signals": [s.to_dict() for s in signals],
+            "analysed_to": [[sym, tf, ms] for (sym, tf), ms in analysed_to.items()],
+        }), lambda: self.primary.commit_analysis(signals, analysed_to), None)
+
     async def prune_candles(self, older_than_ms: int) -> int:
         """Maintenance, not data: runs on the primary only (raises StoreUnavailable when it is down)."""
         return await self.primary.prune_candles(older_than_ms)
+
+    async def drop_candles_after(self, symbol: str, timeframe: str, after_ms: int) -> int:
+        """Repair at start, not data: runs on the primary only (raises StoreUnavailable when it is down)."""
+        return await self.primary.drop_candles_after(symbol, timeframe, after_ms)
 
     # ------------------------------------------------------------------ replay
     async def flush(self) -> int:
@@ -380,6 +405,10 @@ class SpoolStore(SpoolTradingMixin):
             await self.primary.save_stream_quality(rows)
         elif op == "signal":
             await self.primary.save_signal(Signal.from_dict(orjson.loads(group[0].payload)))
+        elif op == "analysis":
+            data = orjson.loads(group[0].payload)
+            await self.primary.commit_analysis([Signal.from_dict(d) for d in data["signals"]],
+                                               {(str(a), str(b)): int(c) for a, b, c in data["analysed_to"]})
         elif op == "delivery":
             await self.primary.record_delivery(Delivery(**orjson.loads(group[0].payload)))
         elif op == "outcome":
@@ -460,6 +489,9 @@ class SpoolStore(SpoolTradingMixin):
 
     async def get_signal(self, signal_id: str) -> Signal | None:
         return await self.primary.get_signal(signal_id)
+
+    async def analysed_up_to(self, symbol: str, timeframe: str) -> int | None:
+        return await self.primary.analysed_up_to(symbol, timeframe)
 
     async def recent_signals(
         self, *, symbol: str | None = None, timeframe: str | None = None, limit: int = 20,

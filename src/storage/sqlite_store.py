@@ -18,18 +18,19 @@ Layout and rules:
 - sqlite3 connections are bound to the thread that made them, so every call runs on ONE dedicated
   worker thread (:class:`SqliteThread`); the event loop only awaits futures and never blocks on disk.
 - ``close()`` commits, checkpoints the WAL into the main file and closes; nothing written is lost.
-- Candles that fail ``Candle.validate()`` or are not closed are skipped and counted
-  (``rejected_candles``) with a warning, so one bad row never sinks a batch. Validation and row
-  building run on the worker thread as well.
+- Candles that fail ``Candle.validate()``, are not closed, or hold what no column can
+  (:func:`~src.storage.base.storage_problem`: a 2**63 trade count, a time past year 9999) are skipped and
+  counted (``rejected_candles``) with a warning, so one bad row never sinks a batch; a batch SQLite
+  refuses for any other permanent reason is written row by row and only the refused rows are dropped.
+  Validation and row building run on the worker thread as well.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,8 +51,10 @@ from src.storage.base import (
     evidence_columns,
     evidence_dict,
     evidence_from,
+    plainly_valid,
     population,
     signal_kind,
+    storage_problem,
 )
 from src.storage.migration_files import discover_in
 from src.storage.sqlite_trading import SqliteTradingMixin
@@ -258,6 +261,10 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+def _now_ms() -> int:
+    return int(datetime.now(tz=UTC).timestamp() * 1000)
+
+
 def _now_iso() -> str:
     return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -284,23 +291,6 @@ _OUTCOME_COLS = (
     "r_multiple, mfe_r, mae_r, fees, bars_held, confidence, resolved_at"
 )
 _QUALITY_COLS = "symbol, timeframe, last_candle_ms, gaps_backfilled, candles_backfilled, stalls, reconnects, updated_at"
-
-
-_INF = math.inf
-
-
-def plainly_valid(c: Candle) -> bool:
-    """True exactly when ``Candle.validate()`` passes, 4x faster (chained comparisons; NaN fails every
-    comparison). The store still calls ``validate()`` whenever this says no, for the exact reason, and
-    a property test checks both agree on every kind of float, so the rules live in ``validate()``."""
-    lo = c.low
-    hi = c.high
-    return (
-        0.0 < lo <= c.open <= hi < _INF and lo <= c.close <= hi
-        and 0.0 <= c.volume < _INF and 0.0 <= c.quote_volume < _INF
-        and 0.0 <= c.taker_buy_volume < _INF and 0.0 <= c.taker_buy_quote_volume < _INF
-        and c.trades >= 0 and c.close_time_ms > c.open_time_ms
-    )
 
 
 def _candle_row(c: Candle) -> tuple[Any, ...]:
@@ -408,23 +398,42 @@ class SqliteStore(SqliteTradingMixin):
             return
         batch = list(candles)  # a snapshot: the caller may reuse its list while the worker runs
 
+        def reject(c: Candle, reason: str) -> None:
+            self.rejected_candles += 1
+            log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe, open_time_ms=c.open_time_ms,
+                        reason=reason, rejected_total=self.rejected_candles)
+
         def q(conn: sqlite3.Connection) -> None:
             # validation and row building run on the worker thread too: the event loop only awaits
-            rows: list[tuple[Any, ...]] = []
+            accepted: list[tuple[Candle, tuple[Any, ...]]] = []
             for c in batch:
                 try:
                     if not c.closed:
                         raise InvalidCandle(f"candle {c.key} is not closed")
                     if not plainly_valid(c):
                         c.validate()  # raises with the exact reason
+                    problem = storage_problem(c)
+                    if problem is not None:
+                        raise InvalidCandle(f"candle {c.key}: {problem}")
                 except InvalidCandle as exc:
-                    self.rejected_candles += 1
-                    log.warning("candle_rejected", symbol=c.symbol, timeframe=c.timeframe,
-                                open_time_ms=c.open_time_ms, reason=str(exc), rejected_total=self.rejected_candles)
+                    reject(c, str(exc))
                     continue
-                rows.append(_candle_row(c))
-            if rows:
-                write(conn, _UPSERT_CANDLE, rows)
+                accepted.append((c, _candle_row(c)))
+            if not accepted:
+                return
+            try:
+                write(conn, _UPSERT_CANDLE, [row for _, row in accepted])
+            except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
+                if isinstance(exc, sqlite3.Error) and isinstance(_classify(exc, ""), StoreUnavailable):
+                    raise  # lock contention, I/O, full disk: the whole batch is retried by the caller
+                # refused for a reason no check foresaw: write the candles one by one, refuse only the bad ones
+                for c, row in accepted:
+                    try:
+                        write(conn, _UPSERT_CANDLE, [row])
+                    except (sqlite3.Error, OverflowError, ValueError, TypeError) as one:
+                        if isinstance(one, sqlite3.Error) and isinstance(_classify(one, ""), StoreUnavailable):
+                            raise
+                        reject(c, f"{type(one).__name__}: {one}")
 
         await self._db.run(q, "upsert_candles")
 
@@ -497,6 +506,52 @@ class SqliteStore(SqliteTradingMixin):
             "ON CONFLICT (id) DO NOTHING"
         )
         return await self._db.run(lambda conn: write(conn, sql, [row]) == 1, "save_signal")
+
+    # ------------------------------------------------------------------ analysis watermark
+    async def commit_analysis(self, signals: Sequence[Signal], analysed_to: Mapping[tuple[str, str], int]) -> None:
+        created = _now_iso()
+        rows = [(*_signal_row(s), created) for s in signals]
+        marks = [(sym, tf, ms, _now_ms()) for (sym, tf), ms in analysed_to.items()]
+        insert = (f"INSERT INTO signals ({_SIGNAL_COLS}, created_at) VALUES ({','.join('?' * len(rows[0]))}) "
+                  "ON CONFLICT (id) DO NOTHING") if rows else ""
+        upsert = ("INSERT INTO analysis_watermarks (symbol, timeframe, analysed_to, updated_at) VALUES (?,?,?,?) "
+                  "ON CONFLICT (symbol, timeframe) DO UPDATE SET analysed_to = MAX(analysed_to, excluded.analysed_to), "
+                  "updated_at = excluded.updated_at")
+
+        def q(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                if rows:
+                    conn.executemany(insert, rows).close()
+                if marks:
+                    conn.executemany(upsert, marks).close()
+
+            transaction(conn, body)
+
+        await self._db.run(q, "commit_analysis")
+
+    async def analysed_up_to(self, symbol: str, timeframe: str) -> int | None:
+        def q(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute("SELECT analysed_to FROM analysis_watermarks WHERE symbol = ? AND timeframe = ?",
+                               (symbol, timeframe)).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._db.run(q, "analysed_up_to")
+
+    async def drop_candles_after(self, symbol: str, timeframe: str, after_ms: int) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            def body() -> int:
+                cur = conn.execute("DELETE FROM candles WHERE symbol = ? AND timeframe = ? AND open_time > ?",
+                                   (symbol, timeframe, after_ms))
+                removed = cur.rowcount
+                cur.close()
+                conn.execute("UPDATE analysis_watermarks SET analysed_to = ?, updated_at = ? WHERE symbol = ? "
+                             "AND timeframe = ? AND analysed_to > ?",
+                             (after_ms, _now_ms(), symbol, timeframe, after_ms)).close()
+                return removed
+
+            return transaction(conn, body)
+
+        return await self._db.run(q, "drop_candles_after")
 
     async def get_signal(self, signal_id: str) -> Signal | None:
         def q(conn: sqlite3.Connection) -> Signal | None:

@@ -7,14 +7,16 @@ JSON bodies, and answers like PostgREST; the SQL functions it calls are tested o
 Prefer ``DATABASE_URL`` (PostgresStore) when the host can reach the database directly.
 
 Rules:
-- the schema is the same as PostgresStore's: paste the files of ``src/storage/migrations/`` (001, 002, ...)
-  into the Supabase SQL editor once each, in order; ``open()`` checks they are all there;
+- the schema is the same as PostgresStore's: paste the numbered files of ``src/storage/migrations``
+  (``001_create_schema.sql``, ``003_analysis_watermarks.sql``, ...) into the Supabase SQL editor, in
+  order; ``open()`` checks every one is recorded and names the files still to run;
 - only a key that bypasses RLS may write: ``sb_secret_...`` or the legacy ``service_role`` JWT. An
   ``anon``/``authenticated`` JWT or an ``sb_publishable_...`` key is refused with a clear message
   (the JWT payload is decoded WITHOUT verification, only to read its role). The key is never logged;
 - writes are upserts on the natural key (``on_conflict``), at most 1,000 rows per request,
   ``Prefer: return=minimal``; rows repeated inside one batch collapse to the last one (Postgres
-  refuses to update a row twice in one statement);
+  refuses to update a row twice in one statement); unstorable candles are skipped and counted, and a
+  candle batch refused permanently is written row by row (only the refused rows are dropped);
 - supabase-py retries only reads, so every request goes through our own retry: up to
   ``max_attempts`` tries with jittered exponential backoff (``retry_initial`` doubling up to
   ``retry_max`` seconds) on network errors, timeouts, HTTP 408/425/429/5xx; then
@@ -24,7 +26,9 @@ Rules:
   lists by offset, until an empty page, so a lower server cap never truncates a result;
 - queries PostgREST cannot express as filters (anti-joins, aggregates) are SQL functions called
   through ``/rpc``: ``wyeli_open_signals`` (001), ``wyeli_pending_deliveries_by_kind``, ``wyeli_last_emitted``,
-  ``wyeli_recent_structures`` and ``wyeli_live_track`` (002);
+  ``wyeli_recent_structures`` and ``wyeli_live_track`` (002); and so is what must be one transaction
+  (``wyeli_commit_analysis``: a batch's candidates with the streams' "analysed up to" watermarks;
+  ``wyeli_drop_candles_after``; migration 003);
 - times: timestamptz columns carry ISO-8601 text; conversion to and from epoch ms is exact.
 """
 
@@ -37,7 +41,7 @@ import contextvars
 import json
 import math
 import random
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -73,9 +77,9 @@ from src.storage.supabase_trading import SupabaseTradingMixin
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 # the numbered Postgres migrations this program needs (the REST store cannot apply them: the user pastes them)
-REQUIRED_MIGRATIONS = discover_in(Path(__file__).with_name("migrations"))
 
 MAX_BATCH_ROWS = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -262,6 +266,8 @@ def is_transient(exc: BaseException, status: int) -> bool:
     """True when retrying may succeed: network errors, timeouts, 408/425/429/5xx, or a transient SQLSTATE."""
     if isinstance(exc, httpx.TransportError | TimeoutError | OSError):
         return True
+    if isinstance(exc, RuntimeError) and "client has been closed" in str(exc):
+        return True  # httpx: our client was closed under the request (a concurrent failed open); retry on a new one
     if isinstance(exc, APIError):
         code = str(exc.code or "")
         if not status and code.isdigit() and len(code) == 3:
@@ -330,23 +336,22 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
             except Exception as exc:
                 await http.aclose()
                 raise StoreError(f"supabase client for {self.name} could not be created: {type(exc).__name__}") from exc
-            self._client, self._http = client, http
+            # The client is published only once the schema check passed: a concurrent call must never get a
+            # half-opened client that a failed (or timed-out) open then closes under it.
             try:
                 res = await self._call("check schema", lambda c: c.table("schema_migrations").select("version")
-                                       .order("version").execute())
+                                       .order("version", desc=True).execute(), client=client)
             except BaseException:
-                await self._drop_client()
+                await http.aclose()
                 raise
             applied = {int(r["version"]) for r in res}
-            # every required file must be recorded, not just a high enough version: numbers from parallel work
-            # can be pasted out of order
-            missing = [m.name for m in REQUIRED_MIGRATIONS if m.version not in applied]
+            missing = [m.name for m in discover_in(MIGRATIONS_DIR) if m.version not in applied]
             if missing:
-                await self._drop_client()
-                have = ", ".join(f"{v:03d}" for v in sorted(applied)) or "none"
-                raise StoreError(f"{self.name}: the schema is incomplete (applied: {have}); paste "
-                                 + ", then ".join(f"src/storage/migrations/{name}.sql" for name in missing)
-                                 + " into the Supabase SQL editor and run it")
+                await http.aclose()
+                raise StoreError(f"{self.name}: the schema is incomplete; paste these files from src/storage/migrations "
+                                 f"into the Supabase SQL editor and run them, in order: "
+                                 f"{', '.join(name + '.sql' for name in missing)}")
+            self._client, self._http = client, http
             log.info("supabase_store_opened", store=self.name, key_role=self.key_role, schema_version=max(applied))
 
     async def _drop_client(self) -> None:
@@ -375,9 +380,12 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
         return self._client
 
     # ------------------------------------------------------------------ the one request path
-    async def _call(self, what: str, request: Callable[[AsyncClient], Awaitable[Any]]) -> list[dict[str, Any]]:
-        """Run ``request`` with retries; return the response rows (``data``), or [] for minimal responses."""
-        client = await self._ready()
+    async def _call(self, what: str, request: Callable[[AsyncClient], Awaitable[Any]],
+                    client: AsyncClient | None = None) -> list[dict[str, Any]]:
+        """Run ``request`` with retries; return the response rows (``data``), or [] for minimal responses.
+        ``client``: the one being opened (the schema check), else the store's own (opened on demand)."""
+        if client is None:
+            client = await self._ready()
         delay = self._retry_initial
         for attempt in range(1, self._max_attempts + 1):
             _last_status.set(0)
@@ -387,8 +395,8 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
                 status = _last_status.get()
                 if isinstance(exc, APIError) and exc.code in ("PGRST205", "42P01", "42883", "PGRST202"):
                     raise StoreError(
-                        f"supabase {what} failed: {exc.message} - is the schema installed? Run the files of "
-                        "src/storage/migrations (001_create_schema.sql, 002_..., in order) in the Supabase SQL editor"
+                        f"supabase {what} failed: {exc.message} - is the schema installed? Run every numbered file "
+                        "of src/storage/migrations (001_create_schema.sql first) in the Supabase SQL editor"
                     ) from exc
                 text = _describe(exc, status)
                 if not is_transient(exc, status):
@@ -405,6 +413,18 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
             data = getattr(response, "data", None)
             return data if isinstance(data, list) else []
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _scalar_call(self, what: str, request: Callable[[AsyncClient], Awaitable[Any]]) -> Any:
+        """:meth:`_call` for an RPC that returns one value (PostgREST sends it bare, not as a list of rows)."""
+        holder: list[Any] = []
+
+        async def run(c: AsyncClient) -> Any:
+            response = await request(c)
+            holder.append(getattr(response, "data", None))
+            return response
+
+        await self._call(what, run)
+        return holder[-1] if holder else None
 
     async def _count_call(self, what: str, request: Callable[[AsyncClient], Awaitable[Any]]) -> int:
         holder: list[int] = []
@@ -447,7 +467,19 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
         if not rows:
             return
         await self._register_symbols({c.symbol for c in rows})
-        await self._upsert("upsert candles", "candles", [candle_row(c) for c in rows], "symbol,timeframe,open_time")
+        try:
+            await self._upsert_rows(rows)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:  # refused permanently: only the rows PostgREST refuses are dropped
+            await self._write_each(rows, self._upsert_rows, exc)
+
+    async def _upsert_rows(self, rows: Sequence[Candle]) -> None:
+        try:
+            data = [candle_row(c) for c in rows]
+        except (OverflowError, ValueError) as exc:
+            raise StoreError(f"supabase upsert candles: {type(exc).__name__}: {exc}") from exc
+        await self._upsert("upsert candles", "candles", data, "symbol,timeframe,open_time")
 
     async def last_open_time(self, symbol: str, timeframe: str) -> int | None:
         rows = await self._call("last open time", lambda c: c.table("candles").select("open_time").eq("symbol", symbol)
@@ -503,6 +535,26 @@ class SupabaseRestStore(SupabaseTradingMixin, RejectingCandleWriter):
         inserted = await self._call("save signal", lambda c: c.table("signals").upsert(
             [row], on_conflict="id", returning=ReturnMethod.representation, ignore_duplicates=True).execute())
         return bool(inserted)
+
+    # ------------------------------------------------------------------ analysis watermark
+    async def commit_analysis(self, signals: Sequence[Signal], analysed_to: Mapping[tuple[str, str], int]) -> None:
+        """One ``wyeli_commit_analysis`` call: one transaction on the server (retried whole: it is idempotent)."""
+        rows = [signal_row(s) for s in signals]
+        marks = [{"symbol": sym, "timeframe": tf, "analysed_to": ms_to_ts(ms)} for (sym, tf), ms in analysed_to.items()]
+        if not rows and not marks:
+            return
+        await self._scalar_call("commit analysis", lambda c: c.rpc(
+            "wyeli_commit_analysis", {"p_signals": rows, "p_watermarks": marks}).execute())
+
+    async def analysed_up_to(self, symbol: str, timeframe: str) -> int | None:
+        rows = await self._call("analysed up to", lambda c: c.table("analysis_watermarks").select("analysed_to")
+                                .eq("symbol", symbol).eq("timeframe", timeframe).limit(1).execute())
+        return ts_to_ms(rows[0]["analysed_to"]) if rows else None
+
+    async def drop_candles_after(self, symbol: str, timeframe: str, after_ms: int) -> int:
+        removed = await self._scalar_call("drop candles after", lambda c: c.rpc("wyeli_drop_candles_after", {
+            "p_symbol": symbol, "p_timeframe": timeframe, "p_after": ms_to_ts(after_ms)}).execute())
+        return int(removed or 0)
 
     async def get_signal(self, signal_id: str) -> Signal | None:
         rows = await self._call("get signal", lambda c: c.table("signals").select(_SIGNAL_COLS).eq("id", signal_id)

@@ -19,12 +19,22 @@ Market and time
     Market time starts at ``start_ms`` (default 2026-01-05 00:00 UTC) and moves only through
     :meth:`FakeBinance.advance`; ``fake.clock()`` returns it in seconds (inject it as the feed's clock).
     REST serves history from ``history_start_ms`` (default ``start_ms`` - 3 days).
+    ``GET /fapi/v1/time`` answers ``{"serverTime": <market time>}`` (weight 1).
 
     Without clock injection (the app as a subprocess, e.g. a SIGTERM test), start the market at the
-    wall clock: ``FakeBinance(..., start_ms=int(time.time() // 300) * 300_000)``. The bot then judges
-    "closed" by its own clock: live frames work as usual, but REST backfills only return candles closed
-    by the wall clock, so keep ``advance`` small (a few minutes ahead at most) and avoid holes there.
-    The store's retention (CANDLE_RETENTION_DAYS, 90) also measures age on the wall clock.
+    wall clock: ``FakeBinance(..., start_ms=int(time.time() // 300) * 300_000)``. The bot measures the
+    exchange's clock (``GET /fapi/v1/time`` answers market time) and judges "closed" by it; market time is
+    frozen between ``advance`` calls while the bot's estimate moves on with the wall clock, so keep runs
+    shorter than a minute between advances (a closed frame ahead of the estimate makes the bot re-measure).
+    The store's retention (CANDLE_RETENTION_DAYS, 90) measures age on the wall clock.
+
+    ``time_lead_ms``: ``GET /fapi/v1/time`` answers market time plus this (e.g. 30 000: the exchange's "now"
+    sits mid-minute after the last close, as it usually does, so a bot that measures it sees that candle
+    closed beyond its clock margin; market time itself, frames and REST rows are unchanged).
+
+    ``clock_offset_ms``: how far the exchange's clock is ahead of the machine's (negative: behind).
+    ``machine_clock()`` returns market time minus it: inject it as the bot's clock to play a machine whose
+    clock is off (``clock()`` stays market = exchange time).
 
 WebSocket (``fake.ws_url`` = ``ws://127.0.0.1:<port>/market``)
     ``/market/stream?streams=btcusdt@kline_1m/...`` subscribes those streams (unknown symbols are accepted
@@ -42,6 +52,8 @@ WebSocket (``fake.ws_url`` = ``ws://127.0.0.1:<port>/market``)
     - ``resend_previous_closed = True``: after each closed frame, re-send the previous one (out-of-order/late);
     - ``garbage = True``: also send an invalid frame before each closed one;
     - ``await send_raw(text)``: send any text to every connection (e.g. an oversize frame);
+    - ``await send_closed()``: send the closed frames of the buckets that end at the current market time
+      (after ``advance(n, send=False)``: the close frames arrive late, e.g. after an injected bogus one);
     - ``max_connection_age_s``: the server closes connections older than this (Binance's 24 h cut);
     - ``connections_total``, ``open_connections``, ``await wait_for_connections(n)``.
 
@@ -180,6 +192,8 @@ class FakeBinance:
     start_ms: int = DEFAULT_START_MS
     history_start_ms: int | None = None
     updates_per_candle: int = 3
+    clock_offset_ms: int = 0
+    time_lead_ms: int = 0
     market: SyntheticMarket = field(init=False)
     now_ms: int = field(init=False)
     # WebSocket controls
@@ -222,6 +236,7 @@ class FakeBinance:
         app = web.Application()
         app.router.add_get("/fapi/v1/klines", self._klines)
         app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
+        app.router.add_get("/fapi/v1/time", self._time)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -247,6 +262,10 @@ class FakeBinance:
     def clock(self) -> float:
         """Market time in seconds (inject as the feed's clock)."""
         return self.now_ms / 1000
+
+    def machine_clock(self) -> float:
+        """The clock of a machine that is ``clock_offset_ms`` behind the exchange, in seconds."""
+        return (self.now_ms - self.clock_offset_ms) / 1000
 
     # ------------------------------------------------------------------ market
     def closed_candles(self, symbol: str, tf: str, since_ms: int | None = None) -> list[Candle]:
@@ -281,6 +300,10 @@ class FakeBinance:
                 await self._send_closed()
             await self._enforce_age()
         await asyncio.sleep(0)
+
+    async def send_closed(self) -> None:
+        if not self.silent:
+            await self._send_closed()
 
     async def send_raw(self, text: str) -> None:
         for conn in list(self.open_connections):
@@ -390,6 +413,12 @@ class FakeBinance:
                 "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400}],
                 "symbols": symbols}
         return self._respond(body, 1)
+
+    async def _time(self, request: web.Request) -> web.Response:
+        self.rest_requests.append((request.path, dict(request.query)))
+        if (failed := self._failure(1)) is not None:
+            return failed
+        return self._respond({"serverTime": self.now_ms + self.time_lead_ms}, 1)
 
     async def _klines(self, request: web.Request) -> web.Response:
         q = dict(request.query)

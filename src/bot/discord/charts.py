@@ -12,6 +12,7 @@ import asyncio
 import io
 import math
 import multiprocessing
+import os
 from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from matplotlib.figure import Figure
 
 from src.analysis.types import AnalyzerState, Candle, Signal
 from src.bot.status import MarketView
+from src.bot.worker_guard import die_with_parent
 
 log = structlog.get_logger(__name__)
 
@@ -199,7 +201,8 @@ class ChartRenderer:
     """Renders charts off the event loop.
 
     :param use_processes: True (default) = a 1-worker process pool (spawn start method: safe next to the
-        store's threads; the worker starts on the first chart and costs ~60-80 MB RAM); False = a 1-worker
+        store's threads; the worker starts on the first chart and costs ~60-80 MB RAM; it dies with the bot,
+        kill -9 included: :func:`~src.bot.worker_guard.die_with_parent`); False = a 1-worker
         thread. Measured with benchmarks/chart_render.py on 2 loaded cores: a thread still holds the GIL
         through much of matplotlib's drawing (loop lag max 240-300 ms, above the 100 ms bar), a process
         keeps the loop's lag under 30 ms. One worker: charts queue up instead of competing for 1-2 cores.
@@ -215,7 +218,9 @@ class ChartRenderer:
 
     def _new_executor(self) -> Executor:
         if self._use_processes:
-            return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            # the worker ends with the bot, also after a kill -9 (no orphan per killed run)
+            return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=die_with_parent, initargs=(os.getpid(),))
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="chart")
 
     async def render(self, spec: ChartSpec) -> bytes | None:

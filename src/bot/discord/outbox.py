@@ -30,9 +30,12 @@ lost), and an attempt the store does not show yet still triggers the history che
 
 Guarantee: the bot channel destination is exactly-once as long as the crashed attempt is still among
 the channel's newest 200 messages and the bot has Read Message History there (without it the check is
-skipped with a logged error and such a signal may be posted twice).
-Webhooks cannot read channel history, so for a webhook a crash inside the POST window can repeat that
-one message (at-least-once for that window; exactly-once otherwise).
+skipped with a logged error); every bot post also carries a nonce Discord enforces for a few minutes, so
+a quick retry returns the first message even without that permission.
+Webhooks can neither read channel history nor send a nonce: an attempt whose outcome is unknown (the
+POST took longer than the 60 s client timeout, or the bot stopped or died during it) is posted again and
+may show twice (at-least-once for that window, exactly-once otherwise); each such repost is logged as
+``discord_delivery_unconfirmed_repost`` with ``may_duplicate=true`` (RUNBOOK section 4.6).
 """
 
 from __future__ import annotations
@@ -229,6 +232,11 @@ class OutboxSender:
             for s in pending:
                 d = deliveries[s.id]
                 attempts = d.attempts if d else 0
+                if s.id in maybe_posted and s.id not in found and not self._too_old(s):
+                    # an earlier attempt's outcome is unknown (timed out, or the process stopped mid-POST); a
+                    # destination that cannot check (a webhook) may now show this signal twice
+                    log.warning("discord_delivery_unconfirmed_repost", destination=self.destination, signal_id=s.id,
+                                attempts=attempts, may_duplicate=not getattr(self.poster, "can_confirm", True))
                 if s.id in found:
                     await self._record(s.id, "sent", message_id=found[s.id], attempts=attempts, error=None)
                     self.stats.recovered += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -27,6 +28,11 @@ def mask_webhook_url(text: str) -> str:
     return _WEBHOOK_TOKEN_RE.sub(r"\1***", text)
 
 
+def delivery_nonce(signal_ids: Sequence[str]) -> str:
+    """The message's nonce: the same for every attempt at posting these signals, 25 characters (Discord's limit)."""
+    return hashlib.sha256("|".join(sorted(signal_ids)).encode()).hexdigest()[:25]
+
+
 def _footer_ids(message: discord.Message) -> set[str]:
     ids: set[str] = set()
     for e in message.embeds:
@@ -37,7 +43,8 @@ def _footer_ids(message: discord.Message) -> set[str]:
 
 
 class ChannelPoster:
-    """Posts into DISCORD_SIGNALS_CHANNEL_ID through the bot; finds its own earlier posts in the history.
+    """Posts into DISCORD_SIGNALS_CHANNEL_ID through the bot; finds its own earlier posts in the history, and
+    sends a per-message nonce that Discord enforces (a repeat within minutes returns the first message).
 
     :param get_bot: returns the current bot (the service may replace it, e.g. after the intent fallback).
     """
@@ -46,6 +53,7 @@ class ChannelPoster:
         self.get_bot = get_bot
         self.channel_id = channel_id
         self.destination = f"discord:{channel_id}"
+        self.can_confirm = True  # channel history (Read Message History) and the nonce
         self._warned = False
 
     async def _channel(self) -> discord.abc.Messageable | None:
@@ -78,11 +86,15 @@ class ChannelPoster:
         if channel is None:
             raise ConnectionError(f"signals channel {self.channel_id} is not reachable")
         files = message.discord_files()
+        # discord.py sends the nonce with enforce_nonce: Discord answers a repeat within a few minutes with the
+        # message it already created instead of a second one (a retry after a timed-out POST, a quick restart)
+        nonce = delivery_nonce(message.signal_ids)
         if files:
             sent = await channel.send(content=message.content, embeds=list(message.embeds), files=files,
-                                      allowed_mentions=NO_MENTIONS)
+                                      allowed_mentions=NO_MENTIONS, nonce=nonce)
         else:
-            sent = await channel.send(content=message.content, embeds=list(message.embeds), allowed_mentions=NO_MENTIONS)
+            sent = await channel.send(content=message.content, embeds=list(message.embeds), allowed_mentions=NO_MENTIONS,
+                                      nonce=nonce)
         return str(sent.id)
 
     async def find_posted(self, signal_ids: Sequence[str], since_ms: int) -> dict[str, str]:
@@ -119,6 +131,7 @@ class WebhookPoster:
     """
 
     destination = "webhook"
+    can_confirm = False  # no channel history and no nonce: an attempt whose outcome is unknown may be posted twice
 
     def __init__(self, url: str, *, username: str = "WyEli") -> None:
         if not WEBHOOK_URL_RE.search(url):
