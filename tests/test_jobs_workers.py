@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,29 @@ async def kill_when_running(store: Any, proc: asyncio.subprocess.Process) -> int
     await asyncio.sleep(0.5)  # mid-job: the child is loading or backtesting
     proc.kill()
     await proc.wait()
+    workdirs = list(Path(tempfile.gettempdir()).glob(f"wyeli-job-{job_id}-*"))  # the dead worker's attempt
+
+    async def no_orphan() -> bool:  # the job process ends by itself and removes its work directory
+        return not children_of(proc.pid) and not any(d.exists() for d in workdirs)
+
+    await wait_for(no_orphan, 10, f"the job process of the killed worker {proc.pid} to exit and clean up")
     return job_id
+
+
+def children_of(worker_pid: int) -> list[int]:
+    """Job processes started by ``worker_pid`` (their environment names it), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            env = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"backtest.jobs.child" in cmd and f"WYELI_JOB_PARENT_PID={worker_pid}".encode() in env.split(b"\0"):
+            found.append(int(entry.name))
+    return found
 
 
 async def post_everything(store: Any, limit_s: float) -> list[str]:

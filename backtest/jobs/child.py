@@ -52,17 +52,31 @@ class Progress:
         self.out.flush()
 
 
+PARENT_ENV = "WYELI_JOB_PARENT_PID"
+
+
 def exit_with_parent(workdir: Path, poll_s: float = 0.5) -> None:
-    """A daemon thread that ends this process (and removes its work directory, which the dead worker can no
-    longer clean up) when the parent dies: its parent pid changes to a reaper's."""
-    parent = os.getppid()
+    """End this process (removing its work directory, which a dead worker can no longer clean up) as soon as its
+    worker is gone: the worker's pid comes in WYELI_JOB_PARENT_PID, so a worker that died while this process was
+    still starting is noticed too (the parent pid is then already a reaper's)."""
+    raw = os.environ.get(PARENT_ENV, "")
+    parent = int(raw) if raw.isdigit() else os.getppid()
+
+    def gone() -> bool:
+        return os.getppid() != parent
+
+    def leave() -> None:
+        shutil.rmtree(workdir, ignore_errors=True)
+        os._exit(3)
+
+    if gone():
+        leave()
 
     def watch() -> None:
         while True:
             time.sleep(poll_s)
-            if os.getppid() != parent:
-                shutil.rmtree(workdir, ignore_errors=True)
-                os._exit(3)
+            if gone():
+                leave()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 

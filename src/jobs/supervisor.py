@@ -66,7 +66,7 @@ async def run_attempt(store: JobStore, job: JobRecord, settings: AttemptSettings
         with (workdir / "stderr.log").open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
                 settings.python, "-m", CHILD_MODULE, str(workdir), stdout=asyncio.subprocess.PIPE, stderr=err,
-                env=child_env(settings.env), start_new_session=True)
+                env={**child_env(settings.env), "WYELI_JOB_PARENT_PID": str(os.getpid())}, start_new_session=True)
         owned = await _watch(store, job, proc, settings.heartbeat_s)
         if not owned:
             log.info("job_attempt_abandoned", job_id=job.id, attempt=job.attempt)
