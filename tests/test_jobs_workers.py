@@ -119,13 +119,17 @@ async def kill_when_running(store: Any, proc: asyncio.subprocess.Process) -> int
     await asyncio.sleep(0.5)  # mid-job: the child is loading or backtesting
     proc.kill()
     await proc.wait()
-    workdirs = list(Path(tempfile.gettempdir()).glob(f"wyeli-job-{job_id}-*"))  # the dead worker's attempt
+    workdirs = attempt_dirs(job_id)  # the dead worker's attempt
 
     async def no_orphan() -> bool:  # the job process ends by itself and removes its work directory
-        return not children_of(proc.pid) and not any(d.exists() for d in workdirs)
+        return not children_of(proc.pid) and not set(workdirs) & set(attempt_dirs(job_id))
 
     await wait_for(no_orphan, 10, f"the job process of the killed worker {proc.pid} to exit and clean up")
     return job_id
+
+
+def attempt_dirs(job_id: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"wyeli-job-{job_id}-*"))
 
 
 def children_of(worker_pid: int) -> list[int]:
