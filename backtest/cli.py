@@ -31,6 +31,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "download": ("download closed klines from Binance REST into a CSV", "backtest.download_cmd", "add_arguments", "run"),
     "research": ("event study per pattern vs matched random entries over many files", "backtest.research.cli",
                  "add_arguments", "run"),
+    # backtest jobs queue (src/jobs): requests from Discord or the shell, run by workers anywhere
+    "jobs": ("queue backtests for the workers: submit, status, list, cancel", "backtest.jobs.cli", "add_arguments", "run"),
+    "worker": ("run queued backtest jobs (Postgres: procrastinate; SQLite: this machine)", "backtest.jobs.cli",
+               "add_worker_arguments", "run_worker"),
 }
 
 

@@ -161,6 +161,7 @@ class App:
         self.replay_db: Path | None = None  # the replay's own database (None: live, or --replay-into-store)
         self.routes = SignalRoutes.from_config(config)
         self.trading: TradingRunner | None = None
+        self.jobs: Any = None  # src.bot.jobs_host.JobsHost (live mode): backtest jobs from Discord
         self.warmed_up = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._closers: list[ShutdownStep] = []
@@ -196,6 +197,11 @@ class App:
         del self._problems["store"]
         self.cache = await self._open_cache()
         self.trading = self._build_trading()
+        if self.mode == "live":
+            from src.bot.jobs_host import JobsHost
+
+            self.jobs = JobsHost(cfg)
+            await self.jobs.open()
         sinks = self._build_sinks()
         self.keeper = TrackRecordKeeper(self.store, self.evidence)
         self.pipeline = Pipeline(
@@ -296,6 +302,7 @@ class App:
         discord_sinks, self.discord = build_discord_sinks(
             self.config, self.store, self.status_snapshot, self.market_view,
             preview_dir=self.options.discord_preview, live=self.mode == "live", track_records=self._track_records,
+            jobs=self.jobs.queue if self.jobs else None, jobs_unavailable=self.jobs.unavailable if self.jobs else "",
         )
         sinks: list[SignalSink] = [KindFilter(ConsoleSink(), self.routes.console), *discord_sinks]
         self._follow_up_listeners = [s for s in discord_sinks if hasattr(s, "follow_up_recorded")]
@@ -364,6 +371,8 @@ class App:
 
             assert self.store is not None
             self._spawn(run_retention(self.store, cfg.candle_retention_days), "retention")
+        if self.jobs is not None:
+            self.jobs.start()
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -662,6 +671,8 @@ class App:
             steps.append(ShutdownStep("analysis in flight and sinks", self.pipeline.close, 6.0))
         if self.discord is not None:
             steps.append(ShutdownStep("discord", self.discord.stop, 4.0))
+        if self.jobs is not None:
+            steps.append(ShutdownStep("backtest jobs", self.jobs.stop, 4.0))
         steps.extend(self._closers)
         steps.append(ShutdownStep("background tasks", self._cancel_tasks, 1.0))
         if self.cache is not None:

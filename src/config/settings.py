@@ -187,6 +187,14 @@ class Config:
     # backtest
     backtest_initial_balance: float = 10000.0
     backtest_commission: float = 0.0004
+    # backtest jobs (src/jobs): queue limits, the bot's own job processes, the download cache
+    jobs_local_workers: int = 1
+    jobs_max_active_per_user: int = 2
+    jobs_max_active: int = 20
+    jobs_max_period_days: int = 366
+    jobs_max_attempts: int = 2
+    jobs_cache_dir: Path = Path("./data/klines-cache")
+    jobs_rest_weight_limit: int = 1000
     # http / status
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -459,6 +467,14 @@ class _Reader:
 
         c.backtest_initial_balance = self.float_("BACKTEST_INITIAL_BALANCE", c.backtest_initial_balance, 1e-9)
         c.backtest_commission = self.float_("BACKTEST_COMMISSION", c.backtest_commission, 0.0, 0.1)
+
+        c.jobs_local_workers = self.int_("JOBS_LOCAL_WORKERS", c.jobs_local_workers, 0, 16)
+        c.jobs_max_active_per_user = self.int_("JOBS_MAX_ACTIVE_PER_USER", c.jobs_max_active_per_user, 1, 1000)
+        c.jobs_max_active = self.int_("JOBS_MAX_ACTIVE", c.jobs_max_active, 1, 100000)
+        c.jobs_max_period_days = self.int_("JOBS_MAX_PERIOD_DAYS", c.jobs_max_period_days, 1, 36600)
+        c.jobs_max_attempts = self.int_("JOBS_MAX_ATTEMPTS", c.jobs_max_attempts, 1, 10)
+        c.jobs_cache_dir = Path(self.raw("JOBS_CACHE_DIR") or c.jobs_cache_dir)
+        c.jobs_rest_weight_limit = self.int_("JOBS_REST_WEIGHT_LIMIT", c.jobs_rest_weight_limit, 10, 2000)
 
         c.http_host = self.raw("HTTP_HOST") or c.http_host
         c.http_port = self.int_("HTTP_PORT", c.http_port, 0, 65535)

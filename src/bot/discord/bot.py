@@ -9,7 +9,7 @@ without it and answers to @mentions (``@WyEli status``) and slash commands inste
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import discord
@@ -31,7 +31,8 @@ class WyEliBot(commands.Bot):
 
     def __init__(self, deps: CommandDeps, *, message_content: bool = True, owner_ids: tuple[int, ...] = (),
                  on_ready_hook: Callable[[], None] | None = None, intents: discord.Intents | None = None,
-                 trading: Any = None, trading_admins: TradingAdmins | None = None, **kwargs: Any) -> None:
+                 trading: Any = None, trading_admins: TradingAdmins | None = None,
+                 extra_cogs: Sequence[Callable[[commands.Bot], commands.Cog]] = (), **kwargs: Any) -> None:
         # default intents + message content; tests pass wider intents (dpytest needs the member cache)
         intents = intents or discord.Intents.default()
         intents.message_content = message_content
@@ -45,12 +46,15 @@ class WyEliBot(commands.Bot):
         self.on_ready_hook = on_ready_hook
         self.trading = trading  # a TradingControl when trading is on (src/trading/service.py)
         self.trading_admins = trading_admins or TradingAdmins(frozenset(), frozenset())
+        self.extra_cogs = tuple(extra_cogs)  # e.g. the backtest jobs cog (src/bot/discord/cogs/jobs.py)
 
     async def setup_hook(self) -> None:
         await self.add_cog(SignalsCog(self, self.deps))
         if self.trading is not None:
             await self.add_cog(TradingCog(self, self.trading, self.trading_admins))
         await self.add_cog(SubscriptionsCog(self, self.deps))
+        for make_cog in self.extra_cogs:
+            await self.add_cog(make_cog(self))
 
     async def on_ready(self) -> None:
         self.ready_event.set()

@@ -482,6 +482,8 @@ def help_embed(symbols: Sequence[str], timeframes: Sequence[str], *, all_symbols
         "`>mute [SYMBOL] [TF] DURATION [dm]` / `>unmute` — hold a market (or everything) back for a while, e.g. "
         "`>mute ETH 4h 12h`\n"
         "`>subscriptions [dm]` — what this channel (or your DMs) gets and what is muted\n"
+        "`>backtest SYMBOL [TF] [period] [pattern...]` — queue a backtest (`>backtest SOL 1h 2024 spring`; "
+        "`status ID`, `cancel ID`, `queue`); `>research PATTERN [TF]` — an event study\n"
         "`>help` — this message\n"
         "`>sync [guild|global]` — owners only: publish the slash commands"
     )

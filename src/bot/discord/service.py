@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+from discord.ext import commands
 
 from src.analysis import timeframes as tf_mod
 from src.analysis.follow_ups import FollowUp
@@ -48,6 +49,9 @@ from src.config import Config
 from src.storage.base import Store, StoreError
 
 TrackRecordsProvider = Callable[[], Sequence[TrackRecordView]]
+
+if TYPE_CHECKING:
+    from src.jobs.queue import JobQueue
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +96,8 @@ class DiscordService:
         poll_interval_s: float = 30.0,
         flush_timeout_s: float = 2.5,
         track_records: TrackRecordsProvider | None = None,
+        jobs: JobQueue | None = None,
+        jobs_unavailable: str = "",
     ) -> None:
         self.config = config
         self.store = store
@@ -128,6 +134,10 @@ class DiscordService:
             sender = self._sender_for(dest)
             if sender is not None:
                 self.senders.append(sender)
+        # backtest jobs (src/jobs): the >backtest/>research cog and the poster of progress and results
+        self.jobs = jobs
+        self.jobs_unavailable = jobs_unavailable or "backtest jobs are not configured"
+        self._job_poster_task: asyncio.Task[None] | None = None
         self._bot: WyEliBot | None = None
         self._bot_task: asyncio.Task[None] | None = None
         self._sender_tasks: dict[str, asyncio.Task[None]] = {}
@@ -170,7 +180,8 @@ class DiscordService:
 
     def make_bot(self, message_content: bool) -> WyEliBot:
         return WyEliBot(self.deps, message_content=message_content, owner_ids=self.config.discord_owner_ids,
-                        on_ready_hook=self._on_bot_ready, trading=self.trading, trading_admins=trading_admins(self.config))
+                        on_ready_hook=self._on_bot_ready, trading=self.trading, trading_admins=trading_admins(self.config),
+                        extra_cogs=(self._jobs_cog,))
 
     def attach_trading(self, runner: Any) -> None:
         """Trading commands for the admins, and trading alerts in DISCORD_TRADING_CHANNEL_ID (else the signals
@@ -183,6 +194,13 @@ class DiscordService:
             self.trading_alerts = DiscordTradingAlerts(lambda: self._bot, channel,
                                                        tuple(sorted(trading_admins(self.config).user_ids)))
             runner.add_alerts(self.trading_alerts)
+
+    def _jobs_cog(self, bot: commands.Bot) -> commands.Cog:
+        from src.bot.discord.cogs.jobs import JobCommandDeps, JobsCog
+
+        deps = JobCommandDeps(queue=self.jobs, symbols=self.config.symbols, timeframes=self.config.timeframes,
+                              all_symbols=self.config.symbols_all, unavailable=self.jobs_unavailable)
+        return JobsCog(bot, deps)
 
     def _set_bot(self, bot: WyEliBot) -> None:
         self._bot = bot
@@ -212,6 +230,11 @@ class DiscordService:
             self._alarm_task = asyncio.create_task(watcher.run(), name="discord-alarms")
         if self.trading_alerts is not None:
             self._alerts_task = asyncio.create_task(self.trading_alerts.run(), name="discord-trading-alerts")
+        if self.jobs is not None and self.config.discord_token:
+            from src.bot.discord.job_posts import JobPoster
+
+            poster = JobPoster(self.jobs.store, lambda: self._bot)
+            self._job_poster_task = asyncio.create_task(poster.run(), name="job-posts")
         log.info("discord_service_started", bot=bool(self.config.discord_token), follow_ups=self.config.discord_follow_ups,
                  destinations=[f"{s.target.name} ({_shown(s.destination)})" for s in self.senders])
 
@@ -273,6 +296,10 @@ class DiscordService:
             self._alerts_task.cancel()
             await asyncio.gather(self._alerts_task, return_exceptions=True)
             self._alerts_task = None
+        if self._job_poster_task is not None:
+            self._job_poster_task.cancel()
+            await asyncio.gather(self._job_poster_task, return_exceptions=True)
+            self._job_poster_task = None
         if self._bot is not None and not self._bot.is_closed():
             await self._bot.close()
         if self._bot_task is not None:
@@ -352,11 +379,15 @@ def build_discord_service(
     status_provider: StatusProvider | None,
     market_view_provider: MarketViewProvider | None,
     track_records: TrackRecordsProvider | None = None,
+    *,
+    jobs: JobQueue | None = None,
+    jobs_unavailable: str = "",
 ) -> DiscordService | None:
     """The service when DISCORD_TOKEN, DISCORD_WEBHOOK_URL or a route is set, else None (console only)."""
     if not config.discord_token and not config.discord_webhook_url and not config.discord_routes:
         return None
-    return DiscordService(config, store, status_provider, market_view_provider, track_records=track_records)
+    return DiscordService(config, store, status_provider, market_view_provider, track_records=track_records,
+                          jobs=jobs, jobs_unavailable=jobs_unavailable)
 
 
 def build_discord_sinks(
@@ -368,6 +399,8 @@ def build_discord_sinks(
     preview_dir: Path | None = None,
     live: bool = True,
     track_records: TrackRecordsProvider | None = None,
+    jobs: JobQueue | None = None,
+    jobs_unavailable: str = "",
 ) -> tuple[list[SignalSink], DiscordService | None]:
     """Every Discord-side sink the configuration asks for: the preview (``--discord-preview DIR``: every
     destination's message sequence, follow-ups included, written to files) and, in live mode, the service (bot,
@@ -376,7 +409,8 @@ def build_discord_sinks(
     sinks: list[SignalSink] = []
     if preview_dir is not None:
         sinks.append(DiscordPreview(preview_dir, config, store))
-    service = (build_discord_service(config, store, status_provider, market_view_provider, track_records)
+    service = (build_discord_service(config, store, status_provider, market_view_provider, track_records,
+                                     jobs=jobs, jobs_unavailable=jobs_unavailable)
                if live else None)
     if service is not None:
         sinks.append(service)
