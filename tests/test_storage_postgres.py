@@ -459,7 +459,8 @@ async def test_the_rest_commit_function_is_one_transaction_with_forward_only_wat
 ) -> None:
     import json
 
-    from src.storage.supabase_store import ms_to_ts, signal_row
+    from src.storage.rest_times import ms_to_ts
+    from src.storage.supabase_store import signal_row
     from tests.storage_contract import T0
 
     a, b = make_signal(pattern="spring"), make_signal(pattern="sos")

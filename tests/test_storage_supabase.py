@@ -18,13 +18,12 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from src.storage.base import StoreError, StoreUnavailable
+from src.storage.rest_times import ms_to_ts, ts_to_ms
 from src.storage.spool import SpoolStore
 from src.storage.supabase_store import (
     SupabaseRestStore,
     check_write_key,
     key_role,
-    ms_to_ts,
-    ts_to_ms,
 )
 from tests.fakes.postgrest import FakePostgrest, format_ts
 from tests.storage_contract import T0, StoreContract, delivery, make_candle, make_outcome, make_signal

@@ -26,7 +26,8 @@ from src.jobs.model import (
     Requester,
 )
 from src.storage.base import StoreError
-from src.storage.sqlite_store import SqliteThread, _apply_schema, transaction
+from src.storage.sqlite_store import _apply_schema
+from src.storage.sqlite_thread import SqliteThread, transaction
 
 _COLS = (
     "id, request, state, user_id, user_name, channel_id, guild_id, admin, created_at, attempt, max_attempts, "

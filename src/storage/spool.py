@@ -56,7 +56,7 @@ from src.storage.base import (
     Subscription,
 )
 from src.storage.spool_trading import TRADING_OPS, SpoolTradingMixin
-from src.storage.sqlite_store import SqliteThread, transaction
+from src.storage.sqlite_thread import SqliteThread, transaction
 
 log = structlog.get_logger(__name__)
 

@@ -27,11 +27,9 @@ Layout and rules:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,6 +64,7 @@ from src.storage.base import (
     storage_problem,
 )
 from src.storage.migration_files import discover_in
+from src.storage.sqlite_thread import BUSY_TIMEOUT_MS, SqliteThread, classify, transaction, write
 from src.storage.sqlite_trading import SqliteTradingMixin
 
 log = structlog.get_logger(__name__)
@@ -74,145 +73,6 @@ T = TypeVar("T")
 
 MIGRATIONS = discover_in(Path(__file__).with_name("sqlite_migrations"))
 SCHEMA_VERSION = MIGRATIONS[-1].version
-BUSY_TIMEOUT_MS = 5000
-# sqlite3 errors that mean "try again later" rather than "this can never work"
-_TRANSIENT_MARKERS = ("locked", "busy", "disk i/o", "unable to open", "disk is full", "database or disk is full")
-
-
-def _classify(exc: sqlite3.Error, what: str) -> StoreError:
-    """Map a sqlite3 error to StoreUnavailable (transient: lock contention, I/O, full disk) or StoreError."""
-    text = str(exc).lower()
-    if isinstance(exc, sqlite3.OperationalError) and any(m in text for m in _TRANSIENT_MARKERS):
-        return StoreUnavailable(f"sqlite {what}: {exc}")
-    return StoreError(f"sqlite {what}: {exc}")
-
-
-class SqliteThread:
-    """One sqlite3 connection owned by one worker thread; ``run(fn)`` executes ``fn(conn)`` there.
-
-    Calls are queued FIFO on the single thread, so concurrent coroutines never interleave inside a
-    transaction. The connection is in autocommit mode: ``fn`` wraps its writes in :func:`transaction`.
-    A caller that is cancelled stops waiting, but a call already queued still runs to its end.
-    """
-
-    def __init__(self, path: Path, *, label: str, synchronous: str = "NORMAL",
-                 busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
-        self.path = path
-        self.label = label
-        self._synchronous = synchronous
-        self._busy_timeout_ms = busy_timeout_ms
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._conn is not None
-
-    async def start(self, init: Callable[[sqlite3.Connection], None]) -> None:
-        """Open the connection on the worker thread and run ``init`` (schema). Idempotent."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.label}")
-        if self._conn is not None:
-            return
-
-        def _open() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout_ms / 1000, isolation_level=None)
-            try:
-                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    log.warning("sqlite_wal_unavailable", path=str(self.path), journal_mode=mode)
-                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-                conn.execute("PRAGMA foreign_keys = ON")
-                # isolation_level=None = autocommit; transactions are explicit BEGIN/COMMIT below
-                init(conn)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-
-        try:
-            await self._submit(_open)
-        except sqlite3.Error as exc:
-            raise _classify(exc, f"open {self.path}") from exc
-        except OSError as exc:
-            raise StoreUnavailable(f"sqlite open {self.path}: {exc}") from exc
-
-    async def _submit(self, fn: Callable[[], T]) -> T:
-        if self._executor is None:
-            raise StoreError(f"sqlite store {self.label} is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn)
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
-        """Run ``fn(conn)`` on the worker thread; sqlite3 errors become StoreError/StoreUnavailable."""
-
-        def _call() -> T:
-            conn = self._conn
-            if conn is None:
-                raise StoreError(f"sqlite store {self.label} is not open")
-            return fn(conn)
-
-        try:
-            return await self._submit(_call)
-        except sqlite3.Error as exc:
-            raise _classify(exc, what) from exc
-
-    async def stop(self) -> None:
-        """Checkpoint the WAL, close the connection and end the thread. Idempotent."""
-        if self._executor is None:
-            return
-
-        def _close() -> None:
-            conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            try:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                conn.close()
-
-        try:
-            await self._submit(_close)
-        except sqlite3.Error as exc:
-            log.warning("sqlite_close_failed", path=str(self.path), error=str(exc))
-        finally:
-            executor, self._executor = self._executor, None
-            if executor is not None:
-                # the close job has run (or, if we were cancelled, is queued and still runs): never block the loop
-                executor.shutdown(wait=False)
-
-
-def transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
-    """Run ``body`` inside BEGIN IMMEDIATE ... COMMIT (rolled back on any exception)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = body()
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def write(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
-    """executemany ``rows`` in one transaction on the worker thread; returns the affected row count.
-
-    The cursor is closed here: a cursor that escapes to the event-loop thread and is finalised there
-    while the worker uses the connection is an sqlite3 API misuse.
-    """
-
-    def body() -> int:
-        cur = conn.executemany(sql, rows)
-        try:
-            return cur.rowcount
-        finally:
-            cur.close()
-
-    return transaction(conn, body)
 
 
 _LEDGER_DDL = (
@@ -443,14 +303,14 @@ class SqliteStore(SqliteTradingMixin):
             try:
                 write(conn, _UPSERT_CANDLE, [row for _, row in accepted])
             except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
-                if isinstance(exc, sqlite3.Error) and isinstance(_classify(exc, ""), StoreUnavailable):
+                if isinstance(exc, sqlite3.Error) and isinstance(classify(exc, ""), StoreUnavailable):
                     raise  # lock contention, I/O, full disk: the whole batch is retried by the caller
                 # refused for a reason no check foresaw: write the candles one by one, refuse only the bad ones
                 for c, row in accepted:
                     try:
                         write(conn, _UPSERT_CANDLE, [row])
                     except (sqlite3.Error, OverflowError, ValueError, TypeError) as one:
-                        if isinstance(one, sqlite3.Error) and isinstance(_classify(one, ""), StoreUnavailable):
+                        if isinstance(one, sqlite3.Error) and isinstance(classify(one, ""), StoreUnavailable):
                             raise
                         reject(c, f"{type(one).__name__}: {one}")
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from src.storage.sqlite_thread import SqliteThread, write
 from src.storage.trading_records import OPEN_STATUSES, AuditEntry, OrderRecord, PositionRecord
-
-if TYPE_CHECKING:
-    from src.storage.sqlite_store import SqliteThread
 
 _ORDER_COLS = (
     "client_order_id, mode, signal_id, position_key, symbol, side, order_type, purpose, quantity, stop_price, "
@@ -76,7 +74,6 @@ class SqliteTradingMixin:
     _db: SqliteThread
 
     async def save_order(self, order: OrderRecord) -> None:
-        from src.storage.sqlite_store import write
 
         row = order_row(order)
         await self._db.run(lambda conn: write(conn, _UPSERT_ORDER, [row]), "save_order")
@@ -101,7 +98,6 @@ class SqliteTradingMixin:
         return rows
 
     async def save_position(self, position: PositionRecord) -> None:
-        from src.storage.sqlite_store import write
 
         row = position_row(position)
         await self._db.run(lambda conn: write(conn, _UPSERT_POSITION, [row]), "save_position")
@@ -129,7 +125,6 @@ class SqliteTradingMixin:
         return rows
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        from src.storage.sqlite_store import write
 
         row = audit_row(entry)
         await self._db.run(lambda conn: write(conn, _INSERT_AUDIT, [row]), "append_audit")
@@ -154,7 +149,6 @@ class SqliteTradingMixin:
         return result
 
     async def set_trading_state(self, key: str, value: str) -> None:
-        from src.storage.sqlite_store import write
 
         sql = ("INSERT INTO trading_state (key, value, updated_at) VALUES (?,?,?) ON CONFLICT (key) DO UPDATE SET "
                "value=excluded.value, updated_at=excluded.updated_at")

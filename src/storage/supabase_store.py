@@ -43,7 +43,6 @@ import json
 import math
 import random
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,6 +81,7 @@ from src.storage.base import (
     signal_kind,
 )
 from src.storage.migration_files import discover_in
+from src.storage.rest_times import ms_to_ts, ts_to_ms
 from src.storage.supabase_trading import SupabaseTradingMixin
 
 log = structlog.get_logger(__name__)
@@ -92,8 +92,6 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # the numbered Postgres migrations this program needs (the REST store cannot apply them: the user pastes them)
 
 MAX_BATCH_ROWS = 1000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 _RETRY_STATUS = frozenset({408, 425, 429})
 # SQLSTATE classes / PostgREST codes that go away by themselves: connection (08), resources (53),
 # operator intervention (57), serialization/deadlock (40); PGRST000-003: database unreachable,
@@ -149,19 +147,6 @@ def check_write_key(key: str) -> str:
 
 
 # ---------------------------------------------------------------------------- conversions
-def ms_to_ts(ms: int) -> str:
-    """Epoch ms -> ISO-8601 UTC text for a timestamptz column (exact integer arithmetic)."""
-    return (_EPOCH + ms * _MS).isoformat(timespec="milliseconds")
-
-
-def ts_to_ms(text: str) -> int:
-    """PostgREST timestamptz text ('2023-11-14T22:00:00.12+00:00', 'Z', or naive = UTC) -> epoch ms, exactly."""
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt - _EPOCH) // _MS
-
-
 def _opt_ms(value: Any) -> int | None:
     return None if value is None else ts_to_ms(str(value))
 

@@ -17,6 +17,7 @@ import orjson
 from postgrest.types import ReturnMethod
 from supabase import AsyncClient
 
+from src.storage.rest_times import ms_to_ts, ts_to_ms
 from src.storage.trading_records import OPEN_STATUSES, AuditEntry, OrderRecord, PositionRecord
 
 _ORDER_COLS = ("client_order_id,mode,signal_id,position_key,symbol,side,order_type,purpose,quantity,stop_price,"
@@ -28,14 +29,10 @@ _AUDIT_COLS = "event_id,at,actor,action,mode,symbol,signal_id,ref,details"
 
 
 def _ts(ms: int | None) -> str | None:
-    from src.storage.supabase_store import ms_to_ts
-
     return None if ms is None else ms_to_ts(ms)
 
 
 def _ms(text: Any) -> int | None:
-    from src.storage.supabase_store import ts_to_ms
-
     return None if text is None else ts_to_ms(str(text))
 
 
