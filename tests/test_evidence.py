@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from src.analysis.engine import ANALYZER_VERSION
 from src.analysis.evidence import (
     BASIS,
     CTX_ATR,
@@ -25,6 +26,7 @@ from src.analysis.evidence import (
 )
 from src.analysis.evidence_eval import evaluate, predict
 from src.analysis.evidence_fit import FitOptions, Samples, Twins, design, fit_model
+from src.analysis.registry import fitted_analyzers, stale_evidence
 from src.analysis.types import Evidence, Signal, signal_id
 
 HALF_YEAR_MS = 182 * 86_400_000
@@ -302,3 +304,18 @@ def test_the_shipped_default_loads_and_says_how_it_was_made():
     for row in m.track_records():
         assert row.expected_r_lo is not None and row.expected_r_hi is not None
         assert row.expected_r_lo <= (row.expected_r or 0) <= row.expected_r_hi
+
+
+def test_the_shipped_default_was_fitted_on_the_analyzers_that_run():
+    # change an analyzer (or its parameters) and this fails until the default is refitted with the command it
+    # records: otherwise every number the bot shows would describe candidates of another detector
+    m = load_default_model()
+    assert set(fitted_analyzers(m.meta)) >= {"15m", "1h", "4h"}
+    assert stale_evidence(m.meta, ("15m", "1h", "4h")) == [], m.meta["command"]
+    assert m.meta["analyzer_version"] == ANALYZER_VERSION
+
+
+def test_a_model_fitted_on_other_analyzers_is_named_stale_per_timeframe():
+    meta = {"streams": [{"timeframe": "1h", "analyzers": "000000000000"}, {"timeframe": "4h", "analyzers": "x"}]}
+    assert stale_evidence(meta, ("15m", "1h", "4h")) == ["1h", "4h"]  # 15m: never fitted, nothing to compare
+    assert stale_evidence({}, ("1h",)) == []

@@ -70,7 +70,7 @@ __all__ = [
     "structure_id",
 ]
 
-ANALYZER_VERSION = "0.1.0"
+ANALYZER_VERSION = "0.2.0"  # 0.2: the Wyckoff detector of issue 12, structure keys, the evidence gate
 
 
 @dataclass(slots=True)

@@ -94,6 +94,11 @@ def load_model(path: Path | None) -> EvidenceModelView | None:
     return loaded
 
 
+def stale_timeframes(model: EvidenceModelView, timeframes: Sequence[str]) -> list[str]:
+    """The timeframes where ``model`` was fitted on other analyzers than the ones running (refit it)."""
+    return _registry.stale_evidence(getattr(model, "meta", {}), timeframes)
+
+
 def with_live(model: EvidenceModelView, tracks: Sequence[LiveTrack]) -> EvidenceModelView:
     """``model`` with the live record of the tracked population folded in: one LiveRecord per (pattern, timeframe)
     cell with graded outcomes (n, sum of net R, sum of squares, wins = net R > 0)."""
@@ -132,5 +137,6 @@ def candidates_of(result: StepResult) -> list[Signal]:
 
 __all__ = [
     "TRACKED_GATE_REASONS", "EvidenceModelView", "ModelError",
-    "TrackRecordView", "build_engine", "candidates_of", "load_model", "make_gate", "set_evidence", "with_live",
+    "TrackRecordView", "build_engine", "candidates_of", "load_model", "make_gate", "set_evidence", "stale_timeframes",
+    "with_live",
 ]

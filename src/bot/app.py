@@ -79,8 +79,9 @@ class StartupError(RuntimeError):
     """A problem the user must fix before the bot can run (message says what)."""
 
 
-def load_evidence_model(path: Path | None) -> EvidenceModelView | None:
-    """EVIDENCE_MODEL_PATH's model, else the shipped one (None when this build has no evidence model)."""
+def load_evidence_model(path: Path | None, timeframes: Sequence[str] = ()) -> EvidenceModelView | None:
+    """EVIDENCE_MODEL_PATH's model, else the shipped one (None when this build has no evidence model); a model
+    fitted on other analyzers than these (for any of ``timeframes``) is loaded with a loud warning."""
     try:
         model = analysis_api.load_model(path)
     except ModelError as exc:
@@ -89,6 +90,11 @@ def load_evidence_model(path: Path | None) -> EvidenceModelView | None:
         log.warning("no evidence model in this build: candidates are gated by the analyzers' raw score")
     else:
         log.info("evidence model loaded", version=model.version, path=str(path) if path else "shipped default")
+        stale = analysis_api.stale_timeframes(model, timeframes)
+        if stale:
+            log.warning("the evidence model was fitted on other analyzers than the ones running: its estimates describe "
+                        "other candidates; refit it with the command recorded in the model (python -m backtest evidence "
+                        "fit ...)", timeframes=",".join(stale), version=model.version)
     return model
 
 
@@ -183,7 +189,7 @@ class App:
         cfg = self.config
         self._announce()
         files = self._load_replay_files() if self.mode == "replay" else []
-        self.evidence = load_evidence_model(cfg.evidence_model_path)
+        self.evidence = load_evidence_model(cfg.evidence_model_path, cfg.timeframes)
         if self.mode == "live":
             http = await self._start_http()  # first: /healthz must answer while the store is still opening
             if http is not None:
