@@ -59,7 +59,8 @@ def headline_rows(study: Study) -> list[Cell]:
 
 
 def _cell_columns(c: Cell, with_tf: bool, with_thr: bool) -> list[str]:
-    cols = [c.pattern]
+    # without a timeframe column, a pooled "all patterns" row of one timeframe must still say which one
+    cols = [c.pattern if with_tf or c.pattern != ALL or c.timeframe == ALL else f"all ({c.timeframe})"]
     if with_tf:
         cols.append(c.timeframe)
     if with_thr:
