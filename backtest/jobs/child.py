@@ -23,12 +23,14 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from backtest.jobs.data import JobData, covers, download_cached, rest_settings
 from backtest.jobs.summary import backtest_summary, research_summary
 from src.analysis.types import ms_to_iso
+from src.bot.logging_setup import configure_logging
 from src.config import Config
 from src.jobs.model import JobError, JobRequest
 from src.jobs.patterns import ELLIOTT_PATTERNS, WYCKOFF_PATTERNS
@@ -53,32 +55,37 @@ class Progress:
 
 
 PARENT_ENV = "WYELI_JOB_PARENT_PID"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def exit_with_parent(workdir: Path, poll_s: float = 0.5) -> None:
+def exit_with_parent(workdir: Path, poll_s: float = 0.5) -> Callable[[], bool]:
     """End this process (removing its work directory, which a dead worker can no longer clean up) as soon as its
     worker is gone: the worker's pid comes in WYELI_JOB_PARENT_PID, so a worker that died while this process was
-    still starting is noticed too (the parent pid is then already a reaper's)."""
+    still starting is noticed too (the parent pid is then already a reaper's). Returns the "worker gone" test,
+    for the exits that come before the next poll (a write into the dead worker's pipe)."""
     raw = os.environ.get(PARENT_ENV, "")
     parent = int(raw) if raw.isdigit() else os.getppid()
 
     def gone() -> bool:
         return os.getppid() != parent
 
-    def leave() -> None:
-        shutil.rmtree(workdir, ignore_errors=True)
-        os._exit(3)
-
     if gone():
-        leave()
+        leave(workdir)
 
     def watch() -> None:
         while True:
             time.sleep(poll_s)
             if gone():
-                leave()
+                leave(workdir)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    return gone
+
+
+def leave(workdir: Path) -> NoReturn:
+    """Exit at once (status 3) without a result, removing the work directory."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    os._exit(3)
 
 
 async def _store_candles(cfg: Config, symbol: str, timeframe: str, from_ms: int, to_ms: int) -> list[Any]:
@@ -197,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m backtest.jobs.child WORKDIR", file=sys.stderr)
         return 2
     workdir = Path(args[0])
-    exit_with_parent(workdir)
+    worker_gone = exit_with_parent(workdir)
+    # stdout carries the progress protocol to the worker and nothing else: log lines go to stderr.log
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    configure_logging(level if level in LOG_LEVELS else "INFO", "json", stream=sys.stderr)
     progress = Progress(sys.stdout)
     try:
         req = JobRequest.from_json(json.loads((workdir / "request.json").read_text(encoding="utf-8"))["request"])
@@ -205,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         result = run_job(req, workdir, progress)
     except (UserFacingError, JobError) as exc:
         result = {"error": str(exc)}
+    except BrokenPipeError:
+        # only the worker reads our stdout: it is dying (its pid can outlive its pipes by a moment)
+        leave(workdir)
+    except BaseException:
+        if worker_gone():
+            leave(workdir)
+        raise
     (workdir / "result.json").write_text(json.dumps(result, allow_nan=False, default=str), encoding="utf-8")
     return 0
 
