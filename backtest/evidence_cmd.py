@@ -62,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("show", help="print a model's cells (the track record table)",
                        description="print a model's cells (the track record table)")
     s.add_argument("--model", type=Path, help="model file (default: the shipped default)")
+    s.add_argument("--markdown", action="store_true", help="print the cells as a Markdown table (for the docs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,6 +199,30 @@ def _fmt(x: float | None, sign: bool = True) -> str:
     return f"{x:+.3f}" if sign else f"{x:.3f}"
 
 
+def _cells(model: EvidenceModel) -> list[list[str]]:
+    rows = []
+    for r in model.track_records():
+        ci = "-" if r.backtest_ci is None else f"{r.backtest_ci[0]:+.3f} .. {r.backtest_ci[1]:+.3f}"
+        interval = "-" if r.expected_r_lo is None or r.expected_r_hi is None else \
+            f"{r.expected_r_lo:+.3f} .. {r.expected_r_hi:+.3f}"
+        rows.append([r.pattern, r.timeframe, str(r.backtest_n), _fmt(r.backtest_mean_r), ci, str(r.live_n),
+                     _fmt(r.live_mean_r), _fmt(r.expected_r), interval, _fmt(r.p_win, sign=False)])
+    return rows
+
+
+SHOW_COLUMNS = ("pattern", "tf", "backtest n", "mean R", "95% CI", "live n", "live R", "expected R", "interval", "p_win")
+
+
+def print_markdown(model: EvidenceModel) -> None:
+    """The cells as a Markdown table; minus signs as U+2212 so the numbers read as in print."""
+    print(f"| {' | '.join(SHOW_COLUMNS)} |")
+    print("|" + "|".join("---" if c in ("pattern", "tf") else "---:" for c in SHOW_COLUMNS) + "|")
+    for row in _cells(model):
+        cells = (c.replace("-", "\u2212") if i >= 3 and c != "-" else c for i, c in enumerate(row))
+        print("| " + " | ".join(cells) + " |")
+    print(f"\nModel {model.version}, {model.interval:.0%} interval of a {model.reference_n}-signal average.")
+
+
 def print_model(model: EvidenceModel) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -205,14 +230,10 @@ def print_model(model: EvidenceModel) -> None:
     console = Console(width=None if sys.stdout.isatty() else 160)
     t = Table(title=f"evidence model {model.version}: net R after fees per (pattern, timeframe); "
                     f"expected R with its {model.interval:.0%} interval")
-    for col in ("pattern", "tf", "backtest n", "mean R", "95% CI", "live n", "live R", "expected R", "interval", "p_win"):
+    for col in SHOW_COLUMNS:
         t.add_column(col, justify="left" if col in ("pattern", "tf") else "right")
-    for r in model.track_records():
-        ci = "-" if r.backtest_ci is None else f"{r.backtest_ci[0]:+.3f} .. {r.backtest_ci[1]:+.3f}"
-        interval = "-" if r.expected_r_lo is None or r.expected_r_hi is None else \
-            f"{r.expected_r_lo:+.3f} .. {r.expected_r_hi:+.3f}"
-        t.add_row(r.pattern, r.timeframe, str(r.backtest_n), _fmt(r.backtest_mean_r), ci, str(r.live_n),
-                  _fmt(r.live_mean_r), _fmt(r.expected_r), interval, _fmt(r.p_win, sign=False))
+    for row in _cells(model):
+        t.add_row(*row)
     console.print(t)
     meta = model.meta
     if meta.get("command"):
@@ -240,5 +261,8 @@ def show(args: argparse.Namespace) -> int:
     except (InputError, EvidenceFormatError) as exc:
         print(f"backtest evidence show: {exc}", file=sys.stderr)
         return 2
-    print_model(model)
+    if args.markdown:
+        print_markdown(model)
+    else:
+        print_model(model)
     return 0

@@ -80,6 +80,18 @@ def test_show_prints_the_cells_of_a_model_and_of_the_default(fitted, capsys):
     assert "elliott_wave3" in capsys.readouterr().out
 
 
+def test_show_markdown_prints_one_table_row_per_cell_with_the_model_version(fitted, capsys):
+    from src.analysis.evidence import EvidenceModel
+
+    model = EvidenceModel.from_json(fitted.read_text())
+    assert main(["evidence", "show", "--model", str(fitted), "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| pattern")]
+    assert len(rows) == len(model.track_records())
+    assert all(ln.count("|") == 11 for ln in rows)
+    assert any(model.version in ln for ln in lines)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
