@@ -111,6 +111,19 @@ class TraderBase:
     def _state_key(self) -> str:
         return f"safety:{self.mode}"
 
+    async def _stored_elsewhere(self, signal: Signal, key: str) -> bool:
+        """True (and audited) when the store already holds a position for this signal, e.g. opened by the run
+        before a restart. A store error answers False: the position key is unique in the store and the entry's
+        client id is derived from the signal, so a second entry is refused further down anyway."""
+        try:
+            if await self.store.get_position(key) is None:
+                return False
+        except StoreError:
+            return False
+        await self.audit.record("signal_ignored", symbol=signal.symbol, signal_id=signal.id,
+                                reason="a position for this signal exists already")
+        return True
+
     # ------------------------------------------------------------------ lifecycle
     async def load(self) -> None:
         """Read the persisted safety state and the open positions (raises StoreError when the store cannot)."""

@@ -208,13 +208,8 @@ class ExchangeTrader(TraderBase):
         key = position_key(self.mode, signal.id)
         if key in self.positions:
             return
-        try:
-            if await self.store.get_position(key) is not None:
-                await self.audit.record("signal_ignored", symbol=signal.symbol, signal_id=signal.id,
-                                        reason="a position for this signal exists already")
-                return
-        except StoreError:
-            pass  # the entry client id is derived from the signal: Binance refuses a second one
+        if await self._stored_elsewhere(signal, key):
+            return
         now = self.clock.now_ms()
         interval = timeframes.interval_ms(signal.timeframe)
         age_ms = now - timeframes.close_time(signal.timeframe, signal.candle_time_ms)

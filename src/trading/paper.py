@@ -27,7 +27,7 @@ import structlog
 from src.analysis import timeframes
 from src.analysis.outcomes import InvalidSignalGeometry, OutcomeParams, Resolution, TradeFollower
 from src.analysis.types import Candle, Signal
-from src.storage.base import CandleStore, SignalStore, StoreError
+from src.storage.base import CandleStore, SignalStore
 from src.storage.trading_records import OrderRecord, PositionRecord, TradingStore, position_key
 from src.trading import client_ids
 from src.trading.alerts import AlertSink
@@ -91,13 +91,8 @@ class PaperTrader(TraderBase):
         key = position_key(self.mode, signal.id)
         if key in self.positions or any(s.id == signal.id for s in self._waiting[(signal.symbol, signal.timeframe)]):
             return
-        try:
-            if await self.store.get_position(key) is not None:
-                await self.audit.record("signal_ignored", symbol=signal.symbol, signal_id=signal.id,
-                                        reason="a position for this signal exists already")
-                return
-        except StoreError:
-            pass  # decided on the candle; the position key is unique anyway
+        if await self._stored_elsewhere(signal, key):
+            return
         self._waiting[(signal.symbol, signal.timeframe)].append(signal)
         await self.audit.record("signal_received", symbol=signal.symbol, signal_id=signal.id, kind=signal.kind,
                                 pattern=signal.pattern, direction=signal.direction, timeframe=signal.timeframe)
