@@ -142,6 +142,20 @@ class JobRecord:
     def final(self) -> bool:
         return self.state in FINAL_STATES
 
+    @classmethod
+    def from_row(cls, r: Any, files: tuple[str, ...] = ()) -> JobRecord:
+        """A row of the stores' job SELECT, in this order: id, request, state, user_id, user_name, channel_id,
+        guild_id, admin, created, attempt, max_attempts, started, finished, heartbeat (times as epoch ms),
+        worker, progress, error, summary (JSON text), message_id, notified, cancel_requested."""
+        return cls(
+            id=int(r[0]), request=JobRequest.from_json(r[1]), state=r[2],
+            requester=Requester(user_id=r[3], user_name=r[4], channel_id=r[5], guild_id=r[6], admin=bool(r[7])),
+            created_ms=int(r[8]), attempt=int(r[9]), max_attempts=int(r[10]), started_ms=r[11], finished_ms=r[12],
+            heartbeat_ms=r[13], worker=r[14], progress=r[15] or "", error=r[16],
+            summary=None if r[17] is None else json.loads(r[17]), message_id=r[18], notified_ms=r[19],
+            cancel_requested=bool(r[20]), files=files,
+        )
+
     def status_dict(self, queue_position: int | None = None) -> dict[str, Any]:
         """The JSON of ``python -m backtest jobs status ID``."""
         d: dict[str, Any] = {

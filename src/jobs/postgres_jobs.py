@@ -30,16 +30,6 @@ _COLS = (
 )
 
 
-def _row_job(r: asyncpg.Record, files: tuple[str, ...] = ()) -> JobRecord:
-    return JobRecord(
-        id=int(r[0]), request=JobRequest.from_json(r[1]), state=r[2],
-        requester=Requester(user_id=r[3], user_name=r[4], channel_id=r[5], guild_id=r[6], admin=bool(r[7])),
-        created_ms=int(r[8]), attempt=int(r[9]), max_attempts=int(r[10]), started_ms=r[11], finished_ms=r[12],
-        heartbeat_ms=r[13], worker=r[14], progress=r[15] or "", error=r[16],
-        summary=None if r[17] is None else json.loads(r[17]), message_id=r[18], notified_ms=r[19],
-        cancel_requested=bool(r[20]), files=files,
-    )
-
 
 class PostgresJobStore:
     """The JobStore protocol on PostgreSQL (see the module docstring)."""
@@ -103,7 +93,7 @@ class PostgresJobStore:
         if r is None:
             return None
         names = await conn.fetch("SELECT name FROM backtest_job_files WHERE job_id = $1 ORDER BY name", job_id)
-        return _row_job(r, tuple(n[0] for n in names))
+        return JobRecord.from_row(r, tuple(n[0] for n in names))
 
     # ------------------------------------------------------------------ requests
     async def submit(self, request: JobRequest, requester: Requester, limits: JobLimits, *,
@@ -141,7 +131,7 @@ class PostgresJobStore:
                "AND ($2::text IS NULL OR user_id = $2) ORDER BY id DESC LIMIT $3")
         async with self._conn("list jobs") as conn:
             rows = await conn.fetch(sql, list(states) if states else None, user_id, max(0, limit))
-        return [_row_job(r) for r in rows]
+        return [JobRecord.from_row(r) for r in rows]
 
     async def queue_position(self, job_id: int) -> int | None:
         sql = ("SELECT CASE WHEN j.state = 'queued' THEN (SELECT COUNT(*) FROM backtest_jobs q "
@@ -228,7 +218,7 @@ class PostgresJobStore:
         sql = (f"SELECT {_COLS} FROM backtest_jobs WHERE state = 'running' AND "
                "COALESCE(heartbeat_at, 'epoch'::timestamptz) < now() - $1 * interval '1 second' ORDER BY id")
         async with self._conn("stale jobs") as conn:
-            return [_row_job(r) for r in await conn.fetch(sql, float(older_than_s))]
+            return [JobRecord.from_row(r) for r in await conn.fetch(sql, float(older_than_s))]
 
     # ------------------------------------------------------------------ Discord posts
     async def to_notify(self, *, stale_ms: int = 600_000, limit: int = 10) -> list[JobRecord]:
@@ -236,7 +226,7 @@ class PostgresJobStore:
                "AND channel_id IS NOT NULL AND notified_at IS NULL AND (notify_claimed_at IS NULL OR "
                "notify_claimed_at < now() - $1 * interval '1 millisecond') ORDER BY id LIMIT $2")
         async with self._conn("jobs to post") as conn:
-            return [_row_job(r) for r in await conn.fetch(sql, stale_ms, limit)]
+            return [JobRecord.from_row(r) for r in await conn.fetch(sql, stale_ms, limit)]
 
     async def claim_notification(self, job_id: int, *, stale_ms: int = 600_000) -> bool:
         async with self._conn("claim job post") as conn:
@@ -259,7 +249,7 @@ class PostgresJobStore:
         sql = (f"SELECT {_COLS} FROM backtest_jobs WHERE state IN ('queued', 'running') AND message_id IS NOT NULL "
                "ORDER BY id LIMIT $1")
         async with self._conn("active jobs") as conn:
-            return [_row_job(r) for r in await conn.fetch(sql, limit)]
+            return [JobRecord.from_row(r) for r in await conn.fetch(sql, limit)]
 
     async def files(self, job_id: int) -> list[JobFile]:
         async with self._conn("job files") as conn:

@@ -36,16 +36,6 @@ _COLS = (
 )
 
 
-def _row_job(r: Sequence[Any], files: tuple[str, ...] = ()) -> JobRecord:
-    return JobRecord(
-        id=int(r[0]), request=JobRequest.from_json(r[1]), state=r[2],
-        requester=Requester(user_id=r[3], user_name=r[4], channel_id=r[5], guild_id=r[6], admin=bool(r[7])),
-        created_ms=int(r[8]), attempt=int(r[9]), max_attempts=int(r[10]), started_ms=r[11], finished_ms=r[12],
-        heartbeat_ms=r[13], worker=r[14], progress=r[15] or "", error=r[16],
-        summary=None if r[17] is None else json.loads(r[17]), message_id=r[18], notified_ms=r[19],
-        cancel_requested=bool(r[20]), files=files,
-    )
-
 
 class SqliteJobStore:
     """The JobStore protocol on the SQLite file (see the module docstring)."""
@@ -72,7 +62,7 @@ class SqliteJobStore:
             return None
         names = tuple(n for (n,) in conn.execute("SELECT name FROM backtest_job_files WHERE job_id = ? ORDER BY name",
                                                   (job_id,)))
-        return _row_job(r, names)
+        return JobRecord.from_row(r, names)
 
     # ------------------------------------------------------------------ requests
     async def submit(self, request: JobRequest, requester: Requester, limits: JobLimits, *,
@@ -124,7 +114,7 @@ class SqliteJobStore:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         sql = f"SELECT {_COLS} FROM backtest_jobs {clause} ORDER BY id DESC LIMIT ?"
         args.append(max(0, limit))
-        return await self._db.run(lambda conn: [_row_job(r) for r in conn.execute(sql, args)], "list jobs")
+        return await self._db.run(lambda conn: [JobRecord.from_row(r) for r in conn.execute(sql, args)], "list jobs")
 
     async def queue_position(self, job_id: int) -> int | None:
         def q(conn: sqlite3.Connection) -> int | None:
@@ -259,7 +249,7 @@ class SqliteJobStore:
     async def stale_running(self, older_than_s: float) -> list[JobRecord]:
         cutoff = self._now() - int(older_than_s * 1000)
         sql = f"SELECT {_COLS} FROM backtest_jobs WHERE state = 'running' AND COALESCE(heartbeat_at, 0) < ? ORDER BY id"
-        return await self._db.run(lambda conn: [_row_job(r) for r in conn.execute(sql, (cutoff,))], "stale jobs")
+        return await self._db.run(lambda conn: [JobRecord.from_row(r) for r in conn.execute(sql, (cutoff,))], "stale jobs")
 
     # ------------------------------------------------------------------ Discord posts
     async def to_notify(self, *, stale_ms: int = 600_000, limit: int = 10) -> list[JobRecord]:
@@ -267,7 +257,8 @@ class SqliteJobStore:
         sql = (f"SELECT {_COLS} FROM backtest_jobs WHERE state IN ('done', 'failed', 'cancelled') "
                "AND channel_id IS NOT NULL AND notified_at IS NULL "
                "AND (notify_claimed_at IS NULL OR notify_claimed_at < ?) ORDER BY id LIMIT ?")
-        return await self._db.run(lambda conn: [_row_job(r) for r in conn.execute(sql, (cutoff, limit))], "jobs to post")
+        return await self._db.run(lambda conn: [JobRecord.from_row(r) for r in conn.execute(sql, (cutoff, limit))],
+                                  "jobs to post")
 
     async def claim_notification(self, job_id: int, *, stale_ms: int = 600_000) -> bool:
         now = self._now()
@@ -286,7 +277,7 @@ class SqliteJobStore:
     async def active_with_messages(self, limit: int = 50) -> list[JobRecord]:
         sql = (f"SELECT {_COLS} FROM backtest_jobs WHERE state IN ('queued', 'running') AND message_id IS NOT NULL "
                "ORDER BY id LIMIT ?")
-        return await self._db.run(lambda conn: [_row_job(r) for r in conn.execute(sql, (limit,))], "active jobs")
+        return await self._db.run(lambda conn: [JobRecord.from_row(r) for r in conn.execute(sql, (limit,))], "active jobs")
 
     async def files(self, job_id: int) -> list[JobFile]:
         sql = "SELECT name, content FROM backtest_job_files WHERE job_id = ? ORDER BY name"
