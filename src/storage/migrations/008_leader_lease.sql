@@ -1,0 +1,20 @@
+-- WyEli migration 008: the leader lease (issue 16, SPEC 13): several bot instances on one Postgres, one leader.
+--
+-- Idempotent; runs as-is in the Supabase SQL editor. Row Level Security is on with no policy (like 001):
+-- the table owner (DATABASE_URL) bypasses it; anon/authenticated see nothing.
+--
+-- One row per lease name. An instance takes the lease when the row is missing or expired (by the DATABASE's
+-- clock: expires_at <= clock_timestamp()), which bumps epoch by one; the holder renews it (expires_at moves
+-- to clock_timestamp() + ttl) while it is not expired. epoch only ever grows, so a write that names an epoch
+-- (the Discord outbox's claims, src/storage/postgres_store.py) is refused in the same statement when a newer
+-- leader exists or the lease has expired: a stale leader can never post or trade after a takeover.
+CREATE TABLE IF NOT EXISTS leader_lease (
+    name        text        PRIMARY KEY,
+    holder      text        NOT NULL,
+    epoch       bigint      NOT NULL CHECK (epoch > 0),
+    acquired_at timestamptz NOT NULL,
+    renewed_at  timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL
+);
+
+ALTER TABLE leader_lease ENABLE ROW LEVEL SECURITY;
