@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from tests.crash_harness import Bot, until
+from tests.crash_harness import ROOT, Bot, until
 from tests.fakes.binance import FakeBinance
 from tests.fakes.tcp_proxy import TcpProxy
 
@@ -146,7 +146,7 @@ class Cluster:
             "MIN_CONFIDENCE": "0.5", "TRADE_MIN_RR": "0", "WATCH_MIN_RR": "0", "WATCH_MIN_SCORE": "0",
             "SIGNAL_COOLDOWN_CANDLES": "0", "SIGNAL_COOLDOWN_SECONDS": "0", "OUTCOME_HORIZON_CANDLES": "12",
             "WS_RECONNECT_DELAY": "0.05", "WS_MAX_RECONNECT_DELAY": "0.2", "STATUS_INTERVAL_SECONDS": "0",
-            "HTTP_PORT": "0", "LOG_FORMAT": "json", "DISCORD_FOLLOW_UPS": "off", "WATCH_NOTES": "console", "JOBS_LOCAL_WORKERS": "0",
+            "HTTP_PORT": "0", "LOG_FORMAT": "json", "DISCORD_FOLLOW_UPS": "off", "JOBS_LOCAL_WORKERS": "0",
             **(extra or {}),
         }
 
@@ -160,7 +160,7 @@ class Cluster:
             await proxy.restore()
         bot = Bot(self.workdir / name, self.env(name, proxy.port, extra), args=["--no-env-file"])
         bot.workdir.mkdir(parents=True, exist_ok=True)
-        bot.env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+        bot.env["PYTHONPATH"] = str(ROOT)
         run = self.runs.get(name, 0)
         self.runs[name] = run + 1
         bot.args = ["-m", "tests.fakes.bot_process", "--no-env-file"]
@@ -188,7 +188,8 @@ class Cluster:
     async def epoch(self) -> int | None:
         assert self._db is not None
         with contextlib.suppress(asyncpg.UndefinedTableError):
-            return await self._db.fetchval("SELECT epoch FROM leader_lease")
+            value = await self._db.fetchval("SELECT epoch FROM leader_lease")
+            return None if value is None else int(value)
         return None
 
     async def wait_holder(self, *, other_than: str | None = None, within_s: float = 90.0) -> tuple[str, float]:
@@ -202,13 +203,18 @@ class Cluster:
                 await asyncio.sleep(0.02)
 
     async def owed(self) -> int:
-        """Trade calls without a 'sent'/'skipped' delivery row for the webhook (WATCH_NOTES=console: watch notes are
-        not posted)."""
+        """Deliveries the webhook still owes: rows not settled ('pending'/'failed'), and recent trade calls and watch
+        notes (candle within the last 30 market minutes, well inside SIGNAL_MAX_AGE_SECONDS) without a row. Older
+        ones from the warm-up history are skipped or never read by the outbox (its max-age window)."""
         assert self._db is not None
         try:
             return int(await self._db.fetchval(
-                "SELECT count(*) FROM signals s WHERE s.kind = 'trade' AND NOT EXISTS (SELECT 1 FROM signal_deliveries d "
-                "WHERE d.signal_id = s.id AND d.destination = 'webhook' AND d.status IN ('sent', 'skipped'))"))
+                "SELECT (SELECT count(*) FROM signal_deliveries WHERE destination = 'webhook' "
+                "        AND status IN ('pending', 'failed')) "
+                "     + (SELECT count(*) FROM signals s WHERE s.kind IN ('trade', 'watch') "
+                "        AND s.candle_time >= to_timestamp($1::float8 / 1000) AND NOT EXISTS (SELECT 1 FROM "
+                "        signal_deliveries d WHERE d.signal_id = s.id AND d.destination = 'webhook'))",
+                float(self.fake.now_ms - 1_800_000)))
         except asyncpg.UndefinedTableError:
             return -1
 
@@ -220,7 +226,7 @@ class Cluster:
 
     async def signal_count(self) -> int:
         assert self._db is not None
-        return int(await self._db.fetchval("SELECT count(*) FROM signals WHERE kind = 'trade'"))
+        return int(await self._db.fetchval("SELECT count(*) FROM signals WHERE kind IN ('trade', 'watch')"))
 
     async def candles(self) -> dict[tuple[str, str], list[int]]:
         """(symbol, timeframe) -> the stored open times (epoch ms), ascending."""
@@ -244,7 +250,7 @@ class Cluster:
 
     async def wait_caught_up_and_delivered(self, within_s: float = 90.0) -> None:
         async with asyncio.timeout(within_s):
-            while not (await self.caught_up() and await self.owed() == 0):
+            while not (await self.caught_up() and await self.owed() == 0):  # noqa: ASYNC110 - state in the database
                 await asyncio.sleep(0.05)
 
     async def missing_candles(self) -> list[str]:

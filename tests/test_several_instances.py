@@ -16,10 +16,7 @@ import asyncio
 import signal
 from pathlib import Path
 
-import pytest
-
 from tests.instances_harness import Cluster, wait_warm
-
 
 
 async def _advance_while(cluster: Cluster, minutes: int) -> None:
@@ -42,8 +39,9 @@ async def test_kill_freeze_and_cut_off_leaders_every_signal_is_posted_once_and_n
         await cluster.wait_caught_up_and_delivered()
 
         # 1. kill -9 the leader while the market moves; the killed instance comes back (systemd) as a standby
-        assert cluster.bots[leader].proc is not None
-        cluster.bots[leader].proc.send_signal(signal.SIGKILL)
+        killed = cluster.bots[leader].proc
+        assert killed is not None
+        killed.send_signal(signal.SIGKILL)
         market = asyncio.create_task(_advance_while(cluster, 6))
         new, took = await cluster.wait_holder(other_than=leader)
         takeovers.append(("kill -9", took))
@@ -84,7 +82,7 @@ async def test_kill_freeze_and_cut_off_leaders_every_signal_is_posted_once_and_n
         posted = cluster.webhook.posted_ids()
         sent = await cluster.sent_ids()
         print(f"\ntake-over times: {', '.join(f'{what} {s:.2f} s' for what, s in takeovers)}; signals posted "
-              f"{len(posted)} (of {await cluster.signal_count()} trade calls); lease epoch "
+              f"{len(posted)} (of {await cluster.signal_count()} trade calls and watch notes stored); lease epoch "
               f"{await cluster.epoch()}; posted while the frozen leader woke up: "
               f"{sum(posted.values()) - posted_before_wake} (by the new leader)")
         doubles = {sid: n for sid, n in posted.items() if n > 1}
