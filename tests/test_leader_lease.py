@@ -20,7 +20,8 @@ from src.storage.lease import LeaseError, PostgresLease
 from src.storage.postgres_store import PostgresStore
 from src.storage.spool import SpoolStore
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.storage_contract import make_signal
+from tests.storage_contract import T0, make_signal
+from tests.test_discord_outbox import FakeChannel, FakePoster, sender_for
 from tests.test_storage_postgres import drop_schema, new_schema_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,3 +242,58 @@ def test_a_symbol_keeps_its_shard_when_others_are_listed_and_the_shards_cover_ea
     for bad in ("2/2", "x", "1/0", "-1/2"):
         with pytest.raises(ValueError):
             shards.parse_shard(bad)
+
+
+async def test_an_outbox_sender_of_a_stale_leader_posts_nothing_and_the_new_leader_posts_each_signal_once(
+        postgres_url: str, pg: tuple[str, PostgresStore]) -> None:
+    schema, store = pg
+    first, second = make_signal(candle_time_ms=T0), make_signal(candle_time_ms=T0 + 3_600_000)
+    await store.save_signal(first)
+    a, b = lease(postgres_url, schema, "a"), lease(postgres_url, schema, "b")
+    channel = FakeChannel()
+    try:
+        epoch_a = await a.try_acquire()
+        # a's fence passes its check (a leader frozen right after checking its clock) and names its epoch
+        sender_a = sender_for(store, FakePoster(channel), max_age_s=0, fence=lambda: epoch_a)  # type: ignore[arg-type]
+        assert await sender_a.drain_once() == 1
+        await asyncio.sleep(0.8)  # a's lease expires; b takes over; a new signal arrives
+        assert await b.try_acquire() == 2
+        await store.save_signal(second)
+        with pytest.raises(FencedOut):  # the claim is refused by the store: the POST never happens
+            await sender_a.drain_once()
+        assert channel.signal_ids() == [first.id]
+        sender_b = sender_for(store, FakePoster(channel), max_age_s=0, fence=lambda: b.epoch)  # type: ignore[arg-type]
+        assert await sender_b.drain_once() == 1
+        assert await sender_b.drain_once() == 0
+        assert channel.signal_ids() == [first.id, second.id]
+        # a leader's own clock check refuses before any store round trip once it is no longer acting
+        late = sender_for(store, FakePoster(channel), max_age_s=0,  # type: ignore[arg-type]
+                          fence=Leadership(a, renew_every_s=0.1, on_promote=_noop, on_demote=print).fence)
+        await store.save_signal(make_signal(candle_time_ms=T0 + 7_200_000))
+        with pytest.raises(FencedOut):
+            await late.drain_once()
+        assert len(channel.messages) == 2
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _noop(epoch: int | None) -> None:
+    return None
+
+
+async def test_a_second_live_bot_on_the_same_sqlite_file_exits_2_before_opening_the_store(tmp_path: Path) -> None:
+    from src.bot.app import App, RunOptions
+    from src.config import Config
+
+    db = tmp_path / "wyeli.db"
+    running = InstanceLock(db)  # the first bot
+    running.acquire()
+    try:
+        env = {"SQLITE_PATH": str(db), "SPOOL_PATH": str(tmp_path / "spool.db"), "HTTP_PORT": "0",
+               "STATUS_INTERVAL_SECONDS": "0", "BINANCE_REST_URL": "http://127.0.0.1:9", "LOG_FORMAT": "text"}
+        app = App(Config.from_env(env, dotenv_path=None).validate(), RunOptions(http=False))
+        assert await app.run() == 2
+        assert app.store is None and not db.exists()  # refused before the store was opened
+    finally:
+        running.release()
