@@ -297,3 +297,33 @@ async def test_a_second_live_bot_on_the_same_sqlite_file_exits_2_before_opening_
         assert app.store is None and not db.exists()  # refused before the store was opened
     finally:
         running.release()
+
+
+async def test_a_stale_leaders_order_is_refused_before_it_is_sent_and_later_order_updates_are_kept(
+        postgres_url: str, pg: tuple[str, PostgresStore]) -> None:
+    from tests.trading_store_contract import make_order
+
+    schema, store = pg
+    s1, s2 = make_signal(candle_time_ms=T0), make_signal(candle_time_ms=T0 + 3_600_000)
+    for sig in (s1, s2):
+        await store.save_signal(sig)
+    a, b = lease(postgres_url, schema, "a"), lease(postgres_url, schema, "b")
+    try:
+        epoch_a = await a.try_acquire()
+        store.order_fence = lambda: epoch_a  # a's own clock check passed (it froze right after)
+        await store.save_order(make_order(s1.id, status="PENDING_SUBMIT"))  # the leader's order, recorded
+        await asyncio.sleep(0.8)
+        assert await b.try_acquire() == 2
+        with pytest.raises(FencedOut):  # a's next order never reaches "about to send"
+            await store.save_order(make_order(s2.id, status="PENDING_SUBMIT"))
+        assert await store.get_order(f"wyE-{s2.id}") is None
+        # what the exchange answered for an order already sent is recorded whoever asks (no fence)
+        await store.save_order(make_order(s1.id, status="FILLED"))
+        assert (await store.get_order(f"wyE-{s1.id}")).status == "FILLED"  # type: ignore[union-attr]
+        store.order_fence = lambda: b.epoch
+        await store.save_order(make_order(s2.id, status="PENDING_SUBMIT"))
+        assert await store.get_order(f"wyE-{s2.id}") is not None
+    finally:
+        store.order_fence = None
+        await a.close()
+        await b.close()

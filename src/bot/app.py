@@ -359,6 +359,10 @@ class App:
                                 on_demote=self._demote)
         if self.trading is not None:
             self.trading.gate = leadership.acting
+        if lease is not None:  # orders written right before they are sent carry the leader's epoch (the store fences)
+            primary: Any = getattr(self.store, "primary", self.store)
+            if hasattr(primary, "order_fence"):
+                primary.order_fence = leadership.fence
         if self.discord is not None:
             self.discord.fence = leadership.fence
         self._closers.append(ShutdownStep("leader lease", leadership.close, 2.0))

@@ -35,7 +35,13 @@ class SpoolTradingMixin:
             raise StoreError(f"{self.primary.name} does not store trading records")
         return self.primary
 
+    async def _direct_only(self, what: str, direct: Callable[[], Awaitable[None]]) -> None:
+        raise NotImplementedError  # SpoolStore provides it
+
     async def save_order(self, order: OrderRecord) -> None:
+        if order.status == "PENDING_SUBMIT" and getattr(self.primary, "order_fence", None) is not None:
+            # a leader's order claim: the lease fence is checked by the primary only, never spooled (issue 16)
+            return await self._direct_only("a leader's order", lambda: self._trading.save_order(order))
         await self._write("order", lambda: orjson.dumps(asdict(order)), lambda: self._trading.save_order(order), None)
 
     async def save_position(self, position: PositionRecord) -> None:
