@@ -327,3 +327,47 @@ async def test_a_stale_leaders_order_is_refused_before_it_is_sent_and_later_orde
         store.order_fence = None
         await a.close()
         await b.close()
+
+
+async def test_an_order_written_while_the_database_is_down_is_spooled_only_while_the_leader_acts_and_replayed_later(
+        postgres_url: str, pg: tuple[str, PostgresStore], tmp_path: Path) -> None:
+    from tests.trading_store_contract import make_order
+
+    schema, store = pg
+    s1, s2 = make_signal(candle_time_ms=T0), make_signal(candle_time_ms=T0 + 3_600_000)
+    for sig in (s1, s2):
+        await store.save_signal(sig)
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    primary = PostgresStore(postgres_url.replace(":5432", f":{proxy.port}"), schema=schema, connect_timeout=1.0,
+                            command_timeout=1.0)
+    spool = SpoolStore(primary, tmp_path / "spool.db", write_timeout=1.0, autoflush=False)
+    a = lease(postgres_url, schema, "a", ttl_s=0.6)
+    acting = [True]
+
+    def fence() -> int | None:
+        if not acting[0]:
+            raise FencedOut("not acting")
+        return a.epoch
+
+    try:
+        await spool.open()
+        await a.try_acquire()
+        primary.order_fence = fence
+        await proxy.cut()
+        await spool.save_order(make_order(s1.id, status="PENDING_SUBMIT"))  # acting by its clock: spooled
+        assert spool.depth == 1
+        acting[0] = False
+        with pytest.raises(FencedOut):  # no longer acting: refused, not spooled
+            await spool.save_order(make_order(s2.id, status="PENDING_SUBMIT"))
+        assert spool.depth == 1
+        await asyncio.sleep(0.8)  # the lease expires meanwhile; the replay still records the order that was sent
+        await proxy.restore()
+        assert await spool.flush() == 1
+        assert await store.get_order(f"wyE-{s1.id}") is not None
+        assert await store.get_order(f"wyE-{s2.id}") is None
+    finally:
+        primary.order_fence = None
+        await a.close()
+        await spool.close()
+        await proxy.stop()

@@ -7,7 +7,14 @@ database's clock. The check and the write are one statement: no other leader can
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 LEASE_NAME = "leader"
+
+# True while the outage spool replays a write that was already judged (and fenced by the leader's clock) when
+# it was made: the replay must not be refused because the lease changed since (the order it records was sent).
+# A context variable: it holds for the replaying task only, never for live writes in other tasks.
+replaying: ContextVar[bool] = ContextVar("wyeli_spool_replaying", default=False)
 
 
 def fence_sql(epoch_param: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from src.storage.base import FencedOut
-from src.storage.fence import fence_sql
+from src.storage.fence import fence_sql, replaying
 from src.storage.trading_records import OPEN_STATUSES, AuditEntry, OrderRecord, PositionRecord
 
 FENCED_ORDER_STATUS = "PENDING_SUBMIT"  # written right before an order is sent: the trading action to fence
@@ -114,7 +114,8 @@ class PostgresTradingMixin:
 
     async def save_order(self, order: OrderRecord) -> None:
         o = order
-        epoch = self.order_fence() if self.order_fence is not None and o.status == FENCED_ORDER_STATUS else None
+        live = self.order_fence is not None and o.status == FENCED_ORDER_STATUS and not replaying.get()
+        epoch = self.order_fence() if live and self.order_fence is not None else None
         args = (o.client_order_id, o.mode, o.signal_id, o.position_key, o.symbol, o.side, o.order_type, o.purpose,
                 o.quantity, o.stop_price, o.reduce_only, o.close_position, o.algo, o.status, o.filled_qty, o.avg_price,
                 o.exchange_order_id, o.error, o.created_at_ms, o.updated_at_ms)
