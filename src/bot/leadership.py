@@ -85,10 +85,12 @@ class Leadership:
         if self.demoted is not None:
             return f"stepped down ({self.demoted})"
         if self.lease.epoch is None:
-            return f"follower (standby; lease holder {self.lease.holder} waiting)" if self._last_error is None else \
-                f"follower (lease unreachable: {self._last_error})"
+            if self._last_error is not None:
+                return f"follower {self.lease.holder} (lease unreachable: {self._last_error})"
+            return f"follower {self.lease.holder} (standby: another instance leads)"
         age = self.lease.lease_age_s()
-        return f"leader, epoch {self.lease.epoch}, lease renewed {age:.1f} s ago" if age is not None else "leader"
+        renewed = f", lease renewed {age:.1f} s ago" if age is not None else ""
+        return f"leader {self.lease.holder}, epoch {self.lease.epoch}{renewed}"
 
     # ------------------------------------------------------------------ loop
     def start(self) -> None:
