@@ -371,3 +371,31 @@ async def test_an_order_written_while_the_database_is_down_is_spooled_only_while
         await a.close()
         await spool.close()
         await proxy.stop()
+
+
+async def test_every_instance_is_listed_with_its_role_and_shard_for_the_leaders_status(
+        postgres_url: str, pg: tuple[str, PostgresStore]) -> None:
+    from dataclasses import replace
+
+    from src.bot.discord import embeds
+    from tests.test_discord_embeds import _snapshot
+
+    schema, _ = pg
+    a, b = lease(postgres_url, schema, "vps1"), lease(postgres_url, schema, "vps2")
+    try:
+        await a.try_acquire()
+        await b.try_acquire()
+        await b.heartbeat("shard 1/2", recent_s=30)
+        seen = await a.heartbeat("shard 0/2", recent_s=30)
+        assert [(i.instance_id, i.role, i.shard, i.epoch) for i in seen] == [
+            ("vps1", "leader", "shard 0/2", 1), ("vps2", "follower", "shard 1/2", None)]  # the leader first
+        leadership = Leadership(a, renew_every_s=0.1, on_promote=_noop, on_demote=print, shard="shard 0/2")
+        leadership.instances = seen
+        snap = replace(_snapshot(), role=leadership.role, role_text=leadership.describe(), shard="shard 0/2",
+                       epoch=1, instances=leadership.instances_text())
+        text = embeds.status_text(snap)
+        assert "leader vps1, epoch 1" in text
+        assert "vps1: leader (epoch 1), shard 0/2" in text and "vps2: follower, shard 1/2" in text
+    finally:
+        await a.close()
+        await b.close()

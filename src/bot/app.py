@@ -356,7 +356,7 @@ class App:
                                   op_timeout_s=renew, schema=getattr(getattr(self.store, "primary", self.store),
                                                                      "schema", None))
         leadership = Leadership(lease, renew_every_s=cfg.lease_renew_seconds, on_promote=self._promote,
-                                on_demote=self._demote)
+                                on_demote=self._demote, shard=shards.describe(cfg.shard))
         if self.trading is not None:
             self.trading.gate = leadership.acting
         if lease is not None:  # orders written right before they are sent carry the leader's epoch (the store fences)
@@ -725,6 +725,7 @@ class App:
             shard=shards.describe(self.config.shard),
             epoch=self.leadership.epoch if self.leadership is not None else None,
             lease_age_s=self.leadership.lease_age_s() if self.leadership is not None else None,
+            instances=self.leadership.instances_text() if self.leadership is not None else (),
         )
 
     async def market_view(self, symbol: str, timeframe: str) -> MarketView | None:

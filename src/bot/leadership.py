@@ -27,7 +27,7 @@ from typing import Any, Literal
 import structlog
 
 from src.storage.base import FencedOut
-from src.storage.lease import LeaseError, PostgresLease
+from src.storage.lease import InstanceSeen, LeaseError, PostgresLease
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +39,11 @@ class Leadership:
 
     def __init__(self, lease: PostgresLease | None, *, renew_every_s: float,
                  on_promote: Callable[[int | None], Awaitable[None]], on_demote: Callable[[str], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shard: str = "all symbols") -> None:
         self.lease = lease
+        self.shard = shard
+        # every instance the database heard of recently (the heartbeat after each lease attempt), for >status
+        self.instances: list[InstanceSeen] = []
         self.renew_every_s = renew_every_s
         self.on_promote = on_promote
         self.on_demote = on_demote
@@ -114,6 +117,7 @@ class Leadership:
                 await self._renew(lease)
             if self.demoted is not None:
                 return
+            await self._heartbeat(lease)
             wait = self.renew_every_s
             if lease.epoch is not None:  # wake in time to step down when renewals keep failing
                 wait = max(0.0, min(wait, lease.acting_until() - self.clock()))
@@ -156,6 +160,20 @@ class Leadership:
             self._step_down("the lease was taken over or expired")
         elif not lease.acting():
             self._step_down(f"no renewal for {lease.ttl_s - lease.margin_s:g} s (the lease may expire for the others)")
+
+    async def _heartbeat(self, lease: PostgresLease) -> None:
+        """Say this instance is alive and read who else is (after the lease statement: never delays a renewal)."""
+        if lease.epoch is not None and lease.acting_until() - self.clock() < lease.op_timeout_s:
+            return  # close to the acting deadline: the next renewal attempt comes first
+        try:
+            self.instances = await lease.heartbeat(self.shard, recent_s=3 * lease.ttl_s)
+        except LeaseError as exc:
+            log.debug("instance_heartbeat_failed", error=str(exc)[:200])
+
+    def instances_text(self) -> tuple[str, ...]:
+        """One line per instance seen recently: id, role (epoch), shard, when seen (for >status)."""
+        return tuple(f"{i.instance_id}: {i.role}{f' (epoch {i.epoch})' if i.epoch is not None else ''}, {i.shard}, "
+                     f"seen {i.seen_s_ago:.0f} s ago" for i in self.instances)
 
     def _step_down(self, reason: str) -> None:
         if self.demoted is not None:

@@ -44,6 +44,7 @@ class StatusSnapshot:
     shard: str = "all symbols"  # "shard i/N" with SHARD=i/N
     epoch: int | None = None  # the leader lease epoch held (None: not the leader, or no lease)
     lease_age_s: float | None = None  # seconds since the last successful lease renewal (leader only)
+    instances: tuple[str, ...] = ()  # every instance on the database seen recently, one line each (with a lease)
 
     @property
     def uptime_s(self) -> float:

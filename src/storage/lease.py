@@ -34,6 +34,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -62,6 +63,31 @@ _RELEASE_SQL = ("UPDATE leader_lease SET expires_at = clock_timestamp() "
                 "WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > clock_timestamp()")
 _HOLDER_SQL = ("SELECT holder, epoch, (EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000)::bigint "
                "FROM leader_lease WHERE name = $1")
+
+
+_HEARTBEAT_SQL = """
+INSERT INTO bot_instances AS i (instance_id, role, shard, epoch, started_at, seen_at)
+VALUES ($1, $2, $3, $4, clock_timestamp(), clock_timestamp())
+ON CONFLICT (instance_id) DO UPDATE SET role = EXCLUDED.role, shard = EXCLUDED.shard, epoch = EXCLUDED.epoch,
+    seen_at = EXCLUDED.seen_at
+"""
+_INSTANCES_SQL = """
+SELECT instance_id, role, shard, epoch, (EXTRACT(EPOCH FROM clock_timestamp() - seen_at) * 1000)::bigint
+FROM bot_instances WHERE seen_at > clock_timestamp() - $1 * interval '1 millisecond'
+ORDER BY role = 'leader' DESC, instance_id
+"""
+_FORGET_SQL = "DELETE FROM bot_instances WHERE seen_at < clock_timestamp() - interval '1 day'"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSeen:
+    """One bot instance as the database last heard of it (table ``bot_instances``)."""
+
+    instance_id: str
+    role: str
+    shard: str
+    epoch: int | None
+    seen_s_ago: float
 
 
 def instance_id() -> str:
@@ -166,6 +192,23 @@ class PostgresLease:
         """(holder, epoch, seconds until expiry, negative when expired) of the row, or None when there is none."""
         row = await self._run("read", lambda c: c.fetchrow(_HOLDER_SQL, self.name))
         return None if row is None else (str(row[0]), int(row[1]), int(row[2]) / 1000.0)
+
+    async def heartbeat(self, shard: str, *, recent_s: float) -> list[InstanceSeen]:
+        """Record this instance as alive (role, shard, epoch) and return every instance seen within ``recent_s``
+        (the leader also forgets instances not seen for a day). Raises :class:`LeaseError`."""
+        role = "leader" if self.epoch is not None else "follower"
+        epoch = self.epoch
+
+        async def beat(c: Any) -> list[InstanceSeen]:
+            await c.execute(_HEARTBEAT_SQL, self.holder, role, shard, epoch)
+            if epoch is not None:
+                await c.execute(_FORGET_SQL)
+            rows = await c.fetch(_INSTANCES_SQL, int(recent_s * 1000))
+            return [InstanceSeen(str(r[0]), str(r[1]), str(r[2]), None if r[3] is None else int(r[3]),
+                                 max(0.0, int(r[4]) / 1000.0)) for r in rows]
+
+        result: list[InstanceSeen] = await self._run("heartbeat", beat)
+        return result
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -17,7 +17,19 @@ CREATE TABLE IF NOT EXISTS leader_lease (
     expires_at  timestamptz NOT NULL
 );
 
-ALTER TABLE leader_lease ENABLE ROW LEVEL SECURITY;
+-- Every instance (leader or follower) says it is alive here at each lease attempt, with its role and shard, so
+-- the leader's >status can list them all. Rows not seen for a day are deleted by the leader.
+CREATE TABLE IF NOT EXISTS bot_instances (
+    instance_id text        PRIMARY KEY,
+    role        text        NOT NULL CHECK (role IN ('leader', 'follower')),
+    shard       text        NOT NULL,
+    epoch       bigint,
+    started_at  timestamptz NOT NULL,
+    seen_at     timestamptz NOT NULL
+);
+
+ALTER TABLE leader_lease  ENABLE ROW LEVEL SECURITY;
+ALTER TABLE bot_instances ENABLE ROW LEVEL SECURITY;
 
 -- Supabase grants every new table to anon/authenticated: take the writes back (reads are stopped by RLS), as 001 does.
 DO $$
@@ -25,7 +37,7 @@ DECLARE r text;
 BEGIN
     FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-            EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON leader_lease FROM %I', r);
+            EXECUTE format('REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON leader_lease, bot_instances FROM %I', r);
         END IF;
     END LOOP;
 END $$;
