@@ -28,7 +28,7 @@ OPTIONAL_READ_SQL = (MIGRATIONS_DIR / "optional_public_read.sql").read_text()
 TABLES = {"schema_migrations", "symbols", "candles", "signals", "signal_deliveries", "signal_performance",
           "stream_quality", "orders", "positions", "audit_log", "trading_state", "analysis_watermarks",
           "signal_follow_ups", "follow_up_deliveries", "discord_subscriptions", "discord_mutes", "backtest_jobs",
-          "backtest_job_files"}
+          "backtest_job_files", "leader_lease", "bot_instances"}
 VIEWS = {"v_recent_signals", "v_signal_stats", "v_win_rate", "v_reliability", "v_data_quality", "v_trading_daily"}
 FUNCTIONS = ("wyeli_pending_deliveries(text, integer)", "wyeli_open_signals()", "wyeli_last_signal_times()",
              "wyeli_pattern_stats()", "wyeli_pending_deliveries_by_kind(text, text[], integer)", "wyeli_last_emitted()",

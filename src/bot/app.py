@@ -43,6 +43,7 @@ from src.analysis.types import Candle, Signal, ms_to_iso
 from src.bot import analysis_api
 from src.bot.analysis_api import EvidenceModelView, ModelError
 from src.bot.console import ConsoleSink, format_status
+from src.bot.leadership import Leadership
 from src.bot.metrics import BotMetrics, ClosedCandleCounter, LoopLagMonitor
 from src.bot.notify import ActivityTracker, SdNotifier, Watchdog
 from src.bot.pipeline import Pipeline, PipelineStats
@@ -52,9 +53,10 @@ from src.bot.sinks import CacheSink, KindFilter, SignalRoutes, SignalSink
 from src.bot.status import ConnectionStatus, MarketView, StatusSnapshot, StreamStatus
 from src.bot.track_record import TrackRecordKeeper
 from src.bot.trading_runner import TradingRunner, TradingStartError
-from src.config import Config
+from src.config import Config, shards
 from src.market.klines_csv import KlineFile, KlineFileError, read_klines_csv
 from src.storage.base import Store, StoreError, StoreUnavailable
+from src.storage.instance_lock import InstanceLock, InstanceLocked
 
 log = structlog.get_logger(__name__)
 _R = TypeVar("_R")
@@ -173,6 +175,11 @@ class App:
         self._closers: list[ShutdownStep] = []
         self._feed_stats_at: tuple[float, Any] | None = None
         self._problems: dict[str, str] = {}  # what keeps the bot from its job now, by component (for /readyz)
+        # several instances (issue 16): the role of this instance, the SQLite file lock, the exit code of a leader
+        # that lost its lease (3: restart it and it comes back as a follower)
+        self.leadership: Leadership | None = None
+        self._instance_lock: InstanceLock | None = None
+        self._exit_code: int | None = None
 
     # ------------------------------------------------------------------ run
     async def run(self) -> int:
@@ -184,6 +191,8 @@ class App:
             return 2
         finally:
             self.shutdown.uninstall()
+            if self._instance_lock is not None:
+                self._instance_lock.release()
 
     async def _run(self) -> int:
         cfg = self.config
@@ -194,6 +203,8 @@ class App:
             http = await self._start_http()  # first: /healthz must answer while the store is still opening
             if http is not None:
                 self._closers.append(ShutdownStep("http server", http.stop, 2.0))
+        if self.mode == "live" and cfg.storage_backend == "sqlite":
+            self._lock_sqlite()
         self._problems["store"] = f"starting: opening the {cfg.storage_backend} store"
         store = await self._until_stopped(self._open_store())
         if store is None:  # stopped while the store did not answer
@@ -230,7 +241,9 @@ class App:
         if await self._until_stopped(self._store_read("signal cooldowns", self._seed_pipeline)) is None:
             await self._shutdown_sequence()
             return 0
-        if await self._until_stopped(self._start_trading()) is None:
+        self.leadership = self._build_leadership()
+        # with a lease, the trader starts when this instance becomes the leader (_promote)
+        if self.leadership.lease is None and await self._until_stopped(self._start_trading()) is None:
             await self._shutdown_sequence()
             return 0
         await self.tracker.start()  # grade signals left open by an earlier run
@@ -240,7 +253,7 @@ class App:
         else:
             code = await self._run_live()
         await self._shutdown_sequence()
-        return code
+        return code if self._exit_code is None else self._exit_code
 
     def _announce(self) -> None:
         cfg = self.config
@@ -319,6 +332,60 @@ class App:
             if self.discord is not None:
                 self.discord.attach_trading(self.trading)
         return sinks
+
+    # ------------------------------------------------------------------ several instances (issue 16)
+    def _lock_sqlite(self) -> None:
+        """One live bot per SQLite file: a second one refuses to start (src/storage/instance_lock.py)."""
+        lock = InstanceLock(self.config.sqlite_path)
+        try:
+            lock.acquire()
+        except InstanceLocked as exc:
+            raise StartupError(str(exc)) from None
+        self._instance_lock = lock
+
+    def _build_leadership(self) -> Leadership:
+        """A lease on Postgres in live mode (several instances may run); otherwise a single instance, always leader
+        (SQLite: the file lock; Supabase REST: PostgREST cannot hold a lease, run one instance or set DATABASE_URL)."""
+        cfg = self.config
+        lease = None
+        if self.mode == "live" and cfg.storage_backend == "postgres" and cfg.database_url:
+            from src.storage.lease import PostgresLease
+
+            renew = cfg.lease_renew_seconds
+            lease = PostgresLease(cfg.database_url, holder=cfg.instance_id, ttl_s=cfg.lease_ttl_seconds, margin_s=renew,
+                                  op_timeout_s=renew, schema=getattr(getattr(self.store, "primary", self.store),
+                                                                     "schema", None))
+        leadership = Leadership(lease, renew_every_s=cfg.lease_renew_seconds, on_promote=self._promote,
+                                on_demote=self._demote, shard=shards.describe(cfg.shard))
+        if self.trading is not None:
+            self.trading.gate = leadership.acting
+        if lease is not None:  # orders written right before they are sent carry the leader's epoch (the store fences)
+            primary: Any = getattr(self.store, "primary", self.store)
+            if hasattr(primary, "order_fence"):
+                primary.order_fence = leadership.fence
+        if self.discord is not None:
+            self.discord.fence = leadership.fence
+        self._closers.append(ShutdownStep("leader lease", leadership.close, 2.0))
+        return leadership
+
+    async def _promote(self, epoch: int | None) -> None:
+        """This instance leads: Discord (gateway, outbox, follow-up posts) and, with a lease, the trader."""
+        if self.discord is not None:
+            await self.discord.start()
+        if epoch is not None and self.trading is not None and self.trading.trader is not None:
+            try:
+                await self._start_trading()
+            except StartupError as exc:
+                log.error("trading cannot start on the new leader", problem=str(exc))
+                self._exit_code = 2
+                self.shutdown.request()
+
+    def _demote(self, reason: str) -> None:
+        """The lease is lost (or could not be renewed in time): stop acting at once and exit with code 3."""
+        self._problems["leader"] = f"stepped down as leader: {reason}"
+        if self._exit_code is None:
+            self._exit_code = 3
+        self.shutdown.request()
 
     # ------------------------------------------------------------------ trading (issue 13)
     def _build_trading(self) -> TradingRunner:
@@ -457,8 +524,11 @@ class App:
                                                  last_open_time=store.last_open_time,
                                                  on_frame=self.activity.touch)
         self._wire_metrics()
-        if self.discord is not None:
-            await self.discord.start()
+        assert self.leadership is not None
+        if self.leadership.lease is None:
+            await self.leadership.start_single()
+        else:
+            self.leadership.start()
         from src.market.feed import FeedFatal
 
         try:
@@ -650,6 +720,12 @@ class App:
             discord=discord,
             notes=problems,  # >status shows them
             problems=problems,
+            role=self.leadership.role if self.leadership is not None else "single",
+            role_text=self.leadership.describe() if self.leadership is not None else "starting",
+            shard=shards.describe(self.config.shard),
+            epoch=self.leadership.epoch if self.leadership is not None else None,
+            lease_age_s=self.leadership.lease_age_s() if self.leadership is not None else None,
+            instances=self.leadership.instances_text() if self.leadership is not None else (),
         )
 
     async def market_view(self, symbol: str, timeframe: str) -> MarketView | None:

@@ -39,6 +39,7 @@ def format_status(st: StatusSnapshot) -> str:
     parts = [
         f"STATUS up {up // 3600}h{up % 3600 // 60:02d}m{up % 60:02d}s",
         f"mode {st.mode}{'' if st.warmed_up else ' (warming up)'}",
+        *([f"{st.role_text}, {st.shard}"] if st.role != "single" or st.shard != "all symbols" else []),
         f"streams {fresh}/{len(st.streams)} fresh",
     ]
     if st.connections:

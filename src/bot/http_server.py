@@ -144,6 +144,10 @@ class HealthServer:
                 reasons.append(f"{len(stale)} of {len(snap.streams)} streams stale: {listed}{more}")
             body["streams"] = {"total": len(snap.streams), "stale": len(stale)}
             body["store_backend"] = snap.store_backend
+            body["role"] = snap.role  # a follower is ready too: it ingests and stores, ready to take over
+            body["shard"] = snap.shard
+            body["epoch"] = snap.epoch
+            body["lease_age_s"] = None if snap.lease_age_s is None else round(snap.lease_age_s, 3)
         store_ok = await self._store_ok(snap, reasons)
         body["store"] = "ok" if store_ok else "unreachable"
         if not store_ok and not any(r.startswith("store") for r in reasons):

@@ -4,8 +4,10 @@
 Exit codes: 0 clean stop (signal, or replay finished); 1 a component failed (a restart may help; the
 error is one log record, never a raw traceback); 2 something the operator must fix first: bad
 configuration or input, a store that refuses the credentials or lacks its schema, no valid symbol, or
-Binance refusing this location (HTTP 451). The systemd unit does not restart on 2
-(``RestartPreventExitStatus=2``), so StartLimitBurst is not used up by a fault a restart cannot fix.
+Binance refusing this location (HTTP 451); 3 a leader that lost its lease to another instance (several
+instances on one Postgres, RUNBOOK section 5.1): it stopped posting and trading, and a restart brings it back as a
+follower. The systemd unit does not restart on 2 (``RestartPreventExitStatus=2``), so StartLimitBurst is not used
+up by a fault a restart cannot fix; it restarts on 3 like on 1.
 """
 
 from __future__ import annotations

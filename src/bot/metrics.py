@@ -167,6 +167,17 @@ class _StatusCollector(Collector):
         yield GaugeMetricFamily(
             "wyeli_signals_since_start", "Signals emitted since the process started.", value=snap.signals_total
         )
+        role = GaugeMetricFamily("wyeli_instance_role", "1 for this instance's role (leader, follower or single) "
+                                 "and shard (several instances share one Postgres, issue 16).", labels=["role", "shard"])
+        role.add_metric([snap.role, snap.shard], 1)
+        yield role
+        yield GaugeMetricFamily("wyeli_leader", "1 while this instance is the acting leader (posts, trades).",
+                                value=1 if snap.role in ("leader", "single") else 0)
+        if snap.epoch is not None:
+            yield GaugeMetricFamily("wyeli_lease_epoch", "The leader lease epoch this instance holds.", value=snap.epoch)
+        if snap.lease_age_s is not None:
+            yield GaugeMetricFamily("wyeli_lease_age_seconds", "Seconds since the leader's last successful lease renewal.",
+                                    value=snap.lease_age_s)
         if len(snap.streams) <= self._metrics.max_stream_series:
             last = GaugeMetricFamily(
                 "wyeli_stream_last_candle_open_timestamp_seconds",

@@ -38,6 +38,13 @@ class StatusSnapshot:
     candidates: int = 0  # every candidate the analyzers proposed (trade calls, watch notes and gated ones)
     evidence_model: str = ""  # the evidence model's version, "" without one
     problems: tuple[str, ...] = field(default=())  # why the bot is not doing its job right now (shown by /readyz)
+    # several instances (issue 16): "single" (no lease: always leader), "leader" or "follower"
+    role: str = "single"
+    role_text: str = "single instance (always leader)"  # role, epoch, lease age in words
+    shard: str = "all symbols"  # "shard i/N" with SHARD=i/N
+    epoch: int | None = None  # the leader lease epoch held (None: not the leader, or no lease)
+    lease_age_s: float | None = None  # seconds since the last successful lease renewal (leader only)
+    instances: tuple[str, ...] = ()  # every instance on the database seen recently, one line each (with a lease)
 
     @property
     def uptime_s(self) -> float:

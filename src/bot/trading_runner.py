@@ -13,7 +13,7 @@ Alerts go to the log always, and to Discord when it is configured (src/bot/disco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -38,10 +38,13 @@ class _TraderSink:
 
     name = "trading"
 
-    def __init__(self, trader: TraderBase) -> None:
+    def __init__(self, trader: TraderBase, gate: Callable[[], bool]) -> None:
         self.trader = trader
+        self.gate = gate
 
     async def publish(self, batch: SignalBatch) -> None:
+        if not self.gate():  # a follower (or a leader that lost its lease) never trades (issue 16)
+            return
         await self.trader.publish(batch)
 
     async def close(self) -> None:
@@ -49,17 +52,21 @@ class _TraderSink:
 
 
 class _TraderObserver:
-    def __init__(self, trader: TraderBase) -> None:
+    def __init__(self, trader: TraderBase, gate: Callable[[], bool]) -> None:
         self.trader = trader
+        self.gate = gate
 
     async def on_candles(self, candles: Sequence[Candle]) -> None:
-        await self.trader.on_candles(candles)
+        if self.gate():
+            await self.trader.on_candles(candles)
 
 
 class TradingRunner:
     def __init__(self, config: Config, store: object) -> None:
         self.config = config
         self.alerts = FanOutAlerts(LogAlerts())
+        # acting leader? (issue 16: set by the app from src/bot/leadership.Leadership.acting; always True alone)
+        self.gate: Callable[[], bool] = lambda: True
         try:
             self.trader = build_trader(config, store, self.alerts)
         except TradingSetupError as exc:
@@ -69,10 +76,12 @@ class TradingRunner:
         self.alerts.add(sink)
 
     def sinks(self) -> list[_TraderSink]:
-        return [] if self.trader is None else [_TraderSink(self.trader)]
+        return [] if self.trader is None else [_TraderSink(self.trader, lambda: self.gate())]
 
     def observers(self) -> list[_TraderObserver]:
-        return [_TraderObserver(self.trader)] if self.trader is not None and self.trader.mode == "paper" else []
+        if self.trader is None or self.trader.mode != "paper":
+            return []
+        return [_TraderObserver(self.trader, lambda: self.gate())]
 
     async def start(self) -> None:
         trader = self.trader

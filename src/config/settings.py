@@ -33,6 +33,7 @@ from src.config.discord_routes import (
     parse_routes,
     parse_utc_offset,
 )
+from src.config.shards import parse_shard
 
 T = TypeVar("T")
 
@@ -195,6 +196,11 @@ class Config:
     jobs_max_attempts: int = 2
     jobs_cache_dir: Path = Path("./data/klines-cache")
     jobs_rest_weight_limit: int = 1000
+    # several instances (issue 16): the leader lease on Postgres and symbol shards
+    shard: tuple[int, int] = (0, 1)  # SHARD=i/N (0/1 = every symbol)
+    lease_ttl_seconds: float = 10.0  # a dead leader's lease expires this long after its last renewal
+    lease_renew_seconds: float = 2.0  # renewal (and standby take-over attempt) period
+    instance_id: str | None = None  # the lease holder's name (default host:pid:random)
     # http / status
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -323,6 +329,8 @@ class Config:
                 shown = " | ".join(r.describe() for r in self.discord_routes)  # webhook tokens masked
             elif f.name == "discord_notifications":
                 shown = ",".join(f"{k}={v}" for k, v in self.discord_notifications.items())
+            elif f.name == "shard":
+                shown = f"{value[0]}/{value[1]}"
             elif isinstance(value, tuple):
                 shown = ",".join(str(v) for v in value)
             elif value is None:
@@ -476,6 +484,7 @@ class _Reader:
         c.jobs_cache_dir = Path(self.raw("JOBS_CACHE_DIR") or c.jobs_cache_dir)
         c.jobs_rest_weight_limit = self.int_("JOBS_REST_WEIGHT_LIMIT", c.jobs_rest_weight_limit, 10, 2000)
 
+        self.instances(c)
         c.http_host = self.raw("HTTP_HOST") or c.http_host
         c.http_port = self.int_("HTTP_PORT", c.http_port, 0, 65535)
         c.status_interval_seconds = self.int_("STATUS_INTERVAL_SECONDS", c.status_interval_seconds, 0, 86400)
@@ -483,6 +492,31 @@ class _Reader:
         c.warnings = self.warnings
         c.invalid = self.invalid
         return c
+
+    def instances(self, c: Config) -> None:
+        """SHARD, LEASE_TTL_SECONDS, LEASE_RENEW_SECONDS, INSTANCE_ID (issue 16, RUNBOOK "Several instances")."""
+        shard = self.raw("SHARD")
+        if shard:
+            try:
+                c.shard = parse_shard(shard)
+            except ValueError as exc:
+                self.bad("SHARD", shard, f"i/N with 0 <= i < N (this instance's share of the symbols): {exc}")
+        c.lease_ttl_seconds = self.float_("LEASE_TTL_SECONDS", c.lease_ttl_seconds, 2.0, 300.0)
+        c.lease_renew_seconds = self.float_("LEASE_RENEW_SECONDS", c.lease_renew_seconds, 0.2, 100.0)
+        if c.lease_renew_seconds * 3 > c.lease_ttl_seconds:
+            self.problems.append(
+                f"LEASE_RENEW_SECONDS={c.lease_renew_seconds:g}: expected <= LEASE_TTL_SECONDS / 3 "
+                f"({c.lease_ttl_seconds / 3:g}): the leader stops acting one renewal period before its lease expires "
+                "and must have had two more chances to renew by then")
+        instance = self.raw("INSTANCE_ID")
+        if instance is not None and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,100}", instance):
+            self.bad("INSTANCE_ID", instance, "1-100 letters, digits or _.:@- (the name shown as the lease holder)")
+        else:
+            c.instance_id = instance
+        if c.shard[1] > 1 and not c.database_url:
+            self.warnings.append(
+                f"SHARD={c.shard[0]}/{c.shard[1]} without DATABASE_URL: the other shards' instances need the same "
+                "database, and only Postgres (DATABASE_URL) holds the leader lease that keeps them from posting twice")
 
     def signals(self, c: Config) -> None:
         """The evidence model, the gate and where watch notes go (issue 10)."""

@@ -51,6 +51,7 @@ import structlog
 
 from src.analysis import timeframes
 from src.analysis.types import Candle
+from src.config import shards
 from src.market.backoff import Backoff
 from src.market.binance_rest import (
     BinanceRestClient,
@@ -107,6 +108,7 @@ class FeedSettings:
     exchange_clock: bool = True  # measure Binance's clock (False: trust the local clock, e.g. a fake without /time)
     close_tolerance_ms: int = 1000  # a closed frame may close at most this far (plus the clock's error) ahead
     plausible_jump: float = 10.0  # a live candle's prices within [last close / 10, last close * 10]
+    shard: tuple[int, int] = (0, 1)  # SHARD=i/N: only the symbols of this shard (src/config/shards.py)
 
     @classmethod
     def from_config(cls, config: Config) -> FeedSettings:
@@ -114,6 +116,7 @@ class FeedSettings:
             symbols=config.symbols,
             timeframes=config.timeframes,
             symbols_all=config.symbols_all,
+            shard=config.shard,
             ws=WsSettings(
                 base_url=config.binance_ws_url,
                 reconnect_delay_s=config.ws_reconnect_delay,
@@ -530,8 +533,8 @@ class BinanceKlineFeed:
     async def _resolve_symbols(self) -> tuple[str, ...]:
         s = self.settings
         if not s.validate_symbols:
-            self._symbols = s.symbols
-            return s.symbols
+            self._symbols = shards.select(s.symbols, s.shard)
+            return self._symbols
         backoff = Backoff(s.resync_retry_s, s.resync_retry_cap_s, self._rng)
         while True:
             try:
@@ -552,6 +555,10 @@ class BinanceKlineFeed:
                 await self._sleep(delay)
         self._rest_problem = None
         self._symbols, self._unknown = selection.symbols, selection.unknown
+        if s.shard[1] > 1:  # SHARD=i/N: this instance streams its share; the other shards stream the rest
+            self._symbols = shards.select(selection.symbols, s.shard)
+            log.info("symbol shard", shard=shards.describe(s.shard), symbols=len(self._symbols),
+                     of=len(selection.symbols))
         if not selection.symbols:
             problem = no_valid_symbol_text(selection.unknown, selection.tradable)
             log.error("no valid symbol to stream; the bot cannot run with this SYMBOLS", problem=problem)
@@ -560,7 +567,7 @@ class BinanceKlineFeed:
             log.warning("symbols not traded as USDT perpetuals on Binance are NOT subscribed",
                         unknown=[unknown_symbol_text(u, selection.tradable) for u in selection.unknown])
         log.info("symbols validated", count=len(selection.symbols), all=s.symbols_all)
-        return selection.symbols
+        return self._symbols
 
     def _build(self, symbols: Sequence[str]) -> None:
         s = self.settings

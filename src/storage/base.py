@@ -41,6 +41,18 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached right now; the write may be retried later."""
 
 
+class FencedOut(StoreError):
+    """A write naming a leader-lease epoch was refused: that epoch no longer holds the lease (issue 16). The
+    instance that made it is not the leader any more and must not act (post, trade) on it."""
+
+
+def fenced(status: str, epoch: int | None) -> bool:
+    """True when a delivery row must be refused unless ``epoch`` still holds the lease: every row a leader
+    writes carries its epoch, and every status but 'sent' is fenced. A 'sent' row records a message that
+    exists (whoever posted it), so refusing it could only make the next leader post it again."""
+    return epoch is not None and status != "sent"
+
+
 @dataclass(frozen=True, slots=True)
 class SignalOutcome:
     """How a signal resolved (SPEC 7). ``mfe_r``/``mae_r`` are the max favourable / adverse
@@ -150,7 +162,11 @@ class StreamQuality:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Delivery state of one signal to one destination (e.g. ``discord:<channel>``, ``webhook``)."""
+    """Delivery state of one signal to one destination (e.g. ``discord:<channel>``, ``webhook``).
+
+    ``epoch``: the leader-lease epoch of the instance writing the row (None: no lease, a single instance); a
+    Postgres store refuses the row with :class:`FencedOut` when that epoch no longer holds the lease (see
+    :func:`fenced`). It is not stored."""
 
     signal_id: str
     destination: str
@@ -159,6 +175,7 @@ class Delivery:
     attempts: int
     last_error: str | None
     updated_at_ms: int
+    epoch: int | None = None
 
 
 INT64_MAX = (1 << 63) - 1
@@ -434,7 +451,8 @@ def follow_up_event(value: object, signal_id: str) -> FollowUpEvent:
 
 @dataclass(frozen=True, slots=True)
 class FollowUpDelivery:
-    """Delivery state of one follow-up to one destination (keyed by signal id + event + destination)."""
+    """Delivery state of one follow-up to one destination (keyed by signal id + event + destination); ``epoch``
+    as in :class:`Delivery` (fenced, not stored)."""
 
     signal_id: str
     event: FollowUpEvent
@@ -444,6 +462,7 @@ class FollowUpDelivery:
     attempts: int
     last_error: str | None
     updated_at_ms: int
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from src.analysis.types import Candle, Signal, SignalKind, iso_to_ms, ms_to_iso
 from src.storage.base import (
     TRADE_CALLS_ONLY,
     Delivery,
+    FencedOut,
     FollowUp,
     FollowUpDelivery,
     FollowUpEvent,
@@ -59,11 +60,13 @@ from src.storage.base import (
     evidence_columns,
     evidence_dict,
     evidence_from,
+    fenced,
     follow_up_event,
     follow_up_sort_key,
     population,
     signal_kind,
 )
+from src.storage.fence import fence_sql
 from src.storage.migrate import apply_migrations
 from src.storage.postgres_trading import PostgresTradingMixin
 
@@ -577,16 +580,23 @@ class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
         return [_row_signal(r) for r in rows]
 
     async def record_delivery(self, delivery: Delivery) -> None:
+        """Upsert the row; a fenced row (``base.fenced``: it names a lease epoch) is written only while that epoch
+        holds the lease, checked in the same statement, else :class:`FencedOut`."""
         d = delivery
+        is_fenced = fenced(d.status, d.epoch)
         sql = (
             "INSERT INTO signal_deliveries (signal_id, destination, status, message_id, attempts, last_error, updated_at) "
-            f"VALUES ($1, $2, $3, $4, $5, $6, {_ts('$7::bigint')}) ON CONFLICT (signal_id, destination) DO UPDATE SET "
+            f"SELECT $1, $2, $3, $4, $5, $6, {_ts('$7::bigint')}"
+            + (f" WHERE {fence_sql('$8::bigint')}" if is_fenced else "")
+            + " ON CONFLICT (signal_id, destination) DO UPDATE SET "
             "status = EXCLUDED.status, message_id = EXCLUDED.message_id, attempts = EXCLUDED.attempts, "
             "last_error = EXCLUDED.last_error, updated_at = EXCLUDED.updated_at"
         )
+        args: list[Any] = [d.signal_id, d.destination, d.status, d.message_id, d.attempts, d.last_error, d.updated_at_ms]
         async with self._conn("record_delivery") as conn:
-            await conn.execute(sql, d.signal_id, d.destination, d.status, d.message_id, d.attempts, d.last_error,
-                               d.updated_at_ms)
+            result = await conn.execute(sql, *args, *([d.epoch] if is_fenced else []))
+        if is_fenced and result.endswith(" 0"):
+            raise FencedOut(f"delivery of {d.signal_id} to {d.destination} refused: lease epoch {d.epoch} is stale")
 
     async def get_delivery(self, signal_id: str, destination: str) -> Delivery | None:
         sql = (
@@ -725,16 +735,22 @@ class PostgresStore(PostgresTradingMixin, RejectingCandleWriter):
 
     async def record_follow_up_delivery(self, delivery: FollowUpDelivery) -> None:
         d = delivery
+        is_fenced = fenced(d.status, d.epoch)
         sql = (
             "INSERT INTO follow_up_deliveries (signal_id, event, destination, status, message_id, attempts, last_error, "
-            f"updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, {_ts('$8::bigint')}) "
-            "ON CONFLICT (signal_id, event, destination) DO UPDATE SET status = EXCLUDED.status, "
+            f"updated_at) SELECT $1, $2, $3, $4, $5, $6, $7, {_ts('$8::bigint')}"
+            + (f" WHERE {fence_sql('$9::bigint')}" if is_fenced else "")
+            + " ON CONFLICT (signal_id, event, destination) DO UPDATE SET status = EXCLUDED.status, "
             "message_id = EXCLUDED.message_id, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, "
             "updated_at = EXCLUDED.updated_at"
         )
+        args: list[Any] = [d.signal_id, d.event, d.destination, d.status, d.message_id, d.attempts, d.last_error,
+                           d.updated_at_ms]
         async with self._conn("record_follow_up_delivery") as conn:
-            await conn.execute(sql, d.signal_id, d.event, d.destination, d.status, d.message_id, d.attempts, d.last_error,
-                               d.updated_at_ms)
+            result = await conn.execute(sql, *args, *([d.epoch] if is_fenced else []))
+        if is_fenced and result.endswith(" 0"):
+            raise FencedOut(f"follow-up {d.event} of {d.signal_id} to {d.destination} refused: lease epoch {d.epoch} "
+                            "is stale")
 
     async def get_follow_up_delivery(self, signal_id: str, event: FollowUpEvent, destination: str) -> FollowUpDelivery | None:
         sql = (

@@ -8,12 +8,17 @@ exactly, like the rest of the store. ``testnet`` (from 001) is written as ``mode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
 
+from src.storage.base import FencedOut
+from src.storage.fence import fence_sql, replaying
 from src.storage.trading_records import OPEN_STATUSES, AuditEntry, OrderRecord, PositionRecord
+
+FENCED_ORDER_STATUS = "PENDING_SUBMIT"  # written right before an order is sent: the trading action to fence
 
 
 def _ts(expr: str) -> str:
@@ -46,6 +51,10 @@ ON CONFLICT (client_order_id) DO UPDATE SET mode = EXCLUDED.mode, signal_id = EX
     algo = EXCLUDED.algo, status = EXCLUDED.status, filled_qty = EXCLUDED.filled_qty, avg_price = EXCLUDED.avg_price,
     exchange_order_id = EXCLUDED.exchange_order_id, error = EXCLUDED.error, updated_at = EXCLUDED.updated_at,
     testnet = EXCLUDED.testnet"""
+# The same upsert fenced by the leader lease (issue 16): written only while epoch $21 holds the lease.
+_FENCED_UPSERT_ORDER = _UPSERT_ORDER.replace("VALUES (", "SELECT ", 1).replace(
+    ", $2 <> 'live')\nON CONFLICT", f", $2 <> 'live'\nWHERE {fence_sql('$21::bigint')}\nON CONFLICT", 1)
+assert _FENCED_UPSERT_ORDER.count("WHERE EXISTS") == 1
 
 _POSITION_SELECT = (
     "SELECT key, mode, signal_id, symbol, timeframe, pattern, direction, status, quantity, planned_entry, entry_price, "
@@ -94,16 +103,29 @@ def _audit(r: asyncpg.Record) -> AuditEntry:
 class PostgresTradingMixin:
     """TradingStore methods for a class with ``self._conn(what)`` (PostgresStore)."""
 
+    # Several instances (issue 16): the leader's fence (src/bot/leadership.Leadership.fence), set by the app with a
+    # lease. An order written PENDING_SUBMIT, i.e. right before the bot sends it to Binance, names the leader's
+    # epoch and is refused (FencedOut, in the same statement) when that epoch no longer holds the lease, so a stale
+    # leader never sends an order. None: a single instance.
+    order_fence: Callable[[], int | None] | None = None
+
     def _conn(self, what: str) -> AbstractAsyncContextManager[asyncpg.Connection]:
         raise NotImplementedError  # PostgresStore provides it
 
     async def save_order(self, order: OrderRecord) -> None:
         o = order
+        live = self.order_fence is not None and o.status == FENCED_ORDER_STATUS and not replaying.get()
+        epoch = self.order_fence() if live and self.order_fence is not None else None
+        args = (o.client_order_id, o.mode, o.signal_id, o.position_key, o.symbol, o.side, o.order_type, o.purpose,
+                o.quantity, o.stop_price, o.reduce_only, o.close_position, o.algo, o.status, o.filled_qty, o.avg_price,
+                o.exchange_order_id, o.error, o.created_at_ms, o.updated_at_ms)
         async with self._conn("save_order") as conn:
-            await conn.execute(_UPSERT_ORDER, o.client_order_id, o.mode, o.signal_id, o.position_key, o.symbol, o.side,
-                               o.order_type, o.purpose, o.quantity, o.stop_price, o.reduce_only, o.close_position,
-                               o.algo, o.status, o.filled_qty, o.avg_price, o.exchange_order_id, o.error,
-                               o.created_at_ms, o.updated_at_ms)
+            if epoch is None:
+                await conn.execute(_UPSERT_ORDER, *args)
+                return
+            result = await conn.execute(_FENCED_UPSERT_ORDER, *args, epoch)
+        if result.endswith(" 0"):
+            raise FencedOut(f"order {o.client_order_id} refused: lease epoch {epoch} is stale (not the leader any more)")
 
     async def get_order(self, client_order_id: str) -> OrderRecord | None:
         async with self._conn("get_order") as conn:

@@ -18,6 +18,9 @@ Rules:
 - Reads go to the primary only; when it is down they raise StoreUnavailable (never a fake empty
   result). Until the spool is drained, reads may not yet show the spooled writes.
 - ``save_signal`` answers True for a spooled signal (the primary keeps its first row on replay).
+- A leader's fenced delivery rows (they name a lease epoch and are not 'sent', see ``base.fenced``) are never
+  spooled: the fence can only be checked by the primary, so they go to it directly or raise StoreUnavailable
+  (also while older writes are still spooled, which must land first); the outbox retries them later.
 - The spool survives restarts: ``open()`` counts what is left and replays it before new writes.
 - ``depth`` (pending spooled writes) and the counters feed ``>status`` and metrics.
 """
@@ -54,6 +57,7 @@ from src.storage.base import (
     StoreUnavailable,
     StreamQuality,
     Subscription,
+    fenced,
 )
 from src.storage.spool_trading import TRADING_OPS, SpoolTradingMixin
 from src.storage.sqlite_thread import SqliteThread, transaction
@@ -274,6 +278,21 @@ class SpoolStore(SpoolTradingMixin):
                      replayed_total=self.replayed_total)
 
     # ------------------------------------------------------------------ writes
+    async def _direct_only(self, what: str, direct: Callable[[], Awaitable[None]]) -> None:
+        """A fenced write: to the primary now, or StoreUnavailable (never into the spool; see the module rules)."""
+        async with self._write_lock:
+            if self._depth or not self._primary_up or not self._primary_opened:
+                raise StoreUnavailable(f"{what} needs the primary store (the lease fence), which is not caught up yet")
+            try:
+                await asyncio.wait_for(direct(), timeout=self.write_timeout)
+            except StoreUnavailable as exc:
+                self._mark_down(exc)
+                raise
+            except TimeoutError:
+                exc2 = StoreUnavailable(f"no answer within {self.write_timeout:g} s")
+                self._mark_down(exc2)
+                raise exc2 from None
+
     async def _write(self, op: str, encode: Callable[[], bytes], direct: Callable[[], Awaitable[T]], spooled: T) -> T:
         async with self._write_lock:
             if self._depth == 0 and self._primary_up and self._primary_opened:
@@ -308,6 +327,8 @@ class SpoolStore(SpoolTradingMixin):
                                  lambda: self.primary.save_signal(signal), True)
 
     async def record_delivery(self, delivery: Delivery) -> None:
+        if fenced(delivery.status, delivery.epoch):
+            return await self._direct_only("a leader's delivery claim", lambda: self.primary.record_delivery(delivery))
         await self._write("delivery", lambda: orjson.dumps(asdict(delivery)),
                           lambda: self.primary.record_delivery(delivery), None)
 
@@ -547,6 +568,9 @@ class SpoolStore(SpoolTradingMixin):
                                  lambda: self.primary.save_follow_up(follow_up), True)
 
     async def record_follow_up_delivery(self, delivery: FollowUpDelivery) -> None:
+        if fenced(delivery.status, delivery.epoch):
+            return await self._direct_only("a leader's follow-up claim",
+                                           lambda: self.primary.record_follow_up_delivery(delivery))
         await self._write("follow_up_delivery", lambda: orjson.dumps(asdict(delivery)),
                           lambda: self.primary.record_follow_up_delivery(delivery), None)
 

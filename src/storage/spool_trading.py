@@ -14,7 +14,8 @@ from typing import TypeVar
 
 import orjson
 
-from src.storage.base import Store, StoreError
+from src.storage.base import Store, StoreError, StoreUnavailable
+from src.storage.fence import replaying
 from src.storage.trading_records import AuditEntry, OrderRecord, PositionRecord, TradingStore
 
 T = TypeVar("T")
@@ -35,7 +36,19 @@ class SpoolTradingMixin:
             raise StoreError(f"{self.primary.name} does not store trading records")
         return self.primary
 
+    async def _direct_only(self, what: str, direct: Callable[[], Awaitable[None]]) -> None:
+        raise NotImplementedError  # SpoolStore provides it
+
     async def save_order(self, order: OrderRecord) -> None:
+        fence = getattr(self.primary, "order_fence", None)
+        if order.status == "PENDING_SUBMIT" and fence is not None:
+            # a leader's order, written right before it is sent (issue 16): the primary checks the lease epoch in
+            # the same statement. When it cannot answer, the leader's own clock decides (fence() raises FencedOut
+            # once it may not act any more) and the write-ahead record is spooled as before.
+            try:
+                return await self._direct_only("a leader's order", lambda: self._trading.save_order(order))
+            except StoreUnavailable:
+                fence()
         await self._write("order", lambda: orjson.dumps(asdict(order)), lambda: self._trading.save_order(order), None)
 
     async def save_position(self, position: PositionRecord) -> None:
@@ -52,7 +65,11 @@ class SpoolTradingMixin:
     async def _apply_trading(self, op: str, payload: bytes) -> None:
         data = orjson.loads(payload)
         if op == "order":
-            await self._trading.save_order(OrderRecord(**data))
+            token = replaying.set(True)  # judged when it was spooled; the order it records may have been sent
+            try:
+                await self._trading.save_order(OrderRecord(**data))
+            finally:
+                replaying.reset(token)
         elif op == "position":
             await self._trading.save_position(PositionRecord(**data))
         elif op == "audit":

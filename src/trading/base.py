@@ -19,7 +19,7 @@ import orjson
 import structlog
 
 from src.analysis.types import Candle, Signal
-from src.storage.base import StoreError
+from src.storage.base import FencedOut, StoreError
 from src.storage.trading_records import OrderRecord, PositionRecord, TradingMode, TradingStore
 from src.trading.alerts import AlertLevel, AlertSink
 from src.trading.audit import Auditor
@@ -213,6 +213,8 @@ class TraderBase:
         o = replace(o, updated_at_ms=wall_ms())
         try:
             await self.store.save_order(o)
+        except FencedOut:
+            raise  # not the leader any more (issue 16): the order must not be sent
         except StoreError as exc:
             log.error("order_record_not_saved", client_order_id=o.client_order_id, error=str(exc)[:200])
             await self.audit.record("store_error", symbol=o.symbol, signal_id=o.signal_id, ref=o.client_order_id,

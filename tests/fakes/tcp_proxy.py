@@ -1,7 +1,9 @@
 """A TCP proxy the test controls, to put a real network outage between a client and a real server.
 
 ``cut()`` stops listening and aborts every live connection (the client sees a reset, new connects
-are refused); ``restore()`` listens again on the same port. Bytes are forwarded unchanged.
+are refused); ``restore()`` listens again on the same port. ``black_hole()`` keeps every connection open
+and accepts new ones but forwards nothing any more, in either direction (a stalled network: the client
+sees no error, only silence); ``restore()`` ends it. Bytes are forwarded unchanged otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.black_holed = False
 
     async def start(self) -> None:
         """Listen (on a free port the first time, on the same port after a cut)."""
@@ -44,13 +47,26 @@ class TcpProxy:
             await server.wait_closed()  # after the aborts: on 3.12+ this waits for live connections
 
     async def restore(self) -> None:
-        await self.start()
+        self.black_holed = False
+        if self._server is None:
+            await self.start()
+
+    def black_hole(self) -> None:
+        """Forward nothing from now on (connections stay open, new ones are accepted and ignored)."""
+        self.black_holed = True
 
     async def stop(self) -> None:
         await self.cut()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections_total += 1
+        if self.black_holed:  # accepted, never answered
+            self._writers.add(client_w)
+            with contextlib.suppress(ConnectionError, OSError):
+                while await client_r.read(65536):
+                    pass
+            self._writers.discard(client_w)
+            return
         try:
             server_r, server_w = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:
@@ -70,9 +86,10 @@ class TcpProxy:
                 self._writers.discard(w)
                 w.transport.abort()
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
+                if self.black_holed:
+                    continue  # swallowed
                 writer.write(data)
                 await writer.drain()

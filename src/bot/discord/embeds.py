@@ -305,6 +305,10 @@ def status_embed(snap: StatusSnapshot, *, max_stream_lines: int = 20) -> discord
     embed.description = truncate(desc, DESCRIPTION_MAX)
 
     _add_field(embed, "Uptime", f"{fmt_duration(snap.uptime_s)} ({snap.mode})")
+    if snap.role != "single" or snap.shard != "all symbols":  # several instances (issue 16)
+        _add_field(embed, "Instance", f"{snap.role_text}; {snap.shard}")
+    if snap.instances:  # every instance on the database (the leader answers >status for all of them)
+        _add_field(embed, "Instances", "\n".join(snap.instances), inline=False)
     conns = snap.connections
     up = sum(1 for c in conns if c.connected)
     conn_lines = [f"{up}/{len(conns)} connected"] + [

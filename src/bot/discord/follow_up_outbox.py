@@ -48,8 +48,9 @@ class FollowUpQueue:
 
     def __init__(self, store: FollowUpStore, poster: FollowUpPoster, builder: MessageBuilder, destination: Destination,
                  *, stats: OutboxStats, max_age_s: int, clock: Callable[[], float], book: SubscriptionBook | None = None,
-                 batch_limit: int = 50) -> None:
+                 batch_limit: int = 50, fence: Callable[[], int | None] | None = None) -> None:
         self.store = store
+        self.fence = fence  # the leader's epoch, raising FencedOut when this instance may not act (issue 16)
         self.poster = poster
         self.builder = builder
         self.target = destination
@@ -87,8 +88,9 @@ class FollowUpQueue:
     async def _record(self, p: PendingFollowUp, status: DeliveryStatus, *, message_id: str | None, attempts: int,
                       error: str | None, at_ms: int | None = None) -> None:
         key = (p.signal.id, p.follow_up.event)
+        epoch = None if status == "sent" or self.fence is None else self.fence()
         row = FollowUpDelivery(key[0], p.follow_up.event, self.destination, status, message_id, attempts, error,
-                               self._now_ms() if at_ms is None else at_ms)
+                               self._now_ms() if at_ms is None else at_ms, epoch)
         if status in ("sent", "skipped"):
             self._attempts.pop(key, None)
             self._settled[key] = row
@@ -138,6 +140,8 @@ class FollowUpQueue:
             message = replace(message, silent=True)
         started = self._now_ms()
         await self._record(p, "pending", message_id=None, attempts=attempts + 1, error=IN_FLIGHT, at_ms=started)
+        if self.fence is not None:
+            self.fence()  # the claim may have waited on the store: still the acting leader right before the POST?
         try:
             message_id = await self.poster.post_follow_up(message, p.original_message_id, self.target.follow_up_mode)
         except asyncio.CancelledError:

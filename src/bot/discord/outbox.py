@@ -113,8 +113,12 @@ class OutboxSender:
         target: Destination | None = None,
         book: SubscriptionBook | None = None,
         since_slack_ms: int | None = None,
+        fence: Callable[[], int | None] | None = None,
     ) -> None:
         self.store = store
+        # issue 16: the leader's lease epoch for every row this sender writes, raising FencedOut when this instance
+        # may not act any more; also checked right before each POST (None: a single instance, no lease)
+        self.fence = fence
         if target is None:  # every signal of ``kinds``, no follow-ups: the destination before routes existed
             plain: tuple[RouteKind, ...] = tuple(k for k in _SIGNAL_ROUTE_KINDS if k in kinds)
             target = Destination(poster.destination, poster.destination, frozenset(plain),
@@ -143,7 +147,7 @@ class OutboxSender:
         self.follow_ups: FollowUpQueue | None = None
         if target.posts_follow_ups and isinstance(poster, FollowUpPoster) and isinstance(store, FollowUpStore):
             self.follow_ups = FollowUpQueue(store, poster, builder, target, stats=self.stats, max_age_s=max_age_s,
-                                            clock=clock, book=book, batch_limit=batch_limit)
+                                            clock=clock, book=book, batch_limit=batch_limit, fence=fence)
 
     @property
     def destination(self) -> str:
@@ -158,7 +162,8 @@ class OutboxSender:
     async def _record(self, sid: str, status: DeliveryStatus, *, message_id: str | None, attempts: int,
                       error: str | None, at_ms: int | None = None) -> None:
         at = self._now_ms() if at_ms is None else at_ms
-        row = Delivery(sid, self.destination, status, message_id, attempts, error, at)
+        epoch = None if status == "sent" or self.fence is None else self.fence()
+        row = Delivery(sid, self.destination, status, message_id, attempts, error, at, epoch)
         # remembered before the write: a write that raises must not make the signal look unsent or unattempted
         if status in ("sent", "skipped"):
             self._attempts.pop(sid, None)
@@ -328,6 +333,8 @@ class OutboxSender:
         started_ms = self._now_ms()
         for s in members:
             await self._record(s.id, "pending", message_id=None, attempts=attempts[s.id], error=IN_FLIGHT, at_ms=started_ms)
+        if self.fence is not None:
+            self.fence()  # the claims may have waited on the store: still the acting leader right before the POST?
         try:
             message_id = await self.poster.post(message)
         except asyncio.CancelledError:

@@ -148,6 +148,9 @@ class DiscordService:
         self.trading: Any = None
         self.trading_alerts: DiscordTradingAlerts | None = None
         self._alerts_task: asyncio.Task[None] | None = None
+        # several instances (issue 16): the leader's fence (src/bot/leadership.Leadership.fence) the senders check
+        # before each claim and POST; None = a single instance
+        self.fence: Callable[[], int | None] | None = None
 
     def _routed_here(self, destination: str) -> list[str]:
         """The configured routes posting to ``destination`` (for ``>subscriptions``)."""
@@ -171,7 +174,11 @@ class DiscordService:
             return None
         return OutboxSender(self.store, poster, self.builder, max_age_s=self.config.signal_max_age_seconds,
                             clock=self.clock, poll_interval_s=self.poll_interval_s, target=dest,
-                            book=self.book if dest.subscribable else None, since_slack_ms=self._since_slack_ms)
+                            book=self.book if dest.subscribable else None, since_slack_ms=self._since_slack_ms,
+                            fence=self._fence)
+
+    def _fence(self) -> int | None:
+        return None if self.fence is None else self.fence()
 
     # ------------------------------------------------------------------ lifecycle
     @property
