@@ -89,6 +89,9 @@ class ElliottParams:
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
+_DEFAULT_PARAMS = ElliottParams()
+
+
 @dataclass(slots=True)
 class _DegreeState:
     """The live counts of one degree and the complete impulses remembered for corrections.
@@ -124,7 +127,7 @@ class ElliottAnalyzer:
     def __init__(self, symbol: str, timeframe: str, params: ElliottParams | None = None) -> None:
         self.symbol = symbol
         self.timeframe = timeframe
-        self.params = params or ElliottParams()
+        self.params = params or _DEFAULT_PARAMS  # one shared, immutable default: no per-stream weight tables
         p = self.params
         self.pivots = PivotEngine(p.thresholds, p.threshold_mode, p.atr_period, p.log_prices, p.history)
         self._deg = [_DegreeState(completed=deque(maxlen=p.completed_memory)) for _ in p.thresholds]
