@@ -19,13 +19,15 @@ real close spreads them over some hundred ms), so a frame's latency includes wai
 
 Prints p50 / p99 / max of (a) every closed frame: frame parsed -> its batch stored, analysed, committed and
 published; (b) every emitted signal: frame in -> on the sink's queue; plus the CPU seconds of the warm-up. The
-WebSocket socket and the feed's gap bookkeeping are not included (the parser is).
+WebSocket socket and the feed's gap bookkeeping are not included (the parser is). The garbage collector's
+pauses during the live part are printed too (a full collection walks every object of every warmed stream).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -124,6 +126,16 @@ async def run(root: Path, symbols: int, warm: int, minutes: int) -> None:
         cpu = time.process_time() - cpu
         print(f"{symbols} symbols x {len(tfs)} timeframes = {symbols * len(tfs):,} streams warmed with {warm} candles "
               f"each in {cpu:.1f} s CPU")
+        gc_pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        gc_start = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_start[0] = time.perf_counter()
+            else:
+                gc_pauses[info["generation"]].append(time.perf_counter() - gc_start[0])
+
+        gc.callbacks.append(on_gc)
         frame_lat: list[float] = []
         signal_lat: list[float] = []
         candidates = 0
@@ -149,6 +161,7 @@ async def run(root: Path, symbols: int, warm: int, minutes: int) -> None:
             while not sink.queue.empty():
                 at, batch = sink.queue.get_nowait()
                 signal_lat.extend([at - t_in] * len(batch.signals))
+        gc.callbacks.remove(on_gc)
         await pipe.close()
         await store.close()
 
@@ -162,6 +175,9 @@ async def run(root: Path, symbols: int, warm: int, minutes: int) -> None:
           f"{len(signal_lat):,} signals queued (SQLite store, synchronous=NORMAL)")
     print("  " + show("frame in -> stored, analysed, committed, published", frame_lat))
     print("  " + show("frame in -> signal on the sink queue", signal_lat))
+    print("  garbage collector pauses in the live part: " + "; ".join(
+        f"generation {g}: {len(p)} ({sum(p) * 1000:.0f} ms in all, longest {max(p, default=0) * 1000:.0f} ms)"
+        for g, p in gc_pauses.items()))
 
 
 def main() -> int:
