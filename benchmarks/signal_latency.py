@@ -19,7 +19,8 @@ real close spreads them over some hundred ms), so a frame's latency includes wai
 
 Prints p50 / p99 / max of (a) every closed frame: frame parsed -> its batch stored, analysed, committed and
 published; (b) every emitted signal: frame in -> on the sink's queue; plus the CPU seconds of the warm-up. The
-WebSocket socket and the feed's gap bookkeeping are not included (the parser is). The garbage collector's
+WebSocket socket and the feed's gap bookkeeping are not included (the parser is). After the warm-up it calls
+``freeze_warm_heap`` as the app does (``--no-freeze``: not). The garbage collector's
 pauses during the live part are printed too (a full collection walks every object of every warmed stream).
 """
 
@@ -42,7 +43,7 @@ from src.analysis import timeframes  # noqa: E402
 from src.analysis.engine import AnalysisSettings, step  # noqa: E402
 from src.analysis.types import Candle  # noqa: E402
 from src.bot import analysis_api  # noqa: E402
-from src.bot.pipeline import Pipeline  # noqa: E402
+from src.bot.pipeline import Pipeline, freeze_warm_heap  # noqa: E402
 from src.bot.sinks import SignalBatch  # noqa: E402
 from src.market.aggregator import build_candle  # noqa: E402
 from src.market.frames import scan_kline  # noqa: E402
@@ -83,7 +84,7 @@ def shifted(c: Candle, symbol: str, dt: int, scale: float) -> Candle:
                   c.taker_buy_quote_volume)
 
 
-async def run(root: Path, symbols: int, warm: int, minutes: int) -> None:
+async def run(root: Path, symbols: int, warm: int, minutes: int, freeze: bool = True) -> None:
     ones = [read_klines_csv(root / f).candles for f in ONE_MIN]
     higher = {tf: read_klines_csv(root / f).candles for tf, f in HIGHER.items()}
     # the live replay starts at a UTC day boundary of the first 1m file, after enough 1m history to warm
@@ -126,6 +127,9 @@ async def run(root: Path, symbols: int, warm: int, minutes: int) -> None:
         cpu = time.process_time() - cpu
         print(f"{symbols} symbols x {len(tfs)} timeframes = {symbols * len(tfs):,} streams warmed with {warm} candles "
               f"each in {cpu:.1f} s CPU")
+        if freeze:  # what the app does once its warm-up is done
+            frozen, took = freeze_warm_heap()
+            print(f"  freeze_warm_heap: {frozen:,} objects frozen in {took:.2f} s")
         gc_pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
         gc_start = [0.0]
 
@@ -185,6 +189,7 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, default=500)
     ap.add_argument("--warm", type=int, default=500)
     ap.add_argument("--minutes", type=int, default=60)
+    ap.add_argument("--no-freeze", action="store_true", help="skip freeze_warm_heap after the warm-up (as before)")
     ap.add_argument("--data-dir", help="folder holding klines/ (default $WYELI_DATA_DIR or ../shared/data)")
     args = ap.parse_args()
     base = Path(args.data_dir) if args.data_dir else Path(os.environ.get("WYELI_DATA_DIR") or ROOT.parent / "shared" / "data")
@@ -192,7 +197,7 @@ def main() -> int:
     if not all((root / f).is_file() for f in (*ONE_MIN, *HIGHER.values())):
         print(f"kline files missing in {root} (this benchmark reads real data)")
         return 0
-    asyncio.run(run(root, args.symbols, args.warm, args.minutes))
+    asyncio.run(run(root, args.symbols, args.warm, args.minutes, not args.no_freeze))
     return 0
 
 
