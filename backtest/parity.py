@@ -28,7 +28,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from functools import partial
@@ -40,7 +43,8 @@ from src.analysis.registry import build_engine
 from src.analysis.types import Candle
 
 STATE_EVERY = 1000
-FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "analysis_parity.json"
+_ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = _ROOT / "tests" / "fixtures" / "analysis_parity.json"
 
 SETTINGS: dict[str, AnalysisSettings] = {
     "default": AnalysisSettings(),
@@ -149,6 +153,21 @@ def _read(path: Path, limit: int) -> tuple[str, list[Candle]]:
 
     candles = read_klines_csv(path).candles
     return path.stem, candles[:limit] if limit else candles
+
+
+def export_revision(rev: str) -> Path:
+    """The tree of ``rev`` in a cache folder (exported once per commit), with this tree's parity module."""
+    sha = subprocess.run(["git", "-C", str(_ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    dest = Path(tempfile.gettempdir()) / "wyeli-parity" / sha
+    if not (dest / ".exported").is_file():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(_ROOT), "archive", sha], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        (dest / ".exported").write_text(sha + "\n")
+    shutil.copyfile(_ROOT / "backtest" / "parity.py", dest / "backtest" / "parity.py")
+    return dest
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backtest import parity  # noqa: E402
+from backtest.parity import export_revision  # noqa: E402
 from src.market.klines_csv import read_klines_csv  # noqa: E402
 
 FILES = ("BTCUSDT-1m-2025-05.csv", "BTCUSDT-15m-2023-2025H1.csv", "BTCUSDT-1h-2019-2025H1.csv")
@@ -39,21 +38,6 @@ def data_dir(arg: str | None) -> Path:
         return Path(arg)
     env = os.environ.get("WYELI_DATA_DIR")
     return Path(env) if env else ROOT.parent / "shared" / "data"
-
-
-def export_revision(rev: str) -> Path:
-    """The tree of ``rev`` in a cache folder (exported once per commit), with this tree's parity module."""
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"], check=True,
-                         capture_output=True, text=True).stdout.strip()
-    dest = Path(tempfile.gettempdir()) / "wyeli-parity" / sha
-    if not (dest / ".exported").is_file():
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-        (dest / ".exported").write_text(sha + "\n")
-    shutil.copyfile(ROOT / "backtest" / "parity.py", dest / "backtest" / "parity.py")
-    return dest
 
 
 def reference_jsonl(tree: Path, path: Path, limit: int) -> Path:

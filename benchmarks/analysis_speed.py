@@ -120,7 +120,7 @@ def sma_rate(python: str | None, path: Path, limit: int, repeats: int) -> str:
 
 def ref_rates(rev: str, paths: list[Path], limit: int, repeats: int) -> dict[str, float]:
     """Full-stack rates of revision ``rev`` (this script run in its exported tree)."""
-    from benchmarks.analysis_parity import export_revision
+    from backtest.parity import export_revision
 
     tree = export_revision(rev)
     (tree / "benchmarks").mkdir(exist_ok=True)

@@ -108,7 +108,7 @@ def main() -> int:
         return 0
     rows: list[tuple[str, dict[str, float]]] = []
     if args.ref:
-        from benchmarks.analysis_parity import export_revision
+        from backtest.parity import export_revision
 
         tree = export_revision(args.ref)
         script = tree / "benchmarks" / "_stream_memory_current.py"
