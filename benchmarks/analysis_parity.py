@@ -67,6 +67,7 @@ def main() -> int:
     differs = 0
     for path in paths:
         t = time.perf_counter()
+        cached = (tree / f"ref-{path.stem}-{args.limit}.jsonl").is_file()
         ref_path = reference_jsonl(tree, path, args.limit)
         t_ref = time.perf_counter() - t
         candles = read_klines_csv(path).candles
@@ -94,7 +95,7 @@ def main() -> int:
         same = h_ref.hexdigest() == h_cur.hexdigest() and n_ref == n_cur
         differs += not same
         print(f"{path.name}: {len(candles):,} candles; reference {n_ref:,} lines sha256 {h_ref.hexdigest()[:16]} "
-              f"({'cached' if t_ref < 1 else f'{t_ref:.0f} s'}); current {n_cur:,} lines sha256 "
+              f"({'cached' if cached else f'{t_ref:.0f} s'}); current {n_cur:,} lines sha256 "
               f"{h_cur.hexdigest()[:16]} ({cpu:.1f} s CPU incl. both gate settings): "
               f"{'IDENTICAL' if same else 'DIFFERENT'}")
         if first_diff is not None:
