@@ -380,3 +380,23 @@ async def test_a_candle_no_store_can_hold_is_refused_alone_counted_and_logged_wi
     assert len(refused) == 1 and "not stored" in refused[0]["event"]
     assert not any("fetched again" in e["event"] or "re-fetch" in e["event"] for e in logs)
     await store.close()
+
+
+def test_freeze_warm_heap_takes_the_warmed_objects_out_of_garbage_collection_but_still_collects_new_cycles() -> None:
+    import gc
+
+    from src.bot.pipeline import freeze_warm_heap
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    warmed = [[i] for i in range(10_000)]  # stands for the warmed engines
+    try:
+        frozen, _ = freeze_warm_heap()
+        assert frozen >= len(warmed) and gc.get_freeze_count() == frozen
+        Node()  # a reference cycle made after the warm-up is garbage the collector still finds
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()
+    assert warmed[-1] == [9_999]

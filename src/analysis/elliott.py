@@ -33,6 +33,7 @@ that fails ``Candle.validate`` (NaN, non-positive, high < low) is skipped and co
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -88,10 +89,34 @@ class ElliottParams:
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
+_DEFAULT_PARAMS = ElliottParams()
+
+
 @dataclass(slots=True)
 class _DegreeState:
+    """The live counts of one degree and the complete impulses remembered for corrections.
+
+    ``below``/``above`` are the tightest invalidation prices over ``counts`` (the highest "below", the lowest
+    "above"; -inf/+inf without one): a bar with low >= below and high <= above kills no count, so the
+    per-bar check is two comparisons and the counts are scanned only on a bar that kills one."""
+
     counts: list[Count] = field(default_factory=list)
     completed: deque[Count] = field(default_factory=lambda: deque(maxlen=8))
+    below: float = -math.inf
+    above: float = math.inf
+
+    def set_counts(self, counts: list[Count]) -> None:
+        self.counts = counts
+        below, above = -math.inf, math.inf
+        for c in counts:
+            for price, side in c.invalidations:
+                # comparisons as in _violated (a NaN price never triggers there, and is never kept here)
+                if side == "below":
+                    if price > below:
+                        below = price
+                elif side == "above" and price < above:
+                    above = price
+        self.below, self.above = below, above
 
 
 class ElliottAnalyzer:
@@ -102,11 +127,12 @@ class ElliottAnalyzer:
     def __init__(self, symbol: str, timeframe: str, params: ElliottParams | None = None) -> None:
         self.symbol = symbol
         self.timeframe = timeframe
-        self.params = params or ElliottParams()
+        self.params = params or _DEFAULT_PARAMS  # one shared, immutable default: no per-stream weight tables
         p = self.params
         self.pivots = PivotEngine(p.thresholds, p.threshold_mode, p.atr_period, p.log_prices, p.history)
         self._deg = [_DegreeState(completed=deque(maxlen=p.completed_memory)) for _ in p.thresholds]
         self._leader: Count | None = None
+        self._counts_changed = False  # the live counts changed since the leader was chosen
         self._last_candle: Candle | None = None
         self.skipped_setups = 0
         self.invalid_candles = 0
@@ -136,11 +162,15 @@ class ElliottAnalyzer:
                     best[k] = cand
         confirmed_degrees = {p.degree for p in new_pivots}
         self._invalidate(candle, skip=confirmed_degrees)
-        out.candidates.extend(sorted(best.values(), key=lambda c: (c.pattern, c.direction)))
-        leader = self._leading()
-        if (leader.key if leader else None) != (self._leader.key if self._leader else None):
-            out.events.append(self._count_event(leader, candle))
-        self._leader = leader
+        if best:
+            out.candidates.extend(sorted(best.values(), key=lambda c: (c.pattern, c.direction)))
+        if self._counts_changed:
+            # the leader is a function of the live counts only: rank them again only when they changed
+            self._counts_changed = False
+            leader = self._leading()
+            if (leader.key if leader else None) != (self._leader.key if self._leader else None):
+                out.events.append(self._count_event(leader, candle))
+            self._leader = leader
         return out
 
     def state(self) -> AnalyzerState:
@@ -198,7 +228,8 @@ class ElliottAnalyzer:
                 corr = ec.correction_count(window, ctx, pivot.degree, p.weights)
                 if corr is not None:
                     counts.append(corr)
-        st.counts = counts
+        st.set_counts(counts)
+        self._counts_changed = True
         for c in counts:
             if c.pattern == "impulse" and c.stage == 5:
                 st.completed.append(c)
@@ -227,12 +258,17 @@ class ElliottAnalyzer:
     def _invalidate(self, candle: Candle, skip: set[int]) -> None:
         """Kill counts whose invalidation price this bar traded through.
 
-        Counts rebuilt on this bar are skipped: their pivots already include this bar's reversal.
+        Counts rebuilt on this bar are skipped: their pivots already include this bar's reversal. A degree
+        whose tightest invalidation prices this bar did not reach is not scanned (see _DegreeState).
         """
+        low, high = candle.low, candle.high
         for st in self._deg:
-            if st.counts and st.counts[0].degree in skip:
+            if (low >= st.below and high <= st.above) or not st.counts or st.counts[0].degree in skip:
                 continue
-            st.counts = [c for c in st.counts if not _violated(c, candle)]
+            alive = [c for c in st.counts if not _violated(c, candle)]
+            if len(alive) != len(st.counts):
+                self._counts_changed = True
+            st.set_counts(alive)
 
     # ---- signals --------------------------------------------------------------------------
 

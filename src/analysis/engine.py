@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 from src.analysis import timeframes
@@ -127,6 +128,12 @@ def structure_id(symbol: str, timeframe: str, structure: str, fallback: str) -> 
     names no structure, so such a candidate is a structure of its own."""
     if not structure:
         return fallback[:16]
+    return _structure_hash(symbol, timeframe, structure)
+
+
+@lru_cache(maxsize=8192)
+def _structure_hash(symbol: str, timeframe: str, structure: str) -> str:
+    # memoised: a structure proposes a candidate on many candles (every degree, every stage)
     return hashlib.sha256(f"{symbol}|{timeframe}|{structure}".encode()).hexdigest()[:16]
 
 
@@ -206,8 +213,11 @@ class AnalysisEngine:
             features=features,
             structure_id=structure_id(self.symbol, self.timeframe, cand.structure, sid),
         )
-        ev = self.evidence.assess(sig)
-        return replace(sig, evidence=ev, confidence=round(p_positive(ev), 4))
+        ev = self.evidence.assess(sig)  # reads the signal's own fields, never evidence or confidence
+        # ``sig`` is not shared yet: set the two assessed fields in place rather than copying every field
+        object.__setattr__(sig, "evidence", ev)
+        object.__setattr__(sig, "confidence", round(p_positive(ev), 4))
+        return sig
 
     def states(self) -> list[AnalyzerState]:
         return [a.state() for a in self.analyzers]

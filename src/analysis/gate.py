@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from src.analysis import timeframes
@@ -248,7 +248,7 @@ class SignalGate:
             return [], []
         until = self.memory.judged_until_ms.get((cands[0].symbol, cands[0].timeframe))
         if until is not None and cands[0].candle_time_ms <= until:
-            return [replace(s, kind="gated", gate_reason=REASON_ALREADY_JUDGED) for s in cands], []
+            return [s.with_verdict("gated", REASON_ALREADY_JUDGED) for s in cands], []
         # pass 1: one candidate per structure on this candle
         groups: dict[str, list[Signal]] = defaultdict(list)
         for s in cands:
@@ -258,7 +258,7 @@ class SignalGate:
         for group in groups.values():
             group.sort(key=lambda s: (-s.raw_confidence, s.pattern, s.direction, s.id))
             kept.append(group[0])
-            dupes.extend(replace(s, kind="gated", gate_reason=REASON_DUPLICATE_STRUCTURE) for s in group[1:])
+            dupes.extend(s.with_verdict("gated", REASON_DUPLICATE_STRUCTURE) for s in group[1:])
         # pass 2: merits; posting order = trade calls first, best lower bound of expected R first
         judged = [(s, *self._merits(s)) for s in kept]
         judged.sort(key=lambda j: (-_KIND_RANK[j[1]], -_lower(j[0]), j[0].pattern, j[0].direction, j[0].id))
@@ -271,7 +271,7 @@ class SignalGate:
                 if blocked:
                     kind, reason = "gated", blocked
             self._remember(s, kind)
-            final = replace(s, kind=kind, gate_reason=reason)
+            final = s.with_verdict(kind, reason)
             out.append(final)
             if kind != "gated":
                 emitted.append(final)

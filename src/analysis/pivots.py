@@ -281,15 +281,24 @@ class PivotEngine:
         """Feed one closed candle; returns the pivots it confirmed (ascending degree)."""
         self._index += 1
         self._cum_volume += candle.volume
-        high, low = self.to_level(candle.high), self.to_level(candle.low)
+        ch, cl = candle.high, candle.low
+        high, low = (math.log(ch), math.log(cl)) if self.log_prices else (ch, cl)
         atr_prev = self._atr.value
         self._atr_prev = atr_prev
         confirmed: list[Pivot] = []
-        for zz in self.degrees:
-            thr = self._bar_threshold(zz.degree, atr_prev, candle)
-            p = zz.update(self._index, candle.open_time_ms, high, low, candle.high, candle.low, self._cum_volume, thr)
-            if p is not None:
-                confirmed.append(p)
+        index, t, cum = self._index, candle.open_time_ms, self._cum_volume
+        if self.mode == "atr":
+            # _bar_threshold inlined (every degree, every candle): k x the previous ATR, None without a real one
+            unit = atr_prev if atr_prev is not None and atr_prev > 0 else None
+            for zz, k in zip(self.degrees, self.thresholds, strict=True):
+                p = zz.update(index, t, high, low, ch, cl, cum, None if unit is None else k * unit)
+                if p is not None:
+                    confirmed.append(p)
+        else:
+            for zz in self.degrees:
+                p = zz.update(index, t, high, low, ch, cl, cum, self._bar_threshold(zz.degree, atr_prev, candle))
+                if p is not None:
+                    confirmed.append(p)
         self._atr.update(high, low, self.to_level(candle.close))
         return confirmed
 

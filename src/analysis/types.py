@@ -12,6 +12,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 Direction = Literal["LONG", "SHORT"]
@@ -49,7 +50,23 @@ class Candle:
 
     def validate(self) -> Candle:
         """Raise InvalidCandle unless prices are finite and > 0, low <= open,close <= high,
-        volumes finite and >= 0, and close_time > open_time. Returns self for chaining."""
+        volumes finite and >= 0, and close_time > open_time. Returns self for chaining.
+
+        Every analyzer validates the candle it is handed, so one candle is checked several times per step:
+        the last candle that passed is remembered (by identity; a Candle is immutable) and passes again
+        for free. A passing candle costs one chain of comparisons (NaN fails every comparison, so
+        ``0 < low <= open <= high < inf`` also proves finiteness); the detailed checks run only to word
+        the error."""
+        global _last_valid
+        if self is _last_valid:
+            return self
+        lo, hi = self.low, self.high
+        if (0.0 < lo <= self.open <= hi < _INF and lo <= self.close <= hi
+                and 0.0 <= self.volume < _INF and 0.0 <= self.quote_volume < _INF
+                and 0.0 <= self.taker_buy_volume < _INF and 0.0 <= self.taker_buy_quote_volume < _INF
+                and self.trades >= 0 and self.close_time_ms > self.open_time_ms):
+            _last_valid = self
+            return self
         prices = (self.open, self.high, self.low, self.close)
         if not all(math.isfinite(p) and p > 0 for p in prices):
             raise InvalidCandle(f"non-positive or non-finite price in {self.key}: {prices}")
@@ -69,6 +86,10 @@ class Candle:
     @property
     def stream(self) -> tuple[str, str]:
         return (self.symbol, self.timeframe)
+
+
+_INF = math.inf
+_last_valid: Candle | None = None  # the last candle Candle.validate passed (see there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +182,11 @@ def signal_id(symbol: str, timeframe: str, candle_time_ms: int, pattern: str, di
     return hashlib.sha256(raw).hexdigest()[:24]
 
 
+@lru_cache(maxsize=4096)
 def ms_to_iso(ms: int) -> str:
-    """Epoch ms -> ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
+    """Epoch ms -> ISO-8601 UTC with millisecond precision and a ``Z`` suffix.
+
+    Memoised (4,096 entries): the same pivot and candle times are written into many reasons."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -208,6 +232,14 @@ class Signal:
     gate_reason: str = ""
     structure_id: str = ""
     evidence: Evidence | None = None
+
+    def with_verdict(self, kind: SignalKind, gate_reason: str) -> Signal:
+        """A copy with the gate's ``kind`` and ``gate_reason`` (what ``dataclasses.replace`` would build,
+        without its per-call field introspection: the gate judges every candidate of every candle)."""
+        return Signal(self.id, self.symbol, self.timeframe, self.pattern, self.direction, self.confidence,
+                      self.raw_confidence, self.entry, self.stop_loss, self.take_profits, self.candle_time_ms,
+                      self.generated_at, self.reasons, self.analyzer_version, self.config_hash, self.features,
+                      kind, gate_reason, self.structure_id, self.evidence)
 
     @property
     def risk(self) -> float:

@@ -46,7 +46,7 @@ from src.bot.console import ConsoleSink, format_status
 from src.bot.leadership import Leadership
 from src.bot.metrics import BotMetrics, ClosedCandleCounter, LoopLagMonitor
 from src.bot.notify import ActivityTracker, SdNotifier, Watchdog
-from src.bot.pipeline import Pipeline, PipelineStats
+from src.bot.pipeline import Pipeline, PipelineStats, freeze_warm_heap
 from src.bot.replay import replay_files
 from src.bot.shutdown import ShutdownSignals, ShutdownStep, run_shutdown
 from src.bot.sinks import CacheSink, KindFilter, SignalRoutes, SignalSink
@@ -612,7 +612,8 @@ class App:
         await self.feed.warmed_up.wait()
         self.warmed_up.set()
         self.notifier.ready("warm-up done, streaming")
-        log.info("warm-up done: streaming live candles")
+        frozen, took = freeze_warm_heap()  # no full garbage collection walks the warmed streams on a candle close
+        log.info("warm-up done: streaming live candles", gc_frozen_objects=frozen, gc_freeze_seconds=round(took, 3))
 
     def _healthy(self) -> bool:
         return self.activity.is_healthy()
