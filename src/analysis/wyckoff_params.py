@@ -59,8 +59,8 @@ class WyckoffParams:
     young_bars: int = 15
     tests_lo: float = 5.0  # touches of either edge: ramp 5 -> 11
     tests_hi: float = 11.0
-    sos_rv_lo: float = 0.7  # SOS bar RV: ramp 0.7 -> 1.9
-    sos_rv_hi: float = 1.9
+    sos_rv_lo: float = 1.5  # SOS bar RV: ramp 1.5 -> 4 (the textbook SOS comes on 2-3x volume; wide bars carry 2x anyway)
+    sos_rv_hi: float = 4.0
     range_w_width: float = 0.45  # range membership = 0.45 width + 0.30 age + 0.25 touches
     range_w_age: float = 0.30
     range_w_tests: float = 0.25

@@ -26,18 +26,18 @@ WEIGHTS: dict[str, tuple[tuple[str, float], ...]] = {
         ("geometry", 0.08), ("effort", 0.0), ("room", 0.18), ("bias", 0.0),
     ),
     "sos": (
-        ("climax", 0.18), ("context", 0.09), ("range", 0.20), ("phase_c", 0.15),
-        ("breakout", 0.0), ("effort", 0.10), ("bar", 0.26), ("bias", 0.02),
+        ("climax", 0.18), ("context", 0.10), ("range", 0.21), ("phase_c", 0.16),
+        ("breakout", 0.0), ("effort", 0.05), ("bar", 0.27), ("bias", 0.03),
     ),
     "lps": (
-        ("climax", 0.17), ("context", 0.09), ("range", 0.22), ("phase_c", 0.09), ("sos", 0.17),
-        ("depth", 0.02), ("effort", 0.15), ("room", 0.05), ("bias", 0.04),
+        ("climax", 0.17), ("context", 0.09), ("range", 0.21), ("phase_c", 0.10), ("sos", 0.14),
+        ("depth", 0.03), ("effort", 0.15), ("room", 0.06), ("bias", 0.05),
     ),
 }
 # score = (weighted geometric mean) ** SHARPNESS: the exponent puts the watch gate's 0.65 where random walks
-# 80000-80019 give about 0.35 springs/UTADs, 0.4 SOS/SOWs and 0.03 tests and 0.03 LPS per 1,000 bars (first
+# 80000-80019 give about 0.35 springs/UTADs, 0.4 SOS/SOWs and 0.02 tests and 0.02 LPS per 1,000 bars (first
 # setups of their kind; rule R1 of wyckoff_ranges scales the later ones down)
-SHARPNESS: dict[str, float] = {"spring": 0.838, "test": 1.557, "sos": 0.982, "lps": 1.222}
+SHARPNESS: dict[str, float] = {"spring": 0.838, "test": 1.621, "sos": 0.854, "lps": 1.167}
 FLOOR = 0.01
 
 
