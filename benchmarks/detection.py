@@ -16,7 +16,9 @@ raw-score thresholds 0 (every candidate), 0.5 and 0.65 (the gate's default MIN_C
    and never tuned on): per event, and "k of 8" for the first 8 seeds per side as in issue 12.
 3. Real labelled set (``tests/fixtures/wyckoff_real_labels.csv``, picked by eye from the kline files
    before the detector was run over them): recall per event, and the share of candidates inside the
-   labelled structures' windows that match a label. Needs ``DIR/klines`` (default $WYELI_DATA_DIR or
+   labelled structures' windows that match a label; recall also per half: the BTCUSDT structures are the
+   half whose misses may be read while changing the detector, the ETHUSDT structures are only judged.
+   Needs ``DIR/klines`` (default $WYELI_DATA_DIR or
    ../shared/data); skipped politely without it.
 4. Null: Wyckoff candidates per 1,000 bars on driftless random walks (same volume model as the
    synthetic family) and on stationary block-bootstrapped real 1h bars (blocks of mean length 30 of
@@ -207,6 +209,8 @@ def real_labels(root: Path) -> None:
         print(f"skipped: kline files not found in {root} ({', '.join(missing)}); set WYELI_DATA_DIR or --data-dir")
         return
     tally = Tally()
+    by_symbol = Tally()  # per file: BTCUSDT files are the half misses may be read on, ETHUSDT files are only judged
+    tally_groups = files
     structures = 0
     for f in files:
         kf = read_klines_csv(root / f)
@@ -223,14 +227,22 @@ def real_labels(root: Path) -> None:
             hi = max(t.confirm for t in truth) + AFTER
             key = [t for t in truth if t.event in KEY_EVENTS]
             tally.add(evs[0]["side"], [d for d in det if lo <= d[1] <= hi], key, (lo, hi))
+            by_symbol.add(f, [d for d in det if lo <= d[1] <= hi], key, (lo, hi))
             del sid
     print(f"{structures} structures in {len(files)} files; P = share of the candidates inside the labelled structures'"
           f" windows (first event - 10 bars .. last confirmation + {AFTER}) that match a label")
     print_table(tally, list(SIDES), KEY_EVENTS, "Per event:")
+    halves = {"tuning half (BTCUSDT)": [g for g in tally_groups if g.startswith("BTCUSDT")],
+              "judging half (ETHUSDT)": [g for g in tally_groups if g.startswith("ETHUSDT")]}
     for thr in THRESHOLDS:
         tp = sum(tally.rp(thr, SIDES, e)[0] for e in KEY_EVENTS)
         fn = sum(tally.rp(thr, SIDES, e)[2] for e in KEY_EVENTS)
-        print(f"all four events at raw >= {thr}: recall {tp / max(1, tp + fn):.2f} ({tp}/{tp + fn})")
+        parts = []
+        for name, groups in halves.items():
+            htp = sum(by_symbol.rp(thr, groups, e)[0] for e in KEY_EVENTS)
+            hfn = sum(by_symbol.rp(thr, groups, e)[2] for e in KEY_EVENTS)
+            parts.append(f"{name} {htp / max(1, htp + hfn):.2f} ({htp}/{htp + hfn})")
+        print(f"all four events at raw >= {thr}: recall {tp / max(1, tp + fn):.2f} ({tp}/{tp + fn}); " + ", ".join(parts))
 
 
 # ------------------------------------------------------------------ 4. null models

@@ -78,7 +78,8 @@ class WyckoffParams:
     spring_deep_atr: float = 1.5
     breakdown_w: float = 1.0  # deeper than max(1 W, 4 ATR): breakdown, the range fails
     breakdown_atr: float = 4.0
-    reclaim_bars: int = 10  # a close >= S within 10 bars of the probe's first bar (evidence fades after 2)
+    reclaim_bars: int = 24  # rule S1: a close >= S within 24 bars of the probe's first bar (real flushes take 10-16)
+    reclaim_fade_bars: int = 10  # ... its evidence fades from 1 (reclaimed within a bar) to 0.4 at 10 bars and later
     light_rv: float = 1.0  # spring volume class: light < 1.0 <= moderate <= 1.8 < heavy
     heavy_rv: float = 1.8
 

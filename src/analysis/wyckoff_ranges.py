@@ -629,7 +629,7 @@ class SideTracker:
     def _spring_setup(self, r: Range, bar: Bar, depth: float, waited: int) -> Setup:
         p = self.p
         mu = self._common(r, bar)
-        reclaim = 1.0 if waited <= 1 else max(0.4, 1.0 - 0.6 * (waited - 1) / max(1, p.reclaim_bars - 1))
+        reclaim = 1.0 if waited <= 1 else max(0.4, 1.0 - 0.6 * (waited - 1) / max(1, p.reclaim_fade_bars - 1))
         depth_mu = min(band(depth / r.W, 0.0, 0.06, 0.45, 1.0), ramp(depth / bar.atr, 0.1, 0.5))
         r.spring_geometry = depth_mu * reclaim
         stop = r.pend_low - p.stop_buffer_atr * bar.atr

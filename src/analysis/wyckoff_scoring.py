@@ -18,26 +18,26 @@ import math
 # evidence did not separate true events from random ones there; it is still reported as a feature.
 WEIGHTS: dict[str, tuple[tuple[str, float], ...]] = {
     "spring": (
-        ("climax", 0.25), ("context", 0.18), ("range", 0.19), ("geometry", 0.34),
-        ("effort", 0.0), ("bar", 0.0), ("room", 0.0), ("bias", 0.04),
+        ("climax", 0.23), ("context", 0.17), ("range", 0.17), ("geometry", 0.4), ("effort", 0.0),
+        ("bar", 0.0), ("room", 0.0), ("bias", 0.03),
     ),
     "test": (
-        ("climax", 0.20), ("context", 0.11), ("range", 0.14), ("spring", 0.29),
-        ("geometry", 0.08), ("effort", 0.0), ("room", 0.18), ("bias", 0.0),
+        ("climax", 0.18), ("context", 0.11), ("range", 0.13), ("spring", 0.33), ("geometry", 0.07),
+        ("effort", 0.0), ("room", 0.18), ("bias", 0.0),
     ),
     "sos": (
-        ("climax", 0.18), ("context", 0.10), ("range", 0.21), ("phase_c", 0.16),
-        ("breakout", 0.0), ("effort", 0.05), ("bar", 0.27), ("bias", 0.03),
+        ("climax", 0.2), ("context", 0.12), ("range", 0.21), ("phase_c", 0.14), ("breakout", 0.0),
+        ("effort", 0.06), ("bar", 0.25), ("bias", 0.02),
     ),
     "lps": (
-        ("climax", 0.17), ("context", 0.09), ("range", 0.21), ("phase_c", 0.10), ("sos", 0.14),
-        ("depth", 0.03), ("effort", 0.15), ("room", 0.06), ("bias", 0.05),
+        ("climax", 0.18), ("context", 0.12), ("range", 0.22), ("phase_c", 0.11), ("sos", 0.13),
+        ("depth", 0.03), ("effort", 0.16), ("room", 0.05), ("bias", 0.0),
     ),
 }
 # score = (weighted geometric mean) ** SHARPNESS: the exponent puts the watch gate's 0.65 where random walks
-# 80000-80019 give about 0.35 springs/UTADs, 0.4 SOS/SOWs and 0.02 tests and 0.02 LPS per 1,000 bars (first
+# 80000-80019 give about 0.33 springs/UTADs, 0.37 SOS/SOWs, 0.02 tests and 0.02 LPS per 1,000 bars (first
 # setups of their kind; rule R1 of wyckoff_ranges scales the later ones down)
-SHARPNESS: dict[str, float] = {"spring": 0.838, "test": 1.621, "sos": 0.854, "lps": 1.167}
+SHARPNESS: dict[str, float] = {"spring": 0.903, "test": 1.706, "sos": 0.84, "lps": 1.196}
 FLOOR = 0.01
 
 
