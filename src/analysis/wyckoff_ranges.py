@@ -52,6 +52,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
+from operator import attrgetter
 
 from src.analysis.wyckoff_features import Bar, Pivot
 from src.analysis.wyckoff_params import WyckoffParams
@@ -60,6 +61,7 @@ from src.analysis.wyckoff_scoring import band, ramp, score
 INFORMATIONAL = frozenset({"ua", "st_b", "absorption", "no_follow_through"})  # not part of a signal's event chain
 _REASON_CODES = {"breakdown": 1.0, "timeout": 2.0, "no_sos": 4.0, "spring_failed": 6.0, "lps_failed": 7.0, "markup": 10.0}
 _PHASE_RANK = {"B": 0, "C": 1, "D": 2}
+_RV, _H, _LOW = attrgetter("rv"), attrgetter("h"), attrgetter("low")
 
 
 @dataclass(slots=True)
@@ -148,7 +150,7 @@ class Range:
         self.sos_leg_start = self.sos_leg_rv = 0.0
         self.lps_low = 0.0
         self.lps_done = False
-        self.made: dict[str, int] = {}  # setups of each kind this range has proposed (rule R1)
+        self.made: dict[str, int] = {}  # setups of each kind its structure has proposed (rule R1; shared per structure)
 
 class SideTracker:
     """All candidate ranges of one side on oriented bars; see the module docstring."""
@@ -164,6 +166,7 @@ class SideTracker:
         self.published: tuple[tuple[float, float, float], ...] = ()
         self.dirty = False
         self._youngest_expiry = -1  # the first bar index at which some live range may expire (fast-path bound)
+        self._made: dict[int, dict[str, int]] = {}  # structure (first pivot's open time) -> setups proposed (rule R1)
 
     # ------------------------------------------------------------------ per bar
     def _ranges_changed(self) -> None:
@@ -214,15 +217,17 @@ class SideTracker:
         if k < 0 or bars[k].atr <= 0:
             return PivotInfo(pivot, 0.0, 0.0, 0.0)
         ext = bars[k]
-        lo = max(0, k - 2)
-        cl_rv = max(b.rv for b in islice(bars, lo, min(len(bars), k + 2)))
-        before = list(islice(bars, max(0, k - self.p.context_bars), k))
+        start = max(0, k - self.p.context_bars)
+        seg = list(islice(bars, start, min(len(bars), k + 2)))  # one copy of the window (attrgetter maps are C loops)
+        j = k - start
+        lo = max(0, j - 2)
+        cl_rv = max(map(_RV, seg[lo:j + 2]))
         if pivot.kind < 0:
-            spread = max(b.h for b in islice(bars, lo, k + 1)) - ext.low
-            prior = max(b.h for b in before) - ext.low if before else 0.0
+            spread = max(map(_H, seg[lo:j + 1])) - ext.low
+            prior = max(map(_H, seg[:j])) - ext.low if j else 0.0
         else:
-            spread = ext.h - min(b.low for b in islice(bars, lo, k + 1))
-            prior = ext.h - min(b.low for b in before) if before else 0.0
+            spread = ext.h - min(map(_LOW, seg[lo:j + 1]))
+            prior = ext.h - min(map(_LOW, seg[:j])) if j else 0.0
         return PivotInfo(pivot, max(0.0, prior) / ext.atr, cl_rv, spread / ext.atr)
 
     def best(self) -> Range | None:
@@ -338,6 +343,14 @@ class SideTracker:
         # is context too: the move into the top less the range's own height
         prior = max(low.prior_atr, top.prior_atr if top.pivot.i < low.pivot.i else top.prior_atr - W / atr)
         r = Range(S, Rz, a.pivot.i, a.pivot.t_ms, prior, low.cl_rv, low.cl_spread_atr, climax, bar.c, atr)
+        # R1 counts per structure (first pivot), so a range formed again from the same first pivot remembers
+        # the setups it already proposed; the last 32 structures are remembered
+        made = self._made.get(r.start_t)
+        if made is None:
+            made = self._made[r.start_t] = {}
+            if len(self._made) > 32:
+                del self._made[next(iter(self._made))]
+        r.made = made
         if c.pivot.kind < 0:
             sc_key = "sc" if climax else "tr"
             out.append(self._event(r, sc_key, bar, a.pivot.i, a.pivot.t_ms, S, (
