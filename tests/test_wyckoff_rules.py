@@ -72,11 +72,13 @@ def _replay(seed: int, bars: int) -> Iterator[tuple[WyckoffAnalyzer, list[list[R
         yield a, before, out
 
 
-def test_f3_an_inner_range_never_removes_the_outer_one():
+def test_f3_f5_an_inner_range_forms_in_any_phase_of_the_outer_one_and_never_removes_it():
     """F3: when a new range forms inside a live one at less than 0.6 of its height, the outer range stays
-    alive (unless it ended on that candle with its own end event, or the cap on live ranges dropped it)."""
+    alive (unless it ended on that candle with its own end event, or the cap on live ranges dropped it).
+    F5: such an inner range may form while the outer one is in phase C or D; a range of at least 0.6 of its
+    height (the same range seen again) may not."""
     p = WyckoffParams.for_timeframe("1h")
-    inner_seen = 0
+    inner_seen = inner_over_cd = 0
     for seed in range(6):
         for a, before, out in _replay(seed, 2000):
             for side, tracker in enumerate(a._sides):
@@ -90,8 +92,11 @@ def test_f3_an_inner_range_never_removes_the_outer_one():
                         inside = r.S - p.nest_margin_w * r.W <= n.S and n.Rz <= r.Rz + p.nest_margin_w * r.W
                         if inside and p.same_range_w * r.W > n.W:
                             inner_seen += 1
+                            inner_over_cd += r.phase != "B"
                             assert any(r is x for x in now) or ended or capped
-    assert inner_seen > 0  # the random walks did exercise the rule
+                        elif inside:
+                            assert r.phase == "B"  # the same range again never forms over a phase C/D one
+    assert inner_seen > 0 and inner_over_cd > 0  # the random walks did exercise both rules
 
 
 @settings(max_examples=10, deadline=None)

@@ -319,8 +319,10 @@ class SideTracker:
         if not (p.min_width_atr * atr <= W <= p.max_width_atr * atr):
             return
         nested = [old for old in self.ranges if old.S - p.nest_margin_w * old.W <= S and Rz <= old.Rz + p.nest_margin_w * old.W]
-        if any(old.phase != "B" for old in nested):
-            return  # the same range seen again (or a swing inside it) while that range is already in phase C or D
+        if any(old.phase != "B" and p.same_range_w * old.W <= W for old in nested):
+            return  # the same range seen again while that range is already in phase C or D
+        # rule F5: an inner range (under 0.6 of the live one's height) may form whatever the outer one's phase:
+        # a wide range left over from before a climax must not hide the structure that climax starts
         low_pivot = pa if kind < 0 else pb
         low = self._evidence(low_pivot, bar)
         if nested:
