@@ -112,7 +112,8 @@ class Range:
     """One candidate trading range and its progress through phases B, C and D."""
 
     __slots__ = ("Rz", "S", "W", "absorptions", "atr_ref", "c_kind", "chain", "cl_rv", "cl_spread", "climax",
-                 "down_first", "down_last", "down_n", "down_sum", "grow", "lps_done", "lps_low", "made", "pend_atr",
+                 "down_first", "down_last", "down_n", "down_sum", "grow", "lps_done", "lps_low", "made", "mu_climax",
+                 "mu_context", "pend_atr",
                  "pend_i", "pend_low", "pend_low_i", "pend_low_t", "pend_rv", "phase", "prev_c", "prev_leg",
                  "prior_atr", "sos_i", "sos_leg_high", "sos_leg_rv", "sos_leg_start", "sos_quality",
                  "spring_geometry", "spring_i", "spring_low", "spring_rv", "start_i", "start_t", "strength",
@@ -123,6 +124,7 @@ class Range:
         self.S, self.Rz, self.W = S, Rz, Rz - S
         self.start_i, self.start_t = start_i, start_t
         self.prior_atr, self.cl_rv, self.cl_spread, self.climax = prior_atr, cl_rv, cl_spread, climax
+        self.mu_climax = self.mu_context = -1.0  # memberships of the fixed phase-A evidence, set once by the tracker
         self.phase = "B"
         self.strength = 0.0  # cached SideTracker._strength (refreshed when the evidence changes)
         self.prev_c = close
@@ -247,10 +249,12 @@ class SideTracker:
         self.dirty = True
 
     def _climax_mu(self, r: Range) -> float:
-        p = self.p
-        mu = 0.5 * ramp(r.cl_rv, p.climax_rv_lo, p.climax_rv_hi) + 0.5 * ramp(r.cl_spread, p.climax_spread_lo,
-                                                                              p.climax_spread_hi)
-        return max(p.climax_floor, mu)
+        mu = r.mu_climax
+        if mu < 0:  # computed once: a range's phase-A evidence never changes
+            p = self.p
+            mu = r.mu_climax = max(p.climax_floor, 0.5 * ramp(r.cl_rv, p.climax_rv_lo, p.climax_rv_hi)
+                                   + 0.5 * ramp(r.cl_spread, p.climax_spread_lo, p.climax_spread_hi))
+        return mu
 
     def _pivot_climax_mu(self, info: PivotInfo) -> float:
         p = self.p
@@ -258,8 +262,11 @@ class SideTracker:
                    + 0.5 * ramp(info.cl_spread_atr, p.climax_spread_lo, p.climax_spread_hi))
 
     def _context_mu(self, r: Range) -> float:
-        p = self.p
-        return max(p.context_floor, ramp(r.prior_atr, p.context_lo, p.context_hi))
+        mu = r.mu_context
+        if mu < 0:
+            p = self.p
+            mu = r.mu_context = max(p.context_floor, ramp(r.prior_atr, p.context_lo, p.context_hi))
+        return mu
 
     def _edges(self, pc: Pivot, atr: float) -> tuple[Pivot, Pivot] | None:
         """The first edge and the middle pivot of a range that the retest ``pc`` closes, or None.
