@@ -30,8 +30,10 @@ Labels (:class:`Label`): event type (accumulation or distribution names), the ev
 confirmation bar: the reclaim close of a spring/UTAD, the breakout bar of an SOS/SOW, the bar after a
 climax, and for swing events (AR, ST, test, LPS) the first bar 1.25 ATR off the extreme.
 
-Seeds: :data:`TUNING_SEEDS` may be looked at while tuning; :data:`HELD_OUT_SEEDS` are scored only by
-the benchmark's final run (``benchmarks/detection.py --held-out``) and must never drive a change.
+Seeds: :data:`TUNING_SEEDS` may be looked at while tuning; :data:`HELD_OUT_SEEDS` were scored by round 1's
+final run (``benchmarks/detection.py --split held-out``) and looked at while round 2 was tuned, so they are
+no longer fresh; :data:`FRESH_SEEDS` (``--split fresh``) were scored only by round 2's final run and must
+never drive a change.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from src.analysis.types import Candle
 HOUR_MS = 3_600_000
 TUNING_SEEDS = range(0, 400)
 HELD_OUT_SEEDS = range(700_000, 700_400)
+FRESH_SEEDS = range(900_000, 900_400)
 SIDES = ("accumulation", "distribution")
 VARIANTS = ("spring_test", "spring", "lps", "reaccumulation")
 MIRROR = {"sc": "bc", "ar": "ar", "st": "st", "spring": "utad", "test": "utad_test", "lps_c": "lpsy_c", "sos": "sow",

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src.analysis.wyckoff_features import Bar, RollingMedian, Swings
-from src.analysis.wyckoff_scoring import WEIGHTS, band, ramp, score
+from src.analysis.wyckoff_scoring import SHARPNESS, WEIGHTS, band, ramp, score
 
 values = st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=120)
 
@@ -72,11 +72,16 @@ def test_ramps_and_bands_are_piecewise_linear_in_the_unit_interval():
     assert band(1, 2, 3, 12, 16) == 0.0 and band(20, 2, 3, 12, 16) == 0.0
 
 
-def test_evidence_weights_sum_to_one_and_the_score_is_a_geometric_mean():
+def test_evidence_weights_sum_to_one_and_the_score_is_a_sharpened_geometric_mean():
     for setup, weights in WEIGHTS.items():
         assert math.isclose(sum(w for _, w in weights), 1.0), setup
+        assert all(w >= 0 for _, w in weights), setup
+        k = SHARPNESS[setup]
         assert score(setup, {n: 1.0 for n, _ in weights}) == 1.0
         half = score(setup, {n: 0.5 for n, _ in weights})
-        assert math.isclose(half, 0.5)
+        assert math.isclose(half, 0.5 ** k)
         zero_one = score(setup, {weights[0][0]: 0.0} | {n: 1.0 for n, _ in weights[1:]})
-        assert math.isclose(zero_one, 0.01 ** weights[0][1])  # one failed check drags the score down hard
+        assert math.isclose(zero_one, 0.01 ** (k * weights[0][1]))  # one failed check drags the score down hard
+        unweighted = [n for n, w in weights if w == 0]
+        if unweighted:  # an evidence with weight 0 does not move the score
+            assert score(setup, {n: 1.0 for n, _ in weights} | {unweighted[0]: 0.0}) == 1.0

@@ -46,9 +46,12 @@ from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Direction, 
 from src.analysis.wyckoff_features import Bar, RollingMedian, Swings, mirrored
 from src.analysis.wyckoff_params import WyckoffParams
 from src.analysis.wyckoff_ranges import RawEvent, SideTracker
-from src.analysis.wyckoff_scoring import WEIGHTS
+from src.analysis.wyckoff_scoring import SHARPNESS, WEIGHTS
 
 SIDES = ("accumulation", "distribution")
+# bumped whenever a rule changes in code without a parameter changing (part of the fingerprint, so an evidence
+# model fitted on other rules is reported stale); 2 = round 2 of issue 12 (rules F1, F3, F4, R1)
+RULES_VERSION = 2
 # oriented event key -> (accumulation name, distribution name)
 EVENT_TYPES: dict[str, tuple[str, str]] = {
     "ps": ("ps", "psy"), "sc": ("sc", "bc"), "ar": ("ar", "ar"), "st": ("st", "st"), "ua": ("ua", "msow"),
@@ -109,7 +112,8 @@ class WyckoffAnalyzer:
 
     def params_fingerprint(self) -> str:
         """Every parameter and every evidence weight (a re-weighted score is a different signal)."""
-        blob = json.dumps({"params": self.params.fingerprint(), "weights": WEIGHTS}, sort_keys=True)
+        blob = json.dumps({"params": self.params.fingerprint(), "weights": WEIGHTS, "sharpness": SHARPNESS,
+                           "rules": RULES_VERSION}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ per candle

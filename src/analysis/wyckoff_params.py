@@ -31,12 +31,14 @@ class WyckoffParams:
     evidence_lag_bars: int = 150  # a range's first pivot more than 150 bars before its third carries no evidence
 
     # range formation from three alternating swing pivots (gates)
+    formation_pivots: int = 9  # the first edge may lie up to 8 pivots before the retest (rule F1)
     max_ranges: int = 3  # candidate ranges alive per side; the weakest is dropped beyond this
     min_width_atr: float = 3.0  # W between 3 and 20 ATR
     max_width_atr: float = 20.0
     retest_under_atr: float = 0.5  # the third pivot returns to within [edge - 0.5 ATR, edge + 0.5 W]
     retest_inside_w: float = 0.5
-    nest_margin_w: float = 0.25  # a new range inside [S - 0.25 W, Rz + 0.25 W] of a live one is the same range
+    nest_margin_w: float = 0.25  # a new range inside [S - 0.25 W, Rz + 0.25 W] of a live one is nested in it
+    same_range_w: float = 0.6  # ... and the same range when at least 0.6 W high (else an inner reading, rule F3)
     min_age_bars: int = 12  # no spring, phase-C LPS or SOS before the range is 12 bars old (from its first pivot)
     max_range_bars: int = 600  # a range older than 600 bars expires (scaled per timeframe)
 
@@ -49,14 +51,16 @@ class WyckoffParams:
     context_lo: float = 5.0  # prior move into the range: ramp 5 -> 15 ATR
     context_hi: float = 15.0
     context_floor: float = 0.23
+    bias_floor: float = 0.3  # the other side's stronger reading of an overlapping range lowers "bias" to 0.3 at most
+    repeat_factor: float = 0.6  # rule R1: the k-th setup of one kind in one range scores x 0.6^(k-1)
     width_lo: float = 5.0  # range height: ramp 5 -> 10 ATR
     width_hi: float = 10.0
     mature_bars: int = 120  # age ramp 15 -> 120 bars (scaled per timeframe)
     young_bars: int = 15
     tests_lo: float = 5.0  # touches of either edge: ramp 5 -> 11
     tests_hi: float = 11.0
-    sos_rv_lo: float = 0.7  # SOS bar RV: ramp 0.7 -> 1.9
-    sos_rv_hi: float = 1.9
+    sos_rv_lo: float = 1.5  # SOS bar RV: ramp 1.5 -> 4 (the textbook SOS comes on 2-3x volume; wide bars carry 2x anyway)
+    sos_rv_hi: float = 4.0
     range_w_width: float = 0.45  # range membership = 0.45 width + 0.30 age + 0.25 touches
     range_w_age: float = 0.30
     range_w_tests: float = 0.25
@@ -74,7 +78,8 @@ class WyckoffParams:
     spring_deep_atr: float = 1.5
     breakdown_w: float = 1.0  # deeper than max(1 W, 4 ATR): breakdown, the range fails
     breakdown_atr: float = 4.0
-    reclaim_bars: int = 10  # a close >= S within 10 bars of the probe's first bar (evidence fades after 2)
+    reclaim_bars: int = 24  # rule S1: a close >= S within 24 bars of the probe's first bar (real flushes take 10-16)
+    reclaim_fade_bars: int = 10  # ... its evidence fades from 1 (reclaimed within a bar) to 0.4 at 10 bars and later
     light_rv: float = 1.0  # spring volume class: light < 1.0 <= moderate <= 1.8 < heavy
     heavy_rv: float = 1.8
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
+from operator import attrgetter
 
 from src.analysis.wyckoff_features import Bar, Pivot
 from src.analysis.wyckoff_params import WyckoffParams
@@ -60,6 +61,7 @@ from src.analysis.wyckoff_scoring import band, ramp, score
 INFORMATIONAL = frozenset({"ua", "st_b", "absorption", "no_follow_through"})  # not part of a signal's event chain
 _REASON_CODES = {"breakdown": 1.0, "timeout": 2.0, "no_sos": 4.0, "spring_failed": 6.0, "lps_failed": 7.0, "markup": 10.0}
 _PHASE_RANK = {"B": 0, "C": 1, "D": 2}
+_RV, _H, _LOW = attrgetter("rv"), attrgetter("h"), attrgetter("low")
 
 
 @dataclass(slots=True)
@@ -110,7 +112,8 @@ class Range:
     """One candidate trading range and its progress through phases B, C and D."""
 
     __slots__ = ("Rz", "S", "W", "absorptions", "atr_ref", "c_kind", "chain", "cl_rv", "cl_spread", "climax",
-                 "down_first", "down_last", "down_n", "down_sum", "grow", "lps_done", "lps_low", "pend_atr",
+                 "down_first", "down_last", "down_n", "down_sum", "grow", "lps_done", "lps_low", "made", "mu_climax",
+                 "mu_context", "pend_atr",
                  "pend_i", "pend_low", "pend_low_i", "pend_low_t", "pend_rv", "phase", "prev_c", "prev_leg",
                  "prior_atr", "sos_i", "sos_leg_high", "sos_leg_rv", "sos_leg_start", "sos_quality",
                  "spring_geometry", "spring_i", "spring_low", "spring_rv", "start_i", "start_t", "strength",
@@ -121,6 +124,7 @@ class Range:
         self.S, self.Rz, self.W = S, Rz, Rz - S
         self.start_i, self.start_t = start_i, start_t
         self.prior_atr, self.cl_rv, self.cl_spread, self.climax = prior_atr, cl_rv, cl_spread, climax
+        self.mu_climax = self.mu_context = -1.0  # memberships of the fixed phase-A evidence, set once by the tracker
         self.phase = "B"
         self.strength = 0.0  # cached SideTracker._strength (refreshed when the evidence changes)
         self.prev_c = close
@@ -148,6 +152,7 @@ class Range:
         self.sos_leg_start = self.sos_leg_rv = 0.0
         self.lps_low = 0.0
         self.lps_done = False
+        self.made: dict[str, int] = {}  # setups of each kind its structure has proposed (rule R1; shared per structure)
 
 class SideTracker:
     """All candidate ranges of one side on oriented bars; see the module docstring."""
@@ -155,7 +160,7 @@ class SideTracker:
     def __init__(self, p: WyckoffParams) -> None:
         self.p = p
         self.ranges: list[Range] = []
-        self._pivots: deque[Pivot] = deque(maxlen=5)
+        self._pivots: deque[Pivot] = deque(maxlen=p.formation_pivots)
         self._last_high: Pivot | None = None
         # recent bars, enough to read a pivot's climax cluster and the context window before it
         self._bars: deque[Bar] = deque(maxlen=p.context_bars + p.evidence_lag_bars + 2)
@@ -163,6 +168,7 @@ class SideTracker:
         self.published: tuple[tuple[float, float, float], ...] = ()
         self.dirty = False
         self._youngest_expiry = -1  # the first bar index at which some live range may expire (fast-path bound)
+        self._made: dict[int, dict[str, int]] = {}  # structure (first pivot's open time) -> setups proposed (rule R1)
 
     # ------------------------------------------------------------------ per bar
     def _ranges_changed(self) -> None:
@@ -213,15 +219,17 @@ class SideTracker:
         if k < 0 or bars[k].atr <= 0:
             return PivotInfo(pivot, 0.0, 0.0, 0.0)
         ext = bars[k]
-        lo = max(0, k - 2)
-        cl_rv = max(b.rv for b in islice(bars, lo, min(len(bars), k + 2)))
-        before = list(islice(bars, max(0, k - self.p.context_bars), k))
+        start = max(0, k - self.p.context_bars)
+        seg = list(islice(bars, start, min(len(bars), k + 2)))  # one copy of the window (attrgetter maps are C loops)
+        j = k - start
+        lo = max(0, j - 2)
+        cl_rv = max(map(_RV, seg[lo:j + 2]))
         if pivot.kind < 0:
-            spread = max(b.h for b in islice(bars, lo, k + 1)) - ext.low
-            prior = max(b.h for b in before) - ext.low if before else 0.0
+            spread = max(map(_H, seg[lo:j + 1])) - ext.low
+            prior = max(map(_H, seg[:j])) - ext.low if j else 0.0
         else:
-            spread = ext.h - min(b.low for b in islice(bars, lo, k + 1))
-            prior = ext.h - min(b.low for b in before) if before else 0.0
+            spread = ext.h - min(map(_LOW, seg[lo:j + 1]))
+            prior = ext.h - min(map(_LOW, seg[:j])) if j else 0.0
         return PivotInfo(pivot, max(0.0, prior) / ext.atr, cl_rv, spread / ext.atr)
 
     def best(self) -> Range | None:
@@ -241,14 +249,62 @@ class SideTracker:
         self.dirty = True
 
     def _climax_mu(self, r: Range) -> float:
+        mu = r.mu_climax
+        if mu < 0:  # computed once: a range's phase-A evidence never changes
+            p = self.p
+            mu = r.mu_climax = max(p.climax_floor, 0.5 * ramp(r.cl_rv, p.climax_rv_lo, p.climax_rv_hi)
+                                   + 0.5 * ramp(r.cl_spread, p.climax_spread_lo, p.climax_spread_hi))
+        return mu
+
+    def _pivot_climax_mu(self, info: PivotInfo) -> float:
         p = self.p
-        mu = 0.5 * ramp(r.cl_rv, p.climax_rv_lo, p.climax_rv_hi) + 0.5 * ramp(r.cl_spread, p.climax_spread_lo,
-                                                                              p.climax_spread_hi)
-        return max(p.climax_floor, mu)
+        return max(p.climax_floor, 0.5 * ramp(info.cl_rv, p.climax_rv_lo, p.climax_rv_hi)
+                   + 0.5 * ramp(info.cl_spread_atr, p.climax_spread_lo, p.climax_spread_hi))
 
     def _context_mu(self, r: Range) -> float:
+        mu = r.mu_context
+        if mu < 0:
+            p = self.p
+            mu = r.mu_context = max(p.context_floor, ramp(r.prior_atr, p.context_lo, p.context_hi))
+        return mu
+
+    def _edges(self, pc: Pivot, atr: float) -> tuple[Pivot, Pivot] | None:
+        """The first edge and the middle pivot of a range that the retest ``pc`` closes, or None.
+
+        Rule F1: the first edge is a same-side pivot 2, 4, ... places back (pivots alternate; at most
+        ``formation_pivots`` - 1 back) that is at least as extreme as every same-side pivot between it and
+        ``pc``, so minor swings inside the automatic rally or the first reaction do not hide the climax
+        or the top that stopped the trend; the middle is the most extreme opposite pivot after it. The
+        oldest such edge is tried first, then the younger ones, and the first that passes the geometric
+        gates (retest zone, W of 3-20 ATR) is taken.
+        """
         p = self.p
-        return max(p.context_floor, ramp(r.prior_atr, p.context_lo, p.context_hi))
+        piv = self._pivots
+        n = len(piv)
+        low_side = pc.kind < 0
+        mid: Pivot | None = None
+        edge_ext: float | None = None
+        cands: list[tuple[Pivot, Pivot]] = []
+        back = 2
+        while back < n:
+            m = piv[-back]
+            if mid is None or (m.price > mid.price if low_side else m.price < mid.price):
+                mid = m
+            cand = piv[-back - 1]
+            if edge_ext is None or (cand.price <= edge_ext if low_side else cand.price >= edge_ext):
+                edge_ext = cand.price
+                cands.append((cand, mid))
+            back += 2
+        for pa, pb in reversed(cands):
+            W = (pb.price - pa.price) if low_side else (pa.price - pb.price)
+            if not (p.min_width_atr * atr <= W <= p.max_width_atr * atr):
+                continue
+            if low_side:
+                if pa.price - p.retest_under_atr * atr <= pc.price <= pa.price + p.retest_inside_w * W:
+                    return pa, pb
+            elif pa.price - p.retest_inside_w * W <= pc.price <= pa.price + p.retest_under_atr * atr:
+                return pa, pb
+        return None
 
     def _maybe_form(self, bar: Bar, out: list[RawEvent]) -> None:
         piv = self._pivots
@@ -257,53 +313,53 @@ class SideTracker:
         p = self.p
         pc = piv[-1]
         kind = pc.kind
-        # the first edge is the more extreme of the last two same-side pivots (pivots alternate, so they sit
-        # 2 and 4 places back), the middle one the most extreme opposite pivot after it: a minor swing inside
-        # the automatic rally does not hide the climax low
-        pa = piv[-3]
-        pb = piv[-2]
-        if len(piv) == 5:
-            older = piv[-5]
-            if (older.price <= pa.price) if kind < 0 else (older.price >= pa.price):  # ties: the older one
-                pa = older
-                mid = piv[-4]
-                if (mid.price >= pb.price) if kind < 0 else (mid.price <= pb.price):
-                    pb = mid
         atr = bar.atr
-        if kind < 0:  # low - high - low
+        found = self._edges(pc, atr)
+        if found is None:
+            return
+        pa, pb = found
+        if kind < 0:
             S, Rz = pa.price, pb.price
-            W = Rz - S
-            if not (S - p.retest_under_atr * atr <= pc.price <= S + p.retest_inside_w * W):
-                return
-        else:  # high - low - high
+        else:
             Rz, S = pa.price, pb.price
-            W = Rz - S
-            if not (Rz - p.retest_inside_w * W <= pc.price <= Rz + p.retest_under_atr * atr):
-                return
+        W = Rz - S
         if not (p.min_width_atr * atr <= W <= p.max_width_atr * atr):
             return
         nested = [old for old in self.ranges if old.S - p.nest_margin_w * old.W <= S and Rz <= old.Rz + p.nest_margin_w * old.W]
-        if any(old.phase != "B" for old in nested):
-            return  # the same range seen again (or a swing inside it) while that range is already in phase C or D
+        if any(old.phase != "B" and p.same_range_w * old.W <= W for old in nested):
+            return  # the same range seen again while that range is already in phase C or D
+        # rule F5: an inner range (under 0.6 of the live one's height) may form whatever the outer one's phase:
+        # a wide range left over from before a climax must not hide the structure that climax starts
         low_pivot = pa if kind < 0 else pb
         low = self._evidence(low_pivot, bar)
         if nested:
             # a swing range inside a live one replaces it only with a clearly stronger climax (its move from
             # inside the old range is no trend)
-            mu = max(p.climax_floor, 0.5 * ramp(low.cl_rv, p.climax_rv_lo, p.climax_rv_hi)
-                     + 0.5 * ramp(low.cl_spread_atr, p.climax_spread_lo, p.climax_spread_hi))
+            mu = self._pivot_climax_mu(low)
             if any(mu <= self._climax_mu(old) + 0.2 for old in nested):
                 return
         top = self._evidence(pb if kind < 0 else pa, bar)
         if kind > 0 and low.prior_atr > top.prior_atr:
             return  # a lower high, the climax low and the automatic rally: the low-high-low triple will form it
         for old in nested:
-            self.ranges.remove(old)
+            if p.same_range_w * old.W <= W:
+                self.ranges.remove(old)  # the same range seen again with a stronger climax: replaced
+            # rule F3: a clearly narrower range inside a live one is another reading; the outer stays alive
         a, b, c = (low, top, PivotInfo(pc, 0.0, 0.0, 0.0)) if kind < 0 else (top, low, PivotInfo(pc, 0.0, 0.0, 0.0))
         # the support low's climax evidence; context = the decline into it or the advance into the top
         climax = low.cl_rv >= 2.0 and low.cl_spread_atr >= 1.5
-        prior = max(low.prior_atr, top.prior_atr) if top.pivot.i < low.pivot.i else low.prior_atr
+        # rule F4: an advance that ran into the range before its first low (re-accumulation read low-high-low)
+        # is context too: the move into the top less the range's own height
+        prior = max(low.prior_atr, top.prior_atr if top.pivot.i < low.pivot.i else top.prior_atr - W / atr)
         r = Range(S, Rz, a.pivot.i, a.pivot.t_ms, prior, low.cl_rv, low.cl_spread_atr, climax, bar.c, atr)
+        # R1 counts per structure (first pivot), so a range formed again from the same first pivot remembers
+        # the setups it already proposed; the last 32 structures are remembered
+        made = self._made.get(r.start_t)
+        if made is None:
+            made = self._made[r.start_t] = {}
+            if len(self._made) > 32:
+                del self._made[next(iter(self._made))]
+        r.made = made
         if c.pivot.kind < 0:
             sc_key = "sc" if climax else "tr"
             out.append(self._event(r, sc_key, bar, a.pivot.i, a.pivot.t_ms, S, (
@@ -563,7 +619,7 @@ class SideTracker:
             if overlap > 0.5 * min(hi - lo, r.W):
                 other = max(other, strength)
         return {
-            "bias": ramp(r.strength - other, -0.3, 0.2),
+            "bias": max(p.bias_floor, ramp(r.strength - other, -0.3, 0.2)),
             "climax": self._climax_mu(r),
             "range": p.range_w_width * ramp(w_atr, p.width_lo, p.width_hi)
             + p.range_w_age * ramp(float(age), p.young_bars, p.mature_bars)
@@ -574,23 +630,28 @@ class SideTracker:
 
     def _make(self, r: Range, key: str, bar: Bar, stop: float, targets: tuple[float, ...], mu: dict[str, float],
               extra: tuple[tuple[str, float], ...]) -> Setup:
+        p = self.p
         entry = bar.c
         stop = min(stop, entry - 1e-9 * max(1.0, abs(entry)))
         risk = entry - stop
         tps = tuple(t for t in targets if t > entry + 0.1 * risk)
         if not tps:
             tps = (entry + 2.0 * risk,)
-        raw = score(key, mu)
+        # rule R1: the k-th setup of one kind in one range scores x repeat_factor^(k-1): a range whose spring
+        # or SOS already came and went has shown the reading was wrong (random walks re-cross their edges)
+        made = r.made.get(key, 0)
+        r.made[key] = made + 1
+        raw = score(key, mu) * p.repeat_factor ** made
         feats = (("w_atr", r.W / bar.atr), ("rv", bar.rv), ("cp", bar.cp), ("absorptions", float(r.absorptions)),
                  ("range_age", float(bar.i - r.start_i)), ("climax_rv", r.cl_rv), ("prior_move_atr", r.prior_atr),
-                 ("tests", float(r.tests)), ("climax_spread_atr", r.cl_spread),
+                 ("tests", float(r.tests)), ("climax_spread_atr", r.cl_spread), ("repeat", float(made)),
                  *extra, *((f"mu_{k}", v) for k, v in sorted(mu.items())))
         return Setup(key, entry, stop, tps, raw, tuple(sorted(mu.items())), feats)
 
     def _spring_setup(self, r: Range, bar: Bar, depth: float, waited: int) -> Setup:
         p = self.p
         mu = self._common(r, bar)
-        reclaim = 1.0 if waited <= 1 else max(0.4, 1.0 - 0.6 * (waited - 1) / max(1, p.reclaim_bars - 1))
+        reclaim = 1.0 if waited <= 1 else max(0.4, 1.0 - 0.6 * (waited - 1) / max(1, p.reclaim_fade_bars - 1))
         depth_mu = min(band(depth / r.W, 0.0, 0.06, 0.45, 1.0), ramp(depth / bar.atr, 0.1, 0.5))
         r.spring_geometry = depth_mu * reclaim
         stop = r.pend_low - p.stop_buffer_atr * bar.atr
