@@ -59,7 +59,7 @@ def test_a_bad_candle_fails_even_right_after_an_equal_looking_good_one() -> None
 def test_with_verdict_is_replace_with_kind_and_reason() -> None:
     ev = Evidence(0.4, -0.1, -0.3, 0.2, 0.8, "m1", 10, 0.1, (0.0, 0.2), 3, 0.05, 20)
     s = Signal("id1", "BTCUSDT", "1h", "elliott_abc", "SHORT", 0.3, 0.7, 100.0, 110.0, (90.0, 80.0), 5, "t",
-               ("a", "b"), "0.2.0", "cfg", (("x", 1.0),), "watch", "no_edge", "sid", ev)
+               ("a", "b"), "0.3.0", "cfg", (("x", 1.0),), "watch", "no_edge", "sid", ev)
     got = s.with_verdict("gated", "cooldown")
     assert got == replace(s, kind="gated", gate_reason="cooldown")
     # every field other than the two verdict fields is carried over (checked field by field)

@@ -71,7 +71,8 @@ __all__ = [
     "structure_id",
 ]
 
-ANALYZER_VERSION = "0.2.0"  # 0.2: the Wyckoff detector of issue 12, structure keys, the evidence gate
+# 0.3: Wyckoff round 2 (rules F1, F3/F5, F4, S1, R1); 0.2: range-based Wyckoff, structure keys, the evidence gate
+ANALYZER_VERSION = "0.3.0"
 
 
 @dataclass(slots=True)
