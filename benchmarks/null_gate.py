@@ -14,6 +14,7 @@ import argparse
 import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,18 +40,23 @@ def main() -> int:
     worst = 0.0
     for k, tf in enumerate(t.strip() for t in args.timeframes.split(",")):
         trade = watch = cands = bars = 0
+        by_pattern: Counter[str] = Counter()
         for seed in range(args.series):
             candles = random_walk_candles(50_000 + 1000 * k + seed, args.bars, symbol="NULLUSDT", timeframe=tf,
                                           step_ms=interval_ms(tf))
             c, e, _ = replay(candles, build_engine("NULLUSDT", tf, settings, model), SignalGate(settings))
             cands += len(c)
             trade += sum(1 for s in e if s.kind == "trade")
+            by_pattern.update(f"{s.pattern} (R:R {s.risk_reward or 0:.1f}, E[R] {s.evidence.expected_r:+.3f})"
+                              for s in e if s.kind == "trade" and s.evidence is not None)
             watch += sum(1 for s in e if s.kind == "watch")
             bars += len(candles)
         rate = 1000 * trade / bars
         worst = max(worst, rate)
         print(f"  {tf:4s} {bars:,} bars: candidates {1000 * cands / bars:.2f}, watch notes {1000 * watch / bars:.3f}, "
               f"trade calls {rate:.3f} per 1,000 bars ({trade} in all)")
+        for what, n in sorted(by_pattern.items()):
+            print(f"       trade call: {what} x{n}")
     print(f"trade calls per 1,000 bars, worst timeframe: {worst:.3f} (acceptance <= 0.1: "
           f"{'PASS' if worst <= 0.1 else 'FAIL'}); {time.perf_counter() - t0:.0f} s")
     return 0
