@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from src.analysis.evidence import (
     geometry,
     load_default_model,
     p_positive,
+    trade_variance,
 )
 from src.analysis.evidence_eval import evaluate, predict
 from src.analysis.evidence_fit import FitOptions, Samples, Twins, design, fit_model
@@ -159,6 +161,19 @@ def test_a_held_out_evaluation_of_a_calibrated_model_looks_calibrated(fitted):
 
 
 # ------------------------------------------------------------------------------------------ assess
+
+
+def test_a_far_target_widens_the_interval_by_its_own_scatter(fitted):
+    """A trade with TP1 at 30 R scatters far more than its cell's average trade: its 20-signal interval must
+    hold that (at least the scatter of 20 such trades), not the cell's narrow one."""
+    near = fitted.assess(signal_for("elliott_edge", 1.5, 1.0))
+    far_signal = signal_for("elliott_edge", 30.0, 1.0)
+    far = fitted.assess(far_signal)
+    _, p = fitted.baseline_for("1h").predict(geometry(far_signal, fitted.cost_per_side))
+    deff = fitted.cells[("elliott_edge", "1h")].design_effect
+    floor = 2 * NormalDist().inv_cdf(0.9) * math.sqrt(trade_variance(30.0, p) * deff / fitted.reference_n)
+    assert far.expected_r_hi - far.expected_r_lo >= floor * 0.999
+    assert far.expected_r_hi - far.expected_r_lo > 2 * (near.expected_r_hi - near.expected_r_lo)
 
 
 @settings(max_examples=100, deadline=None)

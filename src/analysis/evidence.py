@@ -20,6 +20,12 @@ fit``, src/analysis/evidence_fit.py):
     p_win      = baseline_p(T, geometry) + shrunk excess win rate of the cell (clipped to [0.01, 0.99])
     variance   = posterior variance of the excess + drift of the cell + per-trade variance x deff / 20
 
+The per-trade variance (the scale of the drift and of the 20-signal scatter) is the cell's, or, when larger,
+that of a trade with this geometry: a win of R:R against a loss of 1 at the baseline's P(win),
+p (1 - p) (R:R + 1)^2. A far target makes a trade's net R far more scattered than its cell's average trade
+(R:R 30 at p 0.1: a standard deviation of 9 R against about 1.3), so its interval widens instead of carrying
+the cell's narrow one to a geometry with few twins.
+
 ``baseline`` is the net R that RANDOM entries with the same exit geometry earn (matched random entries:
 same stream, period and volatility decile, both directions, same stop and first-target distance in ATR,
 graded by the same rules), fitted as a function of what a signal knows at its candle: reward/risk to the
@@ -119,6 +125,13 @@ def geometry(signal: Signal, cost_per_side: float) -> Geometry:
     stop_atr = risk / atr if atr and atr > 0 else None
     cost = 2.0 * cost_per_side * signal.entry / risk if risk > 0 else math.inf
     return Geometry(rr, stop_atr, cost)
+
+
+def trade_variance(rr: float, p_win: float) -> float:
+    """Variance of one trade's net R from its geometry: a win of R:R (clipped to the modelled range) against a
+    loss of 1 with probability ``p_win``: p (1 - p) (R:R + 1)^2."""
+    rr = _clip(rr, *RR_RANGE)
+    return p_win * (1.0 - p_win) * (rr + 1.0) ** 2
 
 
 RR_KNOTS = (0.1, 0.3, 1.0, 3.0)
@@ -495,6 +508,20 @@ class EvidenceModel:
         h = self.hyper
         return 0.0, var + h.pooled_trade_var(timeframe) * h.pooled_design_effect(timeframe) / self.reference_n, 0.0
 
+    def geometry_terms(self, pattern: str, timeframe: str) -> tuple[float, float]:
+        """(the cell's per-trade variance, the factor drift + deff / reference_n): a trade whose own variance v
+        exceeds the cell's adds (v - per-trade variance) x factor to its interval's variance (module docstring)."""
+        h = self.hyper
+        cell = self.cells.get((pattern, timeframe))
+        trade_var, deff = ((cell.trade_var, cell.design_effect) if cell is not None
+                           else (h.pooled_trade_var(timeframe), h.pooled_design_effect(timeframe)))
+        return trade_var, h.drift(pattern, timeframe) + deff / self.reference_n
+
+    def _geometry_var(self, pattern: str, timeframe: str, rr: float, p: float) -> float:
+        trade_var, factor = self.geometry_terms(pattern, timeframe)
+        extra = trade_variance(rr, p) - trade_var
+        return extra * factor if extra > 0.0 else 0.0
+
     def assess(self, signal: Signal) -> Evidence:
         """The evidence for ``signal``: only its own fields (what is known at its candle) are read."""
         tf = signal.timeframe
@@ -502,6 +529,7 @@ class EvidenceModel:
         base_r, base_p = self.baseline_for(tf).predict(g)
         shift, var, dp = self.cell_terms(signal.pattern, tf)
         cell = self.cells.get((signal.pattern, tf))
+        var += self._geometry_var(signal.pattern, tf, g.rr, base_p)
         expected = base_r + shift
         half = self._z * math.sqrt(var)
         return Evidence(

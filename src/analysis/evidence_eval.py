@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from src.analysis.evidence import P_MAX, P_MIN, EvidenceModel, family_of
+from src.analysis.evidence import P_MAX, P_MIN, RR_RANGE, EvidenceModel, family_of
 from src.analysis.evidence_fit import WEEK_MS, Samples, baseline_predictions, cluster_var
 from src.analysis.reliability import ece, reliability
 
@@ -56,6 +56,16 @@ def predict(model: EvidenceModel, s: Samples) -> Predictions:
         if v is None:
             v = cache[k] = model.cell_terms(*k)
         shift[i], var[i], dp[i] = v
+    geo: dict[tuple[str, str], tuple[float, float]] = {}
+    trade_var = np.empty(n)
+    factor = np.empty(n)
+    for i, k in enumerate(zip(s.pattern.tolist(), s.timeframe.tolist(), strict=True)):
+        g = geo.get(k)
+        if g is None:
+            g = geo[k] = model.geometry_terms(*k)
+        trade_var[i], factor[i] = g
+    rr = np.clip(s.rr, *RR_RANGE)
+    var = var + np.maximum(base_p * (1.0 - base_p) * (rr + 1.0) ** 2 - trade_var, 0.0) * factor
     expected = base_r + shift
     sd = np.sqrt(var)
     z = NormalDist().inv_cdf(0.5 + model.interval / 2)
