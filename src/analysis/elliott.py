@@ -198,9 +198,11 @@ class ElliottAnalyzer:
     # ---- counts ---------------------------------------------------------------------------
 
     def ranked_counts(self) -> list[Count]:
-        """Live counts of stage >= 2 over all degrees, best first (ties: higher degree, newer origin)."""
+        """Live counts of stage >= 2 over all degrees, best first (ties: higher degree, newer origin). Scores
+        are compared to 9 decimals: one count found at two degrees scores the same up to the last bits, which
+        a price scale can flip (the leader, and its event, must not depend on the price scale)."""
         live = [c for st in self._deg for c in st.counts if c.stage >= 2]
-        live.sort(key=lambda c: (-c.score, -c.degree, -c.pivots[0].index, c.pattern, -c.direction))
+        live.sort(key=lambda c: (-round(c.score, 9), -c.degree, -c.pivots[0].index, c.pattern, -c.direction))
         return live
 
     def _leading(self) -> Count | None:
