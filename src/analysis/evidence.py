@@ -465,6 +465,7 @@ class EvidenceModel:
     reference_n: int = DEFAULT_REFERENCE_N
     _z: float = field(init=False, repr=False, compare=False)
     _terms: dict[tuple[str, str], tuple[float, float, float]] = field(init=False, repr=False, compare=False)
+    _geo: dict[tuple[str, str], tuple[float, float]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.interval < 1.0:
@@ -475,6 +476,7 @@ class EvidenceModel:
             raise EvidenceFormatError("a model needs at least one baseline")
         object.__setattr__(self, "_z", _z(self.interval))
         object.__setattr__(self, "_terms", {})  # cell_terms per (pattern, timeframe): fixed for a model
+        object.__setattr__(self, "_geo", {})  # geometry_terms, likewise
 
     # ------------------------------------------------------------------ assess
     def baseline_for(self, timeframe: str) -> BaselineFit:
@@ -510,12 +512,17 @@ class EvidenceModel:
 
     def geometry_terms(self, pattern: str, timeframe: str) -> tuple[float, float]:
         """(the cell's per-trade variance, the factor drift + deff / reference_n): a trade whose own variance v
-        exceeds the cell's adds (v - per-trade variance) x factor to its interval's variance (module docstring)."""
-        h = self.hyper
-        cell = self.cells.get((pattern, timeframe))
-        trade_var, deff = ((cell.trade_var, cell.design_effect) if cell is not None
-                           else (h.pooled_trade_var(timeframe), h.pooled_design_effect(timeframe)))
-        return trade_var, h.drift(pattern, timeframe) + deff / self.reference_n
+        exceeds the cell's adds (v - per-trade variance) x factor to its interval's variance (module docstring).
+        Memoised."""
+        key = (pattern, timeframe)
+        terms = self._geo.get(key)
+        if terms is None:
+            h = self.hyper
+            cell = self.cells.get(key)
+            trade_var, deff = ((cell.trade_var, cell.design_effect) if cell is not None
+                               else (h.pooled_trade_var(timeframe), h.pooled_design_effect(timeframe)))
+            terms = self._geo[key] = (trade_var, h.drift(pattern, timeframe) + deff / self.reference_n)
+        return terms
 
     def _geometry_var(self, pattern: str, timeframe: str, rr: float, p: float) -> float:
         trade_var, factor = self.geometry_terms(pattern, timeframe)

@@ -50,20 +50,11 @@ def predict(model: EvidenceModel, s: Samples) -> Predictions:
     shift = np.zeros(n)
     var = np.zeros(n)
     dp = np.zeros(n)
-    cache: dict[tuple[str, str], tuple[float, float, float]] = {}
-    for i, k in enumerate(zip(s.pattern.tolist(), s.timeframe.tolist(), strict=True)):
-        v = cache.get(k)
-        if v is None:
-            v = cache[k] = model.cell_terms(*k)
-        shift[i], var[i], dp[i] = v
-    geo: dict[tuple[str, str], tuple[float, float]] = {}
     trade_var = np.empty(n)
     factor = np.empty(n)
     for i, k in enumerate(zip(s.pattern.tolist(), s.timeframe.tolist(), strict=True)):
-        g = geo.get(k)
-        if g is None:
-            g = geo[k] = model.geometry_terms(*k)
-        trade_var[i], factor[i] = g
+        shift[i], var[i], dp[i] = model.cell_terms(*k)  # both memoised by the model
+        trade_var[i], factor[i] = model.geometry_terms(*k)
     rr = np.clip(s.rr, *RR_RANGE)
     var = var + np.maximum(base_p * (1.0 - base_p) * (rr + 1.0) ** 2 - trade_var, 0.0) * factor
     expected = base_r + shift
