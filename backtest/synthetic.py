@@ -27,6 +27,7 @@ that reverses 1.25 ATR off a swing extreme).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -283,11 +284,11 @@ def _render(p: _Path, rng: np.random.Generator, mirror: bool, symbol: str, timef
             h, low = low, h
         r = abs(p.c[k] - prev_c) / p.sigma
         prev_c = p.c[k]
-        vol = 1000.0 * p.m[k] * float(np.exp(eps[k])) * (1.0 + beta * min(r, 6.0))
+        vol = 1000.0 * p.m[k] * math.exp(float(eps[k])) * (1.0 + beta * min(r, 6.0))
         t = start_ms + k * step_ms
         out.append(Candle(symbol=symbol, timeframe=timeframe, open_time_ms=t, close_time_ms=t + step_ms - 1,
-                          open=base_price * float(np.exp(o)), high=base_price * float(np.exp(h)),
-                          low=base_price * float(np.exp(low)), close=base_price * float(np.exp(c)),
+                          open=base_price * math.exp(float(o)), high=base_price * math.exp(float(h)),
+                          low=base_price * math.exp(float(low)), close=base_price * math.exp(float(c)),
                           volume=round(vol, 6)))
     return out
 

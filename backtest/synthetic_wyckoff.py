@@ -38,6 +38,7 @@ never drive a change.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -293,10 +294,10 @@ def _render(b: _Bars, rng: np.random.Generator, mirror: bool, symbol: str, timef
             h, low = low, h
         r = abs(b.c[k] - prev_c) / b.sigma
         prev_c = b.c[k]
-        vol = 1000.0 * base[k] * b.m[k] * float(np.exp(eps[k])) * (1.0 + beta * min(r, 6.0))
+        vol = 1000.0 * base[k] * b.m[k] * math.exp(float(eps[k])) * (1.0 + beta * min(r, 6.0))
         t = start_ms + k * step_ms
         out.append(Candle(symbol=symbol, timeframe=timeframe, open_time_ms=t, close_time_ms=t + step_ms - 1,
-                          open=base_price * float(np.exp(o)), high=base_price * float(np.exp(h)),
-                          low=base_price * float(np.exp(low)), close=base_price * float(np.exp(c)),
+                          open=base_price * math.exp(float(o)), high=base_price * math.exp(float(h)),
+                          low=base_price * math.exp(float(low)), close=base_price * math.exp(float(c)),
                           volume=round(vol, 6)))
     return out
