@@ -64,10 +64,11 @@ fi
 log "copying code from $SRC_DIR to $APP_DIR"
 install -d -m 0755 -o root -g root "$APP_DIR"
 if [ "$SRC_DIR" != "$APP_DIR" ]; then
-  # Replace the code but keep the venv; local data, secrets and caches are not deployed.
-  find "$APP_DIR" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
+  # Replace the code but keep the venv and the compiled analysis core (checked against the new sources at
+  # start); local data, secrets and caches are not deployed.
+  find "$APP_DIR" -mindepth 1 -maxdepth 1 ! -name .venv ! -name .native -exec rm -rf {} +
   tar -C "$SRC_DIR" \
-    --exclude=./.venv --exclude=./.git --exclude=./data --exclude=./.env \
+    --exclude=./.venv --exclude=./.native --exclude=./.git --exclude=./data --exclude=./.env \
     --exclude='__pycache__' --exclude=./.mypy_cache --exclude=./.ruff_cache --exclude=./.pytest_cache \
     -cf - . | tar -C "$APP_DIR" --no-same-owner -xf -
 fi
@@ -89,6 +90,9 @@ fi
 if ! (cd "$APP_DIR" && runuser -u "$APP_USER" -- "$APP_DIR/.venv/bin/python" -c 'import src.bot.main'); then
   die "the venv does not work for user $APP_USER (see above); remove $APP_DIR/.venv and run this script again"
 fi
+# The compiled analysis core (mypyc) when a C compiler is here; otherwise the same code runs as pure Python.
+(cd "$APP_DIR" && "$APP_DIR/.venv/bin/python" -m src.native build --if-possible) || true
+chmod -R u=rwX,go=rX "$APP_DIR/.native" 2>/dev/null || true
 # Byte-compile now: the service cannot write __pycache__ (ProtectSystem=strict).
 "$APP_DIR/.venv/bin/python" -m compileall -q "$APP_DIR/src" >/dev/null || true
 if [ -d "$APP_DIR/backtest" ]; then

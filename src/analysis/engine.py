@@ -215,10 +215,7 @@ class AnalysisEngine:
             structure_id=structure_id(self.symbol, self.timeframe, cand.structure, sid),
         )
         ev = self.evidence.assess(sig)  # reads the signal's own fields, never evidence or confidence
-        # ``sig`` is not shared yet: set the two assessed fields in place rather than copying every field
-        object.__setattr__(sig, "evidence", ev)
-        object.__setattr__(sig, "confidence", round(p_positive(ev), 4))
-        return sig
+        return sig.with_evidence(ev, round(p_positive(ev), 4))
 
     def states(self) -> list[AnalyzerState]:
         return [a.state() for a in self.analyzers]

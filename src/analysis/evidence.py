@@ -286,7 +286,7 @@ class CellEstimate:
         return (self.pattern, self.timeframe)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {name: getattr(self, name) for name in self.__slots__}
+        d = {name: getattr(self, name) for name in HYPER_FIELDS}
         d["ci"] = list(self.ci)
         return d
 
@@ -427,7 +427,7 @@ class Hyper:
         return m.get(timeframe, m.get(ANY_TIMEFRAME, max(m.values(), default=1.0)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: dict(sorted(getattr(self, name).items())) for name in self.__slots__}
+        return {name: dict(sorted(getattr(self, name).items())) for name in HYPER_FIELDS}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Hyper:
@@ -437,7 +437,11 @@ class Hyper:
                 raise EvidenceFormatError(f"hyper.{name} must be a non-empty object of key -> number")
             return {str(k): _non_negative(v, f"hyper.{name}.{k}") for k, v in m.items()}
 
-        return cls(*(one(name) for name in cls.__slots__))
+        return cls(*(one(name) for name in HYPER_FIELDS))
+
+
+#: Hyper's fields in order (a compiled class has no ``__slots__`` to read them from)
+HYPER_FIELDS = ("prior_rel", "prior_rel_p", "drift_rel", "drift_rel_p", "trade_var", "design_effect")
 
 
 def shrink(excess: float, var: float, prior: float) -> tuple[float, float]:

@@ -241,6 +241,13 @@ class Signal:
                       self.generated_at, self.reasons, self.analyzer_version, self.config_hash, self.features,
                       kind, gate_reason, self.structure_id, self.evidence)
 
+    def with_evidence(self, evidence: Evidence, confidence: float) -> Signal:
+        """A copy with the evidence model's ``evidence`` and ``confidence`` (like :meth:`with_verdict`)."""
+        return Signal(self.id, self.symbol, self.timeframe, self.pattern, self.direction, confidence,
+                      self.raw_confidence, self.entry, self.stop_loss, self.take_profits, self.candle_time_ms,
+                      self.generated_at, self.reasons, self.analyzer_version, self.config_hash, self.features,
+                      self.kind, self.gate_reason, self.structure_id, evidence)
+
     @property
     def risk(self) -> float:
         """Distance entry -> stop in price units (always > 0 for a valid signal)."""

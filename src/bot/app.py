@@ -55,6 +55,7 @@ from src.bot.track_record import TrackRecordKeeper
 from src.bot.trading_runner import TradingRunner, TradingStartError
 from src.config import Config, shards
 from src.market.klines_csv import KlineFile, KlineFileError, read_klines_csv
+from src.native import loader as native_loader
 from src.storage.base import Store, StoreError, StoreUnavailable
 from src.storage.instance_lock import InstanceLock, InstanceLocked
 
@@ -267,6 +268,8 @@ class App:
             trade_min_rr=cfg.trade_min_rr,
             watch_notes=cfg.watch_notes,
         )
+        build = native_loader.current()
+        log.info(f"analysis build: {build.describe()}", native=build.native)
         for warning in cfg.warnings:
             log.warning(warning)
         if cfg.trading_mode == "live":
