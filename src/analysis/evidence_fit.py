@@ -45,7 +45,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,7 +112,7 @@ class Samples:
         return int(self.r.shape[0])
 
     def subset(self, mask: BoolArray) -> Samples:
-        return Samples(*(getattr(self, f)[mask] for f in self.__slots__))
+        return Samples(*(getattr(self, f.name)[mask] for f in fields(self)))
 
 
 @dataclass(slots=True)
@@ -130,7 +130,7 @@ class Twins:
         return int(self.r.shape[0])
 
     def subset(self, mask: BoolArray) -> Twins:
-        return Twins(*(getattr(self, f)[mask] for f in self.__slots__))
+        return Twins(*(getattr(self, f.name)[mask] for f in fields(self)))
 
 
 @dataclass(slots=True)
@@ -159,7 +159,7 @@ class FitReport:
     pairs: dict[str, int] = field(default_factory=dict)  # family -> cross pairs used for tau
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: dict(sorted(getattr(self, name).items())) for name in self.__slots__}
+        return {f.name: dict(sorted(getattr(self, f.name).items())) for f in fields(self)}
 
 
 # ---------------------------------------------------------------------------------------------- regression

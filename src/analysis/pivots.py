@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from src.analysis.indicators import WilderATR
+from src.analysis.pickling import register_frozen
 from src.analysis.types import Candle
 
 PivotKind = Literal["high", "low"]
@@ -315,3 +316,7 @@ class PivotEngine:
 
     def tentative(self, degree: int) -> TentativeExtreme | None:
         return self.degrees[degree].tentative()
+
+
+register_frozen(Pivot, TentativeExtreme)
+
