@@ -176,22 +176,29 @@ def replay_env(workdir: Path) -> dict[str, str]:
             "SIGNAL_COOLDOWN_SECONDS": "300", "STATUS_INTERVAL_SECONDS": "0", "HTTP_PORT": "0", "LOG_FORMAT": "json"}
 
 
-async def replay_undisturbed(workdir: Path, csv: Path) -> tuple[Snapshot, float]:
-    """The store after one whole replay, and how long that run took (seconds, start to exit)."""
+def replay_args(csv: Path, speed: float | None) -> list[str]:
+    return ["--replay", str(csv), "--replay-into-store", *(["--speed", str(speed)] if speed else [])]
+
+
+async def replay_undisturbed(workdir: Path, csv: Path, speed: float | None = None) -> tuple[Snapshot, float]:
+    """The store after one whole replay, and how long that run took (seconds, start to exit). ``speed``: a
+    paced replay (``--speed``), so every run spends about the same wall time replaying however fast the
+    analysis is (at max speed a run resumed after a kill has less left to do than the first one)."""
     _prepare(workdir)
-    bot = Bot(workdir, replay_env(workdir), ["--replay", str(csv), "--replay-into-store"])
+    bot = Bot(workdir, replay_env(workdir), replay_args(csv, speed))
     await bot.start(0)
     assert await bot.wait() == 0, (workdir / "run0000.err").read_text()[-2000:]
     return snapshot(workdir / "wyeli.db"), time.monotonic() - bot.started
 
 
 async def replay_with_kills(workdir: Path, csv: Path, kills: int, rng: random.Random,
-                            window_s: tuple[float, float] = (0.6, 2.4)) -> tuple[Snapshot, KillStats]:
+                            window_s: tuple[float, float] = (0.6, 2.4),
+                            speed: float | None = None) -> tuple[Snapshot, KillStats]:
     """``kills`` runs killed at a random moment in ``window_s`` after their start (callers derive it from how
     long an undisturbed run took: the machine's load decides that), then one run to the end."""
     _prepare(workdir)
     stats = KillStats()
-    bot = Bot(workdir, replay_env(workdir), ["--replay", str(csv), "--replay-into-store"])
+    bot = Bot(workdir, replay_env(workdir), replay_args(csv, speed))
     for _ in range(kills):
         await bot.start(stats.runs)
         stats.runs += 1

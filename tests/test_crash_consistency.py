@@ -11,17 +11,21 @@ from pathlib import Path
 from tests.crash_harness import live_undisturbed, live_with_kills, replay_undisturbed, replay_with_kills, wall_aligned_start_ms
 from tests.test_app_replay import _series
 
+REPLAY_SPEED = 2.5e6  # market seconds per second
 STEPS = (3, 2, 4, 1, 5)  # market minutes between the live runs (16 1m candles after a 150-candle warm-up)
 
 
 async def test_a_replay_killed_nine_times_at_random_stores_exactly_what_an_undisturbed_replay_stores(tmp_path: Path) -> None:
     csv = tmp_path / "BTCUSDT-1h-synthetic.csv"
     _series(csv)
-    expected, took_s = await replay_undisturbed(tmp_path / "undisturbed", csv)
+    # paced (1,202 hourly candles in about 1.7 s): every run replays for about as long, so the kills land inside
+    # the replay whatever the build (pure Python or compiled) and the machine's load
+    expected, took_s = await replay_undisturbed(tmp_path / "undisturbed", csv, speed=REPLAY_SPEED)
     assert expected.signals and expected.outcomes  # a comparison that can fail
     # kill between the end of start-up (about a third of a run) and the end of the replay
     window = (0.3 * took_s, 0.95 * took_s)
-    got, stats = await replay_with_kills(tmp_path / "killed", csv, kills=9, rng=random.Random(11), window_s=window)
+    got, stats = await replay_with_kills(tmp_path / "killed", csv, kills=9, rng=random.Random(11), window_s=window,
+                                         speed=REPLAY_SPEED)
     assert stats.kills >= 6, stats
     assert got.differences(expected) == []
 
