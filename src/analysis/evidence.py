@@ -48,7 +48,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -286,7 +286,7 @@ class CellEstimate:
         return (self.pattern, self.timeframe)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {name: getattr(self, name) for name in HYPER_FIELDS}
+        d = {name: getattr(self, name) for name in CELL_FIELDS}
         d["ci"] = list(self.ci)
         return d
 
@@ -439,6 +439,9 @@ class Hyper:
 
         return cls(*(one(name) for name in HYPER_FIELDS))
 
+
+#: CellEstimate's fields in order (its JSON shape; a compiled class has no ``__slots__`` to read them from)
+CELL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CellEstimate))
 
 #: Hyper's fields in order (a compiled class has no ``__slots__`` to read them from)
 HYPER_FIELDS = ("prior_rel", "prior_rel_p", "drift_rel", "drift_rel_p", "trade_var", "design_effect")
