@@ -47,7 +47,7 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Count:
     """One candidate count.
 
@@ -55,6 +55,8 @@ class Count:
     trend (opposite to wave A, i.e. the trade direction) for corrections. ``invalidations`` are
     (real price, side) pairs: the count dies when a later bar trades below ("below") or above
     ("above") that price.
+    Not frozen (built on the hot path, and a frozen dataclass's generated ``__init__`` runs interpreted under
+    mypyc); hashable like before (``unsafe_hash``); treat it as immutable.
     """
 
     pattern: Pattern
@@ -64,7 +66,20 @@ class Count:
     score: float
     features: tuple[tuple[str, float], ...]
     invalidations: tuple[tuple[float, str], ...]
-    subtype: str = ""
+    subtype: str
+
+    def __init__(self, pattern: Pattern, direction: int, degree: int, pivots: tuple[Pivot, ...], score: float,
+                 features: tuple[tuple[str, float], ...], invalidations: tuple[tuple[float, str], ...],
+                 subtype: str = "") -> None:
+        # explicit (dataclass keeps it): compiled by mypyc
+        self.pattern = pattern
+        self.direction = direction
+        self.degree = degree
+        self.pivots = pivots
+        self.score = score
+        self.features = features
+        self.invalidations = invalidations
+        self.subtype = subtype
 
     @property
     def stage(self) -> int:
@@ -198,15 +213,23 @@ def diagonal_count(piv: Sequence[Pivot], degree: int, weights: Mapping[str, Mapp
     return Count("diagonal", direction, degree, tuple(piv), score, tuple(sorted(feats.items())), inval, shape)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TrendContext:
     """The move a correction corrects: its origin (level, bar), its total volume, and the score of
-    the complete impulse it is (0 when it is just the previous zigzag leg)."""
+    the complete impulse it is (0 when it is just the previous zigzag leg).
+    Not frozen (built on the hot path, and a frozen dataclass's generated ``__init__`` runs interpreted under
+    mypyc); hashable like before (``unsafe_hash``); treat it as immutable."""
 
     origin_level: float
     origin_index: int
     volume: float
-    impulse_score: float = 0.0
+    impulse_score: float
+
+    def __init__(self, origin_level: float, origin_index: int, volume: float, impulse_score: float = 0.0) -> None:
+        self.origin_level = origin_level
+        self.origin_index = origin_index
+        self.volume = volume
+        self.impulse_score = impulse_score
 
 
 def correction_count(

@@ -89,6 +89,20 @@ class Pivot:
     leg_max_rv: float
     leg_mean_rstar: float
 
+    def __init__(self, kind: int, i: int, t_ms: int, price: float, confirmed_i: int, leg_start_price: float,
+                 leg_bars: int, leg_mean_rv: float, leg_max_rv: float, leg_mean_rstar: float) -> None:
+        # explicit (dataclass keeps it): mypyc compiles it, the generated __init__ would be interpreted
+        self.kind = kind
+        self.i = i
+        self.t_ms = t_ms
+        self.price = price
+        self.confirmed_i = confirmed_i
+        self.leg_start_price = leg_start_price
+        self.leg_bars = leg_bars
+        self.leg_mean_rv = leg_mean_rv
+        self.leg_max_rv = leg_max_rv
+        self.leg_mean_rstar = leg_mean_rstar
+
 
 def mirrored(p: Pivot) -> Pivot:
     """The same pivot seen in the mirrored orientation (negated log prices): a swing high becomes a swing low.

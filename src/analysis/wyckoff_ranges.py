@@ -77,6 +77,17 @@ class Setup:
     memberships: tuple[tuple[str, float], ...]
     features: tuple[tuple[str, float], ...]
 
+    def __init__(self, key: str, entry: float, stop: float, targets: tuple[float, ...], raw_score: float,
+                 memberships: tuple[tuple[str, float], ...], features: tuple[tuple[str, float], ...]) -> None:
+        # explicit (dataclass keeps it): mypyc compiles it, the generated __init__ would be interpreted
+        self.key = key
+        self.entry = entry
+        self.stop = stop
+        self.targets = targets
+        self.raw_score = raw_score
+        self.memberships = memberships
+        self.features = features
+
 
 @dataclass(slots=True)
 class RawEvent:
@@ -89,11 +100,29 @@ class RawEvent:
     recog_t: int
     price: float
     phase: str
-    details: tuple[tuple[str, float], ...] = ()
-    setup: Setup | None = None
-    chain: tuple[tuple[str, int, float], ...] = ()  # (key, t_ms, oriented price) of the range so far (setups only)
-    range_levels: tuple[float, float] | None = None  # oriented (S, Rz)
-    range_t: int = 0  # open time of the range's first pivot (the structure key)
+    details: tuple[tuple[str, float], ...]
+    setup: Setup | None
+    chain: tuple[tuple[str, int, float], ...]  # (key, t_ms, oriented price) of the range so far (setups only)
+    range_levels: tuple[float, float] | None  # oriented (S, Rz)
+    range_t: int  # open time of the range's first pivot (the structure key)
+
+    def __init__(self, key: str, event_i: int, event_t: int, recog_i: int, recog_t: int, price: float, phase: str,
+                 details: tuple[tuple[str, float], ...] = (), setup: Setup | None = None,
+                 chain: tuple[tuple[str, int, float], ...] = (), range_levels: tuple[float, float] | None = None,
+                 range_t: int = 0) -> None:
+        # explicit: compiled by mypyc (see Setup)
+        self.key = key
+        self.event_i = event_i
+        self.event_t = event_t
+        self.recog_i = recog_i
+        self.recog_t = recog_t
+        self.price = price
+        self.phase = phase
+        self.details = details
+        self.setup = setup
+        self.chain = chain
+        self.range_levels = range_levels
+        self.range_t = range_t
 
 
 @dataclass(slots=True)
@@ -106,6 +135,13 @@ class PivotInfo:
     prior_atr: float
     cl_rv: float
     cl_spread_atr: float
+
+    def __init__(self, pivot: Pivot, prior_atr: float, cl_rv: float, cl_spread_atr: float) -> None:
+        # explicit: compiled by mypyc (see Setup)
+        self.pivot = pivot
+        self.prior_atr = prior_atr
+        self.cl_rv = cl_rv
+        self.cl_spread_atr = cl_spread_atr
 
 
 class Range:
