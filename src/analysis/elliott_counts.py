@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from src.analysis import elliott_rules as rules
 from src.analysis.pivots import Pivot
@@ -56,17 +56,17 @@ class Count:
     (real price, side) pairs: the count dies when a later bar trades below ("below") or above
     ("above") that price.
     Not frozen (built on the hot path, and a frozen dataclass's generated ``__init__`` runs interpreted under
-    mypyc); hashable like before (``unsafe_hash``); treat it as immutable.
+    mypyc); hashable like before (``unsafe_hash``); Final fields: mypy rejects assignments.
     """
 
-    pattern: Pattern
-    direction: int
-    degree: int
-    pivots: tuple[Pivot, ...]
-    score: float
-    features: tuple[tuple[str, float], ...]
-    invalidations: tuple[tuple[float, str], ...]
-    subtype: str
+    pattern: Final[Pattern]
+    direction: Final[int]
+    degree: Final[int]
+    pivots: Final[tuple[Pivot, ...]]
+    score: Final[float]
+    features: Final[tuple[tuple[str, float], ...]]
+    invalidations: Final[tuple[tuple[float, str], ...]]
+    subtype: Final[str]
 
     def __init__(self, pattern: Pattern, direction: int, degree: int, pivots: tuple[Pivot, ...], score: float,
                  features: tuple[tuple[str, float], ...], invalidations: tuple[tuple[float, str], ...],
@@ -218,12 +218,12 @@ class TrendContext:
     """The move a correction corrects: its origin (level, bar), its total volume, and the score of
     the complete impulse it is (0 when it is just the previous zigzag leg).
     Not frozen (built on the hot path, and a frozen dataclass's generated ``__init__`` runs interpreted under
-    mypyc); hashable like before (``unsafe_hash``); treat it as immutable."""
+    mypyc); hashable like before (``unsafe_hash``); Final fields: mypy rejects assignments."""
 
-    origin_level: float
-    origin_index: int
-    volume: float
-    impulse_score: float
+    origin_level: Final[float]
+    origin_index: Final[int]
+    volume: Final[float]
+    impulse_score: Final[float]
 
     def __init__(self, origin_level: float, origin_index: int, volume: float, impulse_score: float = 0.0) -> None:
         self.origin_level = origin_level

@@ -51,7 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 from src.analysis.gate import TRACKED_GATE_REASONS
 from src.analysis.types import Evidence, Signal
@@ -99,11 +99,11 @@ class EvidenceFormatError(ValueError):
 class Geometry:
     """What the baseline knows about a signal: reward/risk to TP1, stop distance in ATR, costs in R.
     Not frozen (built on the hot path, and a frozen dataclass's generated ``__init__`` runs interpreted under
-    mypyc); hashable like before (``unsafe_hash``); treat it as immutable."""
+    mypyc); hashable like before (``unsafe_hash``); Final fields: mypy rejects assignments."""
 
-    rr: float
-    stop_atr: float | None
-    cost_r: float
+    rr: Final[float]
+    stop_atr: Final[float | None]
+    cost_r: Final[float]
 
     def __init__(self, rr: float, stop_atr: float | None, cost_r: float) -> None:
         # explicit (dataclass keeps it): compiled by mypyc
