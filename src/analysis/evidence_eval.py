@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from statistics import NormalDist
 from typing import Any
 
@@ -97,8 +97,8 @@ class Evaluation:
         return {
             "n": self.n, "ece": self.ece, "coverage": self.coverage, "coverage_of_mean": self.coverage_of_mean,
             "spearman": self.spearman, "trade_calls": self.trade_calls, "trade_mean_r": self.trade_mean_r,
-            "mean_r": self.mean_r, "cells": [c.__dict__ if not hasattr(c, "__slots__") else
-                                            {k: getattr(c, k) for k in c.__slots__} for c in self.cells],
+            # dataclasses.fields: a compiled class has neither __dict__ nor __slots__
+            "mean_r": self.mean_r, "cells": [{f.name: getattr(c, f.name) for f in fields(c)} for c in self.cells],
             "reliability": [list(r) for r in self.reliability],
         }
 
