@@ -89,7 +89,7 @@ class Count:
     def labels(self) -> tuple[str, ...]:
         if self.pattern in ("zigzag", "flat"):
             return ("0", "A", "B", "C")[: len(self.pivots)]
-        return tuple(str(i) for i in range(len(self.pivots)))
+        return tuple([str(i) for i in range(len(self.pivots))])
 
     @property
     def key(self) -> tuple[str, int, int, int, int]:
@@ -106,8 +106,9 @@ class Count:
         """One line: pattern, degree, labelled pivots with prices and times, invalidation."""
         sub = f" {self.subtype}" if self.subtype else ""
         pairs = zip(self.labels, self.pivots, strict=True)
-        waves = ", ".join(f"{lab}={p.price:.6g} @ {ms_to_iso(p.time_ms)}" for lab, p in pairs)
-        inval = "; ".join(f"{side} {price:.6g}" for price, side in self.invalidations)
+        # list comprehensions, not generators: mypyc compiles them to plain loops (a generator is an object)
+        waves = ", ".join([f"{lab}={p.price:.6g} @ {ms_to_iso(p.time_ms)}" for lab, p in pairs])
+        inval = "; ".join([f"{side} {price:.6g}" for price, side in self.invalidations])
         return (
             f"{self.name.replace('_', ' ')}{sub} (degree {thresholds[self.degree]:g}, score {self.score:.2f}): "
             f"{waves}; invalid if price trades {inval}"

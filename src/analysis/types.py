@@ -217,12 +217,42 @@ def signal_id(symbol: str, timeframe: str, candle_time_ms: int, pattern: str, di
     return hashlib.sha256(raw).hexdigest()[:24]
 
 
+# below 2**32 s, ms / 1000 is within 0.48 us of the exact time, so datetime rounds it back to the exact millisecond
+_ISO_FAST_MAX_MS: Final = 4_294_967_296_000
+# zero-padded fields by lookup: a format spec per field ("{x:02d}") costs a generic __format__ call under mypyc
+_D2: Final[tuple[str, ...]] = tuple(f"{i:02d}" for i in range(100))
+_D3: Final[tuple[str, ...]] = tuple(f"{i:03d}" for i in range(1000))
+
+
 @lru_cache(maxsize=4096)
 def ms_to_iso(ms: int) -> str:
     """Epoch ms -> ISO-8601 UTC with millisecond precision and a ``Z`` suffix.
 
-    Memoised (4,096 entries): the same pivot and candle times are written into many reasons."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    Memoised (4,096 entries): the same pivot and candle times are written into many reasons. From 1970 to 2106
+    the date is computed in integers (H. Hinnant's days -> civil date), the same text as datetime's and about
+    ten times cheaper; other times go through datetime."""
+    if not 0 <= ms < _ISO_FAST_MAX_MS:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    secs = ms // 1000  # native integer ops (divmod is a generic call under mypyc)
+    milli = ms - secs * 1000
+    days = secs // 86_400
+    sod = secs - days * 86_400
+    z = days + 719_468  # days since 0000-03-01
+    era = z // 146_097
+    doe = z - era * 146_097  # day of the 400-year era
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)  # day of the March-based year
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    hh = sod // 3600
+    rem = sod - hh * 3600
+    mm = rem // 60
+    ss = rem - mm * 60
+    # a 4-digit year from 1970 to 2106: str(year) is its "{:04d}"
+    return (str(year) + "-" + _D2[month] + "-" + _D2[day] + "T" + _D2[hh] + ":" + _D2[mm] + ":" + _D2[ss] + "."
+            + _D3[milli] + "Z")
 
 
 def iso_to_ms(text: str) -> int:

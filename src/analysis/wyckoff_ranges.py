@@ -214,7 +214,7 @@ class SideTracker:
     def publish(self) -> None:
         """Expose (S, Rz, strength) of every live range to the other side; called (when ``dirty``) once both
         sides have seen the candle, so each reads the other's ranges as of the previous candle (mirror-symmetric)."""
-        self.published = tuple((r.S, r.Rz, r.strength) for r in self.ranges)
+        self.published = tuple([(r.S, r.Rz, r.strength) for r in self.ranges])
         self.dirty = False
 
     def update(self, bar: Bar, pivot: Pivot | None) -> list[RawEvent]:
@@ -670,7 +670,7 @@ class SideTracker:
         entry = bar.c
         stop = min(stop, entry - 1e-9 * max(1.0, abs(entry)))
         risk = entry - stop
-        tps = tuple(t for t in targets if t > entry + 0.1 * risk)
+        tps = tuple([t for t in targets if t > entry + 0.1 * risk])  # a list comprehension: a plain loop in mypyc
         if not tps:
             tps = (entry + 2.0 * risk,)
         # rule R1: the k-th setup of one kind in one range scores x repeat_factor^(k-1): a range whose spring
@@ -681,7 +681,7 @@ class SideTracker:
         feats = (("w_atr", r.W / bar.atr), ("rv", bar.rv), ("cp", bar.cp), ("absorptions", float(r.absorptions)),
                  ("range_age", float(bar.i - r.start_i)), ("climax_rv", r.cl_rv), ("prior_move_atr", r.prior_atr),
                  ("tests", float(r.tests)), ("climax_spread_atr", r.cl_spread), ("repeat", float(made)),
-                 *extra, *((f"mu_{k}", v) for k, v in sorted(mu.items())))
+                 *extra, *[(f"mu_{k}", v) for k, v in sorted(mu.items())])
         return Setup(key, entry, stop, tps, raw, tuple(sorted(mu.items())), feats)
 
     def _spring_setup(self, r: Range, bar: Bar, depth: float, waited: int) -> Setup:
