@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -398,6 +398,6 @@ def fit_sets(streams: Sequence[StreamData], from_ms: int | None = None, to_ms: i
             np.array([d.timeframe] * int(tk.sum()), dtype=np.str_), d.twin_time_ms[tk], d.rr[of], d.stop_atr[of],
             d.twin_cost_r[tk], d.twin_r[tk],
         ))
-    s = Samples(*(np.concatenate([getattr(p, f) for p in parts_s]) for f in Samples.__slots__))
-    t = Twins(*(np.concatenate([getattr(p, f) for p in parts_t]) for f in Twins.__slots__))
+    s = Samples(*(np.concatenate([getattr(p, f.name) for p in parts_s]) for f in fields(Samples)))
+    t = Twins(*(np.concatenate([getattr(p, f.name) for p in parts_t]) for f in fields(Twins)))
     return s, t

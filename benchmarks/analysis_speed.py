@@ -17,6 +17,8 @@ command run per candle) and, in the same run on the same file:
   backtesting.py is benchmark-only (requirements-bench.txt; it cannot share the project venv, see there):
   install it with ``python3 -m venv /tmp/benchvenv && /tmp/benchvenv/bin/pip install -r requirements-bench.txt``
   and pass ``--sma-python /tmp/benchvenv/bin/python``. Without it the column says "not installed".
+- ``--pure``: this tree again on the pure-Python source (``WYELI_PURE_PYTHON=1``, in a subprocess) when the
+  compiled build runs (``python -m src.native build``): what the compiled build gains;
 - ``--parts``: each analyzer alone (engine without the other analyzer, with the gate).
 """
 
@@ -132,6 +134,26 @@ def ref_rates(rev: str, paths: list[Path], limit: int, repeats: int) -> dict[str
     return rates
 
 
+def analysis_build() -> tuple[bool, str]:
+    """(native?, description) of the analysis build running here; revisions before src/native: pure Python."""
+    try:
+        from src.native import loader
+    except ImportError:
+        return False, "pure Python (this revision has no native build)"
+    return loader.current().native, loader.describe()
+
+
+def pure_rates(paths: list[Path], limit: int, repeats: int) -> dict[str, float]:
+    """Full-stack rates of this tree on the pure-Python source (this script in a subprocess with
+    WYELI_PURE_PYTHON=1): the compiled build's before/after in one run."""
+    env = {**os.environ, "WYELI_PURE_PYTHON": "1"}
+    r = subprocess.run([sys.executable, __file__, "--json", "--no-sma", "--repeats", str(repeats), "--limit",
+                        str(limit), *[str(p) for p in paths]], cwd=ROOT, env=env, check=True, capture_output=True,
+                       text=True)
+    rates: dict[str, float] = json.loads(r.stdout.strip().splitlines()[-1])
+    return rates
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*", help=f"kline CSVs (names under DIR/klines or paths; default {', '.join(FILES)})")
@@ -142,6 +164,8 @@ def main() -> int:
     ap.add_argument("--sma-python", help="interpreter with backtesting.py installed (default: this one)")
     ap.add_argument("--no-sma", action="store_true", help="skip the backtesting.py column")
     ap.add_argument("--parts", action="store_true", help="also each analyzer alone")
+    ap.add_argument("--pure", action="store_true",
+                    help="also this tree on the pure-Python source (WYELI_PURE_PYTHON=1) when the native build runs")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # machine output for --ref
     args = ap.parse_args()
     root = data_dir(args.data_dir) / "klines"
@@ -160,14 +184,17 @@ def main() -> int:
     names = [a.name for a in build_analyzers("X", "1h", AnalysisSettings())]
     print(f"Python {platform.python_version()} ({platform.python_implementation()}) on {platform.machine()}; "
           f"full stack = engine ({', '.join(names)}) + gate via engine.step; candles per CPU second of one "
-          f"process, median of {args.repeats}")
+          f"process, median of {args.repeats}; analysis build: {analysis_build()[1]}")
     ref = ref_rates(args.ref, paths, args.limit, args.repeats) if args.ref else {}
+    pure = pure_rates(paths, args.limit, args.repeats) if args.pure and analysis_build()[0] else {}
     for path in paths:
         candles = read_klines_csv(path).candles
         if args.limit:
             candles = candles[: args.limit]
         rate = full_stack_rate(candles, args.repeats)
         line = f"{path.name}: {len(candles):,} candles: full stack {rate:,.0f}/s ({1e6 / rate:.1f} µs each)"
+        if path.name in pure:
+            line += f"; pure Python {pure[path.name]:,.0f}/s (native x{rate / pure[path.name]:.2f})"
         if path.name in ref:
             line += f"; {args.ref} {ref[path.name]:,.0f}/s (x{rate / ref[path.name]:.2f})"
         if not args.no_sma:

@@ -48,6 +48,7 @@ from src.bot.sinks import SignalBatch  # noqa: E402
 from src.market.aggregator import build_candle  # noqa: E402
 from src.market.frames import scan_kline  # noqa: E402
 from src.market.klines_csv import read_klines_csv  # noqa: E402
+from src.native import loader  # noqa: E402
 from src.storage.sqlite_store import SqliteStore  # noqa: E402
 from tests.fakes.binance import kline_frame  # noqa: E402
 
@@ -125,6 +126,7 @@ async def run(root: Path, symbols: int, warm: int, minutes: int, freeze: bool = 
                     window.add(c)
                     step(engine, pipe.gate, c)
         cpu = time.process_time() - cpu
+        print(f"analysis build: {loader.describe()}")
         print(f"{symbols} symbols x {len(tfs)} timeframes = {symbols * len(tfs):,} streams warmed with {warm} candles "
               f"each in {cpu:.1f} s CPU")
         if freeze:  # what the app does once its warm-up is done

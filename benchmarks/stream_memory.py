@@ -118,8 +118,10 @@ def main() -> int:
                            text=True)
         rows.append((args.ref, json.loads(r.stdout.strip().splitlines()[-1])))
     rows.append(("this tree", measure(root, args.symbols, args.candles)))
+    from src.native import loader
+
     print(f"{args.symbols} symbols x {len(FILES)} timeframes x {args.candles} real candles (window + engine per "
-          "stream, one gate)")
+          f"stream, one gate); analysis build of this tree: {loader.describe()}")
     for label, m in rows:
         per = (m["after"] - m["before"]) * 1024 / m["streams"]
         print(f"  {label}: RSS {m['after']:.0f} MB ({m['before']:.0f} MB before the streams; {per:.1f} KB per "

@@ -6,7 +6,6 @@ WYELI_EXPECT_BUILD; the analysis tests then run a second time with WYELI_PURE_PY
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ from pathlib import Path
 import pytest
 
 import src.analysis.wyckoff as wyckoff_module
-from src.analysis.evidence import HYPER_FIELDS, Hyper
 from src.native import loader
 
 PACKAGE = loader.ROOT / "src" / "analysis"
@@ -149,6 +147,28 @@ def test_the_status_command_names_the_build() -> None:
     assert out.startswith(("native (mypyc", "pure Python ("))
 
 
-def test_hyper_fields_list_every_field_of_hyper_in_order() -> None:
-    """Hyper.to_dict/from_dict iterate HYPER_FIELDS (a compiled class has no __slots__ to read)."""
-    assert tuple(f.name for f in dataclasses.fields(Hyper)) == HYPER_FIELDS
+def test_frozen_analysis_objects_survive_pickling_as_the_process_pools_send_them() -> None:
+    """Backtests send settings, candles and signals between processes; a compiled frozen dataclass cannot be
+    unpickled field by field (src/analysis/pickling.py rebuilds it by its constructor)."""
+    import pickle
+
+    from src.analysis.engine import SignalGate, step
+    from src.analysis.evidence import load_default_model
+    from src.analysis.registry import build_engine
+    from src.analysis.settings import AnalysisSettings
+    from tests.candlegen import random_walk
+
+    settings = AnalysisSettings(min_confidence=0.0, trade_min_rr=0.0)
+    candles = random_walk(600, timeframe="15m", seed=4)
+    engine, gate = build_engine("BTCUSDT", "15m", settings), SignalGate(settings)
+    signals, events = [], []
+    for c in candles:
+        r = step(engine, gate, c)
+        signals.extend(r.candidates)
+        events.extend(r.events)
+    assert signals and events
+    model = load_default_model()
+    for obj in (settings, candles[-1], signals, events, model.hyper, list(model.cells.values())[:3]):
+        assert pickle.loads(pickle.dumps(obj)) == obj
+    again = pickle.loads(pickle.dumps(model))
+    assert again.to_json() == model.to_json()

@@ -307,33 +307,20 @@ async def test_start_seeds_the_gate_from_the_stores_gate_memory(tmp_path: Path, 
     await store.close()
 
 
-class EvidenceEngine:
-    """Wraps a test engine with the contract's ``set_evidence`` and records what it was given."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.models: list[object] = []
-
-    def set_evidence(self, model):
-        self.models.append(model)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
 async def test_set_evidence_reaches_every_running_engine_between_batches(tmp_path: Path):
-    from tests.fakes.evidence import FakeEvidenceModel
+    from src.analysis.evidence import EvidenceModel
 
     store = SqliteStore(tmp_path / "w.db")
     await store.open()
     p = Pipeline(settings=SETTINGS, timeframes=("15m", "1h"), store=store,
-                 engine_factory=lambda sym, tf: EvidenceEngine(breakout_engine(sym, tf, SETTINGS)))  # type: ignore[arg-type, return-value]
+                 engine_factory=lambda sym, tf: breakout_engine(sym, tf, SETTINGS))
     await p.start()
     await p.on_candles(random_walk(8 * 60, seed=3), "replay")  # builds 15m and 1h engines
-    model = FakeEvidenceModel(version="with-live")
+    model = EvidenceModel.uninformed()
     await p.set_evidence(model)
     assert p.evidence is model and len(p.engines) == 2
-    assert all(e.models == [model] for e in p.engines.values())  # type: ignore[attr-defined]
+    # the real engines (a wrapper would not do: the compiled step() takes an AnalysisEngine only)
+    assert all(e.evidence is model for e in p.engines.values())
     await store.close()
 
 

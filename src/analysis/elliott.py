@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from src.analysis import elliott_counts as ec
 from src.analysis.elliott_counts import Count
 from src.analysis.engine import AnalyzerOutput
+from src.analysis.pickling import register_frozen
 from src.analysis.pivots import Pivot, PivotEngine, ThresholdMode
 from src.analysis.types import (
     AnalysisEvent,
@@ -374,4 +375,7 @@ def _stage_text(c: Count) -> str:
     if c.stage == 5:
         return "5 waves complete, correction expected"
     return f"wave {c.stage + 1} in progress"
+
+
+register_frozen(ElliottParams)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from src.analysis import elliott_rules as rules
+from src.analysis.pickling import register_frozen
 from src.analysis.pivots import Pivot
 from src.analysis.types import ms_to_iso
 
@@ -284,3 +285,7 @@ def correction_count(
         if best is None or cnt.score > best.score:
             best = cnt
     return best
+
+
+register_frozen(Count, TrendContext)
+

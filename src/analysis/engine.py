@@ -40,6 +40,7 @@ from src.analysis.gate import (
     SignalGate,
 )
 from src.analysis.indicators import WilderATR
+from src.analysis.pickling import register_frozen
 from src.analysis.settings import AnalysisSettings
 from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Signal, SignalCandidate, ms_to_iso, signal_id
 
@@ -275,3 +276,7 @@ def replay(
         emitted.extend(r.emitted)
         events.extend(r.events)
     return candidates, emitted, events
+
+
+# pickled by their constructor: a compiled class with an explicit __init__ needs its arguments to unpickle
+register_frozen(AnalyzerOutput, EngineResult, StepResult)

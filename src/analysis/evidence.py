@@ -54,6 +54,7 @@ from importlib import resources
 from typing import Any, Final
 
 from src.analysis.gate import TRACKED_GATE_REASONS
+from src.analysis.pickling import register_frozen
 from src.analysis.types import Evidence, Signal
 
 __all__ = [
@@ -300,7 +301,7 @@ class CellEstimate:
         return (self.pattern, self.timeframe)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {name: getattr(self, name) for name in CELL_FIELDS}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["ci"] = list(self.ci)
         return d
 
@@ -441,7 +442,7 @@ class Hyper:
         return m.get(timeframe, m.get(ANY_TIMEFRAME, max(m.values(), default=1.0)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: dict(sorted(getattr(self, name).items())) for name in HYPER_FIELDS}
+        return {f.name: dict(sorted(getattr(self, f.name).items())) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Hyper:
@@ -451,14 +452,7 @@ class Hyper:
                 raise EvidenceFormatError(f"hyper.{name} must be a non-empty object of key -> number")
             return {str(k): _non_negative(v, f"hyper.{name}.{k}") for k, v in m.items()}
 
-        return cls(*(one(name) for name in HYPER_FIELDS))
-
-
-#: CellEstimate's fields in order (its JSON shape; a compiled class has no ``__slots__`` to read them from)
-CELL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CellEstimate))
-
-#: Hyper's fields in order (a compiled class has no ``__slots__`` to read them from)
-HYPER_FIELDS = ("prior_rel", "prior_rel_p", "drift_rel", "drift_rel_p", "trade_var", "design_effect")
+        return cls(*(one(f.name) for f in fields(cls)))
 
 
 def shrink(excess: float, var: float, prior: float) -> tuple[float, float]:
@@ -766,4 +760,7 @@ def load_default_model() -> EvidenceModel:
         return EvidenceModel.from_json(text)
     except EvidenceFormatError as exc:
         raise EvidenceFormatError(f"the shipped evidence model {DEFAULT_MODEL_RESOURCE}: {exc}") from None
+
+
+register_frozen(Geometry, BaselineFit, LiveRecord, TrackRecord, CellEstimate, Hyper, EvidenceModel)
 

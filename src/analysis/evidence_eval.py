@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from src.analysis.evidence import P_MAX, P_MIN, RR_RANGE, EvidenceModel, family_of
 from src.analysis.evidence_fit import WEEK_MS, Samples, baseline_predictions, cluster_var
+from src.analysis.pickling import register_frozen
 from src.analysis.reliability import ece, reliability
 
 FloatArray = npt.NDArray[np.float64]
@@ -97,7 +98,6 @@ class Evaluation:
         return {
             "n": self.n, "ece": self.ece, "coverage": self.coverage, "coverage_of_mean": self.coverage_of_mean,
             "spearman": self.spearman, "trade_calls": self.trade_calls, "trade_mean_r": self.trade_mean_r,
-            # dataclasses.fields: a compiled class has neither __dict__ nor __slots__
             "mean_r": self.mean_r, "cells": [{f.name: getattr(c, f.name) for f in fields(c)} for c in self.cells],
             "reliability": [list(r) for r in self.reliability],
         }
@@ -221,3 +221,7 @@ def refinement_check(train: Samples, test: Samples, name: str) -> RefinementChec
     bottom = test.r[pred <= q[0]]
     return RefinementCheck(name, slope, corr, float(top.mean()) if top.size else math.nan,
                            float(bottom.mean()) if bottom.size else math.nan, int(test.r.shape[0]))
+
+
+register_frozen(RefinementCheck)
+

@@ -112,7 +112,6 @@ class Samples:
         return int(self.r.shape[0])
 
     def subset(self, mask: BoolArray) -> Samples:
-        # dataclasses.fields, not __slots__: a compiled class has none
         return Samples(*(getattr(self, f.name)[mask] for f in fields(self)))
 
 
@@ -131,7 +130,7 @@ class Twins:
         return int(self.r.shape[0])
 
     def subset(self, mask: BoolArray) -> Twins:
-        return Twins(*(getattr(self, f.name)[mask] for f in fields(self)))  # fields: see Samples.subset
+        return Twins(*(getattr(self, f.name)[mask] for f in fields(self)))
 
 
 @dataclass(slots=True)
@@ -160,7 +159,7 @@ class FitReport:
     pairs: dict[str, int] = field(default_factory=dict)  # family -> cross pairs used for tau
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: dict(sorted(getattr(self, f.name).items())) for f in fields(self)}  # see Samples.subset
+        return {f.name: dict(sorted(getattr(self, f.name).items())) for f in fields(self)}
 
 
 # ---------------------------------------------------------------------------------------------- regression
@@ -298,13 +297,7 @@ def _moments(units: Sequence[_Unit], omega: float) -> tuple[float, float, float,
             pairs += 1
     tau = num / den if den > 0 else 0.0
     ws = [1.0 / (u.s2 + omega) for u in units]
-    # float accumulators in plain loops (the same additions in the same order as sum()): mypyc compiles sum() over
-    # these generators with an int accumulator and raises "int object expected; got float"
-    s_num = s_w = 0.0
-    for w, u in zip(ws, units, strict=True):
-        s_num += w * (u.z * u.z - u.s2)
-        s_w += w
-    second = s_num / s_w if units else 0.0
+    second = sum(w * (u.z * u.z - u.s2) for w, u in zip(ws, units, strict=True)) / sum(ws) if units else 0.0
     return tau, second, 1.0 / math.sqrt(den) if den > 0 else 0.0, pairs
 
 

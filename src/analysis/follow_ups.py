@@ -35,6 +35,7 @@ from typing import Literal
 
 from src.analysis import timeframes
 from src.analysis.outcomes import OutcomeParams, Resolution
+from src.analysis.pickling import register_frozen
 from src.analysis.types import Candle, Signal
 
 FollowUpEvent = Literal["tp1", "tp2", "stopped", "expired", "invalidated", "tp2_missed"]
@@ -134,3 +135,7 @@ class Tp2Watch:
         gross = (fill - self.entry_fill) * self._sign / self.risk
         fees = self.params.commission * (self.entry_fill + fill) / self.risk
         return FollowUp(self.signal.id, "tp2", c.open_time_ms, fill, gross - fees, self._bars, self.entry_fill)
+
+
+register_frozen(FollowUp)
+

@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from src.analysis.pickling import register_frozen
 from src.analysis.types import Candle, Direction, Signal
 
 OutcomeKind = Literal["WIN", "LOSS", "EXPIRED"]
@@ -255,3 +256,7 @@ def resolve(signal: Signal, candles: Iterable[Candle], params: OutcomeParams) ->
         if r is not None:
             return r
     return None
+
+
+register_frozen(OutcomeParams, Resolution)
+

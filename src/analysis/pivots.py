@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from src.analysis.indicators import WilderATR
+from src.analysis.pickling import register_frozen
 from src.analysis.types import Candle
 
 PivotKind = Literal["high", "low"]
@@ -330,3 +331,7 @@ class PivotEngine:
 
     def tentative(self, degree: int) -> TentativeExtreme | None:
         return self.degrees[degree].tentative()
+
+
+register_frozen(Pivot, TentativeExtreme)
+

@@ -10,6 +10,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from src.analysis.pickling import register_frozen
+
 
 @dataclass(frozen=True, slots=True)
 class ReliabilityRow:
@@ -45,3 +47,7 @@ def ece(probs: Sequence[float], labels: Sequence[float], bins: int = 10) -> floa
     rows = reliability(probs, labels, bins)
     total = sum(r.n for r in rows)
     return sum(r.n * abs(r.mean_p - r.hit_rate) for r in rows) / total if total else float("nan")
+
+
+register_frozen(ReliabilityRow)
+

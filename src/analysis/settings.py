@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from src.analysis.pickling import register_frozen
+
 
 @dataclass(frozen=True, slots=True)
 class AnalysisSettings:
@@ -44,3 +46,7 @@ class AnalysisSettings:
             problems.append("cooldown_candles and cooldown_seconds must be >= 0")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+register_frozen(AnalysisSettings)
+

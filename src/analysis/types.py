@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Final, Literal
 
+from src.analysis.pickling import register_frozen
+
 Direction = Literal["LONG", "SHORT"]
 DIRECTIONS: tuple[Direction, ...] = ("LONG", "SHORT")
 SignalKind = Literal["trade", "watch", "gated"]
@@ -485,3 +487,7 @@ class AnalyzerState:
     lines: tuple[str, ...] = ()
     levels: tuple[tuple[str, float], ...] = ()
     pivots: tuple[tuple[int, float, str], ...] = ()  # (open_time_ms, price, label)
+
+
+register_frozen(Candle, SignalCandidate, Evidence, Signal, AnalysisEvent, AnalyzerState)
+

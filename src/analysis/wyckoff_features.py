@@ -14,6 +14,8 @@ import bisect
 from collections import deque
 from dataclasses import dataclass
 
+from src.analysis.pickling import register_frozen
+
 
 class Bar:
     """One closed candle in oriented log space, with the features the rules need.
@@ -245,3 +247,7 @@ class Swings:
         self._dir = -kind
         self._ext, self._ext_i, self._ext_t = price, bar.i, bar.t_ms
         return pivot
+
+
+# pickled by its constructor: a compiled class with an explicit __init__ needs its arguments to unpickle
+register_frozen(Pivot)

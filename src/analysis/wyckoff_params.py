@@ -18,6 +18,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from src.analysis import timeframes
+from src.analysis.pickling import register_frozen
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +130,7 @@ class WyckoffParams:
         """16 hex chars over every parameter (changes whenever any number changes)."""
         blob = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+register_frozen(WyckoffParams)
+

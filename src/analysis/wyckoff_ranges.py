@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from itertools import islice
 from operator import attrgetter
 
+from src.analysis.pickling import register_frozen
 from src.analysis.wyckoff_features import Bar, Pivot
 from src.analysis.wyckoff_params import WyckoffParams
 from src.analysis.wyckoff_scoring import band, ramp, score
@@ -745,3 +746,7 @@ class SideTracker:
         mu["room"] = ramp(rr, 1.0, 2.5)
         return self._make(r, "lps", bar, stop, (target, r.Rz + 2.0 * r.W), mu,
                           (("retrace", retrace), ("lps_effort_ratio", ratio)))
+
+
+# pickled by their constructor: a compiled class with an explicit __init__ needs its arguments to unpickle
+register_frozen(Setup, RawEvent, PivotInfo)

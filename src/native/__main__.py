@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         if check(ROOT / "src" / "analysis", build_dir()).native:
             print("native build is up to date", file=sys.stderr)
             return 0
+    print("compiling the analysis core with mypyc (about a minute, again only after the analysis code changes) ...",
+          file=sys.stderr)
     try:
         build(jobs=args.jobs)
     except (BuildError, OSError) as exc:
