@@ -52,7 +52,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
-from operator import attrgetter
 
 from src.analysis.pickling import register_frozen
 from src.analysis.wyckoff_features import Bar, Pivot
@@ -62,7 +61,36 @@ from src.analysis.wyckoff_scoring import band, ramp, score
 INFORMATIONAL = frozenset({"ua", "st_b", "absorption", "no_follow_through"})  # not part of a signal's event chain
 _REASON_CODES = {"breakdown": 1.0, "timeout": 2.0, "no_sos": 4.0, "spring_failed": 6.0, "lps_failed": 7.0, "markup": 10.0}
 _PHASE_RANK = {"B": 0, "C": 1, "D": 2}
-_RV, _H, _LOW = attrgetter("rv"), attrgetter("h"), attrgetter("low")
+
+
+# max()/min() of one Bar field over seg[a:b] (a < b), as explicit loops with max()'s and min()'s comparisons (the
+# first of equal values wins): native attribute reads under mypyc, where map(attrgetter) read each field through
+# a generic getattr
+def _max_rv(seg: list[Bar], a: int, b: int) -> float:
+    m = seg[a].rv
+    for n in range(a + 1, b):
+        x = seg[n].rv
+        if x > m:
+            m = x
+    return m
+
+
+def _max_h(seg: list[Bar], a: int, b: int) -> float:
+    m = seg[a].h
+    for n in range(a + 1, b):
+        x = seg[n].h
+        if x > m:
+            m = x
+    return m
+
+
+def _min_low(seg: list[Bar], a: int, b: int) -> float:
+    m = seg[a].low
+    for n in range(a + 1, b):
+        x = seg[n].low
+        if x < m:
+            m = x
+    return m
 
 
 @dataclass(slots=True)
@@ -257,16 +285,16 @@ class SideTracker:
             return PivotInfo(pivot, 0.0, 0.0, 0.0)
         ext = bars[k]
         start = max(0, k - self.p.context_bars)
-        seg = list(islice(bars, start, min(len(bars), k + 2)))  # one copy of the window (attrgetter maps are C loops)
+        seg = list(islice(bars, start, min(len(bars), k + 2)))  # one copy of the window
         j = k - start
         lo = max(0, j - 2)
-        cl_rv = max(map(_RV, seg[lo:j + 2]))
+        cl_rv = _max_rv(seg, lo, min(j + 2, len(seg)))
         if pivot.kind < 0:
-            spread = max(map(_H, seg[lo:j + 1])) - ext.low
-            prior = max(map(_H, seg[:j])) - ext.low if j else 0.0
+            spread = _max_h(seg, lo, j + 1) - ext.low
+            prior = _max_h(seg, 0, j) - ext.low if j else 0.0
         else:
-            spread = ext.h - min(map(_LOW, seg[lo:j + 1]))
-            prior = ext.h - min(map(_LOW, seg[:j])) if j else 0.0
+            spread = ext.h - _min_low(seg, lo, j + 1)
+            prior = ext.h - _min_low(seg, 0, j) if j else 0.0
         return PivotInfo(pivot, max(0.0, prior) / ext.atr, cl_rv, spread / ext.atr)
 
     def best(self) -> Range | None:
