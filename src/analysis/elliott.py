@@ -294,7 +294,8 @@ class ElliottAnalyzer:
             return None
         length = abs(ref[1].level - ref[0].level)
         dists = [m * length if cap is None else min(m * length, cap) for m in mults]
-        targets = tuple(self.pivots.from_level(base.level + c.direction * d) for d in dists)
+        # list comprehensions, not generators: mypyc compiles them to plain loops (a generator is an object)
+        targets = tuple([self.pivots.from_level(base.level + c.direction * d) for d in dists])
         entry = candle.close
         sgn = c.direction
         if (entry - stop) * sgn <= 0 or not targets or (targets[0] - entry) * sgn <= 0:
@@ -305,7 +306,7 @@ class ElliottAnalyzer:
         reasons = (
             c.describe(th),
             f"{pattern} {direction}: entry {entry:.6g} on the close of the confirming candle "
-            f"{ms_to_iso(candle.open_time_ms)}, stop {stop:.6g}, targets " + ", ".join(f"{t:.6g}" for t in targets),
+            f"{ms_to_iso(candle.open_time_ms)}, stop {stop:.6g}, targets " + ", ".join([f"{t:.6g}" for t in targets]),
         )
         feats = (*c.features, ("degree", float(th[c.degree])), ("stage", float(c.stage)))
         return SignalCandidate(NAME, pattern, direction, c.score, entry, stop, targets, reasons, feats,
@@ -329,7 +330,7 @@ class ElliottAnalyzer:
         if c is None:
             return AnalysisEvent("elliott_count", "none", self.symbol, self.timeframe, candle.open_time_ms,
                                  candle.open_time_ms, candle.close, details=(("reason", "no valid count"),))
-        labels = " ".join(f"{lab}:{p.time_ms}:{p.price:.10g}" for lab, p in zip(c.labels, c.pivots, strict=True))
+        labels = " ".join([f"{lab}:{p.time_ms}:{p.price:.10g}" for lab, p in zip(c.labels, c.pivots, strict=True)])
         return AnalysisEvent(
             kind="elliott_count",
             type=c.name,
@@ -346,7 +347,7 @@ class ElliottAnalyzer:
                 ("stage", str(c.stage)),
                 ("score", f"{c.score:.4f}"),
                 ("pivots", labels),
-                ("invalidation", ";".join(f"{side}:{price:.10g}" for price, side in c.invalidations)),
+                ("invalidation", ";".join([f"{side}:{price:.10g}" for price, side in c.invalidations])),
             ),
         )
 

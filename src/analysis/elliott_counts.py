@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from src.analysis import elliott_rules as rules
 from src.analysis.pickling import register_frozen
@@ -48,7 +48,7 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Count:
     """One candidate count.
 
@@ -56,16 +56,31 @@ class Count:
     trend (opposite to wave A, i.e. the trade direction) for corrections. ``invalidations`` are
     (real price, side) pairs: the count dies when a later bar trades below ("below") or above
     ("above") that price.
+    Not frozen (built on the hot path, and a frozen dataclass's generated ``__init__`` runs interpreted under
+    mypyc); hashable like before (``unsafe_hash``); Final fields: mypy rejects assignments.
     """
 
-    pattern: Pattern
-    direction: int
-    degree: int
-    pivots: tuple[Pivot, ...]
-    score: float
-    features: tuple[tuple[str, float], ...]
-    invalidations: tuple[tuple[float, str], ...]
-    subtype: str = ""
+    pattern: Final[Pattern]
+    direction: Final[int]
+    degree: Final[int]
+    pivots: Final[tuple[Pivot, ...]]
+    score: Final[float]
+    features: Final[tuple[tuple[str, float], ...]]
+    invalidations: Final[tuple[tuple[float, str], ...]]
+    subtype: Final[str]
+
+    def __init__(self, pattern: Pattern, direction: int, degree: int, pivots: tuple[Pivot, ...], score: float,
+                 features: tuple[tuple[str, float], ...], invalidations: tuple[tuple[float, str], ...],
+                 subtype: str = "") -> None:
+        # explicit (dataclass keeps it): compiled by mypyc
+        self.pattern = pattern
+        self.direction = direction
+        self.degree = degree
+        self.pivots = pivots
+        self.score = score
+        self.features = features
+        self.invalidations = invalidations
+        self.subtype = subtype
 
     @property
     def stage(self) -> int:
@@ -75,7 +90,7 @@ class Count:
     def labels(self) -> tuple[str, ...]:
         if self.pattern in ("zigzag", "flat"):
             return ("0", "A", "B", "C")[: len(self.pivots)]
-        return tuple(str(i) for i in range(len(self.pivots)))
+        return tuple([str(i) for i in range(len(self.pivots))])
 
     @property
     def key(self) -> tuple[str, int, int, int, int]:
@@ -92,8 +107,9 @@ class Count:
         """One line: pattern, degree, labelled pivots with prices and times, invalidation."""
         sub = f" {self.subtype}" if self.subtype else ""
         pairs = zip(self.labels, self.pivots, strict=True)
-        waves = ", ".join(f"{lab}={p.price:.6g} @ {ms_to_iso(p.time_ms)}" for lab, p in pairs)
-        inval = "; ".join(f"{side} {price:.6g}" for price, side in self.invalidations)
+        # list comprehensions, not generators: mypyc compiles them to plain loops (a generator is an object)
+        waves = ", ".join([f"{lab}={p.price:.6g} @ {ms_to_iso(p.time_ms)}" for lab, p in pairs])
+        inval = "; ".join([f"{side} {price:.6g}" for price, side in self.invalidations])
         return (
             f"{self.name.replace('_', ' ')}{sub} (degree {thresholds[self.degree]:g}, score {self.score:.2f}): "
             f"{waves}; invalid if price trades {inval}"
@@ -199,15 +215,23 @@ def diagonal_count(piv: Sequence[Pivot], degree: int, weights: Mapping[str, Mapp
     return Count("diagonal", direction, degree, tuple(piv), score, tuple(sorted(feats.items())), inval, shape)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TrendContext:
     """The move a correction corrects: its origin (level, bar), its total volume, and the score of
-    the complete impulse it is (0 when it is just the previous zigzag leg)."""
+    the complete impulse it is (0 when it is just the previous zigzag leg).
+    Not frozen (built on the hot path, and a frozen dataclass's generated ``__init__`` runs interpreted under
+    mypyc); hashable like before (``unsafe_hash``); Final fields: mypy rejects assignments."""
 
-    origin_level: float
-    origin_index: int
-    volume: float
-    impulse_score: float = 0.0
+    origin_level: Final[float]
+    origin_index: Final[int]
+    volume: Final[float]
+    impulse_score: Final[float]
+
+    def __init__(self, origin_level: float, origin_index: int, volume: float, impulse_score: float = 0.0) -> None:
+        self.origin_level = origin_level
+        self.origin_index = origin_index
+        self.volume = volume
+        self.impulse_score = impulse_score
 
 
 def correction_count(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Protocol
 
@@ -40,6 +40,7 @@ from src.analysis.gate import (
     SignalGate,
 )
 from src.analysis.indicators import WilderATR
+from src.analysis.pickling import register_frozen
 from src.analysis.settings import AnalysisSettings
 from src.analysis.types import AnalysisEvent, AnalyzerState, Candle, Signal, SignalCandidate, ms_to_iso, signal_id
 
@@ -77,8 +78,15 @@ ANALYZER_VERSION = "0.3.0"
 
 @dataclass(slots=True)
 class AnalyzerOutput:
-    candidates: list[SignalCandidate] = field(default_factory=list)
-    events: list[AnalysisEvent] = field(default_factory=list)
+    """One analyzer's candidates and events of one candle. The explicit ``__init__`` (kept by ``dataclass``)
+    is compiled by mypyc; the generated one would run as interpreted code on every analyzer call."""
+
+    candidates: list[SignalCandidate]
+    events: list[AnalysisEvent]
+
+    def __init__(self, candidates: list[SignalCandidate] | None = None, events: list[AnalysisEvent] | None = None) -> None:
+        self.candidates = [] if candidates is None else candidates
+        self.events = [] if events is None else events
 
 
 class Analyzer(Protocol):
@@ -99,8 +107,14 @@ class Analyzer(Protocol):
 
 @dataclass(slots=True)
 class EngineResult:
-    signals: list[Signal] = field(default_factory=list)
-    events: list[AnalysisEvent] = field(default_factory=list)
+    """The signals and events of one candle (explicit ``__init__``: see :class:`AnalyzerOutput`)."""
+
+    signals: list[Signal]
+    events: list[AnalysisEvent]
+
+    def __init__(self, signals: list[Signal] | None = None, events: list[AnalysisEvent] | None = None) -> None:
+        self.signals = [] if signals is None else signals
+        self.events = [] if events is None else events
 
 
 def config_hash(settings: AnalysisSettings, analyzers: Sequence[Analyzer]) -> str:
@@ -195,13 +209,16 @@ class AnalysisEngine:
         raw = min(1.0, max(0.0, cand.raw_score))
         sid = signal_id(self.symbol, self.timeframe, candle.open_time_ms, cand.pattern, cand.direction)
         features = cand.features if atr is None else (*cand.features, (CTX_ATR, atr))
-        sig = Signal(
+        # the evidence reads only these fields of the signal, never its evidence or confidence
+        ev = self.evidence.assess_fields(cand.pattern, self.timeframe, cand.entry, cand.stop_loss, cand.take_profits,
+                                         features)
+        return Signal(
             id=sid,
             symbol=self.symbol,
             timeframe=self.timeframe,
             pattern=cand.pattern,
             direction=cand.direction,
-            confidence=0.0,
+            confidence=round(p_positive(ev), 4),
             raw_confidence=round(raw, 4),
             entry=cand.entry,
             stop_loss=cand.stop_loss,
@@ -213,9 +230,8 @@ class AnalysisEngine:
             config_hash=self.config_hash,
             features=features,
             structure_id=structure_id(self.symbol, self.timeframe, cand.structure, sid),
+            evidence=ev,
         )
-        ev = self.evidence.assess(sig)  # reads the signal's own fields, never evidence or confidence
-        return sig.with_evidence(ev, round(p_positive(ev), 4))
 
     def states(self) -> list[AnalyzerState]:
         return [a.state() for a in self.analyzers]
@@ -232,6 +248,12 @@ class StepResult:
     candidates: list[Signal]
     emitted: list[Signal]
     events: list[AnalysisEvent]
+
+    def __init__(self, candidates: list[Signal], emitted: list[Signal], events: list[AnalysisEvent]) -> None:
+        # explicit: compiled by mypyc (see AnalyzerOutput)
+        self.candidates = candidates
+        self.emitted = emitted
+        self.events = events
 
 
 def step(engine: AnalysisEngine, gate: SignalGate, candle: Candle) -> StepResult:
@@ -254,3 +276,7 @@ def replay(
         emitted.extend(r.emitted)
         events.extend(r.events)
     return candidates, emitted, events
+
+
+# pickled by their constructor: a compiled class with an explicit __init__ needs its arguments to unpickle
+register_frozen(AnalyzerOutput, EngineResult, StepResult)

@@ -51,7 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 from src.analysis.gate import TRACKED_GATE_REASONS
 from src.analysis.pickling import register_frozen
@@ -96,21 +96,29 @@ class EvidenceFormatError(ValueError):
 # ---------------------------------------------------------------------------------------------- geometry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Geometry:
-    """What the baseline knows about a signal: reward/risk to TP1, stop distance in ATR, costs in R."""
+    """What the baseline knows about a signal: reward/risk to TP1, stop distance in ATR, costs in R.
+    Not frozen (built on the hot path, and a frozen dataclass's generated ``__init__`` runs interpreted under
+    mypyc); hashable like before (``unsafe_hash``); Final fields: mypy rejects assignments."""
 
-    rr: float
-    stop_atr: float | None
-    cost_r: float
+    rr: Final[float]
+    stop_atr: Final[float | None]
+    cost_r: Final[float]
+
+    def __init__(self, rr: float, stop_atr: float | None, cost_r: float) -> None:
+        # explicit (dataclass keeps it): compiled by mypyc
+        self.rr = rr
+        self.stop_atr = stop_atr
+        self.cost_r = cost_r
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
     return lo if x < lo else hi if x > hi else x
 
 
-def _feature(signal: Signal, name: str) -> float | None:
-    for k, v in reversed(signal.features):
+def _feature(features: tuple[tuple[str, float], ...], name: str) -> float | None:
+    for k, v in reversed(features):
         if k == name:
             return v if math.isfinite(v) else None
     return None
@@ -120,11 +128,17 @@ def geometry(signal: Signal, cost_per_side: float) -> Geometry:
     """The signal's geometry; ``cost_per_side`` = commission + slippage per fill, as a fraction of price.
 
     A signal without a target has reward/risk 0 (clipped to the smallest modelled value)."""
-    risk = signal.risk
-    rr = signal.risk_reward or 0.0
-    atr = _feature(signal, CTX_ATR)
+    return _geometry(signal.entry, signal.stop_loss, signal.take_profits, signal.features, cost_per_side)
+
+
+def _geometry(entry: float, stop_loss: float, take_profits: tuple[float, ...], features: tuple[tuple[str, float], ...],
+              cost_per_side: float) -> Geometry:
+    """:func:`geometry` from the signal's fields (``Signal.risk`` and ``Signal.risk_reward``, inlined)."""
+    risk = abs(entry - stop_loss)
+    rr = abs(take_profits[0] - entry) / risk if take_profits and risk != 0 else 0.0
+    atr = _feature(features, CTX_ATR)
     stop_atr = risk / atr if atr and atr > 0 else None
-    cost = 2.0 * cost_per_side * signal.entry / risk if risk > 0 else math.inf
+    cost = 2.0 * cost_per_side * entry / risk if risk > 0 else math.inf
     return Geometry(rr, stop_atr, cost)
 
 
@@ -532,12 +546,18 @@ class EvidenceModel:
 
     def assess(self, signal: Signal) -> Evidence:
         """The evidence for ``signal``: only its own fields (what is known at its candle) are read."""
-        tf = signal.timeframe
-        g = geometry(signal, self.cost_per_side)
+        return self.assess_fields(signal.pattern, signal.timeframe, signal.entry, signal.stop_loss,
+                                  signal.take_profits, signal.features)
+
+    def assess_fields(self, pattern: str, tf: str, entry: float, stop_loss: float, take_profits: tuple[float, ...],
+                      features: tuple[tuple[str, float], ...]) -> Evidence:
+        """:meth:`assess` from the fields it reads, so the engine builds each candidate's Signal once, with its
+        evidence, instead of once without and once more with it."""
+        g = _geometry(entry, stop_loss, take_profits, features, self.cost_per_side)
         base_r, base_p = self.baseline_for(tf).predict(g)
-        shift, var, dp = self.cell_terms(signal.pattern, tf)
-        cell = self.cells.get((signal.pattern, tf))
-        var += self._geometry_var(signal.pattern, tf, g.rr, base_p)
+        shift, var, dp = self.cell_terms(pattern, tf)
+        cell = self.cells.get((pattern, tf))
+        var += self._geometry_var(pattern, tf, g.rr, base_p)
         expected = base_r + shift
         half = self._z * math.sqrt(var)
         return Evidence(

@@ -258,7 +258,7 @@ class SignalGate:
         for group in groups.values():
             group.sort(key=lambda s: (-s.raw_confidence, s.pattern, s.direction, s.id))
             kept.append(group[0])
-            dupes.extend(s.with_verdict("gated", REASON_DUPLICATE_STRUCTURE) for s in group[1:])
+            dupes.extend([s.with_verdict("gated", REASON_DUPLICATE_STRUCTURE) for s in group[1:]])
         # pass 2: merits; posting order = trade calls first, best lower bound of expected R first
         judged = [(s, *self._merits(s)) for s in kept]
         judged.sort(key=lambda j: (-_KIND_RANK[j[1]], -_lower(j[0]), j[0].pattern, j[0].direction, j[0].id))

@@ -13,31 +13,52 @@ from collections import deque
 
 
 class WilderATR:
-    """Wilder's average true range; ``value`` is None until ``period`` candles were seen."""
+    """Wilder's average true range; ``value`` is None until ``period`` candles were seen.
 
-    __slots__ = ("_count", "_prev_close", "_sum", "period", "value")
+    State in plain floats and flags (not ``float | None``), and the true range by explicit comparisons in
+    ``max``'s order (the first of equal values wins; a NaN is kept only when it comes first): mypyc keeps
+    them unboxed, where ``max()`` of three floats was a generic call on three boxed objects."""
+
+    __slots__ = ("_count", "_has_prev", "_prev_close", "_ready", "_sum", "_value", "period")
 
     def __init__(self, period: int = 14) -> None:
         if period < 1:
             raise ValueError("ATR period must be >= 1")
         self.period = period
-        self._prev_close: float | None = None
+        self._prev_close = 0.0
+        self._has_prev = False
         self._sum = 0.0
         self._count = 0
-        self.value: float | None = None
+        self._value = 0.0
+        self._ready = False
+
+    @property
+    def value(self) -> float | None:
+        return self._value if self._ready else None
 
     def update(self, high: float, low: float, close: float) -> float | None:
-        prev = self._prev_close
-        tr = high - low if prev is None else max(high - low, abs(high - prev), abs(low - prev))
+        tr = high - low
+        if self._has_prev:
+            prev = self._prev_close
+            up = abs(high - prev)
+            if up > tr:
+                tr = up
+            down = abs(low - prev)
+            if down > tr:
+                tr = down
         self._prev_close = close
-        if self.value is None:
+        self._has_prev = True
+        if self._ready:
+            self._value = (self._value * (self.period - 1) + tr) / self.period
+        else:
             self._sum += tr
             self._count += 1
             if self._count == self.period:
-                self.value = self._sum / self.period
-        else:
-            self.value = (self.value * (self.period - 1) + tr) / self.period
-        return self.value
+                self._value = self._sum / self.period
+                self._ready = True
+            else:
+                return None
+        return self._value
 
 
 class RelativeVolume:

@@ -28,7 +28,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from src.analysis.indicators import WilderATR
 from src.analysis.pickling import register_frozen
@@ -38,7 +38,7 @@ PivotKind = Literal["high", "low"]
 ThresholdMode = Literal["atr", "pct"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Pivot:
     """A confirmed swing extreme.
 
@@ -47,17 +47,32 @@ class Pivot:
     ``price`` is the real price (high or low of the bar); ``level`` the same in the engine's
     price space (log price by default). ``leg_volume`` is the Weis volume of the leg that ends
     here (sum of volumes after the previous pivot bar up to and including this bar).
+    Not frozen (built on the hot path, and a frozen dataclass's generated ``__init__`` runs interpreted under
+    mypyc); hashable like before (``unsafe_hash``); Final fields: mypy rejects assignments.
     """
 
-    index: int
-    time_ms: int
-    price: float
-    level: float
-    kind: PivotKind
-    degree: int
-    confirmed_index: int
-    confirmed_ms: int
-    leg_volume: float
+    index: Final[int]
+    time_ms: Final[int]
+    price: Final[float]
+    level: Final[float]
+    kind: Final[PivotKind]
+    degree: Final[int]
+    confirmed_index: Final[int]
+    confirmed_ms: Final[int]
+    leg_volume: Final[float]
+
+    def __init__(self, index: int, time_ms: int, price: float, level: float, kind: PivotKind, degree: int,
+                 confirmed_index: int, confirmed_ms: int, leg_volume: float) -> None:
+        # explicit (dataclass keeps it): compiled by mypyc
+        self.index = index
+        self.time_ms = time_ms
+        self.price = price
+        self.level = level
+        self.kind = kind
+        self.degree = degree
+        self.confirmed_index = confirmed_index
+        self.confirmed_ms = confirmed_ms
+        self.leg_volume = leg_volume
 
     @property
     def sign(self) -> int:

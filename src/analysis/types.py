@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from src.analysis.pickling import register_frozen
 
@@ -94,7 +94,7 @@ _INF = math.inf
 _last_valid: Candle | None = None  # the last candle Candle.validate passed (see there)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SignalCandidate:
     """What an analyzer proposes on one closed candle, before the evidence model and the gate.
 
@@ -105,19 +105,35 @@ class SignalCandidate:
     the gate can give one structure one signal; "" when the analyzer cannot tell.
     """
 
-    analyzer: str
-    pattern: str
-    direction: Direction
-    raw_score: float
-    entry: float
-    stop_loss: float
-    take_profits: tuple[float, ...]
-    reasons: tuple[str, ...]
-    features: tuple[tuple[str, float], ...] = ()
-    structure: str = ""
+    analyzer: Final[str]
+    pattern: Final[str]
+    direction: Final[Direction]
+    raw_score: Final[float]
+    entry: Final[float]
+    stop_loss: Final[float]
+    take_profits: Final[tuple[float, ...]]
+    reasons: Final[tuple[str, ...]]
+    features: Final[tuple[tuple[str, float], ...]]
+    structure: Final[str]
+
+    def __init__(self, analyzer: str, pattern: str, direction: Direction, raw_score: float, entry: float,
+                 stop_loss: float, take_profits: tuple[float, ...], reasons: tuple[str, ...],
+                 features: tuple[tuple[str, float], ...] = (), structure: str = "") -> None:
+        # explicit __init__ with Final fields instead of frozen=True: mypyc compiles it (a frozen dataclass's
+        # generated __init__ runs interpreted, one object.__setattr__ per field); mypy still rejects assignments
+        self.analyzer = analyzer
+        self.pattern = pattern
+        self.direction = direction
+        self.raw_score = raw_score
+        self.entry = entry
+        self.stop_loss = stop_loss
+        self.take_profits = take_profits
+        self.reasons = reasons
+        self.features = features
+        self.structure = structure
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Evidence:
     """What the evidence model says about one signal (SPEC 5a): estimates of the trade's net R after fees
     under the SPEC 7 outcome rules, fitted out of sample, never a raw score.
@@ -129,18 +145,37 @@ class Evidence:
     the live record from the store (``live_n`` graded signals and their mean net R).
     """
 
-    p_win: float
-    expected_r: float
-    expected_r_lo: float
-    expected_r_hi: float
-    interval: float
-    model_version: str
-    backtest_n: int = 0
-    backtest_mean_r: float | None = None
-    backtest_ci: tuple[float, float] | None = None
-    live_n: int = 0
-    live_mean_r: float | None = None
-    reference_n: int = 0
+    p_win: Final[float]
+    expected_r: Final[float]
+    expected_r_lo: Final[float]
+    expected_r_hi: Final[float]
+    interval: Final[float]
+    model_version: Final[str]
+    backtest_n: Final[int]
+    backtest_mean_r: Final[float | None]
+    backtest_ci: Final[tuple[float, float] | None]
+    live_n: Final[int]
+    live_mean_r: Final[float | None]
+    reference_n: Final[int]
+
+    def __init__(self, p_win: float, expected_r: float, expected_r_lo: float, expected_r_hi: float, interval: float,
+                 model_version: str, backtest_n: int = 0, backtest_mean_r: float | None = None,
+                 backtest_ci: tuple[float, float] | None = None, live_n: int = 0, live_mean_r: float | None = None,
+                 reference_n: int = 0) -> None:
+        # explicit __init__ with Final fields instead of frozen=True: mypyc compiles it (a frozen dataclass's
+        # generated __init__ runs interpreted, one object.__setattr__ per field); mypy still rejects assignments
+        self.p_win = p_win
+        self.expected_r = expected_r
+        self.expected_r_lo = expected_r_lo
+        self.expected_r_hi = expected_r_hi
+        self.interval = interval
+        self.model_version = model_version
+        self.backtest_n = backtest_n
+        self.backtest_mean_r = backtest_mean_r
+        self.backtest_ci = backtest_ci
+        self.live_n = live_n
+        self.live_mean_r = live_mean_r
+        self.reference_n = reference_n
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -184,12 +219,42 @@ def signal_id(symbol: str, timeframe: str, candle_time_ms: int, pattern: str, di
     return hashlib.sha256(raw).hexdigest()[:24]
 
 
+# below 2**32 s, ms / 1000 is within 0.48 us of the exact time, so datetime rounds it back to the exact millisecond
+_ISO_FAST_MAX_MS: Final = 4_294_967_296_000
+# zero-padded fields by lookup: a format spec per field ("{x:02d}") costs a generic __format__ call under mypyc
+_D2: Final[tuple[str, ...]] = tuple(f"{i:02d}" for i in range(100))
+_D3: Final[tuple[str, ...]] = tuple(f"{i:03d}" for i in range(1000))
+
+
 @lru_cache(maxsize=4096)
 def ms_to_iso(ms: int) -> str:
     """Epoch ms -> ISO-8601 UTC with millisecond precision and a ``Z`` suffix.
 
-    Memoised (4,096 entries): the same pivot and candle times are written into many reasons."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    Memoised (4,096 entries): the same pivot and candle times are written into many reasons. From 1970 to 2106
+    the date is computed in integers (H. Hinnant's days -> civil date), the same text as datetime's and about
+    ten times cheaper; other times go through datetime."""
+    if not 0 <= ms < _ISO_FAST_MAX_MS:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    secs = ms // 1000  # native integer ops (divmod is a generic call under mypyc)
+    milli = ms - secs * 1000
+    days = secs // 86_400
+    sod = secs - days * 86_400
+    z = days + 719_468  # days since 0000-03-01
+    era = z // 146_097
+    doe = z - era * 146_097  # day of the 400-year era
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)  # day of the March-based year
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    hh = sod // 3600
+    rem = sod - hh * 3600
+    mm = rem // 60
+    ss = rem - mm * 60
+    # a 4-digit year from 1970 to 2106: str(year) is its "{:04d}"
+    return (str(year) + "-" + _D2[month] + "-" + _D2[day] + "T" + _D2[hh] + ":" + _D2[mm] + ":" + _D2[ss] + "."
+            + _D3[milli] + "Z")
 
 
 def iso_to_ms(text: str) -> int:
@@ -200,7 +265,7 @@ def iso_to_ms(text: str) -> int:
     return round(dt.timestamp() * 1000)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Signal:
     """A gated signal, as stored, posted and graded.
 
@@ -214,26 +279,54 @@ class Signal:
     for every candidate from one structure; ``evidence`` holds the evidence model's estimates.
     """
 
-    id: str
-    symbol: str
-    timeframe: str
-    pattern: str
-    direction: Direction
-    confidence: float
-    raw_confidence: float
-    entry: float
-    stop_loss: float
-    take_profits: tuple[float, ...]
-    candle_time_ms: int
-    generated_at: str
-    reasons: tuple[str, ...]
-    analyzer_version: str
-    config_hash: str
-    features: tuple[tuple[str, float], ...] = field(default=())
-    kind: SignalKind = "trade"
-    gate_reason: str = ""
-    structure_id: str = ""
-    evidence: Evidence | None = None
+    id: Final[str]
+    symbol: Final[str]
+    timeframe: Final[str]
+    pattern: Final[str]
+    direction: Final[Direction]
+    confidence: Final[float]
+    raw_confidence: Final[float]
+    entry: Final[float]
+    stop_loss: Final[float]
+    take_profits: Final[tuple[float, ...]]
+    candle_time_ms: Final[int]
+    generated_at: Final[str]
+    reasons: Final[tuple[str, ...]]
+    analyzer_version: Final[str]
+    config_hash: Final[str]
+    features: Final[tuple[tuple[str, float], ...]]
+    kind: Final[SignalKind]
+    gate_reason: Final[str]
+    structure_id: Final[str]
+    evidence: Final[Evidence | None]
+
+    def __init__(self, id: str, symbol: str, timeframe: str, pattern: str, direction: Direction, confidence: float,
+                 raw_confidence: float, entry: float, stop_loss: float, take_profits: tuple[float, ...],
+                 candle_time_ms: int, generated_at: str, reasons: tuple[str, ...], analyzer_version: str,
+                 config_hash: str, features: tuple[tuple[str, float], ...] = (), kind: SignalKind = "trade",
+                 gate_reason: str = "", structure_id: str = "", evidence: Evidence | None = None) -> None:
+        # explicit __init__ with Final fields instead of frozen=True: mypyc compiles it (a frozen dataclass's
+        # generated __init__ runs interpreted, one object.__setattr__ per field); mypy still rejects assignments
+        self.id = id
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.pattern = pattern
+        self.direction = direction
+        self.confidence = confidence
+        self.raw_confidence = raw_confidence
+        self.entry = entry
+        self.stop_loss = stop_loss
+        self.take_profits = take_profits
+        self.candle_time_ms = candle_time_ms
+        self.generated_at = generated_at
+        self.reasons = reasons
+        self.analyzer_version = analyzer_version
+        self.config_hash = config_hash
+        self.features = features
+        self.kind = kind
+        self.gate_reason = gate_reason
+        self.structure_id = structure_id
+        self.evidence = evidence
 
     def with_verdict(self, kind: SignalKind, gate_reason: str) -> Signal:
         """A copy with the gate's ``kind`` and ``gate_reason`` (what ``dataclasses.replace`` would build,
@@ -333,7 +426,7 @@ class Signal:
 EventKind = Literal["wyckoff_event", "pivot", "elliott_count"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class AnalysisEvent:
     """One entry of the analysis trail (``backtest events``).
 
@@ -342,15 +435,30 @@ class AnalysisEvent:
     (>= candle_time_ms: recognition never precedes the data that proves it).
     """
 
-    kind: EventKind
-    type: str
-    symbol: str
-    timeframe: str
-    candle_time_ms: int
-    recognised_ms: int
-    price: float
-    phase: str = ""
-    details: tuple[tuple[str, str], ...] = ()
+    kind: Final[EventKind]
+    type: Final[str]
+    symbol: Final[str]
+    timeframe: Final[str]
+    candle_time_ms: Final[int]
+    recognised_ms: Final[int]
+    price: Final[float]
+    phase: Final[str]
+    details: Final[tuple[tuple[str, str], ...]]
+
+    def __init__(self, kind: EventKind, type: str, symbol: str, timeframe: str, candle_time_ms: int,
+                 recognised_ms: int, price: float, phase: str = "",
+                 details: tuple[tuple[str, str], ...] = ()) -> None:
+        # explicit __init__ with Final fields instead of frozen=True: mypyc compiles it (a frozen dataclass's
+        # generated __init__ runs interpreted, one object.__setattr__ per field); mypy still rejects assignments
+        self.kind = kind
+        self.type = type
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.candle_time_ms = candle_time_ms
+        self.recognised_ms = recognised_ms
+        self.price = price
+        self.phase = phase
+        self.details = details
 
     def to_dict(self) -> dict[str, Any]:
         return {

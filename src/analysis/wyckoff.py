@@ -234,8 +234,9 @@ class WyckoffAnalyzer:
         sup, res = self._range_px(side, *raw.range_levels) if raw.range_levels is not None else (0.0, 0.0)
         chain = [self._chain_text(side, k, t, x) for k, t, x in raw.chain]
         stop = self._px(side, setup.stop)
-        targets = tuple(self._px(side, x) for x in setup.targets)
-        evidence = ", ".join(f"{k} {v:.2f}" for k, v in setup.memberships)
+        # list comprehensions, not generators: mypyc compiles them to plain loops (a generator is an object)
+        targets = tuple([self._px(side, x) for x in setup.targets])
+        evidence = ", ".join([f"{k} {v:.2f}" for k, v in setup.memberships])
         reasons = (
             f"{SIDES[side].capitalize()} range {_fmt(sup)} - {_fmt(res)}, phase {raw.phase}",
             "Events: " + "; ".join(chain),
@@ -245,7 +246,7 @@ class WyckoffAnalyzer:
         return SignalCandidate(
             analyzer=self.name, pattern=pattern, direction=direction, raw_score=round(setup.raw_score, 6),
             entry=candle.close, stop_loss=stop, take_profits=targets, reasons=reasons,
-            features=tuple((k, round(v, 6)) for k, v in setup.features),
+            features=tuple([(k, round(v, 6)) for k, v in setup.features]),
             structure=f"wyckoff:{SIDES[side]}:{raw.range_t}",
         )
 

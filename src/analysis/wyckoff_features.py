@@ -14,6 +14,8 @@ import bisect
 from collections import deque
 from dataclasses import dataclass
 
+from src.analysis.pickling import register_frozen
+
 
 class Bar:
     """One closed candle in oriented log space, with the features the rules need.
@@ -88,6 +90,20 @@ class Pivot:
     leg_mean_rv: float
     leg_max_rv: float
     leg_mean_rstar: float
+
+    def __init__(self, kind: int, i: int, t_ms: int, price: float, confirmed_i: int, leg_start_price: float,
+                 leg_bars: int, leg_mean_rv: float, leg_max_rv: float, leg_mean_rstar: float) -> None:
+        # explicit (dataclass keeps it): mypyc compiles it, the generated __init__ would be interpreted
+        self.kind = kind
+        self.i = i
+        self.t_ms = t_ms
+        self.price = price
+        self.confirmed_i = confirmed_i
+        self.leg_start_price = leg_start_price
+        self.leg_bars = leg_bars
+        self.leg_mean_rv = leg_mean_rv
+        self.leg_max_rv = leg_max_rv
+        self.leg_mean_rstar = leg_mean_rstar
 
 
 def mirrored(p: Pivot) -> Pivot:
@@ -231,3 +247,7 @@ class Swings:
         self._dir = -kind
         self._ext, self._ext_i, self._ext_t = price, bar.i, bar.t_ms
         return pivot
+
+
+# pickled by its constructor: a compiled class with an explicit __init__ needs its arguments to unpickle
+register_frozen(Pivot)

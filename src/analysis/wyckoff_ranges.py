@@ -52,8 +52,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
-from operator import attrgetter
 
+from src.analysis.pickling import register_frozen
 from src.analysis.wyckoff_features import Bar, Pivot
 from src.analysis.wyckoff_params import WyckoffParams
 from src.analysis.wyckoff_scoring import band, ramp, score
@@ -61,7 +61,36 @@ from src.analysis.wyckoff_scoring import band, ramp, score
 INFORMATIONAL = frozenset({"ua", "st_b", "absorption", "no_follow_through"})  # not part of a signal's event chain
 _REASON_CODES = {"breakdown": 1.0, "timeout": 2.0, "no_sos": 4.0, "spring_failed": 6.0, "lps_failed": 7.0, "markup": 10.0}
 _PHASE_RANK = {"B": 0, "C": 1, "D": 2}
-_RV, _H, _LOW = attrgetter("rv"), attrgetter("h"), attrgetter("low")
+
+
+# max()/min() of one Bar field over seg[a:b] (a < b), as explicit loops with max()'s and min()'s comparisons (the
+# first of equal values wins): native attribute reads under mypyc, where map(attrgetter) read each field through
+# a generic getattr
+def _max_rv(seg: list[Bar], a: int, b: int) -> float:
+    m = seg[a].rv
+    for n in range(a + 1, b):
+        x = seg[n].rv
+        if x > m:
+            m = x
+    return m
+
+
+def _max_h(seg: list[Bar], a: int, b: int) -> float:
+    m = seg[a].h
+    for n in range(a + 1, b):
+        x = seg[n].h
+        if x > m:
+            m = x
+    return m
+
+
+def _min_low(seg: list[Bar], a: int, b: int) -> float:
+    m = seg[a].low
+    for n in range(a + 1, b):
+        x = seg[n].low
+        if x < m:
+            m = x
+    return m
 
 
 @dataclass(slots=True)
@@ -77,6 +106,17 @@ class Setup:
     memberships: tuple[tuple[str, float], ...]
     features: tuple[tuple[str, float], ...]
 
+    def __init__(self, key: str, entry: float, stop: float, targets: tuple[float, ...], raw_score: float,
+                 memberships: tuple[tuple[str, float], ...], features: tuple[tuple[str, float], ...]) -> None:
+        # explicit (dataclass keeps it): mypyc compiles it, the generated __init__ would be interpreted
+        self.key = key
+        self.entry = entry
+        self.stop = stop
+        self.targets = targets
+        self.raw_score = raw_score
+        self.memberships = memberships
+        self.features = features
+
 
 @dataclass(slots=True)
 class RawEvent:
@@ -89,11 +129,29 @@ class RawEvent:
     recog_t: int
     price: float
     phase: str
-    details: tuple[tuple[str, float], ...] = ()
-    setup: Setup | None = None
-    chain: tuple[tuple[str, int, float], ...] = ()  # (key, t_ms, oriented price) of the range so far (setups only)
-    range_levels: tuple[float, float] | None = None  # oriented (S, Rz)
-    range_t: int = 0  # open time of the range's first pivot (the structure key)
+    details: tuple[tuple[str, float], ...]
+    setup: Setup | None
+    chain: tuple[tuple[str, int, float], ...]  # (key, t_ms, oriented price) of the range so far (setups only)
+    range_levels: tuple[float, float] | None  # oriented (S, Rz)
+    range_t: int  # open time of the range's first pivot (the structure key)
+
+    def __init__(self, key: str, event_i: int, event_t: int, recog_i: int, recog_t: int, price: float, phase: str,
+                 details: tuple[tuple[str, float], ...] = (), setup: Setup | None = None,
+                 chain: tuple[tuple[str, int, float], ...] = (), range_levels: tuple[float, float] | None = None,
+                 range_t: int = 0) -> None:
+        # explicit: compiled by mypyc (see Setup)
+        self.key = key
+        self.event_i = event_i
+        self.event_t = event_t
+        self.recog_i = recog_i
+        self.recog_t = recog_t
+        self.price = price
+        self.phase = phase
+        self.details = details
+        self.setup = setup
+        self.chain = chain
+        self.range_levels = range_levels
+        self.range_t = range_t
 
 
 @dataclass(slots=True)
@@ -106,6 +164,13 @@ class PivotInfo:
     prior_atr: float
     cl_rv: float
     cl_spread_atr: float
+
+    def __init__(self, pivot: Pivot, prior_atr: float, cl_rv: float, cl_spread_atr: float) -> None:
+        # explicit: compiled by mypyc (see Setup)
+        self.pivot = pivot
+        self.prior_atr = prior_atr
+        self.cl_rv = cl_rv
+        self.cl_spread_atr = cl_spread_atr
 
 
 class Range:
@@ -178,7 +243,7 @@ class SideTracker:
     def publish(self) -> None:
         """Expose (S, Rz, strength) of every live range to the other side; called (when ``dirty``) once both
         sides have seen the candle, so each reads the other's ranges as of the previous candle (mirror-symmetric)."""
-        self.published = tuple((r.S, r.Rz, r.strength) for r in self.ranges)
+        self.published = tuple([(r.S, r.Rz, r.strength) for r in self.ranges])
         self.dirty = False
 
     def update(self, bar: Bar, pivot: Pivot | None) -> list[RawEvent]:
@@ -220,16 +285,16 @@ class SideTracker:
             return PivotInfo(pivot, 0.0, 0.0, 0.0)
         ext = bars[k]
         start = max(0, k - self.p.context_bars)
-        seg = list(islice(bars, start, min(len(bars), k + 2)))  # one copy of the window (attrgetter maps are C loops)
+        seg = list(islice(bars, start, min(len(bars), k + 2)))  # one copy of the window
         j = k - start
         lo = max(0, j - 2)
-        cl_rv = max(map(_RV, seg[lo:j + 2]))
+        cl_rv = _max_rv(seg, lo, min(j + 2, len(seg)))
         if pivot.kind < 0:
-            spread = max(map(_H, seg[lo:j + 1])) - ext.low
-            prior = max(map(_H, seg[:j])) - ext.low if j else 0.0
+            spread = _max_h(seg, lo, j + 1) - ext.low
+            prior = _max_h(seg, 0, j) - ext.low if j else 0.0
         else:
-            spread = ext.h - min(map(_LOW, seg[lo:j + 1]))
-            prior = ext.h - min(map(_LOW, seg[:j])) if j else 0.0
+            spread = ext.h - _min_low(seg, lo, j + 1)
+            prior = ext.h - _min_low(seg, 0, j) if j else 0.0
         return PivotInfo(pivot, max(0.0, prior) / ext.atr, cl_rv, spread / ext.atr)
 
     def best(self) -> Range | None:
@@ -634,7 +699,7 @@ class SideTracker:
         entry = bar.c
         stop = min(stop, entry - 1e-9 * max(1.0, abs(entry)))
         risk = entry - stop
-        tps = tuple(t for t in targets if t > entry + 0.1 * risk)
+        tps = tuple([t for t in targets if t > entry + 0.1 * risk])  # a list comprehension: a plain loop in mypyc
         if not tps:
             tps = (entry + 2.0 * risk,)
         # rule R1: the k-th setup of one kind in one range scores x repeat_factor^(k-1): a range whose spring
@@ -645,7 +710,7 @@ class SideTracker:
         feats = (("w_atr", r.W / bar.atr), ("rv", bar.rv), ("cp", bar.cp), ("absorptions", float(r.absorptions)),
                  ("range_age", float(bar.i - r.start_i)), ("climax_rv", r.cl_rv), ("prior_move_atr", r.prior_atr),
                  ("tests", float(r.tests)), ("climax_spread_atr", r.cl_spread), ("repeat", float(made)),
-                 *extra, *((f"mu_{k}", v) for k, v in sorted(mu.items())))
+                 *extra, *[(f"mu_{k}", v) for k, v in sorted(mu.items())])
         return Setup(key, entry, stop, tps, raw, tuple(sorted(mu.items())), feats)
 
     def _spring_setup(self, r: Range, bar: Bar, depth: float, waited: int) -> Setup:
@@ -709,3 +774,7 @@ class SideTracker:
         mu["room"] = ramp(rr, 1.0, 2.5)
         return self._make(r, "lps", bar, stop, (target, r.Rz + 2.0 * r.W), mu,
                           (("retrace", retrace), ("lps_effort_ratio", ratio)))
+
+
+# pickled by their constructor: a compiled class with an explicit __init__ needs its arguments to unpickle
+register_frozen(Setup, RawEvent, PivotInfo)
