@@ -179,7 +179,8 @@ def impulse_count(
     """The impulse count over ``piv`` (2-6 consecutive pivots) or None when a hard rule fails."""
     direction = -piv[0].sign  # a low origin starts an up impulse
     x = _orient(piv, direction)
-    if rules.impulse_failures(x, wave4_tolerance * atr) or rules.time_failures([p.index for p in piv]):
+    # first=True: a gate needs one failure, not all (most windows fail)
+    if rules.impulse_failures(x, wave4_tolerance * atr, True) or rules.time_failures([p.index for p in piv]):
         return None
     stage = len(piv) - 1
     below, above = ("below", "above") if direction > 0 else ("above", "below")
@@ -200,7 +201,7 @@ def diagonal_count(piv: Sequence[Pivot], degree: int, weights: Mapping[str, Mapp
     """The diagonal count over 5-6 consecutive pivots (wave 4 overlapping wave 1) or None."""
     direction = -piv[0].sign
     x = _orient(piv, direction)
-    if rules.diagonal_failures(x):
+    if rules.diagonal_failures(x, True):
         return None
     L = rules.lengths(x)
     shape = rules.diagonal_shape(x)
@@ -247,13 +248,14 @@ def correction_count(
     """
     trend = piv[0].sign  # a high origin: wave A goes down, the larger trend is up
     q = _orient(piv, trend)
-    a, b, c = rules.lengths(q)
-    durs, _, vols = _leg_stats(piv, q)
     best: Count | None = None
     kinds: tuple[Pattern, ...] = ("zigzag", "flat")
     for kind in kinds:
         if rules.correction_failures(q, kind):
             continue
+        # measured only for a kind that passes (most windows pass neither; at most one passes: B < or >= 0.9 A)
+        a, b, c = rules.lengths(q)
+        durs, _, vols = _leg_stats(piv, q)
         if kind == "zigzag":
             fb = rules.band_fit(b / a, *rules.ZIGZAG_B, 0.1)
             fc = rules.ratio_fit(c / a, rules.ZIGZAG_C)

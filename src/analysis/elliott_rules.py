@@ -42,47 +42,89 @@ def lengths(x: Sequence[float]) -> list[float]:
     return [abs(x[i] - x[i - 1]) for i in range(1, len(x))]
 
 
-def impulse_failures(x: Sequence[float], wave4_tolerance: float = 0.0) -> tuple[str, ...]:
-    """Hard-rule failures (I1-I4 + loose size gates) of an up-oriented impulse prefix (2-6 pivots)."""
-    fails: list[str] = []
+def impulse_failures(x: Sequence[float], wave4_tolerance: float = 0.0, first: bool = False) -> tuple[str, ...]:
+    """Hard-rule failures (I1-I4 + loose size gates) of an up-oriented impulse prefix (2-6 pivots).
+
+    ``first``: stop at the first failure (a gate only needs to know that one fails). Lengths are read as
+    scalars, not a ``lengths()`` list: this runs for every pivot window (same operations, same floats)."""
     n = len(x)
     if n < 2 or x[1] <= x[0]:
         return ("orientation",)
-    L = lengths(x)
+    fails: list[str] = []
+    x0, x1 = x[0], x[1]
+    l1 = abs(x1 - x0)
     if n >= 3:
-        if x[2] <= x[0]:
+        x2 = x[2]
+        if x2 <= x0:
+            if first:
+                return ("I1",)
             fails.append("I1")
-        if L[1] < 0.2 * L[0]:
+        if abs(x2 - x1) < 0.2 * l1:
+            if first:
+                return ("min_wave2",)
             fails.append("min_wave2")
-    if n >= 4 and x[3] <= x[1]:
-        fails.append("I2")
-    if n >= 5:
-        if x[4] <= x[1] - wave4_tolerance:
-            fails.append("I4")
-        if L[3] < L[1] / 3.0:
-            fails.append("min_wave4")
-    if n >= 6 and L[2] < L[0] and L[2] < L[4]:
-        fails.append("I3")
+        if n >= 4:
+            x3 = x[3]
+            if x3 <= x1:
+                if first:
+                    return ("I2",)
+                fails.append("I2")
+            if n >= 5:
+                x4 = x[4]
+                if x4 <= x1 - wave4_tolerance:
+                    if first:
+                        return ("I4",)
+                    fails.append("I4")
+                if abs(x4 - x3) < abs(x2 - x1) / 3.0:
+                    if first:
+                        return ("min_wave4",)
+                    fails.append("min_wave4")
+                if n >= 6:
+                    l3 = abs(x3 - x2)
+                    if l3 < l1 and l3 < abs(x[5] - x4):
+                        fails.append("I3")
     return tuple(fails)
 
 
-def diagonal_failures(x: Sequence[float]) -> tuple[str, ...]:
+def diagonal_failures(x: Sequence[float], first: bool = False) -> tuple[str, ...]:
     """Hard-rule failures of an up-oriented diagonal prefix; needs 5-6 pivots (before wave 4 it
-    cannot be told from an impulse)."""
+    cannot be told from an impulse). Waves 1-3 obey the impulse rules but the wave-2 size gate.
+
+    ``first``: stop at the first failure. Scalar reads, no ``lengths()`` list (same floats)."""
     n = len(x)
     if n < 5:
         return ("too_short",)
-    fails = [f for f in impulse_failures(x[:4]) if f != "min_wave2"]
-    L = lengths(x)
-    if not x[4] <= x[1]:
+    x0, x1, x2, x3, x4 = x[0], x[1], x[2], x[3], x[4]
+    fails: list[str] = []
+    # impulse_failures(x[:4]) without "min_wave2": "orientation" alone when wave 1 does not go up
+    if x1 <= x0:
+        if first:
+            return ("orientation",)
+        fails.append("orientation")
+    else:
+        if x2 <= x0:
+            if first:
+                return ("I1",)
+            fails.append("I1")
+        if x3 <= x1:
+            if first:
+                return ("I2",)
+            fails.append("I2")
+    if not x4 <= x1:
+        if first:
+            return ("D1_no_overlap",)
         fails.append("D1_no_overlap")
-    if not x[4] > x[2]:
+    if not x4 > x2:
+        if first:
+            return ("D1_beyond_wave2",)
         fails.append("D1_beyond_wave2")
-    contracting = L[2] < L[0] and L[3] < L[1]
-    expanding = L[2] > L[0] and L[3] > L[1]
+    l0, l1, l2, l3 = abs(x1 - x0), abs(x2 - x1), abs(x3 - x2), abs(x4 - x3)
+    contracting = l2 < l0 and l3 < l1
+    expanding = l2 > l0 and l3 > l1
     if n >= 6:
-        contracting = contracting and L[4] < L[2]
-        expanding = expanding and L[4] > L[2]
+        l4 = abs(x[5] - x4)
+        contracting = contracting and l4 < l2
+        expanding = expanding and l4 > l2
     if not (contracting or expanding):
         fails.append("D1_shape")
     return tuple(fails)
@@ -99,7 +141,7 @@ def correction_failures(q: Sequence[float], kind: str) -> tuple[str, ...]:
     down): q0 > q1 < q2 > q3. ``kind`` is 'zigzag' or 'flat'."""
     if len(q) != 4 or not (q[0] > q[1] < q[2] > q[3]):
         return ("orientation",)
-    a, b, c = lengths(q)
+    a, b, c = abs(q[1] - q[0]), abs(q[2] - q[1]), abs(q[3] - q[2])  # lengths(q), without the list
     fails: list[str] = []
     rb = b / a
     if kind == "zigzag":
