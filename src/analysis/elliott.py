@@ -207,8 +207,14 @@ class ElliottAnalyzer:
         return live
 
     def _leading(self) -> Count | None:
-        ranked = self.ranked_counts()
-        return ranked[0] if ranked else None
+        """``ranked_counts()[0]`` by one scan: the first live count (stage >= 2) that no later one ranks
+        strictly before (the sort is stable, so its first element is that one), without key tuples or a sort."""
+        best: Count | None = None
+        for st in self._deg:
+            for c in st.counts:
+                if c.stage >= 2 and (best is None or _ranks_before(c, best)):
+                    best = c
+        return best
 
     def _on_pivot(self, pivot: Pivot, candle: Candle, atr: float) -> list[SignalCandidate]:
         st = self._deg[pivot.degree]
@@ -360,6 +366,31 @@ def structure_key(c: Count) -> str:
     family = "correction" if c.pattern in ("zigzag", "flat") else "impulse"
     side = "up" if c.direction > 0 else "down"
     return f"elliott:{family}:{side}:{c.pivots[0].time_ms}"
+
+
+def _ranks_before(a: Count, b: Count) -> bool:
+    """``key(a) < key(b)`` for ranked_counts' sort key (-round(score, 9), -degree, -origin index, pattern,
+    -direction), compared field by field as the tuples would be.
+
+    round() costs a decimal conversion (about 2,800 instructions): scores more than 2e-9 apart are ordered by
+    their raw values, because round(., 9) is monotone and moves a value by at most 0.5e-9, so their rounded
+    values differ in the same direction."""
+    sa, sb = a.score, b.score
+    if sa - sb > 2e-9:
+        return True
+    if sb - sa > 2e-9:
+        return False
+    sa, sb = round(sa, 9), round(sb, 9)
+    if sa != sb:
+        return sa > sb
+    if a.degree != b.degree:
+        return a.degree > b.degree
+    ia, ib = a.pivots[0].index, b.pivots[0].index
+    if ia != ib:
+        return ia > ib
+    if a.pattern != b.pattern:
+        return a.pattern < b.pattern
+    return a.direction > b.direction
 
 
 def _violated(c: Count, candle: Candle) -> bool:
