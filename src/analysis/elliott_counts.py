@@ -121,7 +121,12 @@ def _sigmoid(z: float) -> float:
 
 
 def _logit_score(feats: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    return _sigmoid(weights["bias"] + sum(w * feats[name] for name, w in weights.items() if name != "bias"))
+    # a loop, not sum() over a generator (an object under mypyc): the same additions in the same order, from 0
+    z = 0.0
+    for name, w in weights.items():
+        if name != "bias":
+            z += w * feats[name]
+    return _sigmoid(weights["bias"] + z)
 
 
 def _clamp01(v: float) -> float:
@@ -148,7 +153,7 @@ def impulse_features(piv: Sequence[Pivot], x: Sequence[float], atr: float) -> di
     L = rules.lengths(x)
     durs, slopes, vols = _leg_stats(piv, x)
     f: dict[str, float] = {
-        "r2": rules.band_fit(L[1] / L[0], *rules.FIB_R2, 0.08),
+        "r2": rules.band_fit(L[1] / L[0], rules.FIB_R2[0], rules.FIB_R2[1], 0.08),
         "t2": rules.band_fit(durs[1] / durs[0], 0.382, 1.618, 0.3),
         "impulsive1": _ratio_up(slopes[0], slopes[1], 1.0),
         "vol12": _ratio_up(vols[0], vols[1], 0.5),
@@ -159,7 +164,7 @@ def impulse_features(piv: Sequence[Pivot], x: Sequence[float], atr: float) -> di
         f["vol3"] = _ratio_up(vols[2], vols[0], 0.5)
     if len(x) >= 5:
         r2, r4 = L[1] / L[0], L[3] / L[2]
-        f["r4"] = rules.band_fit(r4, *rules.FIB_R4, 0.08)
+        f["r4"] = rules.band_fit(r4, rules.FIB_R4[0], rules.FIB_R4[1], 0.08)
         f["alternation"] = rules.alternation_fit(r2, r4, durs[1], durs[3])
     if len(x) >= 6:
         f["wave5"] = rules.wave5_fit(L, x)
@@ -257,12 +262,12 @@ def correction_count(
         a, b, c = rules.lengths(q)
         durs, _, vols = _leg_stats(piv, q)
         if kind == "zigzag":
-            fb = rules.band_fit(b / a, *rules.ZIGZAG_B, 0.1)
+            fb = rules.band_fit(b / a, rules.ZIGZAG_B[0], rules.ZIGZAG_B[1], 0.1)
             fc = rules.ratio_fit(c / a, rules.ZIGZAG_C)
             subtype = ""
         else:
-            fb = rules.band_fit(b / a, *rules.FLAT_B, 0.1)
-            fc = rules.band_fit(c / a, *rules.FLAT_C, 0.15)
+            fb = rules.band_fit(b / a, rules.FLAT_B[0], rules.FLAT_B[1], 0.1)
+            fc = rules.band_fit(c / a, rules.FLAT_C[0], rules.FLAT_C[1], 0.15)
             subtype = rules.flat_shape(q)
         prior_fit, quiet = 0.0, 0.0
         if trend_ctx is not None:
