@@ -6,7 +6,7 @@ import itertools
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from backtest.synthetic_elliott import path_candles
@@ -169,10 +169,19 @@ def test_pivots_alternate_and_respect_the_atr_threshold(walk, thresholds):
                 assert p.price == pytest.approx(min(c.low for c in window), rel=1e-12)
 
 
+def _near_ties(candles: list[Candle]) -> bool:
+    """Two extremes that differ, but by less than 1e-12 relative: scaling or mirroring may round them into a
+    tie (multiplication keeps order only up to equality), and which of two equal extremes is the pivot is
+    then a tie-break, not a rule of the detector. Exactly equal values stay equal and are fine."""
+    xs = sorted({x for c in candles for x in (c.high, c.low)})
+    return any(b - a < 1e-12 * b for a, b in itertools.pairwise(xs))
+
+
 @settings(max_examples=40, deadline=None, database=None, derandomize=True)
 @given(walks, st.floats(0.01, 1000.0))
 def test_pivots_are_invariant_to_price_scale_and_mirror_in_log_space(walk, factor):
     candles = _candles_from_walk(*walk)
+    assume(not _near_ties(candles))  # hypothesis found walks of denormal steps whose highs differ by one ulp
     scaled = [Candle(c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, c.open * factor, c.high * factor,
                      c.low * factor, c.close * factor, c.volume) for c in candles]
     mirrored = [Candle(c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, 1e4 / c.open, 1e4 / c.low,
@@ -180,7 +189,6 @@ def test_pivots_are_invariant_to_price_scale_and_mirror_in_log_space(walk, facto
     base = _run(candles, thresholds=(0.04,), mode="pct")[0]
     sc = _run(scaled, thresholds=(0.04,), mode="pct")[0]
     mi = _run(mirrored, thresholds=(0.04,), mode="pct")[0]
-    # float rounding can only matter at exact ties; the series here have none of consequence
     assert [(p.index, p.kind, p.confirmed_index) for p in sc] == [(p.index, p.kind, p.confirmed_index) for p in base]
     flip = {"high": "low", "low": "high"}
     assert [(p.index, flip[p.kind], p.confirmed_index) for p in mi] == [(p.index, p.kind, p.confirmed_index) for p in base]
