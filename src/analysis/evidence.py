@@ -55,7 +55,7 @@ from typing import Any, Final
 
 from src.analysis.gate import TRACKED_GATE_REASONS
 from src.analysis.pickling import register_frozen
-from src.analysis.types import Evidence, Signal
+from src.analysis.types import Evidence, Signal, reward_risk
 
 __all__ = [
     "BASIS",
@@ -133,9 +133,9 @@ def geometry(signal: Signal, cost_per_side: float) -> Geometry:
 
 def _geometry(entry: float, stop_loss: float, take_profits: tuple[float, ...], features: tuple[tuple[str, float], ...],
               cost_per_side: float) -> Geometry:
-    """:func:`geometry` from the signal's fields (``Signal.risk`` and ``Signal.risk_reward``, inlined)."""
+    """:func:`geometry` from the signal's fields (what the engine has before the Signal exists)."""
     risk = abs(entry - stop_loss)
-    rr = abs(take_profits[0] - entry) / risk if take_profits and risk != 0 else 0.0
+    rr = reward_risk(entry, stop_loss, take_profits) or 0.0
     atr = _feature(features, CTX_ATR)
     stop_atr = risk / atr if atr and atr > 0 else None
     cost = 2.0 * cost_per_side * entry / risk if risk > 0 else math.inf

@@ -265,6 +265,14 @@ def iso_to_ms(text: str) -> int:
     return round(dt.timestamp() * 1000)
 
 
+def reward_risk(entry: float, stop_loss: float, take_profits: tuple[float, ...]) -> float | None:
+    """|TP1 - entry| / |entry - stop|; None without targets or risk (``Signal.risk_reward``, from the fields)."""
+    risk = abs(entry - stop_loss)
+    if not take_profits or risk == 0:
+        return None
+    return abs(take_profits[0] - entry) / risk
+
+
 @dataclass(slots=True, unsafe_hash=True)
 class Signal:
     """A gated signal, as stored, posted and graded.
@@ -336,13 +344,6 @@ class Signal:
                       self.generated_at, self.reasons, self.analyzer_version, self.config_hash, self.features,
                       kind, gate_reason, self.structure_id, self.evidence)
 
-    def with_evidence(self, evidence: Evidence, confidence: float) -> Signal:
-        """A copy with the evidence model's ``evidence`` and ``confidence`` (like :meth:`with_verdict`)."""
-        return Signal(self.id, self.symbol, self.timeframe, self.pattern, self.direction, confidence,
-                      self.raw_confidence, self.entry, self.stop_loss, self.take_profits, self.candle_time_ms,
-                      self.generated_at, self.reasons, self.analyzer_version, self.config_hash, self.features,
-                      self.kind, self.gate_reason, self.structure_id, evidence)
-
     @property
     def risk(self) -> float:
         """Distance entry -> stop in price units (always > 0 for a valid signal)."""
@@ -351,9 +352,7 @@ class Signal:
     @property
     def risk_reward(self) -> float | None:
         """Reward of the first target over the risk; None without targets or risk."""
-        if not self.take_profits or self.risk == 0:
-            return None
-        return abs(self.take_profits[0] - self.entry) / self.risk
+        return reward_risk(self.entry, self.stop_loss, self.take_profits)
 
     def to_dict(self) -> dict[str, Any]:
         """The public JSON shape (``backtest signals`` lines, previews, REST rows).
