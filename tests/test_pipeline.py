@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from src.analysis.engine import AnalysisSettings, SignalGate, replay
-from src.bot.pipeline import Pipeline
+from src.bot.pipeline import VIEW_CANDLES, Pipeline
 from src.bot.sinks import SignalBatch
 from src.storage.base import StoreUnavailable
 from src.storage.sqlite_store import SqliteStore
@@ -74,6 +74,30 @@ async def test_pipeline_emits_exactly_what_the_backtest_replay_emits(tmp_path: P
         t = b.signals[0].candle_time_ms
         assert view.candles[-1].open_time_ms == t
         assert list(view.candles) == candles[max(0, by_time[t] - len(view.candles) + 1): by_time[t] + 1]
+    await store.close()
+
+
+async def test_a_signal_in_a_rest_page_charts_the_full_history_before_it(tmp_path: Path):
+    # windows keep only VIEW_CANDLES candles; a 400-candle page pushes out those before it, which its early
+    # signals still chart
+    candles = random_walk(3000, timeframe="15m", seed=5, vol=0.01)
+    store = SqliteStore(tmp_path / "w.db")
+    await store.open()
+    sink = RecordingSink(store)
+    p = _pipeline(store, [sink])
+    await p.start()
+    for i in range(0, len(candles), 400):
+        await p.on_candles(candles[i:i + 400], "backfill")
+    assert p.aggregator.window("BTCUSDT", "15m").candles() == tuple(candles[-VIEW_CANDLES:])
+    by_time = {c.open_time_ms: i for i, c in enumerate(candles)}
+    early = 0
+    for b in sink.batches:
+        view = b.view_for("BTCUSDT", "15m")
+        t = b.signals[0].candle_time_ms
+        assert view is not None
+        assert list(view.candles) == candles[max(0, by_time[t] - VIEW_CANDLES + 1): by_time[t] + 1]
+        early += by_time[t] >= 400 and by_time[t] % 400 < VIEW_CANDLES
+    assert early  # signals early in a later page exist, so the history before the page was needed
     await store.close()
 
 
@@ -250,7 +274,7 @@ async def test_a_warm_restart_primes_from_the_cache_only_when_it_is_as_fresh_as_
     p = Pipeline(settings=SETTINGS, timeframes=("15m",), store=counting, cache=fresh_cache,
                  engine_factory=lambda sym, tf: breakout_engine(sym, tf, SETTINGS))
     assert await p.prime("BTCUSDT", "15m", 500) == 500 and counting.loads == 0
-    assert p.aggregator.window("BTCUSDT", "15m").candles() == tuple(candles[-500:])
+    assert p.aggregator.window("BTCUSDT", "15m").candles() == tuple(candles[-VIEW_CANDLES:])  # what charts show
 
     stale_cache = MemoryCache()
     await stale_cache.push_candles(candles[-700:-10])  # missed the newest ten candles
@@ -258,7 +282,7 @@ async def test_a_warm_restart_primes_from_the_cache_only_when_it_is_as_fresh_as_
     p = Pipeline(settings=SETTINGS, timeframes=("15m",), store=counting, cache=stale_cache,
                  engine_factory=lambda sym, tf: breakout_engine(sym, tf, SETTINGS))
     assert await p.prime("BTCUSDT", "15m", 500) == 500 and counting.loads == 1
-    assert p.aggregator.window("BTCUSDT", "15m").candles() == tuple(candles[-500:])
+    assert p.aggregator.window("BTCUSDT", "15m").candles() == tuple(candles[-VIEW_CANDLES:])  # what charts show
     await store.close()
 
 

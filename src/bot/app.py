@@ -228,7 +228,6 @@ class App:
             store=self.store,
             sinks=sinks,
             evidence=self.evidence,
-            window=cfg.candle_window,
             build_from_smaller=self.mode == "replay",
             observers=self._build_observers(),
             on_analysis=self.metrics.observe_analysis,

@@ -146,6 +146,13 @@ def _by_record_day(closed: list[Candle]) -> list[list[Candle]]:
     return days
 
 
+def _per_stream(candles: list[Candle]) -> dict[tuple[str, str], list[Candle]]:
+    out: dict[tuple[str, str], list[Candle]] = defaultdict(list)
+    for c in candles:
+        out[c.stream].append(c)
+    return out
+
+
 def freeze_warm_heap() -> tuple[int, float]:
     """Collect once, then move every object alive now out of the garbage collector's generations (``gc.freeze``).
 
@@ -177,7 +184,7 @@ class Pipeline:
         store: Store,
         sinks: Sequence[SignalSink] = (),
         evidence: EvidenceModelView | None = None,
-        window: int = 500,
+        window: int = VIEW_CANDLES,
         build_from_smaller: bool = True,
         observers: Sequence[CandleObserver] = (),
         on_analysis: Callable[[float, int], None] | None = None,
@@ -322,7 +329,9 @@ class Pipeline:
     async def _process(self, candles: Sequence[Candle], source: str, *, write: bool = True) -> None:
         async with self._lock:
             self.stats.candles_in += len(candles)
-            closed = [out for c in self._storable(candles) for out in self.aggregator.add(c)]
+            storable = self._storable(candles)
+            before = self._chart_history(storable)
+            closed = [out for c in storable for out in self.aggregator.add(c)]
             if write and (closed or self._unsaved):
                 await self._write_candles(closed)
             if not closed:
@@ -332,7 +341,11 @@ class Pipeline:
             historical = source in ("warmup", "backfill", "recovery")
             for day in _by_record_day(closed):
                 await self._use_evidence_for(day[0])
-                await self._analyse_and_commit(day, historical)
+                await self._analyse_and_commit(day, historical, before)
+                if before:  # the next day's charts start from this day's candles
+                    for key, part in _per_stream(day).items():
+                        if key in before:
+                            before[key] = (*before[key], *part)[-VIEW_CANDLES:]
 
     async def _use_evidence_for(self, first: Candle) -> None:
         """Swap in the evidence model that judges ``first``'s day (the evidence source decides; a new day's
@@ -343,8 +356,21 @@ class Pipeline:
         if model is not None and model is not self.evidence:
             self._swap_evidence(model)
 
-    async def _analyse_and_commit(self, closed: list[Candle], historical: bool) -> None:
-        result = await self._maybe_thread(lambda: self._analyse(closed), len(closed))
+    def _chart_history(self, candles: Sequence[Candle]) -> dict[tuple[str, str], tuple[Candle, ...]]:
+        """The chart candles held before this batch of every stream of a symbol that gets more than one candle
+        from it (a REST page): windows keep only VIEW_CANDLES, so such a batch pushes out the candles its earlier
+        signals chart. A live batch (one candle per stream) needs none: its window still holds them."""
+        counts = Counter(c.stream for c in candles)
+        held: dict[tuple[str, str], tuple[Candle, ...]] = {}
+        for symbol in {symbol for (symbol, _), n in counts.items() if n > 1}:
+            for tf in self.aggregator.targets:
+                window = self.aggregator.windows.get((symbol, tf))
+                held[(symbol, tf)] = window.candles(VIEW_CANDLES) if window is not None else ()
+        return held
+
+    async def _analyse_and_commit(self, closed: list[Candle], historical: bool,
+                                  before: dict[tuple[str, str], tuple[Candle, ...]] | None = None) -> None:
+        result = await self._maybe_thread(lambda: self._analyse(closed, before or {}), len(closed))
         self.stats.candles_analysed += len(closed)
         self.stats.analysis_seconds_total += result.seconds
         if self._on_analysis is not None:
@@ -477,7 +503,7 @@ class Pipeline:
         if self._on_store_error is not None:
             self._on_store_error(operation)
 
-    def _analyse(self, candles: list[Candle]) -> _Analysed:
+    def _analyse(self, candles: list[Candle], before: dict[tuple[str, str], tuple[Candle, ...]]) -> _Analysed:
         t0 = time.perf_counter()
         groups: list[_Candle] = []
         seen: dict[tuple[str, str], list[Candle]] = defaultdict(list)  # this batch's candles per stream, so far
@@ -488,18 +514,21 @@ class Pipeline:
             candidates = analysis_api.candidates_of(r)
             if candidates:
                 emitted = [s for s in r.emitted if s.kind != "gated"]
-                view = self._view_at(seen[c.stream], eng) if emitted else None
+                view = self._view_at(seen[c.stream], eng, before.get(c.stream)) if emitted else None
                 groups.append(_Candle(candidates, emitted, view))
         return _Analysed(groups, time.perf_counter() - t0)
 
-    def _view_at(self, batch_part: list[Candle], eng: AnalysisEngine) -> MarketView:
+    def _view_at(self, batch_part: list[Candle], eng: AnalysisEngine,
+                 before: tuple[Candle, ...] | None = None) -> MarketView:
         """The stream as it was when its last candle in ``batch_part`` closed: the candles up to it (the
-        window already holds the whole batch, so older ones come from before the batch) and the analyzers'
-        states right now. Only built for candles that emitted a signal."""
+        window already holds the whole batch, so older ones come from ``before``, the window as it was before
+        the batch, or else from the window's candles older than the batch) and the analyzers' states right
+        now. Only built for candles that emitted a signal."""
         c = batch_part[-1]
         window = self.aggregator.windows.get(c.stream)
         first = batch_part[0].open_time_ms
-        older = [x for x in window.candles(VIEW_CANDLES) if x.open_time_ms < first] if window is not None else []
+        held = before if before is not None else window.candles(VIEW_CANDLES) if window is not None else ()
+        older = [x for x in held if x.open_time_ms < first]
         candles = (older + batch_part)[-VIEW_CANDLES:]
         return MarketView(c.symbol, c.timeframe, tuple(candles), tuple(eng.states()), None)
 
