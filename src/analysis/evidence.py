@@ -155,32 +155,51 @@ _RR_HINGES = tuple((f"hinge_log_rr_{k:g}", math.log(k)) for k in RR_KNOTS)
 _STOP_ATR_HINGES = tuple((f"hinge_log_stop_atr_{k:g}", math.log(k)) for k in STOP_ATR_KNOTS)
 
 
-def _basis_values(rr: float, stop_atr: float, cost_r: float) -> dict[str, float]:
-    """Basis functions of a baseline: logs of R:R and stop distance in ATR (clipped to the modelled range),
-    their product, hinges max(0, log x - log knot) at fixed knots (a piecewise-linear curve in the logs), costs
-    in R, and log(R:R / costs) with its square (a target that does not clear the costs cannot win)."""
-    rr = _clip(rr, *RR_RANGE)
-    sa = _clip(stop_atr, *STOP_ATR_RANGE)
+BASIS: tuple[str, ...] = (
+    "const", "cost_r", "log_rr", "log_stop_atr", "log_rr_x_log_stop_atr", "log_rr_over_cost", "log_rr_over_cost_sq",
+    *(name for name, _ in _RR_HINGES), *(name for name, _ in _STOP_ATR_HINGES),
+)
+"""Names of the basis functions a baseline may use (see :func:`_basis_vector`)."""
+
+
+def _basis_vector(rr: float, stop_atr: float, cost_r: float) -> list[float]:
+    """Basis functions of a baseline, in :data:`BASIS` order: logs of R:R and stop distance in ATR (clipped to
+    the modelled range), their product, hinges max(0, log x - log knot) at fixed knots (a piecewise-linear curve
+    in the logs), costs in R, and log(R:R / costs) with its square (a target that does not clear the costs
+    cannot win)."""
+    rr = _clip(rr, RR_RANGE[0], RR_RANGE[1])
+    sa = _clip(stop_atr, STOP_ATR_RANGE[0], STOP_ATR_RANGE[1])
     lr, ls = math.log(rr), math.log(sa)
     lrc = math.log(_clip(rr / max(cost_r, 1e-4), 0.05, 1000.0))
-    out = {
-        "const": 1.0,
-        "cost_r": cost_r,
-        "log_rr": lr,
-        "log_stop_atr": ls,
-        "log_rr_x_log_stop_atr": lr * ls,
-        "log_rr_over_cost": lrc,
-        "log_rr_over_cost_sq": lrc * lrc,
-    }
-    for name, log_k in _RR_HINGES:
-        out[name] = max(0.0, lr - log_k)
-    for name, log_k in _STOP_ATR_HINGES:
-        out[name] = max(0.0, ls - log_k)
+    out = [1.0, cost_r, lr, ls, lr * ls, lrc, lrc * lrc]
+    for _, log_k in _RR_HINGES:
+        out.append(max(0.0, lr - log_k))
+    for _, log_k in _STOP_ATR_HINGES:
+        out.append(max(0.0, ls - log_k))
     return out
 
 
-BASIS: tuple[str, ...] = tuple(_basis_values(1.0, 1.0, 0.0))
-"""Names of the basis functions a baseline may use (see :func:`_basis_values`)."""
+def _basis_values(rr: float, stop_atr: float, cost_r: float) -> dict[str, float]:
+    """:func:`_basis_vector` by name."""
+    return dict(zip(BASIS, _basis_vector(rr, stop_atr, cost_r), strict=True))
+
+
+def _indexed(terms: tuple[tuple[str, float], ...]) -> tuple[tuple[int, float], ...]:
+    return tuple((BASIS.index(name), c) for name, c in terms)
+
+
+class _Record:
+    """The track-record fields of an :class:`Evidence` for one cell."""
+
+    __slots__ = ("backtest_ci", "backtest_mean_r", "backtest_n", "live_mean_r", "live_n")
+
+    def __init__(self, backtest_n: int, backtest_mean_r: float | None, backtest_ci: tuple[float, float] | None,
+                 live_n: int, live_mean_r: float | None) -> None:
+        self.backtest_n = backtest_n
+        self.backtest_mean_r = backtest_mean_r
+        self.backtest_ci = backtest_ci
+        self.live_n = live_n
+        self.live_mean_r = live_mean_r
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,14 +211,26 @@ class BaselineFit:
     p_terms: tuple[tuple[str, float], ...]
     stop_atr_median: float
     n: int = 0
+    _mean_at: tuple[tuple[int, float], ...] = field(init=False, repr=False, compare=False)
+    _p_at: tuple[tuple[int, float], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # the terms by basis position: predict runs for every candidate
+        object.__setattr__(self, "_mean_at", _indexed(self.mean_terms))
+        object.__setattr__(self, "_p_at", _indexed(self.p_terms))
 
     def predict(self, g: Geometry) -> tuple[float, float]:
         """(E[net R], P(net R > 0)) of a random entry with this geometry."""
         if not math.isfinite(g.cost_r):
             return -1.0, P_MIN
-        values = _basis_values(g.rr, g.stop_atr if g.stop_atr is not None else self.stop_atr_median, g.cost_r)
-        mean = sum(c * values[name] for name, c in self.mean_terms)
-        z = sum(c * values[name] for name, c in self.p_terms)
+        values = _basis_vector(g.rr, g.stop_atr if g.stop_atr is not None else self.stop_atr_median, g.cost_r)
+        # the same additions in the same order as sum() from 0 (a loop: sum over a generator is slow compiled)
+        mean = 0.0
+        for i, c in self._mean_at:
+            mean += c * values[i]
+        z = 0.0
+        for i, c in self._p_at:
+            z += c * values[i]
         p = 1.0 / (1.0 + math.exp(-z)) if z > -60 else 0.0
         return mean, _clip(p, P_MIN, P_MAX)
 
@@ -481,6 +512,7 @@ class EvidenceModel:
     _z: float = field(init=False, repr=False, compare=False)
     _terms: dict[tuple[str, str], tuple[float, float, float]] = field(init=False, repr=False, compare=False)
     _geo: dict[tuple[str, str], tuple[float, float]] = field(init=False, repr=False, compare=False)
+    _records: dict[tuple[str, str], _Record] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.interval < 1.0:
@@ -492,6 +524,7 @@ class EvidenceModel:
         object.__setattr__(self, "_z", _z(self.interval))
         object.__setattr__(self, "_terms", {})  # cell_terms per (pattern, timeframe): fixed for a model
         object.__setattr__(self, "_geo", {})  # geometry_terms, likewise
+        object.__setattr__(self, "_records", {})  # the track record an Evidence shows, likewise
 
     # ------------------------------------------------------------------ assess
     def baseline_for(self, timeframe: str) -> BaselineFit:
@@ -556,10 +589,10 @@ class EvidenceModel:
         g = _geometry(entry, stop_loss, take_profits, features, self.cost_per_side)
         base_r, base_p = self.baseline_for(tf).predict(g)
         shift, var, dp = self.cell_terms(pattern, tf)
-        cell = self.cells.get((pattern, tf))
         var += self._geometry_var(pattern, tf, g.rr, base_p)
         expected = base_r + shift
         half = self._z * math.sqrt(var)
+        rec = self._record(pattern, tf)
         return Evidence(
             p_win=round(_clip(base_p + dp, P_MIN, P_MAX), 4),
             expected_r=round(expected, 4),
@@ -567,13 +600,28 @@ class EvidenceModel:
             expected_r_hi=round(expected + half, 4),
             interval=self.interval,
             model_version=self.version,
-            backtest_n=cell.n if cell else 0,
-            backtest_mean_r=round(cell.mean_r, 4) if cell and cell.n else None,
-            backtest_ci=(round(cell.ci[0], 4), round(cell.ci[1], 4)) if cell and cell.n else None,
-            live_n=cell.live_n if cell else 0,
-            live_mean_r=round(cell.live_sum_r / cell.live_n, 4) if cell and cell.live_n else None,
+            backtest_n=rec.backtest_n,
+            backtest_mean_r=rec.backtest_mean_r,
+            backtest_ci=rec.backtest_ci,
+            live_n=rec.live_n,
+            live_mean_r=rec.live_mean_r,
             reference_n=self.reference_n,
         )
+
+    def _record(self, pattern: str, tf: str) -> _Record:
+        """The cell's track record as an Evidence shows it (rounded once per cell: fixed for a model)."""
+        key = (pattern, tf)
+        rec = self._records.get(key)
+        if rec is None:
+            cell = self.cells.get(key)
+            rec = self._records[key] = _Record(
+                cell.n if cell else 0,
+                round(cell.mean_r, 4) if cell and cell.n else None,
+                (round(cell.ci[0], 4), round(cell.ci[1], 4)) if cell and cell.n else None,
+                cell.live_n if cell else 0,
+                round(cell.live_sum_r / cell.live_n, 4) if cell and cell.live_n else None,
+            )
+        return rec
 
     # ------------------------------------------------------------------ live record
     def with_live(self, live: Mapping[tuple[str, str], LiveRecord]) -> EvidenceModel:
