@@ -186,12 +186,8 @@ class AnalysisEngine:
 
     def on_candle(self, candle: Candle) -> EngineResult:
         """Analyse one closed candle; candles at or before the last one seen are ignored."""
-        if not candle.closed:
-            raise ValueError("AnalysisEngine only accepts closed candles")
-        if self.last_open_time_ms is not None and candle.open_time_ms <= self.last_open_time_ms:
+        if not self._accept(candle):
             return EngineResult()
-        self.last_open_time_ms = candle.open_time_ms
-        self.candles_seen += 1
         # the ATR includes this candle: its close is known when the candidates are judged
         atr = self._atr.update(candle.high, candle.low, candle.close) if candle.high >= candle.low > 0 else self._atr.value
         result = EngineResult()
@@ -204,6 +200,26 @@ class AnalysisEngine:
                 result.signals.append(self._to_signal(cand, candle, generated_at, atr))
         result.signals.sort(key=lambda s: (-s.confidence, s.pattern, s.direction))
         return result
+
+    def warm(self, candle: Candle) -> None:
+        """:meth:`on_candle` for a warm-up that throws the results away: the analyzers and the ATR see the candle
+        the same way (same state afterwards), but no candidate becomes a Signal (no evidence, no ids)."""
+        if not self._accept(candle):
+            return
+        if candle.high >= candle.low > 0:
+            self._atr.update(candle.high, candle.low, candle.close)
+        for analyzer in self.analyzers:
+            analyzer.on_candle(candle)
+
+    def _accept(self, candle: Candle) -> bool:
+        """Whether ``candle`` is new (after the last one seen); counts it. Only closed candles may come."""
+        if not candle.closed:
+            raise ValueError("AnalysisEngine only accepts closed candles")
+        if self.last_open_time_ms is not None and candle.open_time_ms <= self.last_open_time_ms:
+            return False
+        self.last_open_time_ms = candle.open_time_ms
+        self.candles_seen += 1
+        return True
 
     def _to_signal(self, cand: SignalCandidate, candle: Candle, generated_at: str, atr: float | None) -> Signal:
         raw = min(1.0, max(0.0, cand.raw_score))

@@ -46,6 +46,7 @@ the WebSocket pings and the Discord heartbeat keep running. Batches are processe
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import itertools
 import time
@@ -144,6 +145,11 @@ def _by_record_day(closed: list[Candle]) -> list[list[Candle]]:
             current = day
         days[-1].append(c)
     return days
+
+
+def _warm(engine: AnalysisEngine, candles: list[Candle]) -> None:
+    for c in candles:
+        engine.warm(c)
 
 
 def _per_stream(candles: list[Candle]) -> dict[tuple[str, str], list[Candle]]:
@@ -266,7 +272,7 @@ class Pipeline:
                 window = self.aggregator.window(symbol, timeframe)
                 fresh = [c for c in history if window.add(c)]
                 eng = self.engine(symbol, timeframe)
-                await self._maybe_thread(lambda: [eng.on_candle(c) for c in fresh], len(fresh))
+                await self._maybe_thread(functools.partial(_warm, eng, fresh), len(fresh))
         if watermark is None or watermark < newest:
             await self._recover(symbol, timeframe, None if watermark is None else watermark + 1)
         return len(history)
